@@ -1,0 +1,340 @@
+"""``fakehw``: manage the fake cluster's daemon and run the model offline.
+
+    fakehw daemon start|stop|status     the background daemon every tool shares
+    fakehw simulate --schedule FILE     synthetic nvidia-smi CSV, no waiting
+    fakehw models                       the GPU catalog
+
+Errors are one clear line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fakehw import __version__
+from fakehw.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
+from fakehw.runtime import RuntimeDirError, runtime_paths
+from fakehw.specs import CATALOG
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3  # `status` of a daemon that is not running (LSB convention)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (defaults from the config file)")
+    group.add_argument("--gpu-model", metavar="MODEL", help="exact nvidia-smi name or alias")
+    group.add_argument("--nodes", type=int, metavar="N", help="number of nodes")
+    group.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per node (1-16)")
+    group.add_argument("--hostname-prefix", metavar="PREFIX", help='e.g. "dgx-h100-"')
+    group.add_argument("--seed", type=int, metavar="S", help="seed for identities and noise")
+
+
+def _cluster_from(args: argparse.Namespace) -> tuple[ClusterConfig, DaemonConfig, bool]:
+    """Config file overlaid with flags; the flag says whether any cluster flag was given."""
+    cluster, daemon = load_settings()
+    changes: dict[str, Any] = {}
+    for name in ("gpu_model", "nodes", "gpus_per_node", "hostname_prefix", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "idle_timeout", None) is not None:
+        daemon = replace(daemon, idle_timeout_s=args.idle_timeout).validated()
+    if getattr(args, "tick_hz", None) is not None:
+        daemon = replace(daemon, tick_hz=args.tick_hz).validated()
+    return replace(cluster, **changes).validated(), daemon, bool(changes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fakehw",
+        description="Fake NVIDIA datacenter GPUs: one physical model behind look-alikes of "
+        "nvidia-smi, nvitop and a training log.",
+        epilog="Environment: FAKEHW_RUNTIME_DIR (where the daemon's socket lives), "
+        "FAKEHW_CONFIG (config file, default ~/.config/fakehw/config.toml).",
+    )
+    parser.add_argument("--version", action="version", version=f"fakehw {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    daemon = commands.add_parser(
+        "daemon",
+        help="start, stop or inspect the background daemon",
+        description="The daemon runs the shared GPU model and serves every viewer. Clients "
+        "start it by themselves; it exits after an idle period.",
+    )
+    actions = daemon.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    start = actions.add_parser("start", help="start the daemon (no-op if it runs)")
+    _add_cluster_flags(start)
+    start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
+    start.add_argument("--idle-timeout", type=float, metavar="S", help="exit after S idle seconds")
+    start.add_argument("--tick-hz", type=float, metavar="HZ", help="model steps per second")
+    run = actions.add_parser("run", help=argparse.SUPPRESS)
+    _add_cluster_flags(run)
+    run.add_argument("--runtime-dir", type=Path)
+    run.add_argument("--idle-timeout", type=float)
+    run.add_argument("--tick-hz", type=float)
+    actions.add_parser("stop", help="stop the daemon")
+    status = actions.add_parser("status", help="is it running, with which cluster")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run the model offline through a schedule, print nvidia-smi CSV",
+        description="Runs the physical model through a schedule of phases on a simulated "
+        "clock (no waiting) and prints what `nvidia-smi --query-gpu=FIELDS "
+        "--format=csv,nounits -lms N` would print on real GPUs doing that work.",
+        epilog='Schedule: {"start": 1795357948.9, "phases": [{"phase": "idle", "seconds": '
+        '20}, {"phase": "train", "seconds": 120, "memory_mib": 46617}]}. Phases: idle, '
+        "context, load, train, eval, checkpoint, barrier, free. memory_mib is the GPU's "
+        "memory.used from that phase on.",
+    )
+    simulate.add_argument("--schedule", required=True, type=Path, metavar="FILE")
+    simulate.add_argument("--gpu-model", metavar="MODEL", help="default: h100")
+    simulate.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (1-16)")
+    simulate.add_argument("--interval-ms", type=int, default=100, metavar="MS")
+    simulate.add_argument("--query-gpu", metavar="FIELDS", help="nvidia-smi field list")
+    simulate.add_argument(
+        "--format", default="csv,nounits", metavar="FMT", help="csv[,noheader][,nounits]"
+    )
+    simulate.add_argument("--seed", type=int, default=0, metavar="S")
+    simulate.add_argument("--start", type=float, metavar="UNIX", help="first sample's time")
+
+    models = commands.add_parser("models", help="list the GPU models and their aliases")
+    models.add_argument("--json", action="store_true")
+    return parser
+
+
+# ----------------------------------------------------------------- commands
+def cmd_daemon(args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "start": _daemon_start,
+        "run": _daemon_run,
+        "stop": _daemon_stop,
+        "status": _daemon_status,
+    }
+    return handlers[args.action](args)
+
+
+def _daemon_run(args: argparse.Namespace) -> int:
+    from fakehw.daemon import AlreadyRunning, Daemon, configure_logging
+
+    cluster, settings, _ = _cluster_from(args)
+    paths = runtime_paths(getattr(args, "runtime_dir", None), create=True)
+    configure_logging(paths, foreground=bool(getattr(args, "foreground", False)))
+    try:
+        Daemon(paths, cluster, settings).serve_forever()
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
+def _daemon_start(args: argparse.Namespace) -> int:
+    from fakehw.client import Client, DaemonUnavailable, _try_connect, start_daemon
+
+    cluster, settings, explicit = _cluster_from(args)
+    if args.foreground:
+        return _daemon_run(args)
+    paths = runtime_paths(create=True)
+    existing = _try_connect(paths)
+    if existing is not None:
+        existing.close()
+        with Client.connect(client_name="fakehw daemon start", autostart=False) as client:
+            running = ClusterConfig.from_json(client.hello["cluster"])
+        if explicit and running != cluster:
+            raise CliError(
+                f"a daemon already runs with {running.describe()} (seed {running.seed}); "
+                "stop it first with `fakehw daemon stop`"
+            )
+        print(f"fakehw daemon already running: {running.describe()} ({paths.socket})")
+        return EXIT_OK
+    try:
+        start_daemon(paths, cluster, settings).close()
+    except DaemonUnavailable as exc:
+        raise CliError(str(exc)) from None
+    print(f"fakehw daemon started: {cluster.describe()} ({paths.socket})")
+    return EXIT_OK
+
+
+def _daemon_stop(args: argparse.Namespace) -> int:
+    from fakehw.client import Client, DaemonUnavailable
+
+    try:
+        client = Client.connect(client_name="fakehw daemon stop", autostart=False)
+    except DaemonUnavailable:
+        print("no fakehw daemon is running")
+        return EXIT_OK
+    with client:
+        pid = client.request("shutdown")["daemon_pid"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.paths.socket.exists():
+        time.sleep(0.05)
+    if client.paths.socket.exists():
+        raise CliError(f"the daemon (pid {pid}) did not stop within 10 s")
+    print(f"fakehw daemon stopped (pid {pid})")
+    return EXIT_OK
+
+
+def _daemon_status(args: argparse.Namespace) -> int:
+    from fakehw.client import Client, DaemonUnavailable
+
+    try:
+        client = Client.connect(client_name="fakehw daemon status", autostart=False)
+    except DaemonUnavailable as exc:
+        if args.json:
+            print(json.dumps({"running": False, "reason": str(exc)}))
+        else:
+            print(f"fakehw daemon: not running ({exc})")
+        return EXIT_NOT_RUNNING
+    with client:
+        status = client.request("status")
+    if args.json:
+        print(json.dumps({"running": True, **status}, indent=2))
+        return EXIT_OK
+    lines = [
+        f"fakehw daemon: running (pid {status['daemon_pid']}, fakehw {status['version']})",
+        f"  cluster:   {status['description']}, seed {status['cluster']['seed']}",
+        f"  socket:    {status['socket']}",
+        f"  uptime:    {status['uptime_s']:.0f} s, {status['ticks']} ticks at "
+        f"{status['tick_hz']:g} Hz, {status['step_cpu_ms_mean']:.3f} ms CPU per step",
+        f"  clients:   {status['clients']} connected, {status['subscriptions']} subscriptions",
+        f"  processes: {len(status['processes'])} attached",
+    ]
+    for process in status["processes"][:20]:
+        lines.append(
+            f"    pid {process['pid']:>7}  {process['phase']:<10} GPUs "
+            f"{','.join(map(str, process['gpus']))}  {process['name']}"
+        )
+    if len(status["processes"]) > 20:
+        lines.append(f"    ... and {len(status['processes']) - 20} more")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fakehw.simulate import DEFAULT_QUERY, SimulationRequest, samples
+    from fakehw.smi.fields import (
+        FieldContext,
+        UnknownField,
+        csv_header,
+        csv_row,
+        resolve,
+        split_field_list,
+    )
+    from fakehw.workload import Schedule, ScheduleError
+
+    options = {part.strip() for part in args.format.split(",") if part.strip()}
+    if not options or not options <= {"csv", "noheader", "nounits"} or "csv" not in options:
+        raise CliError(
+            f'"{args.format}" is not a valid format: use csv[,noheader][,nounits]', EXIT_USAGE
+        )
+    if not 1 <= args.gpus <= 16:
+        raise CliError("--gpus must be between 1 and 16 (one node)", EXIT_USAGE)
+    if not 1 <= args.interval_ms <= 3_600_000:
+        raise CliError("--interval-ms must be between 1 and 3600000", EXIT_USAGE)
+    try:
+        fields = resolve(split_field_list(args.query_gpu or DEFAULT_QUERY))
+    except UnknownField as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if not fields:
+        raise CliError("--query-gpu lists no fields", EXIT_USAGE)
+    try:
+        schedule = Schedule.from_file(args.schedule)
+    except ScheduleError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    config = ClusterConfig(
+        gpu_model=args.gpu_model or load_settings()[0].gpu_model,
+        nodes=1,
+        gpus_per_node=args.gpus,
+        seed=args.seed,
+    ).validated()
+    request = SimulationRequest(schedule, config, args.interval_ms, args.start)
+    units = "nounits" not in options
+    out = sys.stdout
+    if "noheader" not in options:
+        out.write(csv_header(fields) + "\n")
+    for snap in samples(request):
+        node = snap["nodes"][0]
+        rows = [csv_row(fields, FieldContext.of(snap, node, gpu), units) for gpu in node["gpus"]]
+        out.write("\n".join(rows) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.json:
+        from fakehw.snapshot import model_record
+
+        print(
+            json.dumps([{"aliases": list(s.aliases), **model_record(s)} for s in CATALOG], indent=2)
+        )
+        return EXIT_OK
+    from tabulate import tabulate
+
+    rows = [
+        (
+            spec.key,
+            spec.name,
+            f"{spec.memory_total_mib} MiB",
+            f"{spec.power_default_w:.0f} W",
+            f"{spec.sm_clock_max_mhz} MHz",
+            f"NV{spec.nvlink_count}" if spec.nvlink_topology == "all" else "PCIe",
+            ", ".join(spec.aliases),
+        )
+        for spec in CATALOG
+    ]
+    headers = ("key", "nvidia-smi name", "memory", "power cap", "max SM clock", "links", "aliases")
+    print(tabulate(rows, headers=headers))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "daemon": cmd_daemon,
+    "simulate": cmd_simulate,
+    "models": cmd_models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as exc:
+        print(f"fakehw: {exc}", file=sys.stderr)
+        return exc.code
+    except (ConfigError, RuntimeDirError) as exc:
+        print(f"fakehw: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader went away (`| head`): quietly stop, as coreutils do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

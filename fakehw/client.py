@@ -1,0 +1,253 @@
+"""Talking to the daemon: connect (starting it if needed), ask, subscribe.
+
+Imports only the standard library and fakehw's light modules, so a one-shot
+viewer starts fast: no numpy, no psutil.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from fakehw import protocol as proto
+from fakehw.config import ClusterConfig, DaemonConfig
+from fakehw.runtime import RuntimeDirError, RuntimePaths, check_socket_owner, runtime_paths
+from fakehw.snapshot import Snapshot
+
+START_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 10.0
+
+
+class DaemonUnavailable(RuntimeError):
+    """No daemon answers and none could be started; the message says why."""
+
+
+class RequestFailed(RuntimeError):
+    """The daemon answered with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Client:
+    """One connection to the daemon. Not thread-safe: one per thread."""
+
+    def __init__(self, sock: socket.socket, paths: RuntimePaths) -> None:
+        self.sock = sock
+        self.paths = paths
+        self._buffer = bytearray()
+        self._next_id = 1
+        self._pushes: list[dict[str, Any]] = []
+        self.hello: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ connecting
+    @classmethod
+    def connect(
+        cls,
+        *,
+        client_name: str = "fakehw",
+        autostart: bool = True,
+        cluster: ClusterConfig | None = None,
+        root: Path | None = None,
+    ) -> Client:
+        """Connect to the user's daemon, starting one if none runs.
+
+        ``cluster`` is only used to start a daemon; an already running daemon
+        keeps its own cluster (``client.hello["cluster"]`` tells which).
+        """
+        try:
+            paths = runtime_paths(root, create=autostart)
+        except RuntimeDirError as exc:
+            raise DaemonUnavailable(str(exc)) from None
+        sock = _try_connect(paths)
+        if sock is None:
+            if not autostart:
+                raise DaemonUnavailable(f"no fakehw daemon is running ({paths.socket})")
+            sock = start_daemon(paths, cluster)
+        client = cls(sock, paths)
+        try:
+            client.hello = client.request(
+                "hello", protocol=proto.PROTOCOL_VERSION, client=client_name
+            )
+        except (OSError, RequestFailed) as exc:
+            client.close()
+            raise DaemonUnavailable(f"the daemon did not answer hello: {exc}") from None
+        return client
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- requests
+    def request(self, op: str, **args: Any) -> Any:
+        """Send one request and wait for its response; raise ``RequestFailed``."""
+        request_id = self._next_id
+        self._next_id += 1
+        message = {"id": request_id, "op": op, **args}
+        try:
+            self.sock.sendall(proto.encode(message))
+            while True:
+                reply = self._read_message()
+                if "subscription" in reply and "id" not in reply:
+                    self._pushes.append(reply)
+                    continue
+                break
+        except TimeoutError:
+            raise DaemonUnavailable(f"the daemon did not answer {op!r} in time") from None
+        except OSError as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
+        if reply.get("id") != request_id:
+            raise DaemonUnavailable(f"out-of-order reply from the daemon: {reply!r:.200}")
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise RequestFailed(str(error.get("code")), str(error.get("message")))
+        return reply.get("result")
+
+    def snapshot(self, node: int | str | None = None) -> Snapshot:
+        args = {} if node is None else {"node": node}
+        return cast(Snapshot, self.request("snapshot", **args))
+
+    def subscribe(self, interval_ms: int, node: int | str | None = None) -> Iterator[Snapshot]:
+        """Snapshots pushed every ``interval_ms``, starting at once, until closed."""
+        args: dict[str, Any] = {"interval_ms": interval_ms}
+        if node is not None:
+            args["node"] = node
+        ident = self.request("subscribe", **args)["subscription"]
+        self.sock.settimeout(None)
+        while True:
+            if self._pushes:
+                message = self._pushes.pop(0)
+            else:
+                try:
+                    message = self._read_message()
+                except OSError as exc:
+                    raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
+            if message.get("subscription") == ident:
+                yield cast(Snapshot, message["snapshot"])
+
+    def _read_message(self) -> dict[str, Any]:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return cast(dict[str, Any], json.loads(line))
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionResetError("the daemon closed the connection")
+            self._buffer += chunk
+
+
+def _try_connect(paths: RuntimePaths) -> socket.socket | None:
+    """A connected socket, or ``None`` if no daemon listens (stale file or none)."""
+    if not paths.socket.exists():
+        return None
+    try:
+        check_socket_owner(paths.socket)
+    except RuntimeDirError as exc:
+        raise DaemonUnavailable(str(exc)) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(REQUEST_TIMEOUT_S)
+    try:
+        sock.connect(str(paths.socket))
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        return None
+    except OSError as exc:
+        sock.close()
+        raise DaemonUnavailable(f"cannot connect to {paths.socket}: {exc.strerror}") from None
+    return sock
+
+
+def daemon_command(
+    paths: RuntimePaths, cluster: ClusterConfig | None, settings: DaemonConfig | None = None
+) -> list[str]:
+    command = [sys.executable, "-m", "fakehw", "daemon", "run", "--runtime-dir", str(paths.root)]
+    if settings is not None:
+        command += [
+            "--idle-timeout",
+            repr(settings.idle_timeout_s),
+            "--tick-hz",
+            repr(settings.tick_hz),
+        ]
+    if cluster is not None:
+        command += [
+            "--gpu-model",
+            cluster.gpu_model,
+            "--nodes",
+            str(cluster.nodes),
+            "--gpus-per-node",
+            str(cluster.gpus_per_node),
+            "--seed",
+            str(cluster.seed),
+        ]
+        if cluster.hostname_prefix:
+            command += ["--hostname-prefix", cluster.hostname_prefix]
+    return command
+
+
+def start_daemon(
+    paths: RuntimePaths, cluster: ClusterConfig | None, settings: DaemonConfig | None = None
+) -> socket.socket:
+    """Start a daemon in the background and return a connection to it.
+
+    Clients racing to start one take ``start.lock`` in turn; whoever comes
+    second finds the first one's daemon and uses it.
+    """
+    with open(paths.start_lock_file, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _try_connect(paths)
+        if sock is not None:
+            return sock
+        log = open(paths.log_file, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            child = subprocess.Popen(
+                daemon_command(paths, cluster, settings),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, "FAKEHW_RUNTIME_DIR": str(paths.root)},
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            sock = _try_connect(paths)
+            if sock is not None:
+                return sock
+            if child.poll() is not None:
+                raise DaemonUnavailable(
+                    "the fakehw daemon failed to start: " + _log_tail(paths.log_file)
+                )
+            time.sleep(0.02)
+        raise DaemonUnavailable(
+            f"the fakehw daemon did not come up within {START_TIMEOUT_S:.0f} s "
+            f"(log: {paths.log_file})"
+        )
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return f"see {path}"
+    return " | ".join(text[-lines:]) or f"see {path}"

@@ -1,0 +1,546 @@
+"""The daemon: hosts the Simulator and serves snapshots on a Unix socket.
+
+One event loop (``selectors``) serves every client without threads; the
+Simulator ticks in its own thread. The daemon
+
+* holds ``daemon.lock`` for its whole life, so two daemons never share a
+  runtime directory (a second one exits at once);
+* listens on ``daemon.sock``, mode 0600, and answers only peers of its own uid;
+* detaches a process whose real PID has died (freeing its memory, as the
+  driver does) within half a second;
+* exits after ``idle_timeout_s`` with no client connected and no process
+  attached, and on SIGTERM/SIGINT, removing its socket and pid file.
+
+A misbehaving client (garbage, huge lines, not reading) loses its own
+connection; it never stalls or crashes the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from fakehw import __version__
+from fakehw import protocol as proto
+from fakehw.config import ClusterConfig, DaemonConfig
+from fakehw.devices import ClusterError
+from fakehw.runtime import RuntimePaths
+from fakehw.simulator import Simulator
+from fakehw.workload import PHASE_NAMES
+
+log = logging.getLogger("fakehw.daemon")
+
+WATCH_INTERVAL_S = 0.5
+MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
+SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
+READ_CHUNK = 65536
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@dataclass
+class Subscription:
+    ident: int
+    interval_s: float
+    nodes: list[int] | None
+    next_due: float
+
+
+@dataclass
+class Connection:
+    sock: socket.socket
+    pid: int | None
+    inbox: bytearray = field(default_factory=bytearray)
+    outbox: bytearray = field(default_factory=bytearray)
+    subscriptions: dict[int, Subscription] = field(default_factory=dict)
+    client_name: str = ""
+    closing: bool = False
+
+
+@dataclass
+class Watched:
+    watch_pid: int
+    create_time: float | None
+
+
+class Daemon:
+    def __init__(
+        self,
+        paths: RuntimePaths,
+        cluster: ClusterConfig,
+        settings: DaemonConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.paths = paths
+        self.cluster_config = cluster.validated()
+        self.settings = settings.validated()
+        self.clock = clock
+        self.simulator = Simulator(self.cluster_config, settings.tick_hz, clock)
+        self.selector = selectors.DefaultSelector()
+        self.connections: dict[int, Connection] = {}
+        self.watched: dict[int, Watched] = {}
+        self.started = time.monotonic()
+        self.last_activity = time.monotonic()
+        self.next_subscription = 1
+        self.running = False
+        self._lock_handle: Any = None
+        self._listener: socket.socket | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # ---------------------------------------------------------------- setup
+    def _acquire_lock(self) -> None:
+        handle = open(self.paths.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AlreadyRunning(
+                f"a fakehw daemon already runs in {self.paths.root} (see `fakehw daemon status`)"
+            ) from None
+        self._lock_handle = handle
+
+    def _listen(self) -> None:
+        # We hold the lock, so a socket file left here is stale: a crashed daemon's.
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(self.paths.socket))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.paths.socket, 0o600)
+        listener.listen(256)
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, data=None)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, data="wake")
+        self._listener = listener
+
+    def serve_forever(self) -> None:
+        """Run until stopped, idle for too long, or signalled."""
+        self._acquire_lock()
+        try:
+            self._listen()
+            self.paths.pid_file.write_text(f"{os.getpid()}\n")
+            self.simulator.start()
+            self.running = True
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+            log.info(
+                "fakehw %s daemon pid %d serving %s on %s",
+                __version__,
+                os.getpid(),
+                self.cluster_config.describe(),
+                self.paths.socket,
+            )
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        self.stop()
+
+    def stop(self) -> None:
+        self.running = False
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _shutdown(self) -> None:
+        self.simulator.stop()
+        for conn in list(self.connections.values()):
+            self._close(conn)
+        if self._listener is not None:
+            self.selector.unregister(self._listener)
+            self._listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.pid_file.unlink()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("daemon stopped")
+
+    # ----------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        next_watch = time.monotonic() + WATCH_INTERVAL_S
+        while self.running:
+            now = time.monotonic()
+            timeout = min(next_watch, self._next_push_due(now)) - now
+            for key, events in self.selector.select(max(0.0, min(timeout, 0.5))):
+                if key.data is None:
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                else:
+                    conn: Connection = key.data
+                    if events & selectors.EVENT_READ:
+                        self._read(conn)
+                    if events & selectors.EVENT_WRITE and not conn.closing:
+                        self._flush(conn)
+            now = time.monotonic()
+            self._push_due(now)
+            if now >= next_watch:
+                self._watch_pids()
+                next_watch = now + WATCH_INTERVAL_S
+                self._check_idle(now)
+
+    def _check_idle(self, now: float) -> None:
+        if self.connections or self.watched:
+            self.last_activity = now
+        elif now - self.last_activity >= self.settings.idle_timeout_s:
+            log.info("idle for %.0f s: exiting", now - self.last_activity)
+            self.running = False
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: keep serving the others
+                log.warning("accept failed: %s", exc)
+                return
+            pid, uid = _peer_credentials(sock)
+            if uid is not None and uid != os.getuid():
+                log.warning("refused a peer with uid %s", uid)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = Connection(sock=sock, pid=pid)
+            self.connections[sock.fileno()] = conn
+            self.selector.register(sock, selectors.EVENT_READ, data=conn)
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.inbox += data
+        while not conn.closing:
+            end = conn.inbox.find(b"\n")
+            if end < 0:
+                if len(conn.inbox) > proto.MAX_LINE_BYTES:
+                    self._send(conn, proto.error(None, proto.TOO_LARGE, "request too long"))
+                    self._close_after_flush(conn)
+                return
+            line = bytes(conn.inbox[:end])
+            del conn.inbox[: end + 1]
+            if line.strip():
+                self._send(conn, self._handle_line(conn, line))
+
+    def _handle_line(self, conn: Connection, line: bytes) -> bytes:
+        request_id: object = None
+        try:
+            message = proto.decode_request(line)
+            request_id = message.get("id")
+            return self._dispatch(conn, request_id, message)
+        except proto.ProtocolError as exc:
+            return proto.error(request_id, exc.code, exc.message)
+        except ClusterError as exc:
+            return proto.error(request_id, proto.BAD_REQUEST, str(exc))
+        except Exception as exc:  # never let one request take the daemon down
+            log.exception("internal error handling %r", line[:200])
+            return proto.error(request_id, proto.INTERNAL, f"internal error: {exc}")
+
+    # ------------------------------------------------------------ operations
+    def _dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
+        op = message["op"]
+        if op == "snapshot":
+            nodes = self._nodes_arg(message)
+            return proto.ok_raw(request_id, self.simulator.snapshot_json(nodes))
+        handler = getattr(self, f"_op_{op}")
+        result = handler(conn, message)
+        return proto.ok(request_id, result)
+
+    def _nodes_arg(self, message: dict[str, Any]) -> list[int] | None:
+        node = message.get("node")
+        if node is None:
+            return None
+        if isinstance(node, bool) or not isinstance(node, int | str):
+            raise proto.ProtocolError(proto.BAD_REQUEST, '"node" must be an index or hostname')
+        try:
+            return [self.simulator.node_index(node)]
+        except KeyError:
+            raise proto.ProtocolError(
+                proto.NOT_FOUND,
+                f"no node {node!r} (the cluster has {self.cluster_config.nodes} nodes)",
+            ) from None
+
+    def _op_hello(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        version = message.get("protocol", proto.PROTOCOL_VERSION)
+        if version != proto.PROTOCOL_VERSION:
+            raise proto.ProtocolError(
+                proto.PROTOCOL_MISMATCH,
+                f"daemon speaks protocol {proto.PROTOCOL_VERSION}, client {version!r}: "
+                "restart the daemon (`fakehw daemon stop`) after upgrading fakehw",
+            )
+        conn.client_name = str(message.get("client", ""))[:64]
+        cluster = self.simulator.cluster
+        return {
+            "protocol": proto.PROTOCOL_VERSION,
+            "server": f"fakehw {__version__}",
+            "daemon_pid": os.getpid(),
+            "cluster": self.cluster_config.to_json(),
+            "model_name": cluster.spec.name,
+            "gpus": cluster.gpu_count,
+            "hostnames": cluster.hostnames,
+            "phases": list(PHASE_NAMES),
+        }
+
+    def _op_status(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        sim = self.simulator
+        return {
+            "daemon_pid": os.getpid(),
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "cluster": self.cluster_config.to_json(),
+            "description": self.cluster_config.describe(),
+            "tick_hz": self.settings.tick_hz,
+            "ticks": sim.cluster.tick,
+            "step_cpu_ms_mean": round(1000 * sim.step_seconds_total / max(1, sim.steps), 4),
+            "idle_timeout_s": self.settings.idle_timeout_s,
+            "clients": len(self.connections),
+            "subscriptions": sum(len(c.subscriptions) for c in self.connections.values()),
+            "processes": [
+                {
+                    "pid": p.pid,
+                    "name": p.name,
+                    "gpus": list(p.gpus),
+                    "phase": p.phase,
+                    "watch_pid": p.watch_pid,
+                    "job": p.job,
+                }
+                for p in sim.processes()
+            ],
+            "socket": str(self.paths.socket),
+        }
+
+    def _op_subscribe(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        interval = proto.arg_int(
+            message,
+            "interval_ms",
+            low=proto.MIN_SUBSCRIBE_INTERVAL_MS,
+            high=proto.MAX_SUBSCRIBE_INTERVAL_MS,
+        )
+        nodes = self._nodes_arg(message)
+        if len(conn.subscriptions) >= 16:
+            raise proto.ProtocolError(proto.CONFLICT, "at most 16 subscriptions per connection")
+        ident = self.next_subscription
+        self.next_subscription += 1
+        # The first push follows the response at once.
+        conn.subscriptions[ident] = Subscription(ident, interval / 1000.0, nodes, 0.0)
+        return {"subscription": ident}
+
+    def _op_unsubscribe(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        ident = proto.arg_int(message, "subscription")
+        if conn.subscriptions.pop(ident, None) is None:
+            raise proto.ProtocolError(proto.NOT_FOUND, f"no subscription {ident}")
+        return {"subscription": ident}
+
+    def _op_attach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        pid = proto.arg_int(message, "pid", low=1, high=2**31)
+        name = proto.arg_str(message, "name")
+        gpus = proto.arg_int_list(message, "gpus")
+        user = proto.arg_optional_str(message, "user", max_length=64)
+        watch_pid = proto.arg_optional_int(message, "watch_pid", low=1, high=2**31)
+        job = proto.arg_optional_str(message, "job", max_length=128)
+        phase = proto.arg_optional_str(message, "phase", max_length=32) or "context"
+        plan = message.get("memory_plan")
+        if plan is not None and not (
+            isinstance(plan, dict) and all(isinstance(k, str) for k in plan)
+        ):
+            raise proto.ProtocolError(proto.BAD_REQUEST, '"memory_plan" must map phases to MiB')
+        watch = pid if watch_pid is None else watch_pid
+        create_time = _create_time(watch)
+        if create_time is None:
+            raise proto.ProtocolError(
+                proto.NOT_FOUND, f"no running process with pid {watch} to watch"
+            )
+        self.simulator.attach(
+            pid,
+            name,
+            gpus,
+            user=user or _user_of(watch),
+            watch_pid=watch,
+            memory_plan=plan,
+            phase=phase,
+            job=job,
+        )
+        self.watched[pid] = Watched(watch, create_time)
+        return {"pid": pid, "gpus": gpus, "phase": phase}
+
+    def _op_set_phase(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        pid = proto.arg_int(message, "pid")
+        phase = proto.arg_str(message, "phase", max_length=32)
+        usable = self.simulator.cluster.spec.memory_usable_mib
+        self.simulator.set_phase(
+            pid,
+            phase,
+            memory_mib=proto.arg_optional_int(message, "memory_mib", low=0, high=usable),
+            cycle_s=proto.arg_optional_number(message, "cycle_s", low=0.05, high=600),
+            intensity=proto.arg_optional_number(message, "intensity", low=0.0, high=1.5),
+        )
+        return {"pid": pid, "phase": phase}
+
+    def _op_detach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        pid = proto.arg_int(message, "pid")
+        try:
+            self.simulator.detach(pid)
+        except ClusterError as exc:
+            raise proto.ProtocolError(proto.NOT_FOUND, str(exc)) from None
+        self.watched.pop(pid, None)
+        return {"pid": pid}
+
+    def _op_shutdown(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        log.info("shutdown requested by a client (pid %s)", conn.pid)
+        self.stop()
+        return {"stopping": True, "daemon_pid": os.getpid()}
+
+    # ----------------------------------------------------------- processes
+    def _watch_pids(self) -> None:
+        alive: dict[int, float | None] = {}
+        for pid, watched in list(self.watched.items()):
+            if watched.watch_pid not in alive:
+                alive[watched.watch_pid] = _create_time(watched.watch_pid)
+            if alive[watched.watch_pid] != watched.create_time:
+                log.info("pid %d (watching %d) is gone: detaching", pid, watched.watch_pid)
+                with contextlib.suppress(ClusterError):
+                    self.simulator.detach(pid)
+                del self.watched[pid]
+
+    # ------------------------------------------------------------ delivery
+    def _next_push_due(self, now: float) -> float:
+        due = now + 1.0
+        for conn in self.connections.values():
+            for sub in conn.subscriptions.values():
+                due = min(due, sub.next_due)
+        return due
+
+    def _push_due(self, now: float) -> None:
+        for conn in list(self.connections.values()):
+            for sub in list(conn.subscriptions.values()):
+                if now < sub.next_due:
+                    continue
+                sub.next_due = max(sub.next_due + sub.interval_s, now)
+                if len(conn.outbox) > SKIP_PUSH_OUTBOX_BYTES:
+                    continue  # a slow reader misses a frame instead of piling them up
+                payload = self.simulator.snapshot_json(sub.nodes)
+                self._send(conn, proto.push_raw(sub.ident, payload))
+
+    def _send(self, conn: Connection, data: bytes) -> None:
+        if conn.closing:
+            return
+        conn.outbox += data
+        if len(conn.outbox) > MAX_OUTBOX_BYTES:
+            log.warning("dropping a client that does not read (%d bytes queued)", len(conn.outbox))
+            self._close(conn)
+            return
+        self._flush(conn)
+
+    def _flush(self, conn: Connection) -> None:
+        if conn.outbox:
+            try:
+                sent = conn.sock.send(conn.outbox)
+                del conn.outbox[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._close(conn)
+                return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbox else 0)
+        if conn.closing and not conn.outbox:
+            self._close(conn)
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.modify(conn.sock, events, data=conn)
+
+    def _close_after_flush(self, conn: Connection) -> None:
+        conn.closing = True
+        conn.subscriptions.clear()
+        if not conn.outbox:
+            self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        fileno = conn.sock.fileno()
+        if fileno >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(conn.sock)
+            self.connections.pop(fileno, None)
+        conn.subscriptions.clear()
+        conn.closing = True
+        conn.sock.close()
+
+
+def _peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:
+    """PID and UID of the process at the other end (Linux SO_PEERCRED)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None, None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None, None
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return pid, uid
+
+
+def _create_time(pid: int) -> float | None:
+    """When ``pid`` started, or ``None`` if no such live process (zombies count as gone)."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(process.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def _user_of(pid: int) -> str:
+    try:
+        return str(psutil.Process(pid).username())
+    except (psutil.Error, KeyError):
+        return "root"
+
+
+def configure_logging(paths: RuntimePaths, foreground: bool) -> None:
+    handler: logging.Handler
+    if foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_path: Path = paths.log_file
+        if log_path.exists() and log_path.stat().st_size > 1 << 20:
+            log_path.unlink()
+        handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("fakehw")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)

@@ -1,0 +1,790 @@
+"""The cluster: every GPU's state as numpy arrays, and the processes on them.
+
+``Cluster.step(dt)`` advances the whole cluster at once; ``Cluster.snapshot()``
+turns the current state into plain records (see ``fakehw.snapshot``). The
+physics is in ``fakehw.thermal``; what each process asks of its GPUs is in
+``fakehw.workload``. Nothing here renders anything or touches a socket.
+
+Memory follows PyTorch's caching allocator: a process's usage climbs in steps
+toward what its current phase needs and never shrinks while it works (the
+allocator keeps what it took); only the ``free`` phase (``empty_cache()``) or
+the process's end gives memory back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fakehw import noise, specs
+from fakehw import snapshot as records
+from fakehw.config import ClusterConfig
+from fakehw.identity import GpuIdentity, gpu_identities, hostname
+from fakehw.thermal import (
+    ClockTable,
+    FloatArray,
+    ThermalCoefficients,
+    cap_target_w,
+    capped_clock_mhz,
+    clock_factor,
+    foster_step,
+    pole_decay,
+    static_power_w,
+    steady_rise_c,
+)
+from fakehw.workload import (
+    DEFAULT_CYCLE_S,
+    PHASES,
+    TRAIN_INTENSITY_CYCLE,
+    TRAIN_MEMORY_CYCLE,
+    PhaseProfile,
+)
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+# memory.used on the device exceeds the sum of its processes by this much
+# while any process is on it (46617 vs 46608 MiB on the H100, 52815 vs 52806
+# on both H200s).
+DRIVER_OVERHEAD_MIB = 9
+# NVML refreshes utilization every 200 ms on Hopper (values change in pairs at
+# a 100 ms sampling rate in the trace).
+UTILIZATION_PERIOD_S = 0.2
+POWER_AVERAGE_WINDOW_S = 1.0
+ALLOCATION_GRANULE_MIB = 2
+# Defaults for a process that does not say how much memory a phase needs,
+# as shares of the usable memory (the trace: 34363 and 46617 of 81079 MiB).
+DEFAULT_LOAD_SHARE = 0.42
+DEFAULT_TRAIN_SHARE = 0.575
+# Idle PCIe chatter, KB/s, as nvidia-smi -q shows on an idle H100.
+IDLE_PCIE_TX_KBPS = 920.0
+IDLE_PCIE_RX_KBPS = 580.0
+SENSOR_NOISE_C = 0.3
+POWER_SENSOR_NOISE_W = 0.12
+# Lag-1 correlation of the kernel mix's power draw from tick to tick: with the
+# controller a tick behind, it is what makes the 1 s power average wander
+# (lag-1 correlation 0.30, sd 3.9 W; the trace: 0.37 and 3.2 W).
+INTENSITY_NOISE_MEMORY = 0.55
+
+
+class ClusterError(ValueError):
+    """A request the cluster cannot honour (unknown pid, bad GPU index...)."""
+
+
+@dataclass
+class AttachedProcess:
+    pid: int
+    name: str
+    gpus: tuple[int, ...]  # global GPU indices
+    user: str
+    watch_pid: int  # the real process whose death detaches this one
+    memory_plan: dict[str, int]
+    job: str  # processes of one job run collectives together (NVLink traffic)
+    phase: str = "context"
+    phase_started: float = 0.0
+    cycle_s: float = DEFAULT_CYCLE_S
+    cycle_offset: float = 0.0
+    intensity_scale: float = 1.0
+
+    @property
+    def profile(self) -> PhaseProfile:
+        return PHASES[self.phase]
+
+
+class SlotTable:
+    """One row per (process, GPU): the state a process keeps on each of its GPUs.
+
+    Columns live in parallel arrays for vectorised ticks; rows are only added
+    and removed here, so the columns can never fall out of step.
+    """
+
+    def __init__(self) -> None:
+        self.gpu = np.zeros(0, dtype=np.int64)
+        self.pid = np.zeros(0, dtype=np.int64)
+        self.used_mib = np.zeros(0)  # what the process holds there now
+        self.target_mib = np.zeros(0)  # what its current phase needs
+        self.intensity_bias = np.zeros(0)  # this rank's share of the work, fixed
+        self.noise = np.zeros(0)  # AR(1) state of its kernel-mix fluctuation
+
+    def __len__(self) -> int:
+        return len(self.gpu)
+
+    def add(self, pid: int, gpus: Sequence[int], intensity_bias: FloatArray) -> None:
+        count = len(gpus)
+        self.gpu = np.concatenate([self.gpu, np.asarray(gpus, dtype=np.int64)])
+        self.pid = np.concatenate([self.pid, np.full(count, pid, dtype=np.int64)])
+        self.used_mib = np.concatenate([self.used_mib, np.zeros(count)])
+        self.target_mib = np.concatenate([self.target_mib, np.zeros(count)])
+        self.intensity_bias = np.concatenate([self.intensity_bias, intensity_bias])
+        self.noise = np.concatenate([self.noise, np.zeros(count)])
+
+    def remove(self, pid: int) -> None:
+        keep = self.pid != pid
+        self.gpu = self.gpu[keep]
+        self.pid = self.pid[keep]
+        self.used_mib = self.used_mib[keep]
+        self.target_mib = self.target_mib[keep]
+        self.intensity_bias = self.intensity_bias[keep]
+        self.noise = self.noise[keep]
+
+
+class Cluster:
+    """All GPUs of all nodes, advanced together."""
+
+    def __init__(self, config: ClusterConfig, start_time: float) -> None:
+        self.config = config.validated()
+        self.spec = self.config.spec
+        self.coefficients = ThermalCoefficients.for_spec(self.spec)
+        self.clock_table = ClockTable(self.spec)
+        self.nodes = self.config.nodes
+        self.gpus_per_node = self.config.gpus_per_node
+        self.gpu_count = self.config.total_gpus
+        self.hostnames = [
+            hostname(self.config.resolved_hostname_prefix, n, self.nodes) for n in range(self.nodes)
+        ]
+        self.identities: list[GpuIdentity] = gpu_identities(
+            self.spec,
+            self.nodes,
+            self.gpus_per_node,
+            self.config.seed,
+            self.config.resolved_hostname_prefix,
+        )
+        self.time = start_time
+        self.tick = 0
+        self.processes: dict[int, AttachedProcess] = {}
+        self._rng = np.random.default_rng([self.config.seed, 0x6A11])
+        self._init_manufacturing_spread(np.random.default_rng([self.config.seed, 0x5EED]))
+        self._init_state()
+        self._slots_changed()
+
+    # ------------------------------------------------------------------ setup
+    def _init_manufacturing_spread(self, rng: np.random.Generator) -> None:
+        """Fixed per-GPU differences: two GPUs in one box differ by degrees and watts."""
+        n, spec = self.gpu_count, self.spec
+        self.idle_power_w = spec.idle_power_w * noise.clipped_normal(rng, n, 1, 0.05, 0.88, 1.14)
+        self.context_extra_w = spec.context_extra_power_w * noise.clipped_normal(
+            rng, n, 1, 0.05, 0.88, 1.12
+        )
+        self.dynamic_max_w = spec.dynamic_power_max_w * noise.clipped_normal(
+            rng, n, 1, 0.025, 0.94, 1.06
+        )
+        self.thermal_scale = noise.clipped_normal(rng, n, 1, 0.04, 0.9, 1.12)
+        # Air warms as it crosses the baseboard: GPUs further along run warmer.
+        position = (np.arange(n) % self.gpus_per_node) % 4
+        self.ambient_offset_c = rng.normal(0.0, 0.8, n) + 0.35 * position
+        self.memory_offset_c = rng.normal(0.0, 0.7, n)
+        self.power_limit_w = np.full(n, spec.power_default_w)
+        # Correctable errors some boards logged before this "boot".
+        history = rng.random(n) < 0.03
+        self.ecc_history = np.where(history, rng.integers(1, 40, n), 0).astype(np.int64)
+        self.util_phase_s = rng.uniform(0.0, UTILIZATION_PERIOD_S, n)
+        uptime_s = rng.uniform(3 * 86400, 40 * 86400)
+        self.energy_j = self.idle_power_w * uptime_s * rng.uniform(1.5, 4.0, n)
+
+    def _init_state(self) -> None:
+        n, spec, coeff = self.gpu_count, self.spec, self.coefficients
+        self.node_of_gpu = np.arange(n) // self.gpus_per_node
+        self.node_ambient_drift_c = noise.ou_start(self.nodes, 0.4, self._rng)
+        self.intensity_drift = noise.ou_start(n, 0.015, self._rng)
+        self.pcie_noise = noise.ou_start((2, n), 0.12, self._rng)
+        self.die_gains = np.array(coeff.die_gains_c_per_w)[:, None] * self.thermal_scale[None, :]
+        self.memory_gains = (
+            np.array(coeff.memory_gains_c_per_w)[:, None] * self.thermal_scale[None, :]
+        )
+        self.die_rise_c = steady_rise_c(self.idle_power_w, self.die_gains)
+        self.memory_rise_c = steady_rise_c(self.idle_power_w, self.memory_gains)
+        self.sm_clock_mhz = np.full(n, float(spec.sm_clock_idle_mhz))
+        self.power_w = self.idle_power_w.copy()
+        self.demand_seen_w = np.zeros(n)
+        self.clocks_event_reasons = np.full(n, records.REASON_GPU_IDLE, dtype=np.int64)
+        self.counters_us = np.zeros((len(records.COUNTER_NAMES), n))
+        self.util_window_s = self.util_phase_s.copy()
+        self.util_gpu_acc = np.zeros(n)
+        self.util_mem_acc = np.zeros(n)
+        self.util_gpu_pct = np.zeros(n, dtype=np.int64)
+        self.util_mem_pct = np.zeros(n, dtype=np.int64)
+        self.pcie_kbps = np.array([[IDLE_PCIE_TX_KBPS], [IDLE_PCIE_RX_KBPS]]) * np.ones((2, n))
+        self.nvlink_kbps = np.zeros((2, n))
+        self.nvlink_kib_total = np.zeros((2, n))
+        self.ecc_volatile = np.zeros(n, dtype=np.int64)
+        self.xid_count = np.zeros(n, dtype=np.int64)
+        self.last_xid = np.zeros(n, dtype=np.int64)
+        self.memory_activity = np.zeros(n)
+        self.activity = np.zeros(n)
+        self.has_context = np.zeros(n, dtype=bool)
+        self._energy_window: deque[tuple[float, FloatArray]] = deque()
+        # As if the GPU had drawn its current power for the last second.
+        past_energy = self.energy_j - self.power_w * POWER_AVERAGE_WINDOW_S
+        self._energy_window.append((self.time - POWER_AVERAGE_WINDOW_S, past_energy))
+        self._decay_cache: dict[float, tuple[FloatArray, FloatArray]] = {}
+        self.slots = SlotTable()
+        self._publish_memory()
+        self._publish(self.power_w, self.power_w, self._die_temp_c(), self._memory_temp_c())
+
+    # -------------------------------------------------------------- processes
+    def attach(
+        self,
+        pid: int,
+        name: str,
+        gpus: Sequence[int],
+        *,
+        user: str = "root",
+        watch_pid: int | None = None,
+        memory_plan: Mapping[str, int] | None = None,
+        phase: str = "context",
+        job: str | None = None,
+    ) -> AttachedProcess:
+        """Put a process on GPUs (global indices). It starts with a bare context.
+
+        Processes sharing a ``job`` name are ranks of one job: when together they
+        span more than one GPU, training moves gradients over NVLink.
+        """
+        if pid in self.processes:
+            raise ClusterError(f"pid {pid} is already attached")
+        if not gpus:
+            raise ClusterError("a process needs at least one GPU")
+        bad = [g for g in gpus if not 0 <= g < self.gpu_count]
+        if bad:
+            raise ClusterError(
+                f"GPU index {bad[0]} does not exist (the cluster has {self.gpu_count} GPUs, "
+                f"0-{self.gpu_count - 1})"
+            )
+        if len(set(gpus)) != len(gpus):
+            raise ClusterError("a process lists the same GPU twice")
+        plan = self._checked_plan(memory_plan or {})
+        process = AttachedProcess(
+            pid=pid,
+            name=name,
+            gpus=tuple(int(g) for g in gpus),
+            user=user,
+            watch_pid=pid if watch_pid is None else watch_pid,
+            memory_plan=plan,
+            job=job if job is not None else f"pid-{pid}",
+            phase_started=self.time,
+            cycle_offset=float(self._rng.random()),
+        )
+        self.processes[pid] = process
+        self.slots.add(pid, process.gpus, self._rng.normal(1.0, 0.03, len(process.gpus)))
+        self.set_phase(pid, phase)
+        return process
+
+    def set_phase(
+        self,
+        pid: int,
+        phase: str,
+        *,
+        memory_mib: int | None = None,
+        cycle_s: float | None = None,
+        intensity: float | None = None,
+    ) -> None:
+        """Change what a process does on all its GPUs from now on."""
+        process = self._process(pid)
+        if phase not in PHASES:
+            raise ClusterError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+        if memory_mib is not None:
+            self._check_memory(memory_mib, f"memory_mib for phase {phase}")
+        if cycle_s is not None and not 0.05 <= cycle_s <= 600:
+            raise ClusterError("cycle_s must be between 0.05 and 600 seconds")
+        if intensity is not None and not 0.0 <= intensity <= 1.5:
+            raise ClusterError("intensity must be between 0 and 1.5")
+        process.phase = phase
+        process.phase_started = self.time
+        if cycle_s is not None:
+            process.cycle_s = cycle_s
+        if intensity is not None:
+            process.intensity_scale = intensity
+        mask = self.slots.pid == pid
+        target = self._phase_memory_target(process, memory_mib)
+        if phase == "free":
+            self.slots.target_mib[mask] = target
+        else:
+            # The caching allocator keeps what it holds: targets only grow.
+            self.slots.target_mib[mask] = np.maximum(self.slots.target_mib[mask], target)
+        self._slots_changed()
+
+    def detach(self, pid: int) -> AttachedProcess:
+        """The process ended: its memory is freed at once, as the driver does."""
+        process = self._process(pid)
+        del self.processes[pid]
+        self.slots.remove(pid)
+        self._slots_changed()
+        self._publish_memory()
+        return process
+
+    def _process(self, pid: int) -> AttachedProcess:
+        try:
+            return self.processes[pid]
+        except KeyError:
+            raise ClusterError(f"pid {pid} is not attached") from None
+
+    def _check_memory(self, mib: object, what: str) -> None:
+        usable = self.spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
+        if isinstance(mib, bool) or not isinstance(mib, int) or not 0 <= mib <= usable:
+            raise ClusterError(
+                f"{what} must be a whole number of MiB from 0 to {usable} "
+                f"(what a {self.spec.name} leaves to processes), got {mib!r}"
+            )
+
+    def _checked_plan(self, plan: Mapping[str, int]) -> dict[str, int]:
+        checked = {}
+        for phase, mib in plan.items():
+            if phase not in PHASES:
+                raise ClusterError(
+                    f"memory plan names unknown phase {phase!r}; phases: {', '.join(PHASES)}"
+                )
+            self._check_memory(mib, f"memory plan for {phase}")
+            checked[phase] = int(mib)
+        return checked
+
+    def _phase_memory_target(self, process: AttachedProcess, explicit: int | None) -> float:
+        spec = self.spec
+        if explicit is not None:
+            return float(explicit)
+        if process.phase in process.memory_plan:
+            return float(process.memory_plan[process.phase])
+        usable = spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
+        spread = 1.0 + 0.03 * math.sin(process.pid)  # stable per process
+        defaults = {
+            "context": spec.context_mib,
+            "load": usable * DEFAULT_LOAD_SHARE * spread,
+            "train": usable * DEFAULT_TRAIN_SHARE * spread,
+            "free": spec.free_floor_mib,
+        }
+        # eval, checkpoint and barrier run on what training already holds.
+        return float(defaults.get(process.phase, spec.context_mib))
+
+    def _slots_changed(self) -> None:
+        """Rebuild the per-slot demand table after an attach, phase change or detach."""
+        procs = [self.processes[int(pid)] for pid in self.slots.pid]
+        profiles = [p.profile for p in procs]
+
+        def column(values: list[float]) -> FloatArray:
+            return np.array(values, dtype=np.float64)
+
+        self._slot_activity = column([pr.activity for pr in profiles])
+        self._slot_alloc_activity = column([pr.activity_while_allocating for pr in profiles])
+        self._slot_intensity = column(
+            [pr.intensity * p.intensity_scale for pr, p in zip(profiles, procs, strict=True)]
+        )
+        self._slot_intensity_jitter = column([pr.intensity_jitter for pr in profiles])
+        self._slot_memory_activity = column([pr.memory_activity for pr in profiles])
+        self._slot_memory_jitter = column([pr.memory_activity_jitter for pr in profiles])
+        self._slot_cycled = np.array([pr.cycled for pr in profiles], dtype=bool)
+        self._slot_cycle_s = column([p.cycle_s for p in procs])
+        self._slot_cycle_offset = column([p.cycle_offset for p in procs])
+        self._slot_phase_started = column([p.phase_started for p in procs])
+        self._slot_stall_hz = column([pr.stall_rate_hz for pr in profiles])
+        self._slot_pcie = np.array(
+            [[pr.pcie_tx_mb_s for pr in profiles], [pr.pcie_rx_mb_s for pr in profiles]]
+        ).reshape(2, len(profiles))
+        job_gpus: dict[str, int] = {}
+        for process in self.processes.values():
+            job_gpus[process.job] = job_gpus.get(process.job, 0) + len(process.gpus)
+        spans = column([1.0 if job_gpus[p.job] > 1 else 0.0 for p in procs])
+        self._slot_nvlink_share = column([pr.nvlink_share for pr in profiles]) * spans
+        self._slot_alloc_rate = column([pr.allocation_rate_mib_s for pr in profiles])
+        self._slot_count_per_gpu = np.bincount(self.slots.gpu, minlength=self.gpu_count)
+        self.has_context = self._slot_count_per_gpu > 0
+
+    # ------------------------------------------------------------------- tick
+    def step(self, dt_s: float) -> None:
+        """Advance every GPU by ``dt_s`` seconds."""
+        if not dt_s > 0:
+            raise ValueError("dt must be positive")
+        self.time += dt_s
+        self.tick += 1
+        rng, spec, n = self._rng, self.spec, self.gpu_count
+
+        ramping = self._allocate(dt_s)
+        activity_slot, work_slot, mem_slot = self._slot_demand(dt_s, ramping)
+        gpu = self.slots.gpu
+        activity = np.minimum(1.0, np.bincount(gpu, weights=activity_slot, minlength=n))
+        work = np.bincount(gpu, weights=work_slot, minlength=n)
+        busy_total = np.bincount(gpu, weights=activity_slot, minlength=n)
+        work = np.where(busy_total > 1.0, work / np.maximum(busy_total, 1e-9), work)
+        memory_activity = np.minimum(1.0, np.bincount(gpu, weights=mem_slot, minlength=n))
+        self.activity, self.memory_activity = activity, memory_activity
+
+        self.intensity_drift = noise.ou_step(self.intensity_drift, dt_s, 30.0, 0.015, rng)
+        demand_w = work * self.dynamic_max_w * (1.0 + self.intensity_drift)
+
+        die_c = self._die_temp_c()
+        static_w = static_power_w(
+            die_c,
+            self.has_context,
+            self.idle_power_w,
+            self.context_extra_w,
+            spec.idle_temp_c,
+            self.coefficients,
+        )
+        ceiling = np.where(
+            self.has_context, float(spec.sm_clock_max_mhz), float(spec.sm_clock_idle_mhz)
+        )
+        hw_thermal = die_c >= spec.temp_slowdown_c
+        ceiling = np.where(hw_thermal, np.minimum(ceiling, 0.5 * spec.sm_clock_max_mhz), ceiling)
+        # Software thermal slowdown holds the die at its maximum operating temperature.
+        over_c = die_c - (spec.temp_max_operating_c - 1.0)
+        sw_thermal = over_c > 0
+        target_w = cap_target_w(self.power_limit_w) - np.where(sw_thermal, 25.0 * over_c, 0.0)
+        working = self.demand_seen_w > 1.0
+        clock, cap_limited = capped_clock_mhz(
+            self.clock_table, target_w, static_w, self.demand_seen_w, ceiling
+        )
+        clock = np.where(working, clock, ceiling)
+        cap_limited &= working
+        self.sm_clock_mhz = clock
+        # The controller acts on what it saw last tick: power overshoots at a
+        # load step and scatters around the cap, as on the real trace.
+        self.demand_seen_w = demand_w
+        power = static_w + demand_w * clock_factor(clock, spec)
+        power = power + rng.normal(0.0, POWER_SENSOR_NOISE_W, n)
+        self.power_w = power
+
+        die_decay, memory_decay = self._decays(dt_s)
+        self.die_rise_c = foster_step(self.die_rise_c, power, self.die_gains, die_decay)
+        self.memory_rise_c = foster_step(self.memory_rise_c, power, self.memory_gains, memory_decay)
+        self.node_ambient_drift_c = noise.ou_step(self.node_ambient_drift_c, dt_s, 900.0, 0.4, rng)
+
+        self.energy_j = self.energy_j + power * dt_s
+        average_w = self._average_power_w()
+        reasons = np.zeros(n, dtype=np.int64)
+        reasons |= np.where(activity < 0.005, records.REASON_GPU_IDLE, 0)
+        reasons |= np.where(cap_limited & ~sw_thermal & ~hw_thermal, records.REASON_SW_POWER_CAP, 0)
+        reasons |= np.where(sw_thermal, records.REASON_SW_THERMAL, 0)
+        reasons |= np.where(hw_thermal, records.REASON_HW_THERMAL | records.REASON_HW_SLOWDOWN, 0)
+        self.clocks_event_reasons = reasons
+        self.counters_us[0] += np.where(reasons & records.REASON_SW_POWER_CAP, dt_s * 1e6, 0)
+        self.counters_us[2] += np.where(sw_thermal, dt_s * 1e6, 0)
+        self.counters_us[3] += np.where(hw_thermal, dt_s * 1e6, 0)
+
+        self._sample_utilization(dt_s, activity, memory_activity)
+        self._traffic(dt_s, ramping)
+        self._publish(average_w, power, self._die_temp_c(), self._memory_temp_c())
+
+    def _decays(self, dt_s: float) -> tuple[FloatArray, FloatArray]:
+        key = round(dt_s, 6)
+        cached = self._decay_cache.get(key)
+        if cached is None:
+            cached = (
+                pole_decay(self.coefficients.die_taus_s, dt_s),
+                pole_decay(self.coefficients.memory_taus_s, dt_s),
+            )
+            if len(self._decay_cache) > 64:
+                self._decay_cache.clear()
+            self._decay_cache[key] = cached
+        return cached
+
+    def _allocate(self, dt_s: float) -> BoolArray:
+        """Move each slot's memory toward its target in allocator-sized steps."""
+        remaining = self.slots.target_mib - self.slots.used_mib
+        growing = remaining > 0.5
+        burst = self._slot_alloc_rate * dt_s * self._rng.uniform(0.2, 1.8, remaining.shape)
+        burst = np.ceil(burst / ALLOCATION_GRANULE_MIB) * ALLOCATION_GRANULE_MIB
+        self.slots.used_mib = np.where(
+            growing, self.slots.used_mib + np.minimum(burst, remaining), self.slots.target_mib
+        )
+        self._publish_memory()
+        ramping: BoolArray = growing
+        return ramping
+
+    def _slot_demand(
+        self, dt_s: float, ramping: BoolArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Activity, work (activity x intensity) and memory activity of each slot now."""
+        count = len(self.slots.gpu)
+        rng = self._rng
+        activity = np.where(
+            ramping, np.maximum(self._slot_activity, self._slot_alloc_activity), self._slot_activity
+        )
+        stalled = rng.random(count) < self._slot_stall_hz * dt_s
+        activity = np.where(stalled, activity * rng.uniform(0.88, 0.99, count), activity)
+        # Kernel mix fluctuates with a short memory (AR(1) per tick).
+        keep = INTENSITY_NOISE_MEMORY
+        self.slots.noise = keep * self.slots.noise + math.sqrt(1 - keep * keep) * (
+            rng.standard_normal(count)
+        )
+        intensity = self._slot_intensity * self.slots.intensity_bias
+        intensity = intensity * (1.0 + self._slot_intensity_jitter * self.slots.noise)
+        memory_activity = self._slot_memory_activity.copy()
+        if self._slot_cycled.any():
+            phase = (self.time - self._slot_phase_started) / self._slot_cycle_s
+            phase = (phase + self._slot_cycle_offset) % 1.0
+            piece = np.minimum(
+                (phase * len(TRAIN_MEMORY_CYCLE)).astype(np.int64), len(TRAIN_MEMORY_CYCLE) - 1
+            )
+            memory_shape = np.array(TRAIN_MEMORY_CYCLE)[piece] / np.mean(TRAIN_MEMORY_CYCLE)
+            intensity_shape = np.array(TRAIN_INTENSITY_CYCLE)[piece]
+            memory_activity = np.where(
+                self._slot_cycled, memory_activity * memory_shape, memory_activity
+            )
+            intensity = np.where(self._slot_cycled, intensity * intensity_shape, intensity)
+        memory_activity = memory_activity + self._slot_memory_jitter * rng.standard_normal(count)
+        memory_activity = np.clip(memory_activity * (activity > 0), 0.0, 1.0)
+        work = activity * np.maximum(intensity, 0.0)
+        return activity, work, memory_activity
+
+    def _sample_utilization(
+        self, dt_s: float, activity: FloatArray, memory_activity: FloatArray
+    ) -> None:
+        """NVML's utilization: the busy share of the last 200 ms window, held till the next."""
+        self.util_gpu_acc += activity * dt_s
+        self.util_mem_acc += memory_activity * dt_s
+        self.util_window_s += dt_s
+        due = self.util_window_s >= UTILIZATION_PERIOD_S
+        if due.any():
+            window = np.maximum(self.util_window_s, 1e-9)
+            gpu_pct = np.rint(100.0 * self.util_gpu_acc / window).astype(np.int64)
+            mem_pct = np.rint(100.0 * self.util_mem_acc / window).astype(np.int64)
+            self.util_gpu_pct = np.where(due, np.clip(gpu_pct, 0, 100), self.util_gpu_pct)
+            self.util_mem_pct = np.where(due, np.clip(mem_pct, 0, 100), self.util_mem_pct)
+            self.util_gpu_acc = np.where(due, 0.0, self.util_gpu_acc)
+            self.util_mem_acc = np.where(due, 0.0, self.util_mem_acc)
+            self.util_window_s = np.where(due, 0.0, self.util_window_s)
+
+    def _traffic(self, dt_s: float, ramping: BoolArray) -> None:
+        """PCIe and NVLink throughput, smoothed as NVML reports it (KB/s)."""
+        n = self.gpu_count
+        gpu = self.slots.gpu
+        tx = np.bincount(gpu, weights=self._slot_pcie[0], minlength=n) * 1000.0
+        rx_phase = np.bincount(gpu, weights=self._slot_pcie[1], minlength=n) * 1000.0
+        loading = np.bincount(
+            gpu, weights=np.where(ramping, self._slot_alloc_rate, 0.0) * 1048.576, minlength=n
+        )
+        self.pcie_noise = noise.ou_step(self.pcie_noise, dt_s, 2.0, 0.12, self._rng)
+        idle = np.array([[IDLE_PCIE_TX_KBPS], [IDLE_PCIE_RX_KBPS]])
+        wanted = np.vstack([tx, rx_phase + np.minimum(loading, 5.8e6)])
+        wanted = (wanted + idle) * (1.0 + self.pcie_noise)
+        keep = math.exp(-dt_s / 0.5)
+        self.pcie_kbps = wanted + (self.pcie_kbps - wanted) * keep
+        link_kbps = self.spec.nvlink_count * self.spec.nvlink_link_gbps * 1e6
+        share = np.bincount(gpu, weights=self._slot_nvlink_share, minlength=n)
+        nvlink = np.minimum(share, 1.0) * link_kbps * self.activity
+        nvlink = nvlink * (1.0 + 0.1 * self._rng.standard_normal(n))
+        self.nvlink_kbps = np.vstack([nvlink, nvlink * 0.998]).clip(min=0.0)
+        self.nvlink_kib_total += self.nvlink_kbps * dt_s * (1000.0 / 1024.0)
+
+    def _die_temp_c(self) -> FloatArray:
+        ambient = (
+            self.coefficients.ambient_die_c
+            + self.ambient_offset_c
+            + self.node_ambient_drift_c[self.node_of_gpu]
+        )
+        result: FloatArray = ambient + self.die_rise_c.sum(axis=0)
+        return result
+
+    def _memory_temp_c(self) -> FloatArray:
+        ambient = (
+            self.coefficients.ambient_memory_c
+            + self.ambient_offset_c
+            + self.memory_offset_c
+            + self.node_ambient_drift_c[self.node_of_gpu]
+        )
+        result: FloatArray = ambient + self.memory_rise_c.sum(axis=0)
+        return result
+
+    def _average_power_w(self) -> FloatArray:
+        """nvidia-smi's power.draw: energy over the last second."""
+        window = self._energy_window
+        window.append((self.time, self.energy_j.copy()))
+        while len(window) > 2 and self.time - window[1][0] >= POWER_AVERAGE_WINDOW_S:
+            window.popleft()
+        start_time, start_energy = window[0]
+        span = max(self.time - start_time, 1e-9)
+        result: FloatArray = (self.energy_j - start_energy) / span
+        return result
+
+    # -------------------------------------------------------------- reporting
+    def _publish_memory(self) -> None:
+        used = np.bincount(self.slots.gpu, weights=self.slots.used_mib, minlength=self.gpu_count)
+        with_process = np.bincount(self.slots.gpu, minlength=self.gpu_count) > 0
+        self.memory_used_mib = (np.rint(used) + DRIVER_OVERHEAD_MIB * with_process).astype(np.int64)
+
+    def _publish(
+        self, average_w: FloatArray, instant_w: FloatArray, die_c: FloatArray, memory_c: FloatArray
+    ) -> None:
+        """Quantize the state to what NVML returns, once per tick, for every viewer."""
+        n, rng, spec = self.gpu_count, self._rng, self.spec
+        self.reported_die_c = np.rint(die_c + rng.normal(0, SENSOR_NOISE_C, n)).astype(np.int64)
+        self.reported_memory_c = np.rint(memory_c + rng.normal(0, SENSOR_NOISE_C, n)).astype(
+            np.int64
+        )
+        self.reported_power_mw = np.rint(average_w * 1000.0).astype(np.int64)
+        self.reported_instant_mw = np.rint(instant_w * 1000.0).astype(np.int64)
+        memory_power = (
+            spec.memory_power_idle_w
+            + (spec.memory_power_max_w - spec.memory_power_idle_w) * self.memory_activity
+        )
+        self.reported_memory_power_mw = np.rint(memory_power * 1000.0).astype(np.int64)
+        self.reported_sm_mhz = np.rint(self.sm_clock_mhz).astype(np.int64)
+        video = np.where(self.has_context, spec.video_clock_max_mhz, spec.video_clock_idle_mhz)
+        self.reported_video_mhz = video.astype(np.int64)
+        self.reported_pcie_kbps = np.rint(self.pcie_kbps).astype(np.int64)
+        self.reported_nvlink_kbps = np.rint(self.nvlink_kbps).astype(np.int64)
+
+    def snapshot(self, nodes: Sequence[int] | None = None) -> records.Snapshot:
+        """The current state as plain records (all nodes, or the ones named)."""
+        wanted = range(self.nodes) if nodes is None else nodes
+        for node in wanted:
+            if not 0 <= node < self.nodes:
+                raise ClusterError(f"node {node} does not exist (0-{self.nodes - 1})")
+        spec = self.spec
+        return {
+            "protocol": 1,
+            "tick": self.tick,
+            "time": self.time,
+            "driver_version": specs.DRIVER_VERSION,
+            "cuda_version": specs.CUDA_VERSION,
+            "nvml_version": specs.NVML_VERSION,
+            "cluster": self.config.to_json(),
+            "models": {spec.key: records.model_record(spec)},
+            "nodes": [self._node_record(node) for node in wanted],
+        }
+
+    def _node_record(self, node: int) -> records.NodeRecord:
+        spec = self.spec
+        lo, hi = node * self.gpus_per_node, (node + 1) * self.gpus_per_node
+        section = slice(lo, hi)
+
+        def ints(array: npt.NDArray[np.int64]) -> list[int]:
+            values: list[int] = array[section].tolist()
+            return values
+
+        die, mem = ints(self.reported_die_c), ints(self.reported_memory_c)
+        power, instant = ints(self.reported_power_mw), ints(self.reported_instant_mw)
+        limit = np.rint(self.power_limit_w[section] * 1000.0).astype(np.int64).tolist()
+        memory_power = ints(self.reported_memory_power_mw)
+        energy = np.rint(self.energy_j[section] * 1000.0).astype(np.int64).tolist()
+        util_gpu, util_mem = ints(self.util_gpu_pct), ints(self.util_mem_pct)
+        used = ints(self.memory_used_mib)
+        sm, video = ints(self.reported_sm_mhz), ints(self.reported_video_mhz)
+        reasons = ints(self.clocks_event_reasons)
+        counters = np.rint(self.counters_us[:, section]).astype(np.int64).tolist()
+        pcie_tx, pcie_rx = self.reported_pcie_kbps[:, section].tolist()
+        nv_tx, nv_rx = self.reported_nvlink_kbps[:, section].tolist()
+        nv_tx_total, nv_rx_total = (
+            np.rint(self.nvlink_kib_total[:, section]).astype(np.int64).tolist()
+        )
+        ecc_volatile, ecc_history = ints(self.ecc_volatile), ints(self.ecc_history)
+        xid_count, last_xid = ints(self.xid_count), ints(self.last_xid)
+        gpus: list[records.GpuRecord] = []
+        for k, ident in enumerate(self.identities[lo:hi]):
+            gpus.append(
+                {
+                    "index": ident.local_index,
+                    "global_index": ident.global_index,
+                    "model": spec.key,
+                    "uuid": ident.uuid,
+                    "serial": ident.serial,
+                    "bus_id": ident.bus_id,
+                    "pci_domain": ident.pci_domain,
+                    "pci_bus": ident.pci_bus,
+                    "pci_device": ident.pci_device,
+                    "minor_number": ident.local_index,
+                    "module_id": ident.module_id,
+                    "board_id": ident.board_id,
+                    "pdi": ident.pdi,
+                    "pstate": "P0",
+                    "temperature_gpu_c": die[k],
+                    "temperature_memory_c": mem[k],
+                    "power_draw_mw": power[k],
+                    "power_instant_mw": instant[k],
+                    "power_limit_mw": limit[k],
+                    "memory_power_mw": memory_power[k],
+                    "energy_mj": energy[k],
+                    "utilization_gpu_pct": util_gpu[k],
+                    "utilization_memory_pct": util_mem[k],
+                    "memory_total_mib": spec.memory_total_mib,
+                    "memory_reserved_mib": spec.memory_reserved_mib,
+                    "memory_used_mib": used[k],
+                    "bar1_used_mib": used[k] + 1,
+                    "clock_sm_mhz": sm[k],
+                    "clock_memory_mhz": spec.mem_clock_max_mhz,
+                    "clock_video_mhz": video[k],
+                    "clocks_event_reasons": reasons[k],
+                    "clocks_event_counters_us": {
+                        name: counters[c][k] for c, name in enumerate(records.COUNTER_NAMES)
+                    },
+                    "pcie_tx_kbps": pcie_tx[k],
+                    "pcie_rx_kbps": pcie_rx[k],
+                    "pcie_gen_current": spec.pcie_gen_max,
+                    "pcie_width_current": spec.pcie_width_max,
+                    "nvlink_tx_kbps": nv_tx[k],
+                    "nvlink_rx_kbps": nv_rx[k],
+                    "nvlink_tx_kib_total": nv_tx_total[k],
+                    "nvlink_rx_kib_total": nv_rx_total[k],
+                    "ecc": {
+                        "volatile_dram_corrected": ecc_volatile[k],
+                        "volatile_dram_uncorrected": 0,
+                        "volatile_sram_corrected": 0,
+                        "volatile_sram_uncorrected": 0,
+                        "aggregate_dram_corrected": ecc_history[k] + ecc_volatile[k],
+                        "aggregate_dram_uncorrected": 0,
+                        "aggregate_sram_corrected": 0,
+                        "aggregate_sram_uncorrected": 0,
+                    },
+                    "xid_count": xid_count[k],
+                    "last_xid": last_xid[k],
+                }
+            )
+        return {
+            "index": node,
+            "hostname": self.hostnames[node],
+            "host": self._host_record(),
+            "gpus": gpus,
+            "processes": self._process_records(lo, hi),
+        }
+
+    def _host_record(self) -> records.HostRecord:
+        host = self.spec.host
+        numa = [
+            min(i // host.gpus_per_numa, host.cpu_sockets - 1) for i in range(self.gpus_per_node)
+        ]
+        cores = host.cores_per_socket
+        threads = host.cpu_sockets * cores
+
+        def affinity(socket: int) -> str:
+            first = socket * cores
+            ranges = [f"{first}-{first + cores - 1}"]
+            if host.threads_per_core > 1:
+                ranges.append(f"{threads + first}-{threads + first + cores - 1}")
+            return ",".join(ranges)
+
+        return {
+            "product": host.product,
+            "cpu_model": host.cpu_model,
+            "logical_cpus": host.logical_cpus,
+            "cpu_sockets": host.cpu_sockets,
+            "memory_gib": host.memory_gib,
+            "gpu_numa_node": numa,
+            "gpu_cpu_affinity": [affinity(s) for s in numa],
+        }
+
+    def _process_records(self, lo: int, hi: int) -> list[records.ProcessRecord]:
+        on_node = (self.slots.gpu >= lo) & (self.slots.gpu < hi)
+        rows: list[records.ProcessRecord] = []
+        for slot in np.flatnonzero(on_node).tolist():
+            pid = int(self.slots.pid[slot])
+            process = self.processes[pid]
+            gpu = int(self.slots.gpu[slot])
+            sharing = max(1, int(self._slot_count_per_gpu[gpu]))
+            rows.append(
+                {
+                    "pid": pid,
+                    "name": process.name,
+                    "user": process.user,
+                    "gpu_index": gpu - lo,
+                    "gpu_uuid": self.identities[gpu].uuid,
+                    "used_memory_mib": round(float(self.slots.used_mib[slot])),
+                    "type": "C",
+                    "phase": process.phase,
+                    "sm_util_pct": int(self.util_gpu_pct[gpu]) // sharing,
+                    "mem_util_pct": int(self.util_mem_pct[gpu]) // sharing,
+                }
+            )
+        rows.sort(key=lambda r: (r["gpu_index"], r["pid"]))
+        return rows

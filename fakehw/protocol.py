@@ -1,0 +1,151 @@
+"""The daemon's wire protocol: JSON lines over a Unix socket (docs/protocol.md).
+
+One request per line, one response per request, in order; subscriptions add
+pushed lines. Small on purpose: a client is a socket, ``json`` and this file.
+No numpy here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1 << 20  # a request line longer than this is refused
+MIN_SUBSCRIBE_INTERVAL_MS = 50
+MAX_SUBSCRIBE_INTERVAL_MS = 3_600_000
+
+OPS = (
+    "hello",
+    "status",
+    "snapshot",
+    "subscribe",
+    "unsubscribe",
+    "attach",
+    "set_phase",
+    "detach",
+    "shutdown",
+)
+
+# Error codes a response may carry.
+BAD_REQUEST = "bad_request"  # malformed JSON, missing or wrong-typed argument
+UNKNOWN_OP = "unknown_op"
+NOT_FOUND = "not_found"  # no such node, pid or subscription
+CONFLICT = "conflict"  # e.g. a pid attached twice
+PROTOCOL_MISMATCH = "protocol_mismatch"
+TOO_LARGE = "too_large"
+INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A request the daemon refuses; carries the code sent back to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode_request(line: bytes) -> dict[str, Any]:
+    """Parse one request line; raise ``ProtocolError`` saying what is wrong."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(TOO_LARGE, f"request longer than {MAX_LINE_BYTES} bytes")
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(BAD_REQUEST, f"not a JSON object: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
+    op = message.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(BAD_REQUEST, 'a request needs an "op" string')
+    if op not in OPS:
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    request_id = message.get("id")
+    if request_id is not None and (
+        isinstance(request_id, bool) or not isinstance(request_id, int | str)
+    ):
+        raise ProtocolError(BAD_REQUEST, '"id" must be an integer or a string')
+    return message
+
+
+def ok(request_id: object, result: Any) -> bytes:
+    return encode({"id": request_id, "ok": True, "result": result})
+
+
+def ok_raw(request_id: object, result_json: bytes) -> bytes:
+    """A success response around an already-encoded result (cached snapshots)."""
+    head = json.dumps(request_id).encode()
+    return b'{"id":' + head + b',"ok":true,"result":' + result_json + b"}\n"
+
+
+def error(request_id: object, code: str, message: str) -> bytes:
+    return encode({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+
+
+def push_raw(subscription: int, snapshot_json: bytes) -> bytes:
+    return (
+        b'{"subscription":' + str(subscription).encode() + b',"snapshot":' + snapshot_json + b"}\n"
+    )
+
+
+# --- argument readers: each raises ProtocolError(BAD_REQUEST) with the reason ---
+
+
+def arg_int(
+    message: dict[str, Any], name: str, *, low: int | None = None, high: int | None = None
+) -> int:
+    value = message.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be an integer')
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be between {low} and {high}')
+    return value
+
+
+def arg_optional_int(
+    message: dict[str, Any], name: str, *, low: int | None = None, high: int | None = None
+) -> int | None:
+    if message.get(name) is None:
+        return None
+    return arg_int(message, name, low=low, high=high)
+
+
+def arg_str(message: dict[str, Any], name: str, *, max_length: int = 256) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be a string of 1-{max_length} chars')
+    return value
+
+
+def arg_optional_str(message: dict[str, Any], name: str, *, max_length: int = 256) -> str | None:
+    if message.get(name) is None:
+        return None
+    return arg_str(message, name, max_length=max_length)
+
+
+def arg_optional_number(
+    message: dict[str, Any], name: str, *, low: float, high: float
+) -> float | None:
+    value = message.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be a number from {low:g} to {high:g}')
+    return float(value)
+
+
+def arg_int_list(message: dict[str, Any], name: str, *, max_items: int = 65536) -> list[int]:
+    value = message.get(name)
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > max_items
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+    ):
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be a non-empty list of integers')
+    return list(value)

@@ -1,0 +1,131 @@
+"""The cluster on the wall clock: a background thread ticks it at a steady rate.
+
+Everything that touches the cluster goes through the ``Simulator`` and its lock.
+Snapshots are encoded once per tick and node set, then served from cache: the
+state only changes when the model ticks, so a thousand readers between two
+ticks cost one encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fakehw.config import ClusterConfig
+from fakehw.devices import AttachedProcess, Cluster
+
+# After a pause (laptop suspend, a stopped process) the model catches up in
+# steps of at most this many seconds, up to MAX_CATCH_UP_S; beyond that one
+# long step carries the thermal state (exact for the Foster network).
+CATCH_UP_STEP_S = 0.5
+MAX_CATCH_UP_S = 120.0
+
+
+class Simulator:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        tick_hz: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self.tick_hz = tick_hz
+        self.lock = threading.RLock()
+        self.cluster = Cluster(config, start_time=clock())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cache: dict[tuple[int, tuple[int, ...] | None], bytes] = {}
+        self.step_seconds_total = 0.0  # CPU spent stepping, for status and benches
+        self.steps = 0
+
+    # ----------------------------------------------------------------- clock
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fakehw-sim", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        period = 1.0 / self.tick_hz
+        next_tick = time.monotonic() + period
+        while not self._stop.is_set():
+            delay = next_tick - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.advance_to(self.clock())
+            next_tick += period
+            if next_tick < time.monotonic() - period:  # fell behind: do not spin
+                next_tick = time.monotonic() + period
+
+    def advance_to(self, now: float) -> None:
+        """Step the model up to wall-clock ``now`` (no-op if it is not later)."""
+        with self.lock:
+            began = time.thread_time()
+            cluster = self.cluster
+            behind = now - cluster.time
+            if behind <= 0:
+                return
+            if behind > MAX_CATCH_UP_S:
+                cluster.step(behind - MAX_CATCH_UP_S)
+                behind = MAX_CATCH_UP_S
+            while behind > CATCH_UP_STEP_S:
+                cluster.step(CATCH_UP_STEP_S)
+                behind -= CATCH_UP_STEP_S
+            cluster.step(behind)
+            self._cache.clear()
+            self.step_seconds_total += time.thread_time() - began
+            self.steps += 1
+
+    # ------------------------------------------------------------- snapshots
+    def snapshot_json(self, nodes: Sequence[int] | None = None) -> bytes:
+        """The current snapshot (all nodes or some), JSON-encoded, cached per tick."""
+        key = (self.cluster.tick, None if nodes is None else tuple(nodes))
+        with self.lock:
+            cached = self._cache.get(key)
+            if cached is None:
+                snap = self.cluster.snapshot(nodes)
+                cached = json.dumps(snap, separators=(",", ":")).encode()
+                if len(self._cache) > 256:
+                    self._cache.clear()
+                self._cache[key] = cached
+            return cached
+
+    def node_index(self, node: int | str) -> int:
+        """A node by index or hostname; ``KeyError`` if there is none."""
+        cluster = self.cluster
+        if isinstance(node, int) and 0 <= node < cluster.nodes:
+            return node
+        if isinstance(node, str):
+            try:
+                return cluster.hostnames.index(node)
+            except ValueError:
+                pass
+        raise KeyError(node)
+
+    # ------------------------------------------------------------- processes
+    def attach(self, pid: int, name: str, gpus: Sequence[int], **options: Any) -> AttachedProcess:
+        with self.lock:
+            process = self.cluster.attach(pid, name, gpus, **options)
+            self._cache.clear()
+            return process
+
+    def set_phase(self, pid: int, phase: str, **options: Any) -> None:
+        with self.lock:
+            self.cluster.set_phase(pid, phase, **options)
+            self._cache.clear()
+
+    def detach(self, pid: int) -> AttachedProcess:
+        with self.lock:
+            process = self.cluster.detach(pid)
+            self._cache.clear()
+            return process
+
+    def processes(self) -> list[AttachedProcess]:
+        with self.lock:
+            return list(self.cluster.processes.values())

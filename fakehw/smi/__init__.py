@@ -1,0 +1,1 @@
+"""The look-alike of nvidia-smi: rendering of snapshots, never physics."""

@@ -1,0 +1,199 @@
+"""Power and temperature physics: pure functions of numpy arrays and a time step.
+
+Nothing here keeps state or knows about processes, phases or rendering; the
+cluster in ``fakehw.devices`` owns the arrays and calls these each tick.
+
+The model, and where its numbers come from (``shared/real/h100/load/trace.csv``,
+fitted with ``bench/calibrate_thermal.py``):
+
+* **Power.** ``static_power_w`` is what the board burns with no work: the idle
+  figure with clocks parked, or idle plus a CUDA context's extra with clocks
+  raised, each growing with die temperature (leakage: 0.4 W/C parked and
+  0.9 W/C boosted on an H100, read from the cooling tails of the trace).
+  ``dynamic_power_w`` is the work on top: demand (activity x intensity x the
+  model's full-load dynamic power) times a clock factor ``f * V(f)^2`` with the
+  voltage rising linearly from 65 % at the idle clock to 100 % at the maximum.
+* **Power cap.** ``capped_clock_mhz`` picks the highest clock step whose power
+  fits under the target; the firmware does it with the previous sample's
+  demand, so instantaneous power scatters around the cap while the 1 s average
+  that nvidia-smi shows holds ~690 W against a 700 W cap, with the SM clock
+  wandering 1530-1935 MHz as on the real trace.
+* **Temperature.** A Foster network: die temperature is ambient plus three
+  first-order responses to power (0.21 s: the die itself, 9.6 s: the heat
+  spreader, 180 s: heatsink and air). Fitted to the trace with the steady states
+  fixed at the part's idle and full-load temperatures; RMS error 1.0 C over the
+  whole run. HBM temperature is a second network with its own constants.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fakehw.specs import GpuSpec
+
+FloatArray = npt.NDArray[np.float64]
+
+# Fitted on the H100 trace (bench/calibrate_thermal.py): share of the total
+# thermal resistance carried by each pole, and the pole time constants.
+DIE_POLE_SHARES = (0.3664, 0.3054, 0.3282)
+DIE_POLE_TAUS_S = (0.21, 9.55, 180.5)
+MEMORY_POLE_SHARES = (0.2757, 0.3813, 0.3430)
+MEMORY_POLE_TAUS_S = (0.32, 9.57, 194.0)
+
+# Leakage on the reference part (H100 SXM, 700 W): watts per degree C of die
+# temperature, with clocks parked and with clocks boosted by a context.
+LEAK_PARKED_W_PER_C_700W = 0.4
+LEAK_BOOSTED_W_PER_C_700W = 0.9
+REFERENCE_TDP_W = 700.0
+
+VOLTAGE_AT_IDLE_CLOCK = 0.65
+# Firmware steers a little under the limit; with clocks moving in whole steps
+# the 1 s average lands ~691 W under a 700 W cap, as on the trace.
+CAP_HEADROOM_FRACTION = 0.008
+# Power at which the part settles at its ``load_temp_c`` (running at the cap).
+LOAD_POWER_FRACTION = 0.99
+
+
+@dataclass(frozen=True)
+class ThermalCoefficients:
+    """A GPU model's physics constants, derived from its catalog entry."""
+
+    ambient_die_c: float
+    ambient_memory_c: float
+    die_gains_c_per_w: tuple[float, float, float]
+    memory_gains_c_per_w: tuple[float, float, float]
+    die_taus_s: tuple[float, float, float]
+    memory_taus_s: tuple[float, float, float]
+    leak_parked_w_per_c: float
+    leak_boosted_w_per_c: float
+
+    @classmethod
+    def for_spec(cls, spec: GpuSpec) -> ThermalCoefficients:
+        load_power = spec.power_default_w * LOAD_POWER_FRACTION
+        span_w = load_power - spec.idle_power_w
+        die_slope = (spec.load_temp_c - spec.idle_temp_c) / span_w
+        mem_slope = (spec.load_memory_temp_c - spec.idle_memory_temp_c) / span_w
+        scale = spec.power_default_w / REFERENCE_TDP_W
+        return cls(
+            ambient_die_c=spec.idle_temp_c - die_slope * spec.idle_power_w,
+            ambient_memory_c=spec.idle_memory_temp_c - mem_slope * spec.idle_power_w,
+            die_gains_c_per_w=_split(die_slope, DIE_POLE_SHARES),
+            memory_gains_c_per_w=_split(mem_slope, MEMORY_POLE_SHARES),
+            die_taus_s=DIE_POLE_TAUS_S,
+            memory_taus_s=MEMORY_POLE_TAUS_S,
+            leak_parked_w_per_c=LEAK_PARKED_W_PER_C_700W * scale,
+            leak_boosted_w_per_c=LEAK_BOOSTED_W_PER_C_700W * scale,
+        )
+
+
+def _split(total: float, shares: tuple[float, float, float]) -> tuple[float, float, float]:
+    return (total * shares[0], total * shares[1], total * shares[2])
+
+
+def pole_decay(taus_s: tuple[float, ...], dt_s: float) -> FloatArray:
+    """Per-pole factor exp(-dt/tau) as a column, to broadcast over GPUs."""
+    return np.array([math.exp(-dt_s / tau) for tau in taus_s], dtype=np.float64)[:, None]
+
+
+def foster_step(
+    node_rise_c: FloatArray,
+    power_w: FloatArray,
+    gains_c_per_w: FloatArray,
+    decay: FloatArray,
+) -> FloatArray:
+    """Advance a Foster network one step with power held over the step.
+
+    ``node_rise_c`` is (poles, gpus): each pole's rise over ambient. Exact for a
+    piecewise-constant input, so any ``dt`` gives the same curve.
+    """
+    target = gains_c_per_w * power_w[None, :]
+    return target + (node_rise_c - target) * decay
+
+
+def steady_rise_c(power_w: FloatArray, gains_c_per_w: FloatArray) -> FloatArray:
+    """Pole rises in equilibrium with a constant power (to start a cluster)."""
+    return gains_c_per_w * power_w[None, :]
+
+
+def static_power_w(
+    die_temp_c: FloatArray,
+    has_context: npt.NDArray[np.bool_],
+    idle_power_w: FloatArray,
+    context_extra_w: FloatArray,
+    reference_temp_c: float,
+    coefficients: ThermalCoefficients,
+) -> FloatArray:
+    """Board power without work: parked or boosted clocks, plus leakage."""
+    above = die_temp_c - reference_temp_c
+    parked = idle_power_w + coefficients.leak_parked_w_per_c * above
+    boosted = idle_power_w + context_extra_w + coefficients.leak_boosted_w_per_c * above
+    return np.where(has_context, boosted, parked)
+
+
+def clock_factor(clock_mhz: FloatArray, spec: GpuSpec) -> FloatArray:
+    """Dynamic power at ``clock_mhz`` relative to the maximum clock: f * V(f)^2."""
+    f_max = float(spec.sm_clock_max_mhz)
+    f_idle = float(spec.sm_clock_idle_mhz)
+    position = np.clip((clock_mhz - f_idle) / (f_max - f_idle), 0.0, 1.0)
+    voltage = VOLTAGE_AT_IDLE_CLOCK + (1.0 - VOLTAGE_AT_IDLE_CLOCK) * position
+    result: FloatArray = (clock_mhz / f_max) * voltage * voltage
+    return result
+
+
+def dynamic_power_w(demand_w: FloatArray, clock_mhz: FloatArray, spec: GpuSpec) -> FloatArray:
+    """Power of the work itself; ``demand_w`` is its draw at the maximum clock."""
+    result: FloatArray = demand_w * clock_factor(clock_mhz, spec)
+    return result
+
+
+class ClockTable:
+    """The clock steps of a model and their power factors, for inverse lookups."""
+
+    def __init__(self, spec: GpuSpec) -> None:
+        self.spec = spec
+        self.clocks_mhz = np.arange(
+            spec.sm_clock_idle_mhz,
+            spec.sm_clock_max_mhz + 1,
+            spec.clock_step_mhz,
+            dtype=np.float64,
+        )
+        if self.clocks_mhz[-1] != spec.sm_clock_max_mhz:
+            self.clocks_mhz = np.append(self.clocks_mhz, float(spec.sm_clock_max_mhz))
+        self.factors = clock_factor(self.clocks_mhz, spec)
+
+    def highest_clock_within(self, factor_budget: FloatArray) -> FloatArray:
+        """Highest clock step whose power factor does not exceed the budget."""
+        index = np.searchsorted(self.factors, factor_budget, side="right") - 1
+        index = np.clip(index, 0, len(self.clocks_mhz) - 1)
+        result: FloatArray = self.clocks_mhz[index]
+        return result
+
+
+def capped_clock_mhz(
+    table: ClockTable,
+    target_w: FloatArray,
+    static_w: FloatArray,
+    demand_w: FloatArray,
+    ceiling_mhz: FloatArray,
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Clock the power controller picks, and whether the cap is what limited it.
+
+    ``demand_w`` is the work's draw at the maximum clock as the controller last
+    saw it; ``ceiling_mhz`` is the clock allowed by everything else (a context
+    boosts to the maximum, thermal slowdown and power brake lower it).
+    """
+    safe_demand = np.maximum(demand_w, 1e-6)
+    budget = (target_w - static_w) / safe_demand
+    capped = table.highest_clock_within(budget)
+    limited_by_cap = capped < ceiling_mhz
+    return np.minimum(capped, ceiling_mhz), limited_by_cap
+
+
+def cap_target_w(power_limit_w: FloatArray) -> FloatArray:
+    """The 1 s average power the firmware steers to under a given limit."""
+    result: FloatArray = power_limit_w * (1.0 - CAP_HEADROOM_FRACTION)
+    return result

@@ -1,0 +1,277 @@
+"""What a GPU is asked to do: the phases of an LLM job, and schedules of them.
+
+A phase is a *demand*, not a result: how much of the time kernels run
+(``activity``: what utilization.gpu measures), how power-hungry they are per
+unit of activity (``intensity``, 1.0 = dense training at full clock), how busy
+the memory controller is, and how much the job moves over PCIe and NVLink.
+``fakehw.devices`` turns demands into power, clocks and temperatures.
+
+Figures are read off the real H100 run (``shared/real/h100/load/trace.csv``):
+training keeps utilization.gpu at 98-100 % and utilization.memory cycling
+50-65 % with the step rhythm (~1.17 s here); evaluation is forward-only at
+100 % with memory steady near 50 % and a little more power per clock; a rank
+writing a checkpoint shows 1-5 % (copy kernels) at context power; a rank
+waiting in a barrier spins an NCCL kernel: ~100 % utilization at near-idle power.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Shape of utilization.memory within one training cycle, six equal slices
+# (the trace samples it as 50, 52, 55, 61, 62, 60 % before falling back).
+TRAIN_MEMORY_CYCLE = (0.50, 0.52, 0.55, 0.61, 0.62, 0.60)
+# Work intensity within the same cycle: a short lull at the optimizer step,
+# where the SM clock jumps by ~150 MHz on the trace.
+TRAIN_INTENSITY_CYCLE = (0.86, 1.0, 1.0, 1.0, 1.0, 1.0)
+DEFAULT_CYCLE_S = 1.17
+
+
+@dataclass(frozen=True)
+class PhaseProfile:
+    """Demand of one phase on each GPU of the process."""
+
+    name: str
+    description: str
+    has_context: bool
+    activity: float  # fraction of time with a kernel running
+    intensity: float  # dynamic power per unit of activity (1.0 = dense training)
+    intensity_jitter: float  # standard deviation of fast fluctuations, relative
+    memory_activity: float  # utilization.memory as a fraction
+    memory_activity_jitter: float
+    cycled: bool  # follows the training-step rhythm
+    stall_rate_hz: float  # short input stalls that dent utilization.gpu
+    pcie_rx_mb_s: float
+    pcie_tx_mb_s: float
+    nvlink_share: float  # share of the NVLink bandwidth used when the job spans GPUs
+    allocation_rate_mib_s: float  # how fast memory grows toward this phase's target
+    activity_while_allocating: float  # copy kernels while memory is still arriving
+
+
+_PROFILES = (
+    PhaseProfile(
+        name="context",
+        description="a process holds a CUDA context and does no work",
+        has_context=True,
+        activity=0.0,
+        intensity=0.0,
+        intensity_jitter=0.0,
+        memory_activity=0.0,
+        memory_activity_jitter=0.0,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=0.5,
+        pcie_tx_mb_s=0.9,
+        nvlink_share=0.0,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=0.0,
+    ),
+    PhaseProfile(
+        name="load",
+        description="weights and optimizer state arrive from host memory",
+        has_context=True,
+        activity=0.0,
+        intensity=0.08,
+        intensity_jitter=0.3,
+        memory_activity=0.0,
+        memory_activity_jitter=0.0,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=0.0,
+        pcie_tx_mb_s=2.0,
+        nvlink_share=0.0,
+        allocation_rate_mib_s=5600.0,
+        activity_while_allocating=0.1,
+    ),
+    PhaseProfile(
+        name="train",
+        description="forward, backward and optimizer steps",
+        has_context=True,
+        activity=1.0,
+        intensity=1.05,
+        intensity_jitter=0.035,
+        memory_activity=0.565,
+        memory_activity_jitter=0.015,
+        cycled=True,
+        stall_rate_hz=0.05,
+        pcie_rx_mb_s=45.0,
+        pcie_tx_mb_s=12.0,
+        nvlink_share=0.12,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=0.3,
+    ),
+    PhaseProfile(
+        name="eval",
+        description="forward passes over the validation set",
+        has_context=True,
+        activity=1.0,
+        intensity=1.12,
+        intensity_jitter=0.025,
+        memory_activity=0.496,
+        memory_activity_jitter=0.007,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=20.0,
+        pcie_tx_mb_s=2.0,
+        nvlink_share=0.01,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=0.3,
+    ),
+    PhaseProfile(
+        name="checkpoint",
+        description="this rank writes the checkpoint: copies to host, GPU nearly idle",
+        has_context=True,
+        activity=0.035,
+        intensity=0.03,
+        intensity_jitter=0.3,
+        memory_activity=0.0,
+        memory_activity_jitter=0.0,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=1.0,
+        pcie_tx_mb_s=740.0,
+        nvlink_share=0.0,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=0.035,
+    ),
+    PhaseProfile(
+        name="barrier",
+        description="waits in a collective while another rank saves: a spinning NCCL kernel",
+        has_context=True,
+        activity=1.0,
+        intensity=0.06,
+        intensity_jitter=0.1,
+        memory_activity=0.0,
+        memory_activity_jitter=0.0,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=0.5,
+        pcie_tx_mb_s=0.9,
+        nvlink_share=0.0005,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=1.0,
+    ),
+    PhaseProfile(
+        name="free",
+        description="the process is alive but released its memory to the allocator's floor",
+        has_context=True,
+        activity=0.0,
+        intensity=0.0,
+        intensity_jitter=0.0,
+        memory_activity=0.0,
+        memory_activity_jitter=0.0,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=0.5,
+        pcie_tx_mb_s=0.9,
+        nvlink_share=0.0,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=0.0,
+    ),
+)
+PHASES: dict[str, PhaseProfile] = {profile.name: profile for profile in _PROFILES}
+
+# ``idle`` is not a process phase: it means no process on the GPU at all.
+SCHEDULE_PHASES = ("idle", *PHASES)
+PHASE_NAMES = tuple(PHASES)
+
+
+class ScheduleError(ValueError):
+    """A schedule file that cannot be used, with a message saying why."""
+
+
+@dataclass(frozen=True)
+class ScheduledPhase:
+    phase: str
+    seconds: float
+    memory_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Phases every GPU follows, in order (the ``fakehw simulate`` input)."""
+
+    phases: tuple[ScheduledPhase, ...]
+    start: float | None = None  # unix time of the first sample, if the file fixes it
+
+    @property
+    def duration_s(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    def phase_at(self, elapsed_s: float) -> tuple[int, ScheduledPhase]:
+        """Index and entry of the phase running ``elapsed_s`` into the schedule."""
+        boundary = 0.0
+        for index, entry in enumerate(self.phases):
+            boundary += entry.seconds
+            if elapsed_s < boundary:
+                return index, entry
+        return len(self.phases) - 1, self.phases[-1]
+
+    @classmethod
+    def from_file(cls, path: Path) -> Schedule:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ScheduleError(f"cannot read schedule {path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScheduleError(
+                f"schedule {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                f"{exc.msg})"
+            ) from exc
+        return cls.from_json(data, source=str(path))
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "schedule") -> Schedule:
+        if not isinstance(data, Mapping) or "phases" not in data:
+            raise ScheduleError(
+                f'{source}: expected an object with a "phases" list, e.g. '
+                '{"phases": [{"phase": "idle", "seconds": 20}]}'
+            )
+        unknown_keys = set(data) - {"phases", "start"}
+        if unknown_keys:
+            raise ScheduleError(f"{source}: unknown key(s) {', '.join(sorted(unknown_keys))}")
+        raw_phases = data["phases"]
+        if not isinstance(raw_phases, Sequence) or isinstance(raw_phases, str) or not raw_phases:
+            raise ScheduleError(f'{source}: "phases" must be a non-empty list')
+        phases = tuple(
+            _parse_phase(item, f"{source}: phase {n + 1}") for n, item in enumerate(raw_phases)
+        )
+        start = data.get("start")
+        if start is not None and (
+            isinstance(start, bool) or not isinstance(start, int | float) or start < 0
+        ):
+            raise ScheduleError(f'{source}: "start" must be a unix time in seconds')
+        return cls(phases=phases, start=None if start is None else float(start))
+
+
+def _parse_phase(item: Any, where: str) -> ScheduledPhase:
+    if not isinstance(item, Mapping):
+        raise ScheduleError(f'{where}: expected an object like {{"phase": "train", "seconds": 60}}')
+    unknown = set(item) - {"phase", "seconds", "memory_mib"}
+    if unknown:
+        raise ScheduleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    phase = item.get("phase")
+    if phase not in SCHEDULE_PHASES:
+        raise ScheduleError(f"{where}: phase {phase!r} is not one of {', '.join(SCHEDULE_PHASES)}")
+    seconds = item.get("seconds")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise ScheduleError(f'{where}: "seconds" must be a positive number')
+    memory = item.get("memory_mib")
+    if memory is not None:
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+            raise ScheduleError(f'{where}: "memory_mib" must be a whole number of MiB >= 0')
+        if phase == "idle":
+            raise ScheduleError(f'{where}: an idle GPU has no process to hold "memory_mib"')
+    return ScheduledPhase(phase=phase, seconds=float(seconds), memory_mib=memory)

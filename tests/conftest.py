@@ -1,0 +1,71 @@
+"""Shared fixtures: isolated runtime directories, real daemons, real captures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Every test gets its own runtime dir and config: no test touches a user's daemon.
+
+    Unix socket paths are limited to ~100 bytes, so the runtime dir is a short
+    directory under the system temp dir rather than pytest's long tmp_path.
+    """
+    root = Path(tempfile.mkdtemp(prefix="fhw-"))
+    runtime = root / "rt"
+    monkeypatch.setenv("FAKEHW_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("FAKEHW_CONFIG", raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    yield runtime
+    _stop_daemon(runtime)
+    with contextlib.suppress(OSError):
+        for path in sorted(root.rglob("*"), reverse=True):
+            path.unlink() if not path.is_dir() else path.rmdir()
+        root.rmdir()
+
+
+def _stop_daemon(runtime: Path) -> None:
+    """Kill whatever daemon a test left behind in its runtime dir."""
+    pid_file = runtime / "daemon.pid"
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def runtime_dir(isolated_environment: Path) -> Path:
+    return isolated_environment
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real, harmless child process to attach to the fake GPUs."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield process
+    process.kill()
+    process.wait()
