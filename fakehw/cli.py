@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = actions.add_parser("run", help=argparse.SUPPRESS)
     _add_cluster_flags(run)
     run.add_argument("--runtime-dir", type=Path)
+    run.add_argument("--detach", action="store_true")
     run.add_argument("--idle-timeout", type=float)
     run.add_argument("--tick-hz", type=float)
     actions.add_parser("stop", help="stop the daemon")
@@ -143,12 +144,50 @@ def _daemon_run(args: argparse.Namespace) -> int:
 
     cluster, settings, _ = _cluster_from(args)
     paths = runtime_paths(getattr(args, "runtime_dir", None), create=True)
-    configure_logging(paths, foreground=bool(getattr(args, "foreground", False)))
+    ready_fd = None
+    if getattr(args, "detach", False):
+        ready_fd = _detach()
+        if ready_fd is None:
+            return EXIT_OK  # unreachable: the launcher exits inside _detach
+    configure_logging(paths, foreground=ready_fd is None)
     try:
-        Daemon(paths, cluster, settings).serve_forever()
+        Daemon(paths, cluster, settings, ready_fd=ready_fd).serve_forever()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     return EXIT_OK
+
+
+def _detach() -> int | None:
+    """Become a daemon: fork twice so no client is left with a zombie to reap.
+
+    The launcher waits until the daemon writes "ready" (its socket listens) or
+    an error to a pipe, and exits 0 or 1 with that message: whoever started
+    it learns the outcome without polling.
+    """
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        chunks = []
+        while chunk := os.read(read_fd, 4096):
+            chunks.append(chunk)
+        message = b"".join(chunks).decode(errors="replace").strip()
+        if message == "ready":
+            os._exit(EXIT_OK)
+        print(
+            f"fakehw: {message.removeprefix('error: ') or 'the daemon died while starting'}",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_FAILURE)
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(EXIT_OK)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for stream in (0, 1, 2):
+        os.dup2(devnull, stream)
+    os.close(devnull)
+    return write_fd
 
 
 def _daemon_start(args: argparse.Namespace) -> int:

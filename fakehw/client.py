@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -73,7 +72,7 @@ class Client:
         sock = _try_connect(paths)
         if sock is None:
             if not autostart:
-                raise DaemonUnavailable(f"no fakehw daemon is running ({paths.socket})")
+                raise DaemonUnavailable(f"no daemon listens on {paths.socket}")
             sock = start_daemon(paths, cluster)
         client = cls(sock, paths)
         try:
@@ -209,40 +208,37 @@ def start_daemon(
     """Start a daemon in the background and return a connection to it.
 
     Clients racing to start one take ``start.lock`` in turn; whoever comes
-    second finds the first one's daemon and uses it.
+    second finds the first one's daemon and uses it. The launcher returns once
+    the daemon listens (it detaches itself: no zombie is left to reap).
     """
     with open(paths.start_lock_file, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _try_connect(paths)
         if sock is not None:
             return sock
-        log = open(paths.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
-            child = subprocess.Popen(
-                daemon_command(paths, cluster, settings),
+            launcher = subprocess.run(
+                [*daemon_command(paths, cluster, settings), "--detach"],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                close_fds=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=START_TIMEOUT_S,
                 env={**os.environ, "FAKEHW_RUNTIME_DIR": str(paths.root)},
+                check=False,
             )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            sock = _try_connect(paths)
-            if sock is not None:
-                return sock
-            if child.poll() is not None:
-                raise DaemonUnavailable(
-                    "the fakehw daemon failed to start: " + _log_tail(paths.log_file)
-                )
-            time.sleep(0.02)
-        raise DaemonUnavailable(
-            f"the fakehw daemon did not come up within {START_TIMEOUT_S:.0f} s "
-            f"(log: {paths.log_file})"
-        )
+        except subprocess.TimeoutExpired:
+            raise DaemonUnavailable(
+                f"the fakehw daemon did not come up within {START_TIMEOUT_S:.0f} s "
+                f"(log: {paths.log_file})"
+            ) from None
+        if launcher.returncode != 0:
+            reason = launcher.stderr.strip().removeprefix("fakehw: ") or _log_tail(paths.log_file)
+            raise DaemonUnavailable(f"the fakehw daemon failed to start: {reason}")
+        sock = _try_connect(paths)
+        if sock is None:
+            raise DaemonUnavailable(f"the daemon started but {paths.socket} does not answer")
+        return sock
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:

@@ -86,8 +86,10 @@ class Daemon:
         cluster: ClusterConfig,
         settings: DaemonConfig,
         clock: Callable[[], float] = time.time,
+        ready_fd: int | None = None,
     ) -> None:
         self.paths = paths
+        self._ready_fd = ready_fd
         self.cluster_config = cluster.validated()
         self.settings = settings.validated()
         self.clock = clock
@@ -134,11 +136,29 @@ class Daemon:
         self.selector.register(self._wake_r, selectors.EVENT_READ, data="wake")
         self._listener = listener
 
+    def _notify(self, message: str) -> None:
+        """Tell the launcher we are serving (or why we are not), once."""
+        if self._ready_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._ready_fd, message.encode())
+            os.close(self._ready_fd)
+        self._ready_fd = None
+
     def serve_forever(self) -> None:
         """Run until stopped, idle for too long, or signalled."""
-        self._acquire_lock()
         try:
-            self._listen()
+            self._acquire_lock()
+        except AlreadyRunning as exc:
+            self._notify(f"error: {exc}")
+            raise
+        try:
+            try:
+                self._listen()
+            except OSError as exc:
+                self._notify(f"error: cannot listen on {self.paths.socket}: {exc.strerror}")
+                raise
+            self._notify("ready")
             self.paths.pid_file.write_text(f"{os.getpid()}\n")
             self.simulator.start()
             self.running = True
@@ -265,7 +285,7 @@ class Daemon:
             request_id = message.get("id")
             return self._dispatch(conn, request_id, message)
         except proto.ProtocolError as exc:
-            return proto.error(request_id, exc.code, exc.message)
+            return proto.error(request_id or exc.request_id, exc.code, exc.message)
         except ClusterError as exc:
             return proto.error(request_id, proto.BAD_REQUEST, str(exc))
         except Exception as exc:  # never let one request take the daemon down
@@ -293,7 +313,8 @@ class Daemon:
         except KeyError:
             raise proto.ProtocolError(
                 proto.NOT_FOUND,
-                f"no node {node!r} (the cluster has {self.cluster_config.nodes} nodes)",
+                f"no node {node!r} (the cluster's nodes are 0-{self.cluster_config.nodes - 1}: "
+                f"{self.simulator.cluster.hostnames[0]} ...)",
             ) from None
 
     def _op_hello(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
@@ -451,7 +472,10 @@ class Daemon:
             for sub in list(conn.subscriptions.values()):
                 if now < sub.next_due:
                     continue
-                sub.next_due = max(sub.next_due + sub.interval_s, now)
+                # Keep the cadence; after a stall, restart it from now.
+                sub.next_due += sub.interval_s
+                if sub.next_due <= now:
+                    sub.next_due = now + sub.interval_s
                 if len(conn.outbox) > SKIP_PUSH_OUTBOX_BYTES:
                     continue  # a slow reader misses a frame instead of piling them up
                 payload = self.simulator.snapshot_json(sub.nodes)

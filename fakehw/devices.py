@@ -70,6 +70,11 @@ POWER_SENSOR_NOISE_W = 0.12
 # controller a tick behind, it is what makes the 1 s power average wander
 # (lag-1 correlation 0.30, sd 3.9 W; the trace: 0.37 and 3.2 W).
 INTENSITY_NOISE_MEMORY = 0.55
+# Rows of the per-GPU normal draw each tick: intensity drift, power sensor,
+# die and memory sensors, PCIe tx and rx wander, NVLink jitter.
+_GPU_DRAWS = 7
+_MEMORY_CYCLE = np.array(TRAIN_MEMORY_CYCLE) / np.mean(TRAIN_MEMORY_CYCLE)
+_INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
 
 
 class ClusterError(ValueError):
@@ -224,7 +229,8 @@ class Cluster:
         self._decay_cache: dict[float, tuple[FloatArray, FloatArray]] = {}
         self.slots = SlotTable()
         self._publish_memory()
-        self._publish(self.power_w, self.power_w, self._die_temp_c(), self._memory_temp_c())
+        self._raw_readings = (self.power_w, self.power_w, np.zeros((2, n)))
+        self._published_tick = -1
 
     # -------------------------------------------------------------- processes
     def attach(
@@ -399,9 +405,16 @@ class Cluster:
         self.time += dt_s
         self.tick += 1
         rng, spec, n = self._rng, self.spec, self.gpu_count
+        # All of this tick's randomness in three draws (per-call cost dominates
+        # small clusters): per-GPU normals, per-slot normals and uniforms.
+        normal = rng.standard_normal((_GPU_DRAWS, n))
+        slot_normal = rng.standard_normal((2, len(self.slots)))
+        slot_uniform = rng.random((3, len(self.slots)))
 
-        ramping = self._allocate(dt_s)
-        activity_slot, work_slot, mem_slot = self._slot_demand(dt_s, ramping)
+        ramping = self._allocate(dt_s, slot_uniform[0])
+        activity_slot, work_slot, mem_slot = self._slot_demand(
+            dt_s, ramping, slot_normal, slot_uniform[1:]
+        )
         gpu = self.slots.gpu
         activity = np.minimum(1.0, np.bincount(gpu, weights=activity_slot, minlength=n))
         work = np.bincount(gpu, weights=work_slot, minlength=n)
@@ -410,7 +423,7 @@ class Cluster:
         memory_activity = np.minimum(1.0, np.bincount(gpu, weights=mem_slot, minlength=n))
         self.activity, self.memory_activity = activity, memory_activity
 
-        self.intensity_drift = noise.ou_step(self.intensity_drift, dt_s, 30.0, 0.015, rng)
+        self.intensity_drift = noise.ou_step(self.intensity_drift, dt_s, 30.0, 0.015, normal[0])
         demand_w = work * self.dynamic_max_w * (1.0 + self.intensity_drift)
 
         die_c = self._die_temp_c()
@@ -442,13 +455,15 @@ class Cluster:
         # load step and scatters around the cap, as on the real trace.
         self.demand_seen_w = demand_w
         power = static_w + demand_w * clock_factor(clock, spec)
-        power = power + rng.normal(0.0, POWER_SENSOR_NOISE_W, n)
+        power = power + POWER_SENSOR_NOISE_W * normal[1]
         self.power_w = power
 
         die_decay, memory_decay = self._decays(dt_s)
         self.die_rise_c = foster_step(self.die_rise_c, power, self.die_gains, die_decay)
         self.memory_rise_c = foster_step(self.memory_rise_c, power, self.memory_gains, memory_decay)
-        self.node_ambient_drift_c = noise.ou_step(self.node_ambient_drift_c, dt_s, 900.0, 0.4, rng)
+        self.node_ambient_drift_c = noise.ou_step(
+            self.node_ambient_drift_c, dt_s, 900.0, 0.4, rng.standard_normal(self.nodes)
+        )
 
         self.energy_j = self.energy_j + power * dt_s
         average_w = self._average_power_w()
@@ -463,8 +478,9 @@ class Cluster:
         self.counters_us[3] += np.where(hw_thermal, dt_s * 1e6, 0)
 
         self._sample_utilization(dt_s, activity, memory_activity)
-        self._traffic(dt_s, ramping)
-        self._publish(average_w, power, self._die_temp_c(), self._memory_temp_c())
+        self._traffic(dt_s, ramping, normal[4:7])
+        self._raw_readings = (average_w, power, normal[2:4].copy())
+        self._published_tick = -1
 
     def _decays(self, dt_s: float) -> tuple[FloatArray, FloatArray]:
         key = round(dt_s, 6)
@@ -479,11 +495,11 @@ class Cluster:
             self._decay_cache[key] = cached
         return cached
 
-    def _allocate(self, dt_s: float) -> BoolArray:
+    def _allocate(self, dt_s: float, uniform: FloatArray) -> BoolArray:
         """Move each slot's memory toward its target in allocator-sized steps."""
         remaining = self.slots.target_mib - self.slots.used_mib
         growing = remaining > 0.5
-        burst = self._slot_alloc_rate * dt_s * self._rng.uniform(0.2, 1.8, remaining.shape)
+        burst = self._slot_alloc_rate * dt_s * (0.2 + 1.6 * uniform)
         burst = np.ceil(burst / ALLOCATION_GRANULE_MIB) * ALLOCATION_GRANULE_MIB
         self.slots.used_mib = np.where(
             growing, self.slots.used_mib + np.minimum(burst, remaining), self.slots.target_mib
@@ -493,38 +509,34 @@ class Cluster:
         return ramping
 
     def _slot_demand(
-        self, dt_s: float, ramping: BoolArray
+        self, dt_s: float, ramping: BoolArray, normal: FloatArray, uniform: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Activity, work (activity x intensity) and memory activity of each slot now."""
-        count = len(self.slots.gpu)
-        rng = self._rng
         activity = np.where(
             ramping, np.maximum(self._slot_activity, self._slot_alloc_activity), self._slot_activity
         )
-        stalled = rng.random(count) < self._slot_stall_hz * dt_s
-        activity = np.where(stalled, activity * rng.uniform(0.88, 0.99, count), activity)
+        # Short input stalls dent utilization now and then.
+        stalled = uniform[0] < self._slot_stall_hz * dt_s
+        activity = np.where(stalled, activity * (0.88 + 0.11 * uniform[1]), activity)
         # Kernel mix fluctuates with a short memory (AR(1) per tick).
         keep = INTENSITY_NOISE_MEMORY
-        self.slots.noise = keep * self.slots.noise + math.sqrt(1 - keep * keep) * (
-            rng.standard_normal(count)
-        )
+        self.slots.noise = keep * self.slots.noise + math.sqrt(1 - keep * keep) * normal[0]
         intensity = self._slot_intensity * self.slots.intensity_bias
         intensity = intensity * (1.0 + self._slot_intensity_jitter * self.slots.noise)
-        memory_activity = self._slot_memory_activity.copy()
+        memory_activity = self._slot_memory_activity
         if self._slot_cycled.any():
             phase = (self.time - self._slot_phase_started) / self._slot_cycle_s
             phase = (phase + self._slot_cycle_offset) % 1.0
             piece = np.minimum(
                 (phase * len(TRAIN_MEMORY_CYCLE)).astype(np.int64), len(TRAIN_MEMORY_CYCLE) - 1
             )
-            memory_shape = np.array(TRAIN_MEMORY_CYCLE)[piece] / np.mean(TRAIN_MEMORY_CYCLE)
-            intensity_shape = np.array(TRAIN_INTENSITY_CYCLE)[piece]
+            memory_shape = _MEMORY_CYCLE[piece]
             memory_activity = np.where(
                 self._slot_cycled, memory_activity * memory_shape, memory_activity
             )
-            intensity = np.where(self._slot_cycled, intensity * intensity_shape, intensity)
-        memory_activity = memory_activity + self._slot_memory_jitter * rng.standard_normal(count)
-        memory_activity = np.clip(memory_activity * (activity > 0), 0.0, 1.0)
+            intensity = np.where(self._slot_cycled, intensity * _INTENSITY_CYCLE[piece], intensity)
+        memory_activity = memory_activity + self._slot_memory_jitter * normal[1]
+        memory_activity = np.minimum(np.maximum(memory_activity * (activity > 0), 0.0), 1.0)
         work = activity * np.maximum(intensity, 0.0)
         return activity, work, memory_activity
 
@@ -540,13 +552,13 @@ class Cluster:
             window = np.maximum(self.util_window_s, 1e-9)
             gpu_pct = np.rint(100.0 * self.util_gpu_acc / window).astype(np.int64)
             mem_pct = np.rint(100.0 * self.util_mem_acc / window).astype(np.int64)
-            self.util_gpu_pct = np.where(due, np.clip(gpu_pct, 0, 100), self.util_gpu_pct)
-            self.util_mem_pct = np.where(due, np.clip(mem_pct, 0, 100), self.util_mem_pct)
+            self.util_gpu_pct = np.where(due, np.minimum(gpu_pct, 100), self.util_gpu_pct)
+            self.util_mem_pct = np.where(due, np.minimum(mem_pct, 100), self.util_mem_pct)
             self.util_gpu_acc = np.where(due, 0.0, self.util_gpu_acc)
             self.util_mem_acc = np.where(due, 0.0, self.util_mem_acc)
             self.util_window_s = np.where(due, 0.0, self.util_window_s)
 
-    def _traffic(self, dt_s: float, ramping: BoolArray) -> None:
+    def _traffic(self, dt_s: float, ramping: BoolArray, normal: FloatArray) -> None:
         """PCIe and NVLink throughput, smoothed as NVML reports it (KB/s)."""
         n = self.gpu_count
         gpu = self.slots.gpu
@@ -555,17 +567,20 @@ class Cluster:
         loading = np.bincount(
             gpu, weights=np.where(ramping, self._slot_alloc_rate, 0.0) * 1048.576, minlength=n
         )
-        self.pcie_noise = noise.ou_step(self.pcie_noise, dt_s, 2.0, 0.12, self._rng)
-        idle = np.array([[IDLE_PCIE_TX_KBPS], [IDLE_PCIE_RX_KBPS]])
-        wanted = np.vstack([tx, rx_phase + np.minimum(loading, 5.8e6)])
-        wanted = (wanted + idle) * (1.0 + self.pcie_noise)
+        self.pcie_noise = noise.ou_step(self.pcie_noise, dt_s, 2.0, 0.12, normal[0:2])
+        wanted = np.empty((2, n))
+        wanted[0] = tx + IDLE_PCIE_TX_KBPS
+        wanted[1] = rx_phase + np.minimum(loading, 5.8e6) + IDLE_PCIE_RX_KBPS
+        wanted *= 1.0 + self.pcie_noise
         keep = math.exp(-dt_s / 0.5)
         self.pcie_kbps = wanted + (self.pcie_kbps - wanted) * keep
         link_kbps = self.spec.nvlink_count * self.spec.nvlink_link_gbps * 1e6
         share = np.bincount(gpu, weights=self._slot_nvlink_share, minlength=n)
-        nvlink = np.minimum(share, 1.0) * link_kbps * self.activity
-        nvlink = nvlink * (1.0 + 0.1 * self._rng.standard_normal(n))
-        self.nvlink_kbps = np.vstack([nvlink, nvlink * 0.998]).clip(min=0.0)
+        nvlink = np.maximum(
+            np.minimum(share, 1.0) * link_kbps * self.activity * (1.0 + 0.1 * normal[2]), 0.0
+        )
+        self.nvlink_kbps[0] = nvlink
+        self.nvlink_kbps[1] = nvlink * 0.998
         self.nvlink_kib_total += self.nvlink_kbps * dt_s * (1000.0 / 1024.0)
 
     def _die_temp_c(self) -> FloatArray:
@@ -604,15 +619,21 @@ class Cluster:
         with_process = np.bincount(self.slots.gpu, minlength=self.gpu_count) > 0
         self.memory_used_mib = (np.rint(used) + DRIVER_OVERHEAD_MIB * with_process).astype(np.int64)
 
-    def _publish(
-        self, average_w: FloatArray, instant_w: FloatArray, die_c: FloatArray, memory_c: FloatArray
-    ) -> None:
-        """Quantize the state to what NVML returns, once per tick, for every viewer."""
-        n, rng, spec = self.gpu_count, self._rng, self.spec
-        self.reported_die_c = np.rint(die_c + rng.normal(0, SENSOR_NOISE_C, n)).astype(np.int64)
-        self.reported_memory_c = np.rint(memory_c + rng.normal(0, SENSOR_NOISE_C, n)).astype(
-            np.int64
-        )
+    def _ensure_published(self) -> None:
+        """Quantize the state to what NVML returns, at most once per tick.
+
+        Done when someone looks (a daemon nobody watches skips it); the sensor
+        noise was drawn during the tick, so looking never changes the story.
+        """
+        if self._published_tick == self.tick:
+            return
+        self._published_tick = self.tick
+        average_w, instant_w, sensor_noise = self._raw_readings
+        spec = self.spec
+        die_c = self._die_temp_c() + SENSOR_NOISE_C * sensor_noise[0]
+        memory_c = self._memory_temp_c() + SENSOR_NOISE_C * sensor_noise[1]
+        self.reported_die_c = np.rint(die_c).astype(np.int64)
+        self.reported_memory_c = np.rint(memory_c).astype(np.int64)
         self.reported_power_mw = np.rint(average_w * 1000.0).astype(np.int64)
         self.reported_instant_mw = np.rint(instant_w * 1000.0).astype(np.int64)
         memory_power = (
@@ -632,6 +653,7 @@ class Cluster:
         for node in wanted:
             if not 0 <= node < self.nodes:
                 raise ClusterError(f"node {node} does not exist (0-{self.nodes - 1})")
+        self._ensure_published()
         spec = self.spec
         return {
             "protocol": 1,

@@ -16,12 +16,16 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def ou_step(
-    value: FloatArray, dt_s: float, tau_s: float, sigma: float, rng: np.random.Generator
+    value: FloatArray, dt_s: float, tau_s: float, sigma: float, normal: FloatArray
 ) -> FloatArray:
-    """One exact step of a zero-mean OU process with stationary deviation ``sigma``."""
+    """One exact step of a zero-mean OU process with stationary deviation ``sigma``.
+
+    ``normal`` is a standard-normal draw of ``value``'s shape (drawn by the
+    caller, batched with the tick's other draws).
+    """
     keep = math.exp(-dt_s / tau_s)
     spread = sigma * math.sqrt(max(0.0, 1.0 - keep * keep))
-    result: FloatArray = value * keep + spread * rng.standard_normal(value.shape)
+    result: FloatArray = value * keep + spread * normal
     return result
 
 

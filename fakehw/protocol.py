@@ -40,10 +40,11 @@ INTERNAL = "internal"
 class ProtocolError(Exception):
     """A request the daemon refuses; carries the code sent back to the client."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, request_id: object = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id = request_id
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -60,16 +61,16 @@ def decode_request(line: bytes) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, f"not a JSON object: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
-    op = message.get("op")
-    if not isinstance(op, str):
-        raise ProtocolError(BAD_REQUEST, 'a request needs an "op" string')
-    if op not in OPS:
-        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(OPS)}")
     request_id = message.get("id")
     if request_id is not None and (
         isinstance(request_id, bool) or not isinstance(request_id, int | str)
     ):
         raise ProtocolError(BAD_REQUEST, '"id" must be an integer or a string')
+    op = message.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(BAD_REQUEST, 'a request needs an "op" string', request_id)
+    if op not in OPS:
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(OPS)}", request_id)
     return message
 
 

@@ -138,7 +138,7 @@ def clock_factor(clock_mhz: FloatArray, spec: GpuSpec) -> FloatArray:
     """Dynamic power at ``clock_mhz`` relative to the maximum clock: f * V(f)^2."""
     f_max = float(spec.sm_clock_max_mhz)
     f_idle = float(spec.sm_clock_idle_mhz)
-    position = np.clip((clock_mhz - f_idle) / (f_max - f_idle), 0.0, 1.0)
+    position = np.minimum(np.maximum((clock_mhz - f_idle) / (f_max - f_idle), 0.0), 1.0)
     voltage = VOLTAGE_AT_IDLE_CLOCK + (1.0 - VOLTAGE_AT_IDLE_CLOCK) * position
     result: FloatArray = (clock_mhz / f_max) * voltage * voltage
     return result
@@ -168,7 +168,7 @@ class ClockTable:
     def highest_clock_within(self, factor_budget: FloatArray) -> FloatArray:
         """Highest clock step whose power factor does not exceed the budget."""
         index = np.searchsorted(self.factors, factor_budget, side="right") - 1
-        index = np.clip(index, 0, len(self.clocks_mhz) - 1)
+        index = np.minimum(np.maximum(index, 0), len(self.clocks_mhz) - 1)
         result: FloatArray = self.clocks_mhz[index]
         return result
 

@@ -120,7 +120,7 @@ def runs() -> tuple[dict[str, float], Run, Run]:
 
 
 def test_idle(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     idle = model.window(0, m["load_start"])
     assert abs(np.mean(idle.power) - 71.4) <= 3.0  # real 71.4 W
     assert abs(np.mean(idle.die) - 40.4) <= 2.5  # real 40.4 C
@@ -129,7 +129,7 @@ def test_idle(runs):  # type: ignore[no-untyped-def]
 
 
 def test_context_without_work(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     # Late in the load phase the weights are in and nothing runs (real: 120.9 W).
     ctx = model.window(m["train1_start"] - 3, m["train1_start"])
     assert 115 <= np.mean(ctx.power) <= 132
@@ -137,7 +137,7 @@ def test_context_without_work(runs):  # type: ignore[no-untyped-def]
 
 
 def test_training_holds_the_power_cap_with_wandering_clocks(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     for start, end in ((m["train1_start"], m["ckpt_start"]), (m["train2_start"], m["free_start"])):
         train = model.window(start + 3, end)
         assert 680 <= np.mean(train.power) <= 700  # real 691-692 W
@@ -152,7 +152,7 @@ def test_training_holds_the_power_cap_with_wandering_clocks(runs):  # type: igno
 
 
 def test_power_average_is_neither_flat_nor_white(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     train = model.window(m["train1_start"] + 3, m["ckpt_start"])
     x = train.power - train.power.mean()
     lag1 = float(np.corrcoef(x[:-1], x[1:])[0, 1])
@@ -161,7 +161,7 @@ def test_power_average_is_neither_flat_nor_white(runs):  # type: ignore[no-untyp
 
 
 def test_die_heats_fast_then_creeps(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     start = m["train1_start"]
     before = model.die[model.at(start - 0.2)]
     assert model.die[model.at(start + 3)] >= before + 10  # real +16 C in 2 s
@@ -172,7 +172,7 @@ def test_die_heats_fast_then_creeps(runs):  # type: ignore[no-untyped-def]
 
 
 def test_die_drops_fast_then_decays_slowly_when_work_stops(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     for stop in (m["ckpt_start"], m["free_start"]):
         hot = model.die[model.at(stop - 0.2)]
         three_s = model.die[model.at(stop + 3)]
@@ -184,7 +184,7 @@ def test_die_drops_fast_then_decays_slowly_when_work_stops(runs):  # type: ignor
 
 
 def test_checkpoint_is_quiet(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     ckpt = model.window(m["ckpt_start"] + 1, m["eval_start"])
     assert np.median(ckpt.util) <= 5 and np.max(ckpt.util) <= 8  # real 0-5 %
     assert 120 <= np.mean(ckpt.power) <= 140  # real 129.4 W
@@ -192,7 +192,7 @@ def test_checkpoint_is_quiet(runs):  # type: ignore[no-untyped-def]
 
 
 def test_memory_steps_with_allocations_and_stays_flat(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    m, _, model = runs
     load = model.window(m["load_start"], m["train1_start"])
     assert np.all(np.diff(load.memory) >= 0)
     assert len(set(load.memory)) >= 4  # it arrives in steps
@@ -206,7 +206,7 @@ def test_memory_steps_with_allocations_and_stays_flat(runs):  # type: ignore[no-
 
 
 def test_whole_run_tracks_the_real_temperatures(runs):  # type: ignore[no-untyped-def]
-    m, real, model = runs
+    _, real, model = runs
     common = np.intersect1d(np.round(real.t, 1), np.round(model.t, 1))
     real_die = np.interp(common, real.t, real.die)
     model_die = np.interp(common, model.t, model.die)
@@ -217,10 +217,7 @@ def test_whole_run_tracks_the_real_temperatures(runs):  # type: ignore[no-untype
 def test_two_gpus_in_one_box_differ_a_little():
     t0, _ = load_trace()
     config = ClusterConfig(gpu_model="h100", nodes=1, gpus_per_node=8, seed=3)
-    last = None
-    for last in samples(SimulationRequest(schedule_from_log(t0), config, 1000)):
-        pass
-    assert last is not None
+    *_, last = samples(SimulationRequest(schedule_from_log(t0), config, 1000))
     gpus = last["nodes"][0]["gpus"]
     temps = [g["temperature_gpu_c"] for g in gpus]
     power = [g["power_draw_mw"] / 1000 for g in gpus]

@@ -91,7 +91,7 @@ def test_idle_values_match_the_real_h100(idle_h100):  # type: ignore[no-untyped-
     for field in FIELDS:
         if field.name in DIFFERS:
             continue
-        header, with_units, nounits = real[field.name]
+        _, with_units, nounits = real[field.name]
         assert field.format_value(idle_h100, units=True) == with_units, field.name
         assert field.format_value(idle_h100, units=False) == nounits, field.name
 

@@ -1,0 +1,185 @@
+"""fakehw benchmarks: one command, one table.
+
+    python bench/run.py            # full run, about 2 minutes
+    python bench/run.py --quick    # shorter windows, about 40 s
+
+Measures, against real daemon processes in a private runtime directory:
+
+* daemon CPU (% of one core, user+system, from the kernel's accounting) while
+  the model ticks at 10 Hz with every GPU training, for 8, 64, 1024 and 8192
+  GPUs; and the daemon's resident memory;
+* snapshot requests per second and p99 latency for one 8-GPU node with 1 and
+  with 50 concurrent clients (each client a connection doing request after
+  request; clients run in 5 worker processes so they are not one GIL).
+
+Targets (issue 2): <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs,
+>= 2,000 snapshots/s for one 8-GPU node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fakehw.client import Client  # noqa: E402
+
+
+def start_daemon(runtime: Path, nodes: int) -> int:
+    subprocess.run(
+        [sys.executable, "-m", "fakehw", "daemon", "run", "--runtime-dir", str(runtime),
+         "--nodes", str(nodes), "--idle-timeout", "600", "--detach"],
+        check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    return int((runtime / "daemon.pid").read_text())
+
+
+def stop_daemon(runtime: Path) -> None:
+    with Client.connect(root=runtime, autostart=False) as client:
+        client.request("shutdown")
+
+
+def daemon_cpu(gpus: int, seconds: float) -> dict[str, object]:
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    try:
+        pid = start_daemon(runtime, nodes=gpus // 8)
+        with Client.connect(root=runtime, autostart=False) as client:
+            for node in range(gpus // 8):
+                client.request(
+                    "attach", pid=100000 + node, watch_pid=os.getpid(), name="python3",
+                    gpus=list(range(node * 8, node * 8 + 8)), job="bench", phase="train",
+                )  # fmt: skip
+        process = psutil.Process(pid)
+        time.sleep(2.0)  # let allocations settle
+        before = process.cpu_times()
+        started = time.monotonic()
+        time.sleep(seconds)
+        after = process.cpu_times()
+        elapsed = time.monotonic() - started
+        used = (after.user - before.user) + (after.system - before.system)
+        with Client.connect(root=runtime, autostart=False) as client:
+            status = client.request("status")
+        rss_mib = process.memory_info().rss / 2**20
+        stop_daemon(runtime)
+        return {
+            "gpus": gpus,
+            "cpu_pct": 100.0 * used / elapsed,
+            "step_ms": status["step_cpu_ms_mean"],
+            "rss_mib": rss_mib,
+        }
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _client_worker(runtime: str, connections: int, seconds: float, queue: object) -> None:
+    """Run ``connections`` clients in threads; report their latencies."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(connections)
+
+    def one() -> None:
+        mine = []
+        with Client.connect(root=Path(runtime), autostart=False) as client:
+            barrier.wait()
+            deadline = time.perf_counter() + seconds
+            while True:
+                began = time.perf_counter()
+                if began >= deadline:
+                    break
+                client.snapshot(0)
+                mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put(latencies)  # type: ignore[attr-defined]
+
+
+def snapshot_rate(clients: int, seconds: float) -> dict[str, object]:
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    try:
+        start_daemon(runtime, nodes=1)
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        workers = min(clients, 5)
+        shares = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+        procs = [
+            context.Process(target=_client_worker, args=(str(runtime), share, seconds, queue))
+            for share in shares
+        ]
+        for proc in procs:
+            proc.start()
+        latencies: list[float] = []
+        for _ in procs:
+            latencies.extend(queue.get(timeout=seconds + 60))
+        for proc in procs:
+            proc.join()
+        stop_daemon(runtime)
+        latencies.sort()
+        p99 = latencies[int(0.99 * (len(latencies) - 1))]
+        return {
+            "clients": clients,
+            "rate": len(latencies) / seconds,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * p99,
+        }
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter measuring windows")
+    args = parser.parse_args()
+    cpu_window = 5.0 if args.quick else 20.0
+    rate_window = 3.0 if args.quick else 10.0
+    print(f"fakehw bench on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
+
+    targets = {64: 1.0, 1024: 5.0}
+    rows = []
+    for gpus in (8, 64, 1024, 8192):
+        result = daemon_cpu(gpus, cpu_window)
+        target = targets.get(gpus)
+        verdict = "" if target is None else ("ok" if result["cpu_pct"] <= target else "MISSED")  # type: ignore[operator]
+        rows.append(
+            [gpus, f"{result['cpu_pct']:.2f} %", f"{result['step_ms']:.3f}",
+             f"{result['rss_mib']:.0f}", f"<= {target:g} %" if target else "", verdict]
+        )  # fmt: skip
+    print("Daemon CPU, model at 10 Hz, every GPU training")
+    print(
+        tabulate(rows, headers=["GPUs", "CPU (one core)", "ms per step", "RSS MiB", "target", ""])
+    )
+
+    rows = []
+    for clients in (1, 50):
+        result = snapshot_rate(clients, rate_window)
+        verdict = "ok" if result["rate"] >= 2000 else "MISSED"  # type: ignore[operator]
+        rows.append(
+            [clients, f"{result['rate']:,.0f}", f"{result['p50_ms']:.2f}",
+             f"{result['p99_ms']:.2f}", ">= 2,000/s", verdict]
+        )  # fmt: skip
+    print("\nSnapshots of one 8-GPU node")
+    print(tabulate(rows, headers=["clients", "snapshots/s", "p50 ms", "p99 ms", "target", ""]))
+
+
+if __name__ == "__main__":
+    main()
