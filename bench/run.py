@@ -12,8 +12,13 @@ Measures, against real daemon processes in a private runtime directory:
   with 50 concurrent clients (each client a connection doing request after
   request; clients run in 5 worker processes so they are not one GIL).
 
-Targets (issue 2): <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs,
->= 2,000 snapshots/s for one 8-GPU node.
+* start-up: the median wall time of a one-shot ``fake-nvidia-smi`` (the
+  default table, and a ``--query-gpu`` CSV) against ``python3 -c pass`` on the
+  same interpreter, runs interleaved so machine noise hits both alike.
+
+Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
+snapshots/s for one 8-GPU node (issue 2); a one-shot table within 2.5 x
+``python3 -c pass`` (issue 3).
 """
 
 from __future__ import annotations
@@ -146,6 +151,41 @@ def snapshot_rate(clients: int, seconds: float) -> dict[str, object]:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def startup(runs: int) -> list[list[object]]:
+    """Median wall times of one-shot commands, interleaved with the baseline."""
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
+    launcher = str(ROOT / "bin" / "fake-nvidia-smi")
+    commands = {
+        "python3 -c pass": [sys.executable, "-c", "pass"],
+        "fake-nvidia-smi": [sys.executable, launcher],
+        "fake-nvidia-smi --query-gpu=...": [
+            sys.executable, launcher, "--query-gpu=index,temperature.gpu,power.draw,memory.used",
+            "--format=csv",
+        ],
+    }  # fmt: skip
+    try:
+        start_daemon(runtime, nodes=1)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):
+            for name, command in commands.items():
+                began = time.perf_counter()
+                subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
+                times[name].append(time.perf_counter() - began)
+        stop_daemon(runtime)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    base = statistics.median(times["python3 -c pass"])
+    rows = []
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        ratio = median / base
+        target = "" if name.startswith("python3") else "<= 2.5 x"
+        verdict = "" if not target else ("ok" if ratio <= 2.5 else "MISSED")
+        rows.append([name, f"{1000 * median:.1f}", f"{ratio:.2f} x", target, verdict])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter measuring windows")
@@ -179,6 +219,10 @@ def main() -> None:
         )  # fmt: skip
     print("\nSnapshots of one 8-GPU node")
     print(tabulate(rows, headers=["clients", "snapshots/s", "p50 ms", "p99 ms", "target", ""]))
+
+    rows = startup(15 if args.quick else 40)
+    print("\nOne-shot start-up, median wall time (daemon running)")
+    print(tabulate(rows, headers=["command", "ms", "vs python3 -c pass", "target", ""]))
 
 
 if __name__ == "__main__":

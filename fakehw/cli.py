@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -123,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0, metavar="S")
     simulate.add_argument("--start", type=float, metavar="UNIX", help="first sample's time")
 
+    run_with = commands.add_parser(
+        "exec",
+        help="run a command that sees the fake GPUs as `nvidia-smi`",
+        description="Runs COMMAND with a PATH whose `nvidia-smi` is fake-nvidia-smi, for "
+        "scripts that hard-code the name. Only that command and its children see it.",
+        epilog="Example: fakehw exec -- ./collect_gpu_metrics.sh --interval 5",
+    )
+    run_with.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    commands.add_parser(
+        "shellenv",
+        help="print shell code that puts the fake nvidia-smi first on PATH",
+        description='Prints an `export PATH=...` line; use it as  eval "$(fakehw shellenv)"  '
+        "to make `nvidia-smi` the fake one in the current shell.",
+    )
+
     models = commands.add_parser("models", help="list the GPU models and their aliases")
     models.add_argument("--json", action="store_true")
     return parser
@@ -191,13 +208,13 @@ def _detach() -> int | None:
 
 
 def _daemon_start(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonUnavailable, _try_connect, start_daemon
+    from fakehw.client import Client, DaemonUnavailable, start_daemon, try_connect
 
     cluster, settings, explicit = _cluster_from(args)
     if args.foreground:
         return _daemon_run(args)
     paths = runtime_paths(create=True)
-    existing = _try_connect(paths)
+    existing = try_connect(paths)
     if existing is not None:
         existing.close()
         with Client.connect(client_name="fakehw daemon start", autostart=False) as client:
@@ -228,9 +245,9 @@ def _daemon_stop(args: argparse.Namespace) -> int:
     with client:
         pid = client.request("shutdown")["daemon_pid"]
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and client.paths.socket.exists():
+    while time.monotonic() < deadline and os.path.exists(client.paths.socket):
         time.sleep(0.05)
-    if client.paths.socket.exists():
+    if os.path.exists(client.paths.socket):
         raise CliError(f"the daemon (pid {pid}) did not stop within 10 s")
     print(f"fakehw daemon stopped (pid {pid})")
     return EXIT_OK
@@ -324,7 +341,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
-        from fakehw.snapshot import model_record
+        from fakehw.specs import model_record
 
         print(
             json.dumps([{"aliases": list(s.aliases), **model_record(s)} for s in CATALOG], indent=2)
@@ -349,9 +366,66 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def shim_directory() -> str:
+    """A directory holding an ``nvidia-smi`` that runs fake-nvidia-smi."""
+    paths = runtime_paths(create=True)
+    directory = os.path.join(paths.root, "bin")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    script = os.path.join(directory, "nvidia-smi")
+    body = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m fakehw.smi "$@"\n'
+    current = None
+    if os.path.exists(script):
+        with open(script) as handle:
+            current = handle.read()
+    if current != body:
+        temporary = script + ".tmp"
+        with open(temporary, "w") as handle:
+            handle.write(body)
+        os.chmod(temporary, 0o700)
+        os.replace(temporary, script)
+    return directory
+
+
+def _real_nvidia_smi(shim: str) -> str | None:
+    """A real nvidia-smi the shim would hide, if there is one on PATH."""
+    found = shutil.which("nvidia-smi")
+    if found and os.path.dirname(os.path.realpath(found)) != os.path.realpath(shim):
+        return found
+    return None
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.argv)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CliError("usage: fakehw exec -- COMMAND [ARGS...]", EXIT_USAGE)
+    shim = shim_directory()
+    real = _real_nvidia_smi(shim)
+    if real:
+        print(f"fakehw: {command[0]} will see the fake nvidia-smi, not {real}", file=sys.stderr)
+    environment = dict(os.environ)
+    environment["PATH"] = shim + os.pathsep + environment.get("PATH", "")
+    if shutil.which(command[0], path=environment["PATH"]) is None:
+        raise CliError(f"command not found: {command[0]}", 127)
+    sys.stdout.flush()
+    os.execvpe(command[0], command, environment)
+
+
+def cmd_shellenv(args: argparse.Namespace) -> int:
+    shim = shim_directory()
+    real = _real_nvidia_smi(shim)
+    if real:
+        print(f"fakehw: this shell's nvidia-smi will be the fake one, not {real}", file=sys.stderr)
+    print(f'export PATH={shlex.quote(shim)}":$PATH"')
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "daemon": cmd_daemon,
     "simulate": cmd_simulate,
+    "exec": cmd_exec,
+    "shellenv": cmd_shellenv,
     "models": cmd_models,
 }
 

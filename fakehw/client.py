@@ -1,26 +1,27 @@
 """Talking to the daemon: connect (starting it if needed), ask, subscribe.
 
-Imports only the standard library and fakehw's light modules, so a one-shot
-viewer starts fast: no numpy, no psutil.
+On every viewer's start-up path: it imports only ``os``, ``socket`` and
+``json`` (and fakehw's light modules) until it has to start a daemon, so a
+one-shot ``fake-nvidia-smi`` starts fast. No numpy, no psutil.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
 
 from fakehw import protocol as proto
-from fakehw.config import ClusterConfig, DaemonConfig
 from fakehw.runtime import RuntimeDirError, RuntimePaths, check_socket_owner, runtime_paths
-from fakehw.snapshot import Snapshot
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from fakehw.config import ClusterConfig, DaemonConfig
+    from fakehw.snapshot import Snapshot
 
 START_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 10.0
@@ -58,7 +59,7 @@ class Client:
         client_name: str = "fakehw",
         autostart: bool = True,
         cluster: ClusterConfig | None = None,
-        root: Path | None = None,
+        root: str | os.PathLike[str] | None = None,
     ) -> Client:
         """Connect to the user's daemon, starting one if none runs.
 
@@ -69,7 +70,7 @@ class Client:
             paths = runtime_paths(root, create=autostart)
         except RuntimeDirError as exc:
             raise DaemonUnavailable(str(exc)) from None
-        sock = _try_connect(paths)
+        sock = try_connect(paths)
         if sock is None:
             if not autostart:
                 raise DaemonUnavailable(f"no daemon listens on {paths.socket}")
@@ -119,15 +120,22 @@ class Client:
             raise RequestFailed(str(error.get("code")), str(error.get("message")))
         return reply.get("result")
 
-    def snapshot(self, node: int | str | None = None) -> Snapshot:
-        args = {} if node is None else {"node": node}
-        return cast(Snapshot, self.request("snapshot", **args))
+    def snapshot(self, node: int | str | None = None, detail: bool = False) -> Snapshot:
+        args: dict[str, Any] = {} if node is None else {"node": node}
+        if detail:
+            args["detail"] = True
+        result: Snapshot = self.request("snapshot", **args)
+        return result
 
-    def subscribe(self, interval_ms: int, node: int | str | None = None) -> Iterator[Snapshot]:
+    def subscribe(
+        self, interval_ms: int, node: int | str | None = None, detail: bool = False
+    ) -> Iterator[Snapshot]:
         """Snapshots pushed every ``interval_ms``, starting at once, until closed."""
         args: dict[str, Any] = {"interval_ms": interval_ms}
         if node is not None:
             args["node"] = node
+        if detail:
+            args["detail"] = True
         ident = self.request("subscribe", **args)["subscription"]
         self.sock.settimeout(None)
         while True:
@@ -139,7 +147,8 @@ class Client:
                 except OSError as exc:
                     raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
             if message.get("subscription") == ident:
-                yield cast(Snapshot, message["snapshot"])
+                snapshot: Snapshot = message["snapshot"]
+                yield snapshot
 
     def _read_message(self) -> dict[str, Any]:
         while True:
@@ -147,16 +156,17 @@ class Client:
             if end >= 0:
                 line = bytes(self._buffer[:end])
                 del self._buffer[: end + 1]
-                return cast(dict[str, Any], json.loads(line))
+                message: dict[str, Any] = json.loads(line)
+                return message
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise ConnectionResetError("the daemon closed the connection")
             self._buffer += chunk
 
 
-def _try_connect(paths: RuntimePaths) -> socket.socket | None:
+def try_connect(paths: RuntimePaths) -> socket.socket | None:
     """A connected socket, or ``None`` if no daemon listens (stale file or none)."""
-    if not paths.socket.exists():
+    if not os.path.lexists(paths.socket):
         return None
     try:
         check_socket_owner(paths.socket)
@@ -165,7 +175,7 @@ def _try_connect(paths: RuntimePaths) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(REQUEST_TIMEOUT_S)
     try:
-        sock.connect(str(paths.socket))
+        sock.connect(paths.socket)
     except (ConnectionRefusedError, FileNotFoundError):
         sock.close()
         return None
@@ -178,7 +188,9 @@ def _try_connect(paths: RuntimePaths) -> socket.socket | None:
 def daemon_command(
     paths: RuntimePaths, cluster: ClusterConfig | None, settings: DaemonConfig | None = None
 ) -> list[str]:
-    command = [sys.executable, "-m", "fakehw", "daemon", "run", "--runtime-dir", str(paths.root)]
+    import sys
+
+    command = [sys.executable, "-m", "fakehw", "daemon", "run", "--runtime-dir", paths.root]
     if settings is not None:
         command += [
             "--idle-timeout",
@@ -211,9 +223,12 @@ def start_daemon(
     second finds the first one's daemon and uses it. The launcher returns once
     the daemon listens (it detaches itself: no zombie is left to reap).
     """
+    import fcntl
+    import subprocess
+
     with open(paths.start_lock_file, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        sock = _try_connect(paths)
+        sock = try_connect(paths)
         if sock is not None:
             return sock
         try:
@@ -224,7 +239,7 @@ def start_daemon(
                 stderr=subprocess.PIPE,
                 text=True,
                 timeout=START_TIMEOUT_S,
-                env={**os.environ, "FAKEHW_RUNTIME_DIR": str(paths.root)},
+                env={**os.environ, "FAKEHW_RUNTIME_DIR": paths.root},
                 check=False,
             )
         except subprocess.TimeoutExpired:
@@ -235,15 +250,16 @@ def start_daemon(
         if launcher.returncode != 0:
             reason = launcher.stderr.strip().removeprefix("fakehw: ") or _log_tail(paths.log_file)
             raise DaemonUnavailable(f"the fakehw daemon failed to start: {reason}")
-        sock = _try_connect(paths)
+        sock = try_connect(paths)
         if sock is None:
             raise DaemonUnavailable(f"the daemon started but {paths.socket} does not answer")
         return sock
 
 
-def _log_tail(path: Path, lines: int = 5) -> str:
+def _log_tail(path: str, lines: int = 5) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        with open(path, errors="replace") as handle:
+            text = handle.read().strip().splitlines()
     except OSError:
         return f"see {path}"
     return " | ".join(text[-lines:]) or f"see {path}"

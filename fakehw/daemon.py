@@ -29,7 +29,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -59,6 +58,7 @@ class Subscription:
     ident: int
     interval_s: float
     nodes: list[int] | None
+    detail: bool
     next_due: float
 
 
@@ -122,11 +122,11 @@ class Daemon:
     def _listen(self) -> None:
         # We hold the lock, so a socket file left here is stale: a crashed daemon's.
         with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()
+            os.unlink(self.paths.socket)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
-            listener.bind(str(self.paths.socket))
+            listener.bind(self.paths.socket)
         finally:
             os.umask(old_umask)
         os.chmod(self.paths.socket, 0o600)
@@ -159,7 +159,8 @@ class Daemon:
                 self._notify(f"error: cannot listen on {self.paths.socket}: {exc.strerror}")
                 raise
             self._notify("ready")
-            self.paths.pid_file.write_text(f"{os.getpid()}\n")
+            with open(self.paths.pid_file, "w") as pid_file:
+                pid_file.write(f"{os.getpid()}\n")
             self.simulator.start()
             self.running = True
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -191,10 +192,9 @@ class Daemon:
         if self._listener is not None:
             self.selector.unregister(self._listener)
             self._listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.paths.socket.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                self.paths.pid_file.unlink()
+            for leftover in (self.paths.socket, self.paths.pid_file):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
         if self._lock_handle is not None:
             self._lock_handle.close()
         self.selector.close()
@@ -297,10 +297,18 @@ class Daemon:
         op = message["op"]
         if op == "snapshot":
             nodes = self._nodes_arg(message)
-            return proto.ok_raw(request_id, self.simulator.snapshot_json(nodes))
+            detail = self._detail_arg(message)
+            return proto.ok_raw(request_id, self.simulator.snapshot_json(nodes, detail))
         handler = getattr(self, f"_op_{op}")
         result = handler(conn, message)
         return proto.ok(request_id, result)
+
+    @staticmethod
+    def _detail_arg(message: dict[str, Any]) -> bool:
+        detail = message.get("detail", False)
+        if not isinstance(detail, bool):
+            raise proto.ProtocolError(proto.BAD_REQUEST, '"detail" must be true or false')
+        return detail
 
     def _nodes_arg(self, message: dict[str, Any]) -> list[int] | None:
         node = message.get("node")
@@ -379,7 +387,8 @@ class Daemon:
         ident = self.next_subscription
         self.next_subscription += 1
         # The first push follows the response at once.
-        conn.subscriptions[ident] = Subscription(ident, interval / 1000.0, nodes, 0.0)
+        detail = self._detail_arg(message)
+        conn.subscriptions[ident] = Subscription(ident, interval / 1000.0, nodes, detail, 0.0)
         return {"subscription": ident}
 
     def _op_unsubscribe(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
@@ -478,7 +487,7 @@ class Daemon:
                     sub.next_due = now + sub.interval_s
                 if len(conn.outbox) > SKIP_PUSH_OUTBOX_BYTES:
                     continue  # a slow reader misses a frame instead of piling them up
-                payload = self.simulator.snapshot_json(sub.nodes)
+                payload = self.simulator.snapshot_json(sub.nodes, sub.detail)
                 self._send(conn, proto.push_raw(sub.ident, payload))
 
     def _send(self, conn: Connection, data: bytes) -> None:
@@ -560,10 +569,9 @@ def configure_logging(paths: RuntimePaths, foreground: bool) -> None:
     if foreground:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        log_path: Path = paths.log_file
-        if log_path.exists() and log_path.stat().st_size > 1 << 20:
-            log_path.unlink()
-        handler = logging.FileHandler(log_path)
+        if os.path.exists(paths.log_file) and os.path.getsize(paths.log_file) > 1 << 20:
+            os.unlink(paths.log_file)
+        handler = logging.FileHandler(paths.log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("fakehw")
     root.handlers[:] = [handler]

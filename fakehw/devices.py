@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fakehw import noise, specs
+from fakehw import noise, specs, versions
 from fakehw import snapshot as records
 from fakehw.config import ClusterConfig
 from fakehw.identity import GpuIdentity, gpu_identities, hostname
@@ -66,6 +66,14 @@ IDLE_PCIE_TX_KBPS = 920.0
 IDLE_PCIE_RX_KBPS = 580.0
 SENSOR_NOISE_C = 0.3
 POWER_SENSOR_NOISE_W = 0.12
+# pmon on the real H100 and H200: sm 99 % while the device reads 100 %;
+# mem 44-56 % while the device reads 50-57 %.
+PROCESS_SM_SHARE = 0.995
+PROCESS_MEMORY_SHARE = 0.9
+# Sample buffers behind `nvidia-smi -q -d UTILIZATION,POWER` ("... Samples"):
+# utilization every 200 ms over 14 s, instantaneous power every tick over ~2.4 s.
+UTILIZATION_HISTORY = 71
+POWER_HISTORY = 25
 # Lag-1 correlation of the kernel mix's power draw from tick to tick: with the
 # controller a tick behind, it is what makes the 1 s power average wander
 # (lag-1 correlation 0.30, sd 3.9 W; the trace: 0.37 and 3.2 W).
@@ -228,6 +236,12 @@ class Cluster:
         self._energy_window.append((self.time - POWER_AVERAGE_WINDOW_S, past_energy))
         self._decay_cache: dict[float, tuple[FloatArray, FloatArray]] = {}
         self.slots = SlotTable()
+        self._util_history = np.zeros((UTILIZATION_HISTORY, 2, n), dtype=np.uint8)
+        self._util_history_times = np.full(UTILIZATION_HISTORY, np.nan)
+        self._util_history_due = self.time
+        self._util_history_count = 0
+        self._power_history = np.zeros((POWER_HISTORY, n), dtype=np.float32)
+        self._power_history_times = np.full(POWER_HISTORY, np.nan)
         self._publish_memory()
         self._raw_readings = (self.power_w, self.power_w, np.zeros((2, n)))
         self._published_tick = -1
@@ -478,6 +492,7 @@ class Cluster:
         self.counters_us[3] += np.where(hw_thermal, dt_s * 1e6, 0)
 
         self._sample_utilization(dt_s, activity, memory_activity)
+        self._record_history(power)
         self._traffic(dt_s, ramping, normal[4:7])
         self._raw_readings = (average_w, power, normal[2:4].copy())
         self._published_tick = -1
@@ -557,6 +572,48 @@ class Cluster:
             self.util_gpu_acc = np.where(due, 0.0, self.util_gpu_acc)
             self.util_mem_acc = np.where(due, 0.0, self.util_mem_acc)
             self.util_window_s = np.where(due, 0.0, self.util_window_s)
+
+    def _record_history(self, power: FloatArray) -> None:
+        slot = self.tick % POWER_HISTORY
+        self._power_history[slot] = power
+        self._power_history_times[slot] = self.time
+        if self.time >= self._util_history_due - 1e-6:
+            self._util_history_due += UTILIZATION_PERIOD_S
+            if self._util_history_due < self.time:  # after a long step
+                self._util_history_due = self.time + UTILIZATION_PERIOD_S
+            slot = self._util_history_count % UTILIZATION_HISTORY
+            self._util_history_count += 1
+            self._util_history[slot, 0] = self.util_gpu_pct
+            self._util_history[slot, 1] = self.util_mem_pct
+            self._util_history_times[slot] = self.time
+
+    def _samples(self, section: slice) -> list[dict[str, list[float]]]:
+        """Per GPU: [duration s, count, max, min, avg] of each sample buffer."""
+
+        def stats(values: npt.NDArray[np.float64], times: FloatArray) -> list[list[float]]:
+            kept = ~np.isnan(times)
+            count = int(kept.sum())
+            if count == 0:
+                return [[0.0, 0, 0.0, 0.0, 0.0] for _ in range(values.shape[1])]
+            span = float(np.nanmax(times) - np.nanmin(times))
+            rows = values[kept]
+            return [
+                [span, count, float(hi), float(lo), float(mean)]
+                for hi, lo, mean in zip(
+                    rows.max(axis=0), rows.min(axis=0), rows.mean(axis=0), strict=True
+                )
+            ]
+
+        util_times = self._util_history_times
+        gpu = stats(self._util_history[:, 0, section].astype(np.float64), util_times)
+        memory = stats(self._util_history[:, 1, section].astype(np.float64), util_times)
+        power = stats(
+            self._power_history[:, section].astype(np.float64) * 1000.0, self._power_history_times
+        )
+        return [
+            {"gpu_util": g, "memory_util": m, "power_mw": p}
+            for g, m, p in zip(gpu, memory, power, strict=True)
+        ]
 
     def _traffic(self, dt_s: float, ramping: BoolArray, normal: FloatArray) -> None:
         """PCIe and NVLink throughput, smoothed as NVML reports it (KB/s)."""
@@ -647,8 +704,14 @@ class Cluster:
         self.reported_pcie_kbps = np.rint(self.pcie_kbps).astype(np.int64)
         self.reported_nvlink_kbps = np.rint(self.nvlink_kbps).astype(np.int64)
 
-    def snapshot(self, nodes: Sequence[int] | None = None) -> records.Snapshot:
-        """The current state as plain records (all nodes, or the ones named)."""
+    def snapshot(
+        self, nodes: Sequence[int] | None = None, detail: bool = False
+    ) -> records.Snapshot:
+        """The current state as plain records (all nodes, or the ones named).
+
+        ``detail`` adds each GPU's sample buffers (what ``nvidia-smi -q -d``
+        summarises as "GPU Utilization Samples", "Power Samples").
+        """
         wanted = range(self.nodes) if nodes is None else nodes
         for node in wanted:
             if not 0 <= node < self.nodes:
@@ -659,15 +722,15 @@ class Cluster:
             "protocol": 1,
             "tick": self.tick,
             "time": self.time,
-            "driver_version": specs.DRIVER_VERSION,
-            "cuda_version": specs.CUDA_VERSION,
-            "nvml_version": specs.NVML_VERSION,
+            "driver_version": versions.DRIVER_VERSION,
+            "cuda_version": versions.CUDA_VERSION,
+            "nvml_version": versions.NVML_VERSION,
             "cluster": self.config.to_json(),
-            "models": {spec.key: records.model_record(spec)},
-            "nodes": [self._node_record(node) for node in wanted],
+            "models": {spec.key: specs.model_record(spec)},
+            "nodes": [self._node_record(node, detail) for node in wanted],
         }
 
-    def _node_record(self, node: int) -> records.NodeRecord:
+    def _node_record(self, node: int, detail: bool = False) -> records.NodeRecord:
         spec = self.spec
         lo, hi = node * self.gpus_per_node, (node + 1) * self.gpus_per_node
         section = slice(lo, hi)
@@ -753,6 +816,9 @@ class Cluster:
                     "last_xid": last_xid[k],
                 }
             )
+        if detail:
+            for record, samples in zip(gpus, self._samples(section), strict=True):
+                record["samples"] = samples
         return {
             "index": node,
             "hostname": self.hostnames[node],
@@ -804,8 +870,10 @@ class Cluster:
                     "used_memory_mib": round(float(self.slots.used_mib[slot])),
                     "type": "C",
                     "phase": process.phase,
-                    "sm_util_pct": int(self.util_gpu_pct[gpu]) // sharing,
-                    "mem_util_pct": int(self.util_mem_pct[gpu]) // sharing,
+                    # Process samples count kernel time a little short of the
+                    # device's (pmon shows 99 % on a saturated GPU, memory lower).
+                    "sm_util_pct": int(self.util_gpu_pct[gpu] * PROCESS_SM_SHARE) // sharing,
+                    "mem_util_pct": int(self.util_mem_pct[gpu] * PROCESS_MEMORY_SHARE) // sharing,
                 }
             )
         rows.sort(key=lambda r: (r["gpu_index"], r["pid"]))

@@ -8,7 +8,11 @@ No numpy here.
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20  # a request line longer than this is refused

@@ -4,74 +4,67 @@
 it); otherwise ``$XDG_RUNTIME_DIR/fakehw``, else ``/tmp/fakehw-$UID``. The
 directory is created mode 0700 and must belong to the current user: a
 directory or socket owned by someone else is refused, never used.
+
+On every viewer's start-up path, so it uses ``os.path`` strings rather than
+pathlib (a one-shot ``fake-nvidia-smi`` must start in a few milliseconds).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from pathlib import Path
 
 
 class RuntimeDirError(RuntimeError):
     """The runtime directory is unusable (wrong owner, wrong mode, not a dir)."""
 
 
-@dataclass(frozen=True)
 class RuntimePaths:
-    root: Path
+    """The files of one runtime directory (all plain path strings)."""
 
-    @property
-    def socket(self) -> Path:
-        return self.root / "daemon.sock"
+    __slots__ = ("lock_file", "log_file", "pid_file", "root", "socket", "start_lock_file")
 
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "daemon.pid"
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.socket = os.path.join(root, "daemon.sock")
+        self.pid_file = os.path.join(root, "daemon.pid")
+        # Held by the running daemon for its whole life.
+        self.lock_file = os.path.join(root, "daemon.lock")
+        # Held by a client while it starts a daemon, so only one is started.
+        self.start_lock_file = os.path.join(root, "start.lock")
+        self.log_file = os.path.join(root, "daemon.log")
 
-    @property
-    def lock_file(self) -> Path:
-        """Held by the running daemon for its whole life."""
-        return self.root / "daemon.lock"
-
-    @property
-    def start_lock_file(self) -> Path:
-        """Held by a client while it starts a daemon, so only one is started."""
-        return self.root / "start.lock"
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / "daemon.log"
+    def __repr__(self) -> str:
+        return f"RuntimePaths({self.root!r})"
 
 
-def default_root() -> Path:
+def default_root() -> str:
     explicit = os.environ.get("FAKEHW_RUNTIME_DIR")
     if explicit:
-        return Path(explicit)
+        return explicit
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and Path(xdg).is_dir():
-        return Path(xdg) / "fakehw"
-    return Path(f"/tmp/fakehw-{os.getuid()}")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "fakehw")
+    return f"/tmp/fakehw-{os.getuid()}"
 
 
-def runtime_paths(root: Path | None = None, create: bool = False) -> RuntimePaths:
+def runtime_paths(root: str | os.PathLike[str] | None = None, create: bool = False) -> RuntimePaths:
     """The runtime paths, checked for ownership; ``create`` makes the directory."""
-    root = root or default_root()
+    directory = os.fspath(root) if root is not None else default_root()
     if create:
         try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise RuntimeDirError(
-                f"cannot create runtime directory {root}: {exc.strerror}"
+                f"cannot create runtime directory {directory}: {exc.strerror}"
             ) from exc
-    if root.exists():
-        check_private_dir(root)
-    return RuntimePaths(root)
+    if os.path.lexists(directory):
+        check_private_dir(directory)
+    return RuntimePaths(directory)
 
 
-def check_private_dir(root: Path) -> None:
-    info = root.lstat()
+def check_private_dir(root: str) -> None:
+    info = os.lstat(root)
     if not stat.S_ISDIR(info.st_mode):
         raise RuntimeDirError(f"runtime path {root} is not a directory")
     if info.st_uid != os.getuid():
@@ -83,9 +76,9 @@ def check_private_dir(root: Path) -> None:
         os.chmod(root, 0o700)
 
 
-def check_socket_owner(path: Path) -> None:
+def check_socket_owner(path: str) -> None:
     """Refuse to talk to a socket that another user could have planted."""
-    info = path.lstat()
+    info = os.lstat(path)
     if not stat.S_ISSOCK(info.st_mode):
         raise RuntimeDirError(f"{path} exists but is not a socket")
     if info.st_uid != os.getuid():

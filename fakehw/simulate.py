@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 from fakehw.config import ClusterConfig
 from fakehw.devices import DRIVER_OVERHEAD_MIB, Cluster
-from fakehw.snapshot import Snapshot
 from fakehw.workload import Schedule, ScheduledPhase
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fakehw.snapshot import Snapshot
 
 DEFAULT_QUERY = (
     "timestamp,index,pstate,temperature.gpu,temperature.memory,power.draw,"

@@ -37,7 +37,7 @@ class Simulator:
         self.cluster = Cluster(config, start_time=clock())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._cache: dict[tuple[int, tuple[int, ...] | None], bytes] = {}
+        self._cache: dict[tuple[int, tuple[int, ...] | None, bool], bytes] = {}
         self.step_seconds_total = 0.0  # CPU spent stepping, for status and benches
         self.steps = 0
 
@@ -83,13 +83,13 @@ class Simulator:
             self.steps += 1
 
     # ------------------------------------------------------------- snapshots
-    def snapshot_json(self, nodes: Sequence[int] | None = None) -> bytes:
+    def snapshot_json(self, nodes: Sequence[int] | None = None, detail: bool = False) -> bytes:
         """The current snapshot (all nodes or some), JSON-encoded, cached per tick."""
-        key = (self.cluster.tick, None if nodes is None else tuple(nodes))
+        key = (self.cluster.tick, None if nodes is None else tuple(nodes), detail)
         with self.lock:
             cached = self._cache.get(key)
             if cached is None:
-                snap = self.cluster.snapshot(nodes)
+                snap = self.cluster.snapshot(nodes, detail)
                 cached = json.dumps(snap, separators=(",", ":")).encode()
                 if len(self._cache) > 256:
                     self._cache.clear()

@@ -10,10 +10,7 @@ See ``docs/protocol.md`` for the wire format around it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, TypedDict
-
-from fakehw.specs import GpuSpec
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 
 # NVML clock event reason bits (nvmlClocksEventReason*).
 REASON_GPU_IDLE = 0x1
@@ -37,130 +34,107 @@ COUNTER_NAMES = (
 )
 
 
-class EccCounts(TypedDict):
-    volatile_dram_corrected: int
-    volatile_dram_uncorrected: int
-    volatile_sram_corrected: int
-    volatile_sram_uncorrected: int
-    aggregate_dram_corrected: int
-    aggregate_dram_uncorrected: int
-    aggregate_sram_corrected: int
-    aggregate_sram_uncorrected: int
+if TYPE_CHECKING:
+    # Types only: viewers import this module on their start-up path, and
+    # defining TypedDicts at run time would cost them the typing module.
+    from typing import Any, NotRequired, TypedDict
 
+    class EccCounts(TypedDict):
+        volatile_dram_corrected: int
+        volatile_dram_uncorrected: int
+        volatile_sram_corrected: int
+        volatile_sram_uncorrected: int
+        aggregate_dram_corrected: int
+        aggregate_dram_uncorrected: int
+        aggregate_sram_corrected: int
+        aggregate_sram_uncorrected: int
 
-class GpuRecord(TypedDict):
-    index: int  # on its node, as nvidia-smi numbers it
-    global_index: int
-    model: str  # key into Snapshot["models"]
-    uuid: str
-    serial: str
-    bus_id: str
-    pci_domain: int
-    pci_bus: int
-    pci_device: int
-    minor_number: int
-    module_id: int
-    board_id: int
-    pdi: int
-    pstate: str
-    temperature_gpu_c: int
-    temperature_memory_c: int
-    power_draw_mw: int  # 1 s average, what power.draw shows
-    power_instant_mw: int
-    power_limit_mw: int  # enforced limit
-    memory_power_mw: int
-    energy_mj: int  # since driver load
-    utilization_gpu_pct: int
-    utilization_memory_pct: int
-    memory_total_mib: int
-    memory_reserved_mib: int
-    memory_used_mib: int
-    bar1_used_mib: int
-    clock_sm_mhz: int
-    clock_memory_mhz: int
-    clock_video_mhz: int
-    clocks_event_reasons: int
-    clocks_event_counters_us: dict[str, int]
-    pcie_tx_kbps: int
-    pcie_rx_kbps: int
-    pcie_gen_current: int
-    pcie_width_current: int
-    nvlink_tx_kbps: int  # summed over the GPU's links
-    nvlink_rx_kbps: int
-    nvlink_tx_kib_total: int
-    nvlink_rx_kib_total: int
-    ecc: EccCounts
-    xid_count: int
-    last_xid: int
+    class GpuRecord(TypedDict):
+        index: int  # on its node, as nvidia-smi numbers it
+        global_index: int
+        model: str  # key into Snapshot["models"]
+        uuid: str
+        serial: str
+        bus_id: str
+        pci_domain: int
+        pci_bus: int
+        pci_device: int
+        minor_number: int
+        module_id: int
+        board_id: int
+        pdi: int
+        pstate: str
+        temperature_gpu_c: int
+        temperature_memory_c: int
+        power_draw_mw: int  # 1 s average, what power.draw shows
+        power_instant_mw: int
+        power_limit_mw: int  # enforced limit
+        memory_power_mw: int
+        energy_mj: int  # since driver load
+        utilization_gpu_pct: int
+        utilization_memory_pct: int
+        memory_total_mib: int
+        memory_reserved_mib: int
+        memory_used_mib: int
+        bar1_used_mib: int
+        clock_sm_mhz: int
+        clock_memory_mhz: int
+        clock_video_mhz: int
+        clocks_event_reasons: int
+        clocks_event_counters_us: dict[str, int]
+        pcie_tx_kbps: int
+        pcie_rx_kbps: int
+        pcie_gen_current: int
+        pcie_width_current: int
+        nvlink_tx_kbps: int  # summed over the GPU's links
+        nvlink_rx_kbps: int
+        nvlink_tx_kib_total: int
+        nvlink_rx_kib_total: int
+        ecc: EccCounts
+        xid_count: int
+        last_xid: int
+        # Only in snapshots asked for with "detail": per buffer, [duration s,
+        # count, max, min, avg] ("gpu_util", "memory_util" in %, "power_mw").
+        samples: NotRequired[dict[str, list[float]]]
 
+    class ProcessRecord(TypedDict):
+        pid: int
+        name: str
+        user: str
+        gpu_index: int  # on its node
+        gpu_uuid: str
+        used_memory_mib: int
+        type: str  # "C": compute
+        phase: str
+        sm_util_pct: int
+        mem_util_pct: int
 
-class ProcessRecord(TypedDict):
-    pid: int
-    name: str
-    user: str
-    gpu_index: int  # on its node
-    gpu_uuid: str
-    used_memory_mib: int
-    type: str  # "C": compute
-    phase: str
-    sm_util_pct: int
-    mem_util_pct: int
+    class HostRecord(TypedDict):
+        product: str
+        cpu_model: str
+        logical_cpus: int
+        cpu_sockets: int
+        memory_gib: int
+        gpu_numa_node: list[int]  # NUMA node of each GPU
+        gpu_cpu_affinity: list[str]  # "0-55,112-167"
 
+    class NodeRecord(TypedDict):
+        index: int
+        hostname: str
+        host: HostRecord
+        gpus: list[GpuRecord]
+        processes: list[ProcessRecord]
 
-class HostRecord(TypedDict):
-    product: str
-    cpu_model: str
-    logical_cpus: int
-    cpu_sockets: int
-    memory_gib: int
-    gpu_numa_node: list[int]  # NUMA node of each GPU
-    gpu_cpu_affinity: list[str]  # "0-55,112-167"
-
-
-class NodeRecord(TypedDict):
-    index: int
-    hostname: str
-    host: HostRecord
-    gpus: list[GpuRecord]
-    processes: list[ProcessRecord]
-
-
-class Snapshot(TypedDict):
-    protocol: int
-    tick: int
-    time: float  # unix seconds of this state
-    driver_version: str
-    cuda_version: str
-    nvml_version: str
-    cluster: dict[str, Any]
-    models: dict[str, dict[str, Any]]
-    nodes: list[NodeRecord]
-
-
-_CALIBRATION_FIELDS = {
-    "host",
-    "host_prefix",
-    "aliases",
-    "extra",
-    "idle_power_w",
-    "context_extra_power_w",
-    "dynamic_power_max_w",
-    "idle_temp_c",
-    "load_temp_c",
-    "idle_memory_temp_c",
-    "load_memory_temp_c",
-    "context_mib",
-    "free_floor_mib",
-    "memory_power_idle_w",
-    "memory_power_max_w",
-}
-
-
-def model_record(spec: GpuSpec) -> dict[str, Any]:
-    """The datasheet part of a catalog entry, as viewers need it."""
-    data = {k: v for k, v in asdict(spec).items() if k not in _CALIBRATION_FIELDS}
-    data["compute_capability"] = f"{spec.compute_capability[0]}.{spec.compute_capability[1]}"
-    return data
+    class Snapshot(TypedDict):
+        protocol: int
+        tick: int
+        time: float  # unix seconds of this state
+        driver_version: str
+        cuda_version: str
+        nvml_version: str
+        cluster: dict[str, Any]
+        models: dict[str, dict[str, Any]]
+        nodes: list[NodeRecord]
 
 
 def node_of(snapshot: Snapshot, node: int | str) -> NodeRecord:

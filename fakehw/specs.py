@@ -15,13 +15,8 @@ coefficients.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-
-DRIVER_VERSION = "580.159.04"
-CUDA_VERSION = "13.0"
-NVML_VERSION = "13.580.159.04"
-NVSMI_NVML_VERSION = "580.159"
-CUDA_DRIVER_VERSION_INT = 13000
+from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -649,3 +644,20 @@ def lookup(name_or_alias: str) -> GpuSpec:
         f"Known models: {', '.join(spec.key for spec in CATALOG)} "
         "(or their exact nvidia-smi names; `fakehw models` lists all)."
     )
+
+
+_CALIBRATION_FIELDS = frozenset(
+    {
+        "host", "host_prefix", "aliases", "idle_power_w", "context_extra_power_w",
+        "dynamic_power_max_w", "idle_temp_c", "load_temp_c", "idle_memory_temp_c",
+        "load_memory_temp_c", "context_mib", "free_floor_mib", "memory_power_idle_w",
+        "memory_power_max_w",
+    }
+)  # fmt: skip
+
+
+def model_record(spec: GpuSpec) -> dict[str, Any]:
+    """The datasheet part of a catalog entry, as snapshots carry it to viewers."""
+    data = {k: v for k, v in asdict(spec).items() if k not in _CALIBRATION_FIELDS}
+    data["compute_capability"] = f"{spec.compute_capability[0]}.{spec.compute_capability[1]}"
+    return data

@@ -10,43 +10,50 @@ Bracketed texts such as ``[N/A]`` never get a unit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from fakehw import snapshot as records
-from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from fakehw.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
+
+    Reader = Callable[["FieldContext"], str]
 
 NA = "[N/A]"
 
 
-@dataclass(frozen=True)
 class FieldContext:
     """What a field may read: the GPU, its node, its model and the moment."""
 
-    snapshot: Snapshot
-    node: NodeRecord
-    gpu: GpuRecord
-    model: dict[str, Any]
+    __slots__ = ("gpu", "model", "node", "snapshot")
+
+    def __init__(
+        self, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord, model: dict[str, Any]
+    ) -> None:
+        self.snapshot = snapshot
+        self.node = node
+        self.gpu = gpu
+        self.model = model
 
     @classmethod
     def of(cls, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> FieldContext:
         return cls(snapshot, node, gpu, snapshot["models"][gpu["model"]])
 
 
-Reader = Callable[[FieldContext], str]
-
-
-@dataclass(frozen=True)
 class QueryField:
-    name: str
-    read: Reader
-    unit: str = ""
-    aliases: tuple[str, ...] = ()
+    """One ``--query-gpu`` property (plain class: viewers import this at start-up)."""
 
-    @property
-    def header(self) -> str:
-        return f"{self.name} [{self.unit}]" if self.unit else self.name
+    __slots__ = ("aliases", "header", "name", "read", "unit")
+
+    def __init__(self, name: str, read: Reader, unit: str = "", aliases: tuple[str, ...] = ()):
+        self.name = name
+        self.read = read
+        self.unit = unit
+        self.aliases = aliases
+        self.header = f"{name} [{unit}]" if unit else name
 
     def format_value(self, context: FieldContext, units: bool = True) -> str:
         text = self.read(context)
@@ -487,3 +494,69 @@ def csv_header(fields: Sequence[QueryField]) -> str:
 
 def csv_row(fields: Sequence[QueryField], context: FieldContext, units: bool = True) -> str:
     return ", ".join(f.format_value(context, units) for f in fields)
+
+
+class AppContext:
+    """What a ``--query-compute-apps`` field reads: one process and its GPU."""
+
+    __slots__ = ("gpu", "model", "process", "snapshot")
+
+    def __init__(
+        self, snapshot: Snapshot, gpu: GpuRecord, process: ProcessRecord, model: dict[str, Any]
+    ) -> None:
+        self.snapshot = snapshot
+        self.gpu = gpu
+        self.process = process
+        self.model = model
+
+
+class AppField:
+    __slots__ = ("aliases", "header", "name", "read", "unit")
+
+    def __init__(
+        self,
+        name: str,
+        read: Callable[[AppContext], str],
+        unit: str = "",
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.read = read
+        self.unit = unit
+        self.aliases = aliases
+        self.header = f"{name} [{unit}]" if unit else name
+
+    def format_value(self, context: AppContext, units: bool = True) -> str:
+        text = self.read(context)
+        if units and self.unit and not text.startswith("["):
+            return f"{text} {self.unit}"
+        return text
+
+
+APP_FIELDS: tuple[AppField, ...] = (
+    AppField("timestamp", lambda ctx: format_timestamp(ctx.snapshot["time"])),
+    AppField("gpu_name", lambda ctx: str(ctx.model["name"])),
+    AppField("gpu_bus_id", lambda ctx: ctx.gpu["bus_id"]),
+    AppField("gpu_serial", lambda ctx: ctx.gpu["serial"]),
+    AppField("gpu_uuid", lambda ctx: ctx.gpu["uuid"]),
+    AppField("pid", lambda ctx: str(ctx.process["pid"])),
+    AppField("process_name", lambda ctx: ctx.process["name"], aliases=("name",)),
+    AppField(
+        "used_gpu_memory",
+        lambda ctx: str(ctx.process["used_memory_mib"]),
+        unit="MiB",
+        aliases=("used_memory",),
+    ),
+)
+_APPS_BY_NAME = {n.lower(): f for f in APP_FIELDS for n in (f.name, *f.aliases)}
+
+
+def resolve_apps(names: Sequence[str]) -> list[AppField]:
+    """Fields for a ``--query-compute-apps`` list; ``UnknownField`` like the real tool."""
+    resolved = []
+    for raw in names:
+        field = _APPS_BY_NAME.get(raw.strip().lower())
+        if field is None:
+            raise UnknownField(raw.strip())
+        resolved.append(field)
+    return resolved

@@ -1,0 +1,561 @@
+"""``fake-nvidia-smi``: nvidia-smi's command line, answered from the shared model.
+
+Parses options the way nvidia-smi 580 does (``-i 0``, ``--id=0``, ``-l``,
+``-lms 100``, ``--query-gpu=... --format=csv,noheader``, sub-commands
+``dmon``, ``pmon``, ``topo``, ``nvlink``) and answers with its messages and
+exit codes. The GPUs are those of one node of the fake cluster: node 0, or
+the one ``FAKEHW_NODE`` names (index or hostname).
+
+Kept light on purpose: a one-shot table imports no numpy and no argparse.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from fakehw.smi.common import (
+    DRIVER_UNREACHABLE,
+    EXIT_DRIVER_NOT_LOADED,
+    EXIT_INVALID_ARGUMENT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNKNOWN_OPTION,
+    INVALID_ARGUMENTS,
+    NO_DEVICES,
+    SmiError,
+    select_gpus,
+    split_ids,
+)
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import IO
+
+    from fakehw.client import Client
+    from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
+
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+DEFAULT_LOOP_S = 5
+
+
+def _data(name: str) -> str:
+    path = os.path.join(os.path.dirname(__file__), "data", name)
+    with open(path) as handle:
+        return handle.read()
+
+
+def unknown_option(option: str) -> SmiError:
+    if option.startswith("-"):
+        text = f"ERROR: Option {option} is not recognized. Please run 'nvidia-smi -h'.\n"
+    else:
+        text = f"ERROR: Option {option} is not recognized. Please run 'nvidia-smi -h' for help.\n"
+    return SmiError(text, EXIT_UNKNOWN_OPTION)
+
+
+def invalid() -> SmiError:
+    return SmiError(INVALID_ARGUMENTS + "\n", EXIT_INVALID_ARGUMENT)
+
+
+# --------------------------------------------------------------- arguments
+class Args:
+    """Options of the main command (not of dmon, pmon, topo, nvlink)."""
+
+    def __init__(self) -> None:
+        self.help = self.version = self.list_gpus = self.query = self.xml = False
+        self.help_query_gpu = self.help_query_apps = False
+        self.display: str | None = None
+        self.ids: list[str] | None = None
+        self.filename: str | None = None
+        self.loop_ms: int | None = None
+        self.query_gpu: str | None = None
+        self.query_apps: str | None = None
+        self.format: str | None = None
+
+
+class Tokens:
+    """Reads ``-o value``, ``-o=value``, ``--option value`` and ``--option=value``."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.position = 0
+
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        while self.position < len(self.argv):
+            token = self.argv[self.position]
+            self.position += 1
+            if token.startswith("-") and "=" in token:
+                name, _, value = token.partition("=")
+                yield name, value
+            else:
+                yield token, None
+
+    def value(self, option: str, inline: str | None) -> str:
+        if inline is not None:
+            return inline
+        if self.position >= len(self.argv):
+            raise invalid()
+        self.position += 1
+        return self.argv[self.position - 1]
+
+    def optional_number(self, inline: str | None) -> str | None:
+        if inline is not None:
+            return inline
+        if self.position < len(self.argv) and self.argv[self.position].isdigit():
+            self.position += 1
+            return self.argv[self.position - 1]
+        return None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise invalid()
+    return int(text)
+
+
+def parse(argv: list[str]) -> Args:
+    args = Args()
+    tokens = Tokens(argv)
+    flags = {
+        "-h": "help", "--help": "help", "--version": "version",
+        "-L": "list_gpus", "--list-gpus": "list_gpus",
+        "-q": "query", "--query": "query", "-x": "xml", "--xml-format": "xml",
+        "--help-query-gpu": "help_query_gpu",
+        "--help-query-compute-apps": "help_query_apps",
+    }  # fmt: skip
+    for option, inline in tokens:
+        if option in flags:
+            if inline is not None:
+                raise unknown_option(f"{option}={inline}")
+            setattr(args, flags[option], True)
+        elif option in ("-i", "--id"):
+            args.ids = split_ids(tokens.value(option, inline))
+        elif option in ("-d", "--display"):
+            args.display = tokens.value(option, inline)
+        elif option in ("-f", "--filename"):
+            args.filename = tokens.value(option, inline)
+        elif option in ("-l", "--loop"):
+            seconds = tokens.optional_number(inline)
+            args.loop_ms = 1000 * (DEFAULT_LOOP_S if seconds is None else _positive(seconds))
+        elif option in ("-lms", "--loop-ms"):
+            args.loop_ms = _positive(tokens.value(option, inline))
+        elif option == "--query-gpu":
+            args.query_gpu = tokens.value(option, inline)
+        elif option == "--query-compute-apps":
+            args.query_apps = tokens.value(option, inline)
+        elif option == "--format":
+            args.format = tokens.value(option, inline)
+        else:
+            raise unknown_option(option)
+    return args
+
+
+# ------------------------------------------------------------- the source
+class Source:
+    """The node this fake nvidia-smi runs on, read from the daemon."""
+
+    def __init__(self) -> None:
+        from fakehw.client import Client, DaemonUnavailable
+
+        try:
+            self.client: Client = Client.connect(client_name="fake-nvidia-smi")
+        except DaemonUnavailable as exc:
+            print(f"fakehw: {exc}", file=sys.stderr)
+            raise SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED) from None
+        wanted = os.environ.get("FAKEHW_NODE", "0")
+        self.node: int | str = int(wanted) if wanted.isdigit() else wanted
+
+    def _pick(self, snapshot: Snapshot) -> tuple[Snapshot, NodeRecord]:
+        return snapshot, snapshot["nodes"][0]
+
+    def _failed(self, exc: Exception) -> SmiError:
+        from fakehw.client import RequestFailed
+
+        if isinstance(exc, RequestFailed) and exc.code == "not_found":
+            print(f"fakehw: FAKEHW_NODE={self.node}: {exc.message}", file=sys.stderr)
+            return SmiError(NO_DEVICES, EXIT_NOT_FOUND)
+        print(f"fakehw: {exc}", file=sys.stderr)
+        return SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED)
+
+    def snapshot(self, detail: bool = False) -> tuple[Snapshot, NodeRecord]:
+        from fakehw.client import DaemonUnavailable, RequestFailed
+
+        try:
+            return self._pick(self.client.snapshot(self.node, detail))
+        except (DaemonUnavailable, RequestFailed) as exc:
+            raise self._failed(exc) from None
+
+    def stream(
+        self, interval_ms: int, detail: bool = False
+    ) -> Iterator[tuple[Snapshot, NodeRecord]]:
+        from fakehw.client import DaemonUnavailable, RequestFailed
+
+        try:
+            for snapshot in self.client.subscribe(max(50, interval_ms), self.node, detail):
+                yield self._pick(snapshot)
+        except (DaemonUnavailable, RequestFailed) as exc:
+            raise self._failed(exc) from None
+
+    def frames(
+        self, loop_ms: int | None, detail: bool = False, count: int | None = None
+    ) -> Iterator[tuple[Snapshot, NodeRecord]]:
+        """One snapshot, or one per interval until interrupted (or ``count``)."""
+        if loop_ms is None:
+            yield self.snapshot(detail)
+            return
+        for n, frame in enumerate(self.stream(loop_ms, detail)):
+            if count is not None and n >= count:
+                return
+            yield frame
+
+
+# ---------------------------------------------------------------- commands
+def run(args: Args, out: IO[str]) -> int:
+    if args.help:
+        out.write(_data("help.txt"))
+        return EXIT_OK
+    if args.help_query_gpu:
+        out.write(_data("help_query_gpu.txt"))
+        return EXIT_OK
+    if args.help_query_apps:
+        out.write(_data("help_query_compute_apps.txt"))
+        return EXIT_OK
+    if args.version:
+        from fakehw import versions
+
+        out.write(
+            f"NVIDIA-SMI version  : {versions.DRIVER_VERSION}\n"
+            f"NVML version        : {versions.NVSMI_NVML_VERSION}\n"
+            f"DRIVER version      : {versions.DRIVER_VERSION}\n"
+            f"CUDA Version        : {versions.CUDA_VERSION}\n"
+        )
+        return EXIT_OK
+    queries = [q for q in (args.query_gpu, args.query_apps) if q is not None]
+    if len(queries) > 1 or (queries and (args.query or args.list_gpus)):
+        raise invalid()
+    if (args.xml or args.display) and not args.query:
+        raise invalid()
+    if args.format is not None and not queries:
+        raise invalid()
+    if args.query_gpu is not None:
+        return _query_gpu(args, out)
+    if args.query_apps is not None:
+        return _query_apps(args, out)
+    if args.list_gpus:
+        snapshot, node = Source().snapshot()
+        for gpu in select_gpus(node, args.ids):
+            name = snapshot["models"][gpu["model"]]["name"]
+            out.write(f"GPU {gpu['index']}: {name} (UUID: {gpu['uuid']})\n")
+        return EXIT_OK
+    if args.query:
+        return _detailed(args, out)
+    return _table(args, out)
+
+
+def _table(args: Args, out: IO[str]) -> int:
+    from fakehw.smi import table
+
+    for snapshot, node in Source().frames(args.loop_ms):
+        out.write(table.render(snapshot, node, select_gpus(node, args.ids)))
+        out.flush()
+    return EXIT_OK
+
+
+def _detailed(args: Args, out: IO[str]) -> int:
+    from fakehw.smi import details
+
+    groups = None
+    if args.display is not None:
+        if args.xml:  # "-d ... Doesn't work with -u or -x flags."
+            raise invalid()
+        try:
+            groups = details.parse_groups(args.display)
+        except ValueError:
+            raise invalid() from None
+    for snapshot, node in Source().frames(args.loop_ms, detail=groups is not None):
+        gpus = select_gpus(node, args.ids)
+        if args.xml:
+            out.write(details.report_xml(snapshot, node, gpus))
+        else:
+            out.write(details.report_text(snapshot, node, gpus, groups))
+        out.flush()
+    return EXIT_OK
+
+
+def _format_options(text: str | None) -> tuple[bool, bool]:
+    """``--format`` -> (header, units); csv is implied, as nvidia-smi does."""
+    options = {part.strip() for part in (text or "csv").split(",") if part.strip()}
+    if not options <= {"csv", "noheader", "nounits"}:
+        raise invalid()
+    return "noheader" not in options, "nounits" not in options
+
+
+def _query_gpu(args: Args, out: IO[str]) -> int:
+    from fakehw.smi import fields
+
+    header, units = _format_options(args.format)
+    try:
+        chosen = fields.resolve(fields.split_field_list(args.query_gpu or ""))
+    except fields.UnknownField as exc:
+        raise SmiError(f"{exc}\n", EXIT_INVALID_ARGUMENT) from None
+    if not chosen:
+        raise invalid()
+    if header:
+        out.write(fields.csv_header(chosen) + "\n")
+    for snapshot, node in Source().frames(args.loop_ms):
+        for gpu in select_gpus(node, args.ids):
+            context = fields.FieldContext.of(snapshot, node, gpu)
+            out.write(fields.csv_row(chosen, context, units) + "\n")
+        out.flush()
+    return EXIT_OK
+
+
+def _query_apps(args: Args, out: IO[str]) -> int:
+    from fakehw.smi import fields
+
+    header, units = _format_options(args.format)
+    try:
+        chosen = fields.resolve_apps(fields.split_field_list(args.query_apps or ""))
+    except fields.UnknownField as exc:
+        raise SmiError(f"{exc}\n", EXIT_INVALID_ARGUMENT) from None
+    if not chosen:
+        raise invalid()
+    if header:
+        out.write(", ".join(f.header for f in chosen) + "\n")
+    for snapshot, node in Source().frames(args.loop_ms):
+        gpus = {g["index"]: g for g in select_gpus(node, args.ids)}
+        for process in node["processes"]:
+            gpu = gpus.get(process["gpu_index"])
+            if gpu is None:
+                continue
+            model = snapshot["models"][gpu["model"]]
+            context = fields.AppContext(snapshot, gpu, process, model)
+            out.write(", ".join(f.format_value(context, units) for f in chosen) + "\n")
+        out.flush()
+    return EXIT_OK
+
+
+# ------------------------------------------------------------ sub-commands
+def _monitor_args(argv: list[str], allowed: dict[str, str], help_name: str) -> dict[str, str]:
+    """Options of dmon/pmon/topo/nvlink: ``allowed`` maps spellings to keys."""
+    values: dict[str, str] = {}
+    tokens = Tokens(argv)
+    for option, inline in tokens:
+        key = allowed.get(option)
+        if key is None:
+            raise SmiError(
+                f"ERROR: Option {option} is not recognized. Please run "
+                f"'nvidia-smi {help_name} -h'.\n",
+                EXIT_UNKNOWN_OPTION,
+            )
+        if key.endswith("?"):  # a flag
+            values[key[:-1]] = "1"
+        else:
+            values[key] = tokens.value(option, inline)
+    return values
+
+
+def _count(values: dict[str, str]) -> int | None:
+    return _positive(values["count"]) if "count" in values else None
+
+
+def _delay_ms(values: dict[str, str], maximum: int | None = None) -> int:
+    seconds = _positive(values.get("delay", "1"))
+    if maximum is not None and seconds > maximum:
+        raise invalid()
+    return 1000 * seconds
+
+
+def dmon(argv: list[str], out: IO[str]) -> int:
+    from fakehw.smi import monitors
+
+    values = _monitor_args(
+        argv,
+        {"-i": "ids", "--id": "ids", "-d": "delay", "--delay": "delay", "-c": "count",
+         "--count": "count", "-s": "select", "--select": "select", "-o": "options",
+         "--options": "options", "-f": "file", "--filename": "file", "-h": "help?",
+         "--help": "help?"},
+        "dmon",
+    )  # fmt: skip
+    if "help" in values:
+        out.write(_data("dmon_help.txt"))
+        return EXIT_OK
+    try:
+        columns = monitors.dmon_columns(values.get("select", monitors.DMON_DEFAULT))
+    except ValueError:
+        raise invalid() from None
+    stamp = monitors.Stamp(values.get("options", "").upper())
+    ids = split_ids(values["ids"]) if "ids" in values else None
+    previous: dict[int, GpuRecord] = {}
+    last_time: float | None = None
+    delay_ms, count = _delay_ms(values), _count(values)
+    frames = Source().frames(delay_ms, count=count)
+    for printed, (snapshot, node) in enumerate(frames):
+        gpus = select_gpus(node, ids)[:16]
+        if printed % monitors.DMON_HEADER_EVERY == 0:
+            out.write("\n".join(monitors.dmon_header(columns, stamp)) + "\n")
+        elapsed = 0.0 if last_time is None else snapshot["time"] - last_time
+        rows = monitors.dmon_rows(snapshot, gpus, columns, stamp, previous, elapsed)
+        out.write("\n".join(rows) + "\n")
+        out.flush()
+        previous = {g["index"]: g for g in gpus}
+        last_time = snapshot["time"]
+    return EXIT_OK
+
+
+def pmon(argv: list[str], out: IO[str]) -> int:
+    from fakehw.smi import monitors
+
+    values = _monitor_args(
+        argv,
+        {"-i": "ids", "--id": "ids", "-d": "delay", "--delay": "delay", "-c": "count",
+         "--count": "count", "-s": "select", "--select": "select", "-o": "options",
+         "--options": "options", "-f": "file", "--filename": "file", "-h": "help?",
+         "--help": "help?"},
+        "pmon",
+    )  # fmt: skip
+    if "help" in values:
+        out.write(_data("pmon_help.txt"))
+        return EXIT_OK
+    select = values.get("select", "u")
+    if not select or set(select) - {"u", "m"}:
+        raise invalid()
+    stamp = monitors.Stamp(values.get("options", "").upper())
+    ids = split_ids(values["ids"]) if "ids" in values else None
+    delay_ms, count = _delay_ms(values, maximum=10), _count(values)
+    header = monitors.pmon_header("m" in select, "u" in select, stamp)
+    out.write("\n".join(header) + "\n")
+    for snapshot, node in Source().frames(delay_ms, count=count):
+        gpus = select_gpus(node, ids)[:4]
+        rows = monitors.pmon_rows(snapshot, node, gpus, "m" in select, "u" in select, stamp)
+        out.write("\n".join(rows) + "\n")
+        out.flush()
+    return EXIT_OK
+
+
+def topo(argv: list[str], out: IO[str]) -> int:
+    from fakehw.smi import topology
+
+    values = _monitor_args(
+        argv,
+        {"-m": "matrix?", "--matrix": "matrix?", "-mp": "matrix_pci?",
+         "--matrix_pci": "matrix_pci?", "-p2p": "p2p", "--p2pstatus": "p2p",
+         "-h": "help?", "--help": "help?"},
+        "topo",
+    )  # fmt: skip
+    if "help" in values or not values:
+        out.write(_data("topo_help.txt"))
+        return EXIT_OK
+    snapshot, node = Source().snapshot()
+    color = out.isatty()
+    if "p2p" in values:
+        if values["p2p"] not in topology.P2P_CAPABILITIES:
+            raise invalid()
+        out.write(topology.p2p(snapshot, node, values["p2p"], color))
+    else:
+        out.write(topology.matrix(snapshot, node, color, pci_only="matrix_pci" in values))
+    return EXIT_OK
+
+
+NVLINK_HELP = """
+    nvlink -- Display NvLink information.
+
+    Usage: nvidia-smi nvlink [options]
+
+    Options include:
+    [-h | --help]: Display help information
+    [-i | --id]: Enumeration index, PCI bus ID or UUID.
+
+    [-s | --status]: Display link state (active/inactive).
+
+    [-c | --capabilities]: Display link capabilities.
+
+"""
+
+
+def nvlink(argv: list[str], out: IO[str]) -> int:
+    from fakehw.smi import topology
+
+    values = _monitor_args(
+        argv,
+        {"-s": "status?", "--status": "status?", "-c": "capabilities?",
+         "--capabilities": "capabilities?", "-i": "ids", "--id": "ids",
+         "-h": "help?", "--help": "help?"},
+        "nvlink",
+    )  # fmt: skip
+    if "help" in values or not ({"status", "capabilities"} & set(values)):
+        out.write(NVLINK_HELP)
+        return EXIT_OK
+    snapshot, node = Source().snapshot()
+    gpus = select_gpus(node, split_ids(values["ids"]) if "ids" in values else None)
+    if "status" in values:
+        out.write(topology.nvlink_status(snapshot, node, gpus))
+    if "capabilities" in values:
+        out.write(topology.nvlink_capabilities(snapshot, node, gpus))
+    return EXIT_OK
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str], IO[str]], int]] = {
+    "dmon": dmon,
+    "pmon": pmon,
+    "topo": topo,
+    "nvlink": nvlink,
+}
+
+
+# --------------------------------------------------------------------- main
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_TERMINATED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    out: IO[str] = sys.stdout
+    try:
+        if args and args[0] in SUBCOMMANDS:
+            command, rest = SUBCOMMANDS[args[0]], args[1:]
+            filename = _file_option(rest)
+            if filename is not None:
+                out = open(filename, "w")  # noqa: SIM115 - closed below
+            return command(rest, out)
+        parsed = parse(args)
+        if parsed.filename is not None:
+            out = open(parsed.filename, "w")  # noqa: SIM115 - closed below
+        return run(parsed, out)
+    except SmiError as exc:
+        stream = sys.stderr if exc.to_stderr else sys.stdout
+        stream.write(exc.message if exc.message.endswith("\n") else exc.message + "\n")
+        if exc.code in (EXIT_UNKNOWN_OPTION, EXIT_INVALID_ARGUMENT):
+            stream.write("\n")
+        stream.flush()
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            # The reader went away (`| head`): stop quietly, as nvidia-smi does.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
+        print(f"Failed to open file {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID_ARGUMENT
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _file_option(argv: list[str]) -> str | None:
+    for position, token in enumerate(argv):
+        if token in ("-f", "--filename") and position + 1 < len(argv):
+            return argv[position + 1]
+        if token.startswith(("-f=", "--filename=")):
+            return token.partition("=")[2]
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
