@@ -120,6 +120,40 @@ class Client:
             raise RequestFailed(str(error.get("code")), str(error.get("message")))
         return reply.get("result")
 
+    def request_many(self, requests: list[tuple[str, dict[str, Any]]]) -> list[Any | RequestFailed]:
+        """Send many requests at once (pipelined) and collect their responses in
+        order: a result, or the ``RequestFailed`` of a request that failed."""
+        first = self._next_id
+        self._next_id += len(requests)
+        payload = b"".join(
+            proto.encode({"id": first + k, "op": op, **args})
+            for k, (op, args) in enumerate(requests)
+        )
+        replies: dict[int, dict[str, Any]] = {}
+        try:
+            self.sock.sendall(payload)
+            while len(replies) < len(requests):
+                reply = self._read_message()
+                if "subscription" in reply and "id" not in reply:
+                    self._pushes.append(reply)
+                    continue
+                replies[reply.get("id", -1)] = reply
+        except TimeoutError:
+            raise DaemonUnavailable("the daemon did not answer in time") from None
+        except OSError as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
+        results: list[Any | RequestFailed] = []
+        for k in range(len(requests)):
+            answer = replies.get(first + k)
+            if answer is None:
+                raise DaemonUnavailable(f"the daemon skipped request {first + k}")
+            if answer.get("ok"):
+                results.append(answer.get("result"))
+            else:
+                error = answer.get("error") or {}
+                results.append(RequestFailed(str(error.get("code")), str(error.get("message"))))
+        return results
+
     def snapshot(self, node: int | str | None = None, detail: bool = False) -> Snapshot:
         args: dict[str, Any] = {} if node is None else {"node": node}
         if detail:

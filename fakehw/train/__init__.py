@@ -1,0 +1,1 @@
+"""fake-train: an LLM training run that drives the shared GPU model."""

@@ -1,0 +1,188 @@
+"""Models, datasets and tasks fake-train can play, real ones and parodies.
+
+Architectures are real shapes (layers, hidden size, heads, vocabulary, MoE
+experts); the parameter count is computed from them (``Architecture.params``),
+never typed in, so a parody of Llama 3 8B has Llama 3 8B's 8.03 B parameters.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Architecture:
+    family: str  # "llama", "mixtral", "qwen" ... (what the layer names look like)
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int  # SwiGLU intermediate size (per expert for MoE)
+    vocab: int
+    max_seq: int
+    experts: int = 0  # 0: dense
+    top_k: int = 0
+    shared_experts: int = 0
+    tied_embeddings: bool = False
+    reasoning: bool = False
+    head_size: int = 0  # 0: hidden // heads (Qwen3 uses 128 whatever the width)
+    qk_norm: bool = False  # RMSNorm on queries and keys (Qwen3)
+
+    @property
+    def head_dim(self) -> int:
+        return self.head_size or self.hidden // self.heads
+
+    def _attention(self) -> int:
+        q = self.heads * self.head_dim
+        kv = self.kv_heads * self.head_dim
+        return 2 * self.hidden * q + 2 * self.hidden * kv
+
+    def _mlp(self, experts: int) -> int:
+        return 3 * self.hidden * self.ffn * experts
+
+    def _embeddings(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def params(self) -> int:
+        """All parameters: embeddings, attention, MLPs (every expert), norms."""
+        experts = max(1, self.experts) + self.shared_experts
+        router = self.hidden * self.experts
+        per_layer = self._attention() + self._mlp(experts) + router + self._norms()
+        return self._embeddings() + self.layers * per_layer + self.hidden
+
+    def _norms(self) -> int:
+        return 2 * self.hidden + (2 * self.head_dim if self.qk_norm else 0)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token goes through (MoE: only its top-k experts)."""
+        if not self.experts:
+            return self.params
+        experts = self.top_k + self.shared_experts
+        router = self.hidden * self.experts
+        per_layer = self._attention() + self._mlp(experts) + router + self._norms()
+        return self._embeddings() + self.layers * per_layer + self.hidden
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+
+LLAMA3_8B = Architecture("llama", 32, 4096, 32, 8, 14336, 128256, 8192)
+LLAMA3_70B = Architecture("llama", 80, 8192, 64, 8, 28672, 128256, 8192)
+LLAMA32_1B = Architecture("llama", 16, 2048, 32, 8, 8192, 128256, 8192, tied_embeddings=True)
+LLAMA32_3B = Architecture("llama", 28, 3072, 24, 8, 8192, 128256, 8192, tied_embeddings=True)
+MISTRAL_7B = Architecture("mistral", 32, 4096, 32, 8, 14336, 32768, 8192)
+QWEN25_14B = Architecture("qwen", 48, 5120, 40, 8, 13824, 152064, 8192)
+QWEN3_4B = Architecture(
+    "qwen",
+    36,
+    2560,
+    32,
+    8,
+    9728,
+    151936,
+    32768,
+    tied_embeddings=True,
+    reasoning=True,
+    head_size=128,
+    qk_norm=True,
+)
+MIXTRAL_8X7B = Architecture("mixtral", 32, 4096, 32, 8, 14336, 32000, 8192, experts=8, top_k=2)
+DEEPSEEK_MOE_16B = Architecture(
+    "deepseek", 28, 2048, 16, 16, 1408, 102400, 4096, experts=64, top_k=6, shared_experts=2
+)
+OLMO2_13B = Architecture("olmo", 40, 5120, 40, 40, 13824, 100352, 4096)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    arch: Architecture
+    real: bool  # a real model's name, or a parody of one
+    parody_of: str = ""
+
+    @property
+    def size_label(self) -> str:
+        billions = self.arch.params / 1e9
+        return f"{billions:.1f}B" if billions < 10 else f"{billions:.0f}B"
+
+
+MODELS: tuple[ModelEntry, ...] = (
+    ModelEntry("Llama-3.1-8B", LLAMA3_8B, True),
+    ModelEntry("Llama-3.1-70B", LLAMA3_70B, True),
+    ModelEntry("Llama-3.2-1B", LLAMA32_1B, True),
+    ModelEntry("Mistral-7B-v0.3", MISTRAL_7B, True),
+    ModelEntry("Qwen2.5-14B", QWEN25_14B, True),
+    ModelEntry("Qwen3-4B", QWEN3_4B, True),
+    ModelEntry("Mixtral-8x7B-v0.1", MIXTRAL_8X7B, True),
+    ModelEntry("OLMo-2-1124-13B", OLMO2_13B, True),
+    ModelEntry("Llamba-3-8B", LLAMA3_8B, False, "Llama-3.1-8B"),
+    ModelEntry("Alpacalypse-70B", LLAMA3_70B, False, "Llama-3.1-70B"),
+    ModelEntry("TinyHorse-1B", LLAMA32_1B, False, "Llama-3.2-1B"),
+    ModelEntry("Pony-3B-Instruct", LLAMA32_3B, False, "Llama-3.2-3B"),
+    ModelEntry("Mistrial-7B", MISTRAL_7B, False, "Mistral-7B-v0.3"),
+    ModelEntry("Qwerty-14B", QWEN25_14B, False, "Qwen2.5-14B"),
+    ModelEntry("Ponderosa-4B-Thinking", QWEN3_4B, False, "Qwen3-4B"),
+    ModelEntry("Mixtape-8x7B", MIXTRAL_8X7B, False, "Mixtral-8x7B-v0.1"),
+    ModelEntry("DeepSleep-MoE-16B", DEEPSEEK_MOE_16B, False, "DeepSeekMoE-16B"),
+    ModelEntry("OLMost-13B", OLMO2_13B, False, "OLMo-2-1124-13B"),
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    kind: str  # "pretrain", "sft", "preference", "reasoning"
+    tokens: int  # total tokens (for pretraining) or tokens per epoch
+    samples: int
+    real: bool
+
+
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("HuggingFaceFW/fineweb-edu", "pretrain", 1_300_000_000_000, 1_280_000_000, True),
+    Dataset("allenai/dolma", "pretrain", 3_000_000_000_000, 4_367_000_000, True),
+    Dataset("cerebras/SlimPajama-627B", "pretrain", 627_000_000_000, 590_394_625, True),
+    Dataset(
+        "togethercomputer/RedPajama-Data-V2", "pretrain", 30_000_000_000_000, 20_500_000_000, True
+    ),
+    Dataset(
+        "acme-labs/CommonCrawl-Deluxe-9T", "pretrain", 9_000_000_000_000, 11_200_000_000, False
+    ),
+    Dataset("internal/webscrape-v7-dedup", "pretrain", 2_400_000_000_000, 3_100_000_000, False),
+    Dataset("teknium/OpenHermes-2.5", "sft", 410_000_000, 1_001_551, True),
+    Dataset("HuggingFaceH4/ultrachat_200k", "sft", 290_000_000, 207_865, True),
+    Dataset("acme-labs/SlopInstruct-500k", "sft", 640_000_000, 500_000, False),
+    Dataset("HuggingFaceH4/ultrafeedback_binarized", "preference", 120_000_000, 61_135, True),
+    Dataset("Anthropic/hh-rlhf", "preference", 54_000_000, 160_800, True),
+    Dataset("internal/vibes-preference-v2", "preference", 88_000_000, 94_000, False),
+    Dataset("open-r1/OpenR1-Math-220k", "reasoning", 1_100_000_000, 220_000, True),
+    Dataset("acme-labs/ThinkHarder-CoT-1M", "reasoning", 2_600_000_000, 1_000_000, False),
+)
+
+TASKS = ("pretrain", "sft", "dpo", "lora")
+DATASET_KIND = {"pretrain": "pretrain", "sft": "sft", "dpo": "preference", "lora": "reasoning"}
+
+
+class UnknownModel(ValueError):
+    pass
+
+
+def find_model(name: str) -> ModelEntry:
+    wanted = name.strip().lower()
+    for entry in MODELS:
+        if entry.name.lower() == wanted:
+            return entry
+    close = difflib.get_close_matches(name, [m.name for m in MODELS], n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModel(f"unknown model {name!r}.{hint} (fake-train --list-models lists them)")
+
+
+def find_dataset(name: str) -> Dataset:
+    wanted = name.strip().lower()
+    for entry in DATASETS:
+        if entry.name.lower() == wanted or entry.name.split("/")[-1].lower() == wanted:
+            return entry
+    raise UnknownModel(f"unknown dataset {name!r}; known: {', '.join(d.name for d in DATASETS)}")

@@ -1,0 +1,462 @@
+"""``fake-train``: plays an LLM training run on the fake cluster.
+
+With no arguments: a pretraining run on 8 nodes x 8 H100 until Ctrl-C (or
+until it ends, days later). The GPUs are the daemon's: the run attaches its
+ranks there, so ``fake-nvidia-smi`` in another pane shows them working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from types import FrameType
+
+from fakehw.client import Client
+from fakehw.config import ClusterConfig
+from fakehw.specs import GpuSpec
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+DEFAULT_NODES = 8
+DEFAULT_GPUS_PER_NODE = 8
+MAX_SPEED = 1000.0
+
+DESCRIPTION = """\
+Play a large-scale LLM training run that an ML engineer would believe: start-up
+(launcher, NCCL, tokenizer, dataset, weights), training steps, validation,
+checkpoints, failures and restarts, export and a benchmark table. The GPUs are
+those of the fakehw daemon (started if none runs): the run attaches one real
+process per local GPU, so fake-nvidia-smi, fake-nvitop and real clients show
+the ranks, their memory, heat and power phase by phase.
+
+Every figure is consistent with the others: tokens/s follows 6·N FLOPs per
+token, the GPUs' peak, the model FLOPs utilisation and the current SM clocks;
+the loss follows a Chinchilla-style curve; checkpoint sizes follow the
+parameter count."""
+
+EPILOG = """\
+examples:
+  fake-train                                  pretraining on 8 nodes x 8 H100 until Ctrl-C
+  fake-train --style megatron --seed 7        Megatron-LM's iteration lines
+  fake-train --task lora --model Qwen3-4B --gpus 8 --style hf
+  fake-train --task sft --gpu-model a100-80gb --nodes 2 --speed-factor 20
+  fake-train --exit-after-steps 200 --metrics-jsonl run.jsonl > train.log
+
+Ctrl-C saves a checkpoint and ends the run (press it twice to skip the save).
+A daemon already running keeps its cluster: without --gpus/--nodes/--gpu-model
+the run uses it; `fakehw daemon stop` lets the next run start its own."""
+
+
+class UsageError(Exception):
+    pass
+
+
+class Terminated(BaseException):
+    """SIGTERM: leave now, cleanly."""
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1h30m``, ``2d`` -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a duration (examples: 90, 90s, 5m, 1h30m)"
+            )
+        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError("the seed must be between 0 and 4294967295")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 < value <= MAX_SPEED) or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"the speed factor must be in (0, {MAX_SPEED:g}]")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fakehw.train.catalog import TASKS
+    from fakehw.train.styles import STYLES
+
+    parser = argparse.ArgumentParser(
+        prog="fake-train",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run = parser.add_argument_group("what to train")
+    run.add_argument(
+        "--task", choices=TASKS, default="pretrain", help="pretrain (default), sft, dpo or lora"
+    )
+    run.add_argument(
+        "--model",
+        metavar="NAME",
+        help="a model of --list-models (default: one that suits the cluster, chosen by --seed)",
+    )
+    run.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="a dataset (default: one that suits the task, chosen by --seed)",
+    )
+    run.add_argument(
+        "--precision",
+        choices=("bf16", "fp16"),
+        default="bf16",
+        help="mixed precision; fp16 shows loss scaling and overflows (default: bf16)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="play a run resumed from a checkpoint part-way through",
+    )
+    run.add_argument(
+        "--quantize",
+        choices=("int8", "int4", "gptq"),
+        help="also quantize the exported model at the end",
+    )
+    where = parser.add_argument_group("where it runs")
+    where.add_argument(
+        "--gpus",
+        type=_positive_int,
+        metavar="N",
+        help="total GPUs (default 64; up to 8 fit on one node)",
+    )
+    where.add_argument(
+        "--nodes", type=_positive_int, metavar="N", help=f"nodes (default {DEFAULT_NODES})"
+    )
+    where.add_argument(
+        "--gpu-model",
+        metavar="MODEL",
+        help="GPU model: a name or alias of `fakehw models` (default: h100)",
+    )
+    show = parser.add_argument_group("how it shows")
+    show.add_argument(
+        "--style",
+        choices=sorted(STYLES),
+        default="default",
+        help="log style (default: fake-train's own; see --list-styles)",
+    )
+    show.add_argument(
+        "--seed",
+        type=_seed,
+        help="makes the run repeatable (default: random, printed at the start)",
+    )
+    show.add_argument(
+        "--speed-factor",
+        type=_speed,
+        default=1.0,
+        metavar="X",
+        help="play X times faster than real time (default 1)",
+    )
+    show.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colours: on a terminal only (auto, default), always, never",
+    )
+    stop = parser.add_argument_group("when it stops")
+    stop.add_argument(
+        "--exit-after-time",
+        type=_duration,
+        metavar="DURATION",
+        help="end after this much real time (90, 90s, 5m, 1h30m)",
+    )
+    stop.add_argument(
+        "--exit-after-steps", type=_positive_int, metavar="N", help="end after N training steps"
+    )
+    stop.add_argument(
+        "--metrics-jsonl",
+        metavar="PATH",
+        help="write every logged step, eval and checkpoint as JSON lines",
+    )
+    info = parser.add_argument_group("information")
+    info.add_argument("--list-models", action="store_true", help="list the models and exit")
+    info.add_argument("--list-styles", action="store_true", help="list the log styles and exit")
+    return parser
+
+
+# ------------------------------------------------------------- listings
+def list_models() -> str:
+    from tabulate import tabulate
+
+    from fakehw.train.catalog import MODELS
+
+    rows = []
+    for entry in MODELS:
+        arch = entry.arch
+        moe = f"{arch.experts} experts, top-{arch.top_k}" if arch.is_moe else ""
+        rows.append(
+            [
+                entry.name,
+                f"{arch.params / 1e9:.2f}B",
+                f"{arch.active_params / 1e9:.2f}B" if arch.is_moe else "",
+                arch.layers,
+                arch.hidden,
+                f"{arch.heads}/{arch.kv_heads}",
+                moe,
+                "real" if entry.real else f"parody of {entry.parody_of}",
+            ]
+        )
+    headers = ["model", "params", "active", "layers", "hidden", "heads/kv", "MoE", "name"]
+    table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return table
+
+
+def list_styles() -> str:
+    from fakehw.train.styles import STYLES
+
+    width = max(len(name) for name in STYLES)
+    return "\n".join(f"{name:<{width}}  {style.description}" for name, style in STYLES.items())
+
+
+# ------------------------------------------------------------- the cluster
+def _shape(args: argparse.Namespace, per_node_default: int) -> tuple[int, int]:
+    """(nodes, GPUs per node) from --gpus and --nodes."""
+    if args.gpus is None:
+        nodes = args.nodes or DEFAULT_NODES
+        return nodes, per_node_default
+    if args.nodes is None:
+        if args.gpus <= per_node_default:
+            return 1, args.gpus
+        if args.gpus % per_node_default:
+            raise UsageError(
+                f"--gpus {args.gpus} is not a whole number of {per_node_default}-GPU nodes; "
+                f"give --nodes too (e.g. --gpus {args.gpus} --nodes N)"
+            )
+        return args.gpus // per_node_default, per_node_default
+    if args.gpus % args.nodes:
+        raise UsageError(f"--gpus {args.gpus} cannot be split evenly over --nodes {args.nodes}")
+    per_node = args.gpus // args.nodes
+    if per_node > 16:
+        raise UsageError(f"{per_node} GPUs per node is more than a node holds (16); add --nodes")
+    return args.nodes, per_node
+
+
+def connect(
+    args: argparse.Namespace, notify: Callable[[str], None]
+) -> tuple[Client, GpuSpec, int, int]:
+    """Connect to the daemon (starting one with the wanted cluster); returns
+    (client, GPU spec, nodes, GPUs per node) of the cluster the run will use.
+
+    A daemon that already runs keeps its cluster. When it cannot hold what was
+    asked for explicitly, that is an error; when nothing was asked for, the run
+    adopts its cluster, so the viewers and the log always agree.
+    """
+    from fakehw.client import Client, DaemonUnavailable
+    from fakehw.config import ConfigError, load_settings
+    from fakehw.specs import UnknownGpuModel, lookup
+
+    try:
+        defaults, _ = load_settings()
+        spec = lookup(args.gpu_model) if args.gpu_model else None
+    except (ConfigError, UnknownGpuModel) as exc:
+        raise UsageError(str(exc)) from None
+    explicit = args.gpus is not None or args.nodes is not None or args.gpu_model is not None
+    nodes, per_node = _shape(args, DEFAULT_GPUS_PER_NODE)
+    try:
+        wanted = replace(
+            defaults,
+            gpu_model=spec.key if spec else defaults.gpu_model,
+            nodes=nodes,
+            gpus_per_node=per_node,
+        ).validated()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        client = Client.connect(client_name="fake-train", cluster=wanted)
+    except DaemonUnavailable as exc:
+        raise RuntimeError(f"cannot reach the fakehw daemon: {exc}") from None
+    have = ClusterConfig.from_json(client.hello["cluster"])
+    fits = (
+        have.gpu_model == wanted.gpu_model
+        and have.gpus_per_node == wanted.gpus_per_node
+        and have.total_gpus >= wanted.total_gpus
+    )
+    if not fits and explicit:
+        status = client.request("status")
+        users = len(status["processes"]), status["clients"] - 1
+        if users != (0, 0):
+            client.close()
+            raise UsageError(
+                f"the running fakehw daemon simulates {have.describe()}, not "
+                f"{wanted.describe()}, and is in use ({users[0]} GPU processes, {users[1]} "
+                "other clients); stop it first (`fakehw daemon stop`) or drop "
+                "--gpus/--nodes/--gpu-model to train on its GPUs"
+            )
+        # Nobody uses it: replace it with a daemon of the cluster asked for.
+        client = _restart_daemon(client, wanted)
+        notify(f"restarted the idle fakehw daemon ({have.describe()}) as {wanted.describe()}")
+        have = ClusterConfig.from_json(client.hello["cluster"])
+    elif not fits:
+        notify(
+            f"using the running daemon's cluster, {have.describe()} "
+            f"(`fakehw daemon stop` first for {wanted.describe()})"
+        )
+        nodes, per_node = have.nodes, have.gpus_per_node
+    return client, have.spec, nodes, per_node
+
+
+def _restart_daemon(client: Client, cluster: ClusterConfig) -> Client:
+    from fakehw.client import DaemonUnavailable
+
+    paths = client.paths
+    client.request("shutdown")
+    client.close()
+    deadline = time.monotonic() + 10
+    while os.path.exists(paths.socket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        return Client.connect(client_name="fake-train", cluster=cluster)
+    except DaemonUnavailable as exc:
+        raise RuntimeError(f"cannot restart the fakehw daemon: {exc}") from None
+
+
+# ------------------------------------------------------------------- main
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_models:
+        print(list_models())
+        return 0
+    if args.list_styles:
+        print(list_styles())
+        return 0
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"fake-train: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, Terminated) as exc:
+        # Before the run started (or a second Ctrl-C while saving): just leave.
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except (RuntimeError, OSError) as exc:
+        print(f"fake-train: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run(args: argparse.Namespace) -> int:
+    from fakehw.train.catalog import UnknownModel
+    from fakehw.train.engine import Engine, Options
+    from fakehw.train.metrics import MetricsWriter
+    from fakehw.train.plan import PlanError, make_plan
+    from fakehw.train.styles import STYLES
+    from fakehw.train.terminal import Terminal
+    from fakehw.train.world import World, WorldError
+
+    color = {"always": True, "never": False}.get(args.color)
+    term = Terminal(color=color)
+    notices: list[str] = []
+    client, spec, nodes, per_node = connect(args, notices.append)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    try:
+        plan = make_plan(
+            seed=seed,
+            task=args.task,
+            style=args.style,
+            gpu=spec,
+            nodes=nodes,
+            gpus_per_node=per_node,
+            model=args.model,
+            dataset=args.dataset,
+            precision=args.precision,
+            resume=args.resume,
+        )
+    except (UnknownModel, PlanError) as exc:
+        client.close()
+        raise UsageError(str(exc)) from None
+    try:
+        metrics = MetricsWriter(args.metrics_jsonl)
+    except OSError as exc:
+        client.close()
+        raise UsageError(f"--metrics-jsonl {args.metrics_jsonl}: {exc.strerror}") from None
+    world = World(plan, client, list(client.hello["hostnames"]))
+    style = STYLES[args.style](term, plan)
+    options = Options(
+        speed=args.speed_factor,
+        exit_after_steps=args.exit_after_steps,
+        exit_after_time=args.exit_after_time,
+        quantize=args.quantize,
+    )
+    engine = Engine(plan, world, style, metrics, options)
+    code = 0
+    try:
+        for notice in notices:
+            term.line(term.paint(f"fake-train: {notice}", "yellow"))
+        try:
+            engine.run()
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+            engine.interrupted()
+        except Terminated:
+            code = EXIT_TERMINATED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED  # Ctrl-C again while saving: abandon the save
+    except Terminated:
+        code = EXIT_TERMINATED
+    except WorldError as exc:
+        term.clear_status()
+        print(f"fake-train: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    finally:
+        # Whatever happened, the ranks leave the GPUs and the terminal is restored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        term.close()
+        world.close()
+        metrics.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,816 @@
+"""The run itself: a timeline of phases that drives the GPUs and feeds a log style.
+
+Time is the run's own ("story") clock: ``--speed-factor 10`` plays ten story
+seconds per real second; every timestamp, step time and ETA is story time,
+and phases reach the daemon when they happen, so the viewers see the GPUs
+load, heat under training, cool during checkpoints and idle after the end.
+
+Every figure obeys the arithmetic of ``fakehw.train.arithmetic``:
+tokens/s = GPUs x peak x MFU / (6·N), scaled by the slowest GPU's SM clock as
+the daemon reports it (a throttled GPU slows the whole synchronous job);
+step time = tokens per step / tokens/s; the loss follows the Chinchilla curve
+of the model size and the tokens seen, with noise and rare spikes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, replace
+
+from fakehw.train import arithmetic as ar
+from fakehw.train.events import (
+    BenchmarkRow,
+    CheckpointInfo,
+    CollectiveTiming,
+    EvalResult,
+    ExportArtifact,
+    Incident,
+    StepMetrics,
+    Summary,
+)
+from fakehw.train.metrics import MetricsWriter
+from fakehw.train.plan import RunPlan
+from fakehw.train.styles.base import LaunchInfo, Style, nccl_init_lines, perplexity, size
+from fakehw.train.world import World
+
+# The mean SM clock of a power-capped GPU under training, as a share of its
+# maximum (the calibrated model: 1678 of 1980 MHz on H100); the plan's MFU holds there.
+TRAINING_CLOCK = 0.8475
+STRAGGLER_CLOCK = 0.85  # a GPU this far below the median clock holds the job back
+CLOCK_SETTLE_S = 20.0  # real seconds for the clocks to settle after training starts
+MAX_RESTARTS = 3
+WATCHDOG_TIMEOUT_S = 600.0  # NCCL's default collective timeout, story seconds
+WRITE_GBPS_PER_NODE = 1.8  # checkpoint write bandwidth to a parallel filesystem
+EXPORT_MAX_S = 90.0  # a conversion step, story seconds (big GGUF files take longer)
+LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
+
+
+class RankDied(Exception):
+    def __init__(self, ranks: list[int]) -> None:
+        super().__init__(f"ranks {ranks} died")
+        self.ranks = ranks
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during the run."""
+
+
+@dataclass
+class Options:
+    speed: float = 1.0
+    exit_after_steps: int | None = None
+    exit_after_time: float | None = None  # real seconds
+    quantize: str | None = None
+
+
+class StoryClock:
+    """The run's own time: real time multiplied by the speed factor."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.start = time.time()
+        self._wall0 = time.monotonic()
+        self._skipped = 0.0  # story seconds jumped over (a watchdog's 10 minutes)
+
+    def now(self) -> float:
+        return self.start + (time.monotonic() - self._wall0) * self.speed + self._skipped
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+    def jump(self, story_seconds: float) -> None:
+        self._skipped += story_seconds
+
+
+class Engine:
+    def __init__(
+        self, plan: RunPlan, world: World, style: Style, metrics: MetricsWriter, options: Options
+    ) -> None:
+        self.plan = plan
+        self.world = world
+        self.style = style
+        self.metrics = metrics
+        self.options = options
+        self.clock = StoryClock(options.speed)
+        self.rng = random.Random(plan.seed * 7919 + 1)
+        self.wall_start = time.monotonic()
+        self.step = plan.start_step
+        self.steps_done = 0
+        self.last_checkpoint = plan.start_step if plan.start_step else None
+        self.restarts = 0
+        self.loss_noise = 0.0
+        self.spike = 0.0
+        self.spike_active = False
+        self.loss_scale = 65536.0 if plan.precision == "fp16" else None
+        self.clean_steps = 0
+        self.skipped = 0
+        self.last_loss = 0.0
+        self.last_eval: float | None = None
+        self.step_times: list[float] = []
+        self.last_line_wall = 0.0
+        self.logged = 0
+        self.slow_warned_at = -(10**9)
+        self.checkpoints: list[CheckpointInfo] = []
+        self.exports: list[str] = []
+        self.launch: LaunchInfo | None = None
+        self.training_since = time.monotonic()
+        self.finishing = False  # the wrap-up after training: save, export, summary
+        plan.log_interval = log_interval(self.expected_step_time() / options.speed)
+
+    # --------------------------------------------------------------- pacing
+    def wait(self, story_seconds: float, check: bool = True) -> None:
+        """Let ``story_seconds`` pass (sleeping story/speed), watching the ranks.
+
+        Once ``--exit-after-time`` is up, the wrap-up still plays in full but
+        without sleeping: the story clock jumps over what was not slept, so the
+        timestamps agree with the durations printed."""
+        now = time.monotonic()
+        deadline = now + story_seconds / self.options.speed
+        if self.finishing and self.options.exit_after_time is not None:
+            hard = max(now, self.wall_start + self.options.exit_after_time)
+            if deadline > hard:
+                self.clock.jump((deadline - hard) * self.options.speed)
+                deadline = hard
+        while True:
+            if check:
+                dead = self.world.dead_ranks()
+                if dead:
+                    raise RankDied(dead)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> str:
+        """Play the run; returns "finished", "limit" or raises ``Interrupted``."""
+        self.startup()
+        while True:
+            try:
+                outcome = self.train()
+                break
+            except RankDied as exc:
+                self.recover(exc.ranks)
+        self.finish(interrupted=False)
+        return outcome
+
+    def interrupted(self) -> None:
+        """Ctrl-C: save what we have, as a careful training script does."""
+        self.style.term.clear_status()
+        now = self.clock.now()
+        self.style.say(
+            now,
+            "signal",
+            self.style.term.paint(
+                "interrupted: saving a checkpoint before exiting (Ctrl-C again to abandon it)",
+                "yellow",
+            ),
+        )
+        if self.world.pids and self.steps_done:
+            self.checkpoint(reason="interrupt")
+        self.finish(interrupted=True)
+
+    # ------------------------------------------------------------- start-up
+    def startup(self) -> None:
+        plan, style, world = self.plan, self.style, self.world
+        style.header(self.clock.now())
+        world.spawn()
+        host = world.hostnames[0]
+        self.launch = LaunchInfo(
+            hostnames=tuple(world.hostnames[: plan.nodes]),
+            master_addr=host,
+            master_port=29500,
+            launcher_pid=os.getpid(),
+            local_pids=world.local_pids,
+            node_rank=0,
+            ip=f"10.{plan.seed % 200}.{1 + plan.seed % 50}.11",
+            script=self.script(),
+            time=self.clock.now(),
+        )
+        style.launcher(self.launch)
+        self.wait(2.0, check=False)
+        world.attach(self.memory_plan())
+        self.wait(1.0)
+        style.nccl_init(nccl_init_lines(plan, self.launch))
+        self.load("tokenizer", plan.model.arch.vocab, "tokens", 2.0)
+        style.loaded(
+            self.clock.now(),
+            "tokenizer",
+            f"vocabulary {plan.model.arch.vocab:,} · bos/eos/pad set · max length {plan.seq}",
+        )
+        shards = max(64, plan.dataset.samples // 2_000_000)
+        self.load("dataset", shards, "shards", 4.0)
+        style.loaded(
+            self.clock.now(),
+            "dataset",
+            f"{plan.dataset.name}: {plan.dataset.samples:,} samples · "
+            f"{plan.dataset.tokens / 1e9:,.1f}B tokens · {shards} shards · packed to "
+            f"{plan.seq} tokens",
+        )
+        world.phase("load")
+        load_seconds = 6.0 + plan.params / 4e9
+        if plan.start_step:
+            load_seconds += plan.checkpoint_bytes / (WRITE_GBPS_PER_NODE * 4e9 * plan.nodes)
+        shards_model = max(1, math.ceil(2 * plan.params / 5e9))
+        self.load(
+            "weights" if not plan.start_step else "checkpoint", shards_model, "shards", load_seconds
+        )
+        style.model_info(self.clock.now())
+        if plan.start_step:
+            style.say(
+                self.clock.now(),
+                "resume",
+                f"loaded {plan.save_dir}/{self.checkpoint_name(plan.start_step)} "
+                f"(step {plan.start_step:,}, {size(plan.checkpoint_bytes)}): model, "
+                "optimizer, scheduler and RNG states",
+            )
+        style.gpu_check(self.clock.now(), world.cells())
+        style.parallelism(self.clock.now())
+        style.training_start(self.clock.now())
+
+    def script(self) -> str:
+        return {
+            "megatron": "pretrain_gpt.py",
+            "hf": "run_clm.py" if self.plan.task == "pretrain" else "train_sft.py",
+            "deepspeed": "train.py --deepspeed ds_config.json",
+            "default": "train.py",
+        }[self.plan.style]
+
+    def load(self, what: str, total: int, unit: str, story_seconds: float) -> None:
+        steps = max(4, min(total, 24))
+        shown = 0
+        for k in range(1, steps + 1):
+            self.wait(story_seconds / steps)
+            done = round(total * k / steps)
+            if done > shown:
+                self.style.loading(self.clock.now(), what, done, total, unit)
+                shown = done
+
+    def memory_plan(self) -> dict[str, int]:
+        plan = self.plan
+        return {
+            "load": plan.load_memory_mib,
+            "train": plan.memory_mib,
+            "free": plan.gpu.free_floor_mib,
+        }
+
+    # ---------------------------------------------------------------- train
+    def train(self) -> str:
+        plan, world = self.plan, self.world
+        world.phase("train", cycle_s=self.expected_step_time())
+        self.training_since = time.monotonic()
+        while True:
+            if self.step >= plan.total_steps:
+                return "finished"
+            if self.options.exit_after_steps is not None and (
+                self.steps_done >= self.options.exit_after_steps
+            ):
+                return "limit"
+            if self.options.exit_after_time is not None and (
+                time.monotonic() - self.wall_start
+                >= self.options.exit_after_time - self.wrap_up_wall_s()
+            ):
+                return "limit"
+            metrics = self.advance()
+            if metrics is not None:
+                self.log(metrics)
+            if self.step % plan.eval_every == 0 and self.step < plan.total_steps:
+                self.evaluate()
+                world.phase("train", cycle_s=self.expected_step_time())
+            if self.step % plan.checkpoint_every == 0:
+                self.checkpoint()
+                world.phase("train", cycle_s=self.expected_step_time())
+
+    def wrap_up_wall_s(self) -> float:
+        """Real seconds to keep for the final save, export and benchmarks when
+        ``--exit-after-time`` ends the run (at most 40 % of it)."""
+        plan = self.plan
+        writers = plan.nodes if plan.par.sharded_checkpoint else 1
+        save = max(2.0, plan.checkpoint_bytes / (WRITE_GBPS_PER_NODE * 1e9 * writers))
+        story = save + 3 * min(EXPORT_MAX_S, 2 * plan.params / 1e9) + 6.0
+        assert self.options.exit_after_time is not None
+        return min(0.4 * self.options.exit_after_time, story / self.options.speed)
+
+    def expected_step_time(self) -> float:
+        return self.plan.tokens_per_step / self.plan.base_tokens_per_s
+
+    def clock_factor(self) -> tuple[float, int, int]:
+        """Throughput relative to the plan's, from the GPUs' SM clocks as the daemon
+        reports them: the mean clock, or a straggler's if one GPU is throttled (a
+        synchronous job waits for its slowest rank). Returns (factor, slowest
+        rank, median clock)."""
+        clocks = self.world.clocks()
+        if not clocks:
+            return 1.0, 0, 0
+        slowest = min(range(len(clocks)), key=clocks.__getitem__)
+        median = sorted(clocks)[len(clocks) // 2]
+        effective = sum(clocks) / len(clocks)
+        if clocks[slowest] < STRAGGLER_CLOCK * median:
+            effective = clocks[slowest]
+        factor = effective / (TRAINING_CLOCK * self.plan.gpu.sm_clock_max_mhz)
+        return min(1.12, max(0.2, factor)), slowest, median
+
+    def advance(self) -> StepMetrics | None:
+        """One optimizer step; the metrics if this step is logged."""
+        plan = self.plan
+        factor, slowest, median = self.clock_factor()
+        jitter = 1.0 + 0.004 * self.rng.gauss(0, 1)
+        straggle = 1.0
+        if self.rng.random() < 1 / 3000:
+            straggle = self.rng.uniform(1.2, 1.5)
+            self.incident(
+                "slow_rank",
+                rank=self.rng.randrange(plan.gpus),
+                host=self.world.hostnames[self.rng.randrange(plan.nodes)],
+                slowdown=100 * (straggle - 1),
+                reason="data loader stall",
+            )
+        tokens_per_s = plan.base_tokens_per_s * factor * jitter / straggle
+        step_time = plan.tokens_per_step / tokens_per_s
+        self.wait(step_time)
+        self.step += 1
+        self.steps_done += 1
+        self.step_times.append(step_time)
+        if len(self.step_times) > 50:
+            self.step_times.pop(0)
+        loss, grad_norm, skipped = self.sample_loss()
+        self.check_clocks(slowest, median)
+        if not self.should_log():
+            return None
+        epoch_fraction = self.step / plan.steps_per_epoch
+        mean_step = sum(self.step_times) / len(self.step_times)
+        tflops = ar.tflops_per_gpu(tokens_per_s, plan.active_params, plan.gpus)
+        extra = self.dpo_metrics() if plan.task == "dpo" else {}
+        return StepMetrics(
+            step=self.step,
+            total_steps=plan.total_steps,
+            epoch=min(plan.epochs - 1, int(epoch_fraction)),
+            epochs=plan.epochs,
+            epoch_fraction=epoch_fraction,
+            tokens_seen=self.step * plan.tokens_per_step,
+            samples_seen=self.step * plan.global_batch,
+            loss=loss,
+            ppl=perplexity(loss),
+            lr=self.lr(),
+            grad_norm=grad_norm,
+            tokens_per_s=tokens_per_s,
+            samples_per_s=tokens_per_s / plan.tokens_per_step * plan.global_batch,
+            step_time_s=step_time,
+            elapsed_s=self.clock.elapsed(),
+            eta_s=(plan.total_steps - self.step) * mean_step,
+            tflops_per_gpu=tflops,
+            mfu=tflops / plan.gpu.bf16_dense_tflops,
+            gpus=plan.gpus,
+            global_batch=plan.global_batch,
+            global_batch_tokens=plan.tokens_per_step,
+            params=plan.active_params,
+            loss_scale=self.loss_scale,
+            skipped_steps=self.skipped if skipped or self.loss_scale is not None else 0,
+            time=self.clock.now(),
+            memory_gib=plan.memory_mib / 1024,
+            extra=extra,
+        )
+
+    def should_log(self) -> bool:
+        last = self.step == self.plan.total_steps or (
+            self.options.exit_after_steps is not None
+            and self.steps_done >= self.options.exit_after_steps
+        )
+        return last or self.step % self.plan.log_interval == 0
+
+    def lr(self) -> float:
+        plan = self.plan
+        return ar.learning_rate(
+            self.step, plan.total_steps, plan.warmup_steps, plan.peak_lr, plan.schedule
+        )
+
+    def expected_loss(self, step: int) -> float:
+        plan = self.plan
+        arch = plan.model.arch
+        progress = step / plan.total_steps
+        epoch = step / plan.steps_per_epoch
+        if plan.task == "pretrain":
+            capacity = math.sqrt(arch.params * arch.active_params)
+            tokens = ar.effective_tokens(step, plan.warmup_steps, plan.tokens_per_step)
+            return ar.pretrain_loss(capacity, tokens, arch.vocab)
+        if plan.task == "dpo":
+            return 0.6931 - (0.6931 - 0.41) * (1 - math.exp(-progress * 5))
+        start = 1.55 - 0.05 * math.log10(arch.params / 1e9)
+        final = 0.92 - 0.08 * math.log10(arch.params / 1e9)
+        if plan.task == "lora":
+            start, final = 1.02, 0.58
+        return ar.finetune_loss(start, final, progress, epoch)
+
+    def sample_loss(self) -> tuple[float, float, bool]:
+        """This step's loss and gradient norm: the expected curve, noise, spikes."""
+        rng = self.rng
+        expected = self.expected_loss(self.step)
+        # Batch-to-batch noise shrinks with the batch; fine-tuning data is more
+        # varied than web text, so its loss wanders more.
+        base = 0.005 if self.plan.task == "pretrain" else 0.02
+        noise = base * math.sqrt(1e6 / self.plan.tokens_per_step)
+        self.loss_noise = 0.9 * self.loss_noise + 0.1 * rng.gauss(0, 3 * noise)
+        skipped = False
+        if self.loss_scale is not None:
+            self.clean_steps += 1
+            if rng.random() < (0.02 if self.step < 200 else 0.002):
+                old = self.loss_scale
+                self.loss_scale = max(1.0, self.loss_scale / 2)
+                self.skipped += 1
+                self.clean_steps = 0
+                skipped = True
+                self.incident("overflow", old=old, new=self.loss_scale)
+            elif self.clean_steps >= 1000:
+                self.loss_scale *= 2
+                self.clean_steps = 0
+        grad_norm = self.expected_grad_norm() * math.exp(rng.gauss(0, 0.12))
+        if self.plan.task == "pretrain" and self.step > 300 and rng.random() < 1 / 1500:
+            self.spike = expected * rng.uniform(0.08, 0.35)
+            grad_norm *= rng.uniform(8, 40)
+            self.spike_active = True
+            self.incident(
+                "loss_spike", loss=expected + self.spike, expected=expected, grad_norm=grad_norm
+            )
+        else:
+            self.spike *= 0.9
+        loss = expected * (1 + self.loss_noise + rng.gauss(0, noise)) + self.spike
+        if self.spike_active and self.spike < 0.02 * expected:
+            self.spike_active = False
+            self.incident("recovered", loss=loss)
+        if skipped and self.last_loss:
+            loss = self.last_loss
+        self.last_loss = loss
+        return loss, grad_norm, skipped
+
+    def expected_grad_norm(self) -> float:
+        plan = self.plan
+        if plan.task == "pretrain":
+            return 0.22 + 9.0 * math.exp(-self.step / 120) + 0.15 * self.lr() / plan.peak_lr
+        if plan.task == "dpo":
+            return 12.0 + 20.0 * math.exp(-self.step / 40)
+        return 0.45 + 1.2 * math.exp(-self.step / 80)
+
+    def dpo_metrics(self) -> dict[str, float]:
+        progress = self.step / self.plan.total_steps
+        rng = self.rng
+        margin = 2.6 * (1 - math.exp(-progress * 4)) + rng.gauss(0, 0.08)
+        chosen = 0.35 * margin - 0.6 * progress + rng.gauss(0, 0.05)
+        return {
+            "rewards/chosen": chosen,
+            "rewards/rejected": chosen - margin,
+            "rewards/accuracies": min(
+                0.97, 0.5 + 0.32 * (1 - math.exp(-progress * 5)) + rng.gauss(0, 0.01)
+            ),
+            "rewards/margins": margin,
+        }
+
+    def check_clocks(self, slowest: int, median: int) -> None:
+        clocks = self.world.clocks()
+        settling = time.monotonic() - self.training_since < CLOCK_SETTLE_S
+        if not clocks or settling or self.step - self.slow_warned_at < 200:
+            return
+        if clocks[slowest] < STRAGGLER_CLOCK * median:
+            self.slow_warned_at = self.step
+            node = slowest // self.plan.gpus_per_node
+            self.incident(
+                "slow_rank",
+                rank=slowest,
+                host=self.world.hostnames[node],
+                slowdown=100 * (1 - clocks[slowest] / median),
+                reason=f"GPU SM clock {clocks[slowest]} MHz vs median {median} MHz",
+            )
+
+    def incident(self, kind: str, **details: object) -> None:
+        self.style.incident(Incident(kind, self.step, self.clock.now(), dict(details)))
+
+    def log(self, m: StepMetrics) -> None:
+        style = self.style
+        style.step(m)
+        self.metrics.step(m)
+        self.logged += 1
+        if style.uses_live_bar and style.term.tty:
+            style.progress(m)
+        elif self.logged % 20 == 0:
+            style.progress_line(m)
+        if self.logged % 25 == 0:
+            self.collective(m)
+        if self.logged % 100 == 0:
+            style.gpu_grid(self.world.cells(), m)
+
+    def collective(self, m: StepMetrics) -> None:
+        plan = self.plan
+        par = plan.par
+        dp = par.dp
+        if dp < 2:
+            return
+        size_bytes = int(ar.BF16 * plan.trainable / (par.tp * par.pp))
+        intra = dp <= plan.gpus_per_node
+        if intra and plan.gpu.nvlink_topology == "all":
+            transport, busbw = "NVLink", 370.0 if plan.gpu.nvlink_count >= 18 else 235.0
+        elif intra:
+            transport, busbw = "PCIe", 21.0
+        else:
+            transport, busbw = "InfiniBand", 46.0 if plan.gpu.architecture == "Hopper" else 23.0
+        busbw *= math.exp(self.rng.gauss(0, 0.04))
+        op = "AllReduce" if par.zero_stage < 2 else "ReduceScatter"
+        factor = 2 * (dp - 1) / dp if op == "AllReduce" else (dp - 1) / dp
+        algbw = busbw / factor
+        time_ms = size_bytes / (algbw * 1e9) * 1000
+        self.style.collective(
+            CollectiveTiming(
+                self.step,
+                op,
+                size_bytes,
+                dp,
+                time_ms,
+                algbw,
+                busbw,
+                transport,
+                m.time,
+            )
+        )
+
+    # ----------------------------------------------------------------- eval
+    def evaluate(self) -> None:
+        plan, style = self.plan, self.style
+        style.term.clear_status()
+        self.world.phase("eval")
+        started = self.clock.now()
+        style.eval_start(started, self.step, plan.eval_batches)
+        batch_s = 0.12 * self.expected_step_time()
+        for k in range(1, plan.eval_batches + 1):
+            self.wait(batch_s)
+            if k % max(1, plan.eval_batches // 20) == 0 or k == plan.eval_batches:
+                style.eval_progress(self.clock.now(), k, plan.eval_batches)
+        gap = 0.03 if plan.task == "pretrain" else 0.04 + 0.03 * (self.step / plan.steps_per_epoch)
+        loss = self.expected_loss(self.step) + gap + self.rng.gauss(0, 0.004)
+        extra = {}
+        if plan.task == "dpo":
+            extra = {f"eval_{k}": v for k, v in self.dpo_metrics().items()}
+        result = EvalResult(
+            step=self.step,
+            loss=loss,
+            ppl=perplexity(loss),
+            samples=plan.eval_batches * plan.global_batch,
+            runtime_s=self.clock.now() - started,
+            time=self.clock.now(),
+            extra=extra,
+        )
+        self.last_eval = loss
+        style.eval_done(result)
+        self.metrics.eval(result)
+
+    # ----------------------------------------------------------- checkpoint
+    def checkpoint_name(self, step: int) -> str:
+        return self.style.checkpoint_dir(step)
+
+    def checkpoint(self, reason: str = "periodic") -> CheckpointInfo:
+        plan, world, style = self.plan, self.world, self.style
+        style.term.clear_status()
+        if plan.par.sharded_checkpoint:
+            world.phase("checkpoint")
+        else:
+            world.phase("barrier")  # the others wait in a collective while rank 0 writes
+            world.phase("checkpoint", ranks=[0])
+        path = f"{plan.save_dir}/{self.checkpoint_name(self.step)}"
+        started = self.clock.now()
+        style.checkpoint_start(started, self.step, path, reason)
+        total = plan.checkpoint_bytes
+        writers = plan.nodes if plan.par.sharded_checkpoint else 1
+        seconds = total / (WRITE_GBPS_PER_NODE * 1e9 * writers) * self.rng.uniform(0.9, 1.15)
+        seconds = max(2.0, seconds)
+        self.wait(seconds, check=reason != "interrupt")
+        info = CheckpointInfo(
+            step=self.step,
+            path=path,
+            files=tuple(style.checkpoint_files(self.step, total)),
+            bytes=total,
+            seconds=seconds,
+            time=self.clock.now(),
+            reason=reason,
+        )
+        style.checkpoint_done(info)
+        self.metrics.checkpoint(info)
+        self.checkpoints.append(info)
+        self.last_checkpoint = self.step
+        return info
+
+    # -------------------------------------------------------------- failure
+    def recover(self, dead: list[int]) -> None:
+        """A worker died: the collectives hang, the watchdog fires, torchrun restarts."""
+        plan, world, style = self.plan, self.world, self.style
+        style.term.clear_status()
+        alive = [r for r in world.pids if r not in dead]
+        world.phase("barrier", ranks=alive)  # stuck in NCCL: 100 % utilization, low power
+        self.wait(min(4.0 * self.options.speed, 60.0), check=False)
+        self.clock.jump(WATCHDOG_TIMEOUT_S)
+        style.rank_failure(self.failure_lines(dead))
+        world.take_down()
+        self.restarts += 1
+        if self.restarts > MAX_RESTARTS:
+            raise RuntimeError(f"worker group failed {self.restarts} times; giving up")
+        self.wait(3.0, check=False)
+        resume_from = self.last_checkpoint or plan.start_step
+        style.rank_failure(self.restart_lines(resume_from))
+        world.spawn()
+        world.attach(self.memory_plan())
+        self.wait(2.0)
+        world.phase("load")
+        self.load(
+            "checkpoint",
+            max(1, math.ceil(2 * plan.params / 5e9)),
+            "shards",
+            6.0 + plan.checkpoint_bytes / (WRITE_GBPS_PER_NODE * 4e9 * plan.nodes),
+        )
+        self.step = resume_from
+        self.spike = 0.0
+        style.say(
+            self.clock.now(),
+            "resume",
+            f"restarted worker group ({self.restarts}/{MAX_RESTARTS}); resuming from "
+            f"step {resume_from:,}",
+        )
+
+    def failure_lines(self, dead: list[int]) -> list[str]:
+        """What PyTorch prints when a rank dies mid-collective (NCCL watchdog, torchrun)."""
+        now = self.clock.now()
+        tag = time.strftime("%m%d %H:%M:%S", time.localtime(now))
+        seq = 41000 + self.step * 7
+        lines = []
+        survivors = [r for r in range(self.plan.gpus) if r not in dead][:3]
+        for rank in survivors:
+            lines.append(
+                f"[rank{rank}]:[E{tag}.{rank:06d}321 ProcessGroupNCCL.cpp:685] [Rank {rank}] "
+                f"Watchdog caught collective operation timeout: WorkNCCL(SeqNum={seq}, "
+                f"OpType=ALLREDUCE, NumelIn=262144000, NumelOut=262144000, Timeout(ms)=600000) "
+                f"ran for {int(WATCHDOG_TIMEOUT_S * 1000) + 13} milliseconds before timing out."
+            )
+        pid = os.getpid()
+        binary = self.plan.process_name
+        if not binary.startswith("/"):
+            binary = "/usr/bin/python3"
+        for rank in dead:
+            child_pid = self.world.pids.get(rank, 0)
+            lines.append(
+                f"E{tag}.512000 {pid} torch/distributed/elastic/multiprocessing/api.py:882] "
+                f"failed (exitcode: -9) local_rank: {rank} (pid: {child_pid}) of binary: "
+                f"{binary}"
+            )
+        lines.append(
+            f"I{tag}.514000 {pid} torch/distributed/elastic/agent/server/api.py:719] "
+            f"[default] Worker group FAILED. {MAX_RESTARTS - self.restarts}/{MAX_RESTARTS} "
+            "attempts left; will restart worker group"
+        )
+        return lines
+
+    def restart_lines(self, step: int) -> list[str]:
+        now = self.clock.now()
+        tag = time.strftime("%m%d %H:%M:%S", time.localtime(now))
+        pid = os.getpid()
+        return [
+            f"I{tag}.201000 {pid} torch/distributed/elastic/agent/server/api.py:525] "
+            "[default] Stopping worker group",
+            f"I{tag}.733000 {pid} torch/distributed/elastic/agent/server/api.py:680] "
+            f"[default] Rendezvous complete for workers. Result: restart_count="
+            f"{self.restarts}, master_addr={self.world.hostnames[0]}, master_port=29500, "
+            f"group_rank=0, group_world_size={self.plan.nodes}",
+            f"loading checkpoint from {self.plan.save_dir}/{self.checkpoint_name(step)} "
+            f"(step {step:,})"
+            if step
+            else "no checkpoint yet: starting again from step 0",
+        ]
+
+    # ------------------------------------------------------------------ end
+    def finish(self, interrupted: bool) -> None:
+        plan, style, world = self.plan, self.style, self.world
+        style.term.clear_status()
+        self.finishing = True
+        if not interrupted:
+            if self.steps_done and self.last_checkpoint != self.step:
+                self.checkpoint(reason="final")
+            world.phase("free")
+            self.export()
+            world.phase("eval")
+            self.wait(6.0, check=False)
+            style.benchmarks(self.benchmarks())
+        world.phase("free")
+        style.summary(
+            Summary(
+                steps=self.step,
+                tokens=self.step * plan.tokens_per_step,
+                wall_s=self.clock.elapsed(),
+                final_loss=self.last_loss,
+                final_eval_loss=self.last_eval,
+                checkpoint_dir=plan.save_dir,
+                exports=tuple(self.exports),
+                interrupted=interrupted,
+                time=self.clock.now(),
+            )
+        )
+
+    def export(self) -> None:
+        plan, style = self.plan, self.style
+        name = plan.model.name
+        root = f"{plan.save_dir}/export"
+        exported = plan.trainable if plan.lora else plan.params
+        shards = max(1, math.ceil(2 * exported / 5e9))
+        safetensors = [
+            (
+                f"model-{i:05d}-of-{shards:05d}.safetensors" if shards > 1 else "model.safetensors",
+                int(2 * exported / shards),
+            )
+            for i in range(1, shards + 1)
+        ]
+        if plan.lora:
+            safetensors = [
+                ("adapter_model.safetensors", int(2 * plan.trainable)),
+                ("adapter_config.json", 812),
+            ]
+        else:
+            safetensors += [
+                ("model.safetensors.index.json", 23950 + 60 * plan.model.arch.layers),
+                ("config.json", 1142),
+                ("generation_config.json", 184),
+                ("tokenizer.json", 17209920),
+            ]
+        artifacts = [
+            ExportArtifact(
+                "safetensors",
+                "adapter" if plan.lora else "bf16",
+                f"{root}/hf",
+                tuple(safetensors),
+                2 * exported / 1.2e9,
+            )
+        ]
+        for quant, bits in (("F16", 16.0), ("Q8_0", 8.5), ("Q4_K_M", 4.85)):
+            if plan.lora and quant == "F16":
+                continue
+            nbytes = int(plan.params * bits / 8)
+            artifacts.append(
+                ExportArtifact(
+                    "gguf",
+                    quant,
+                    f"{root}/gguf",
+                    ((f"{name}-{quant}.gguf", nbytes),),
+                    nbytes / 0.9e9,
+                )
+            )
+        if self.options.quantize:
+            bits = {"int8": 8.3, "int4": 4.15, "gptq": 4.15}[self.options.quantize]
+            nbytes = int(plan.params * bits / 8)
+            label = {
+                "int8": "INT8 (bitsandbytes LLM.int8)",
+                "int4": "INT4 (NF4)",
+                "gptq": "GPTQ 4-bit, group size 128",
+            }[self.options.quantize]
+            artifacts.append(
+                ExportArtifact(
+                    self.options.quantize,
+                    label,
+                    f"{root}/quantized",
+                    (("model.safetensors", nbytes), ("quantize_config.json", 311)),
+                    nbytes / 0.15e9,
+                )
+            )
+        for artifact in artifacts:
+            artifact = replace(artifact, seconds=min(artifact.seconds, EXPORT_MAX_S))
+            self.wait(artifact.seconds, check=False)
+            style.export(self.clock.now(), artifact)
+            self.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
+
+    def benchmarks(self) -> list[BenchmarkRow]:
+        plan = self.plan
+        params = (
+            plan.params
+            if not plan.model.arch.is_moe
+            else math.sqrt(plan.params * plan.active_params)
+        )
+        trained = 1.0
+        if plan.task == "pretrain":
+            tokens = self.step * plan.tokens_per_step
+            trained = 1 - math.exp(-tokens / (8 * plan.params))  # ~0.9 at 20 tokens/param
+        counts = {"hellaswag": 10042, "arc_easy": 2376, "mmlu": 14042, "gsm8k": 1319}
+        chance = {"hellaswag": 0.25, "arc_easy": 0.25, "mmlu": 0.25, "gsm8k": 0.0}
+        rows = []
+        for task in ar.BENCHMARK_TASKS:
+            best = ar.benchmark_score(task, params, plan.model.arch.reasoning)
+            value = chance[task] + (best - chance[task]) * trained
+            value = min(0.99, max(0.0, value + self.rng.gauss(0, 0.006)))
+            metric, shots = ar.benchmark_info(task)
+            stderr = math.sqrt(max(value * (1 - value), 1e-6) / counts[task])
+            rows.append(
+                BenchmarkRow(task, 1 if task != "gsm8k" else 3, metric, shots, value, stderr)
+            )
+        return rows
+
+
+def log_interval(wall_per_step: float) -> int:
+    """Steps per log line: every step, unless steps fly by faster than a reader
+    can follow (high --speed-factor); then a round interval, as a config sets."""
+    for every in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000):
+        if every * wall_per_step >= LINE_EVERY_WALL_S:
+            return every
+    return 10000

@@ -1,0 +1,126 @@
+"""What happens in a run, as plain records: the engine emits them, styles print them.
+
+The engine never formats text and a style never computes a number: every
+figure a style shows comes from one of these records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    step: int
+    total_steps: int
+    epoch: int  # zero-based
+    epochs: int
+    epoch_fraction: float  # fractional epochs done, as HF Trainer counts
+    tokens_seen: int
+    samples_seen: int
+    loss: float
+    ppl: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    samples_per_s: float
+    step_time_s: float
+    elapsed_s: float
+    eta_s: float
+    tflops_per_gpu: float
+    mfu: float
+    gpus: int
+    global_batch: int
+    global_batch_tokens: int
+    params: int
+    loss_scale: float | None  # FP16 runs only
+    skipped_steps: int
+    time: float  # unix time in the run's own (possibly accelerated) clock
+    memory_gib: float  # what this rank holds (torch.cuda.max_memory_reserved)
+    extra: dict[str, float] = field(default_factory=dict)  # DPO rewards and the like
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    step: int
+    loss: float
+    ppl: float
+    samples: int
+    runtime_s: float
+    time: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    step: int
+    path: str
+    files: tuple[tuple[str, int], ...]  # (file name, bytes)
+    bytes: int
+    seconds: float
+    time: float
+    reason: str = "periodic"  # "periodic", "final", "interrupt"
+
+
+@dataclass(frozen=True)
+class CollectiveTiming:
+    step: int
+    op: str
+    size_bytes: int
+    ranks: int
+    time_ms: float
+    algbw_gbps: float
+    busbw_gbps: float
+    transport: str  # "NVLink" or "InfiniBand"
+    time: float
+
+
+@dataclass(frozen=True)
+class GpuCell:
+    node: str
+    index: int
+    util: int
+    temp: int
+    power_w: float
+    memory_used_mib: int
+    memory_total_mib: int
+
+
+@dataclass(frozen=True)
+class Incident:
+    kind: str  # "loss_spike", "overflow", "slow_rank", "rank_failure", "restart", "recovered"
+    step: int
+    time: float
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportArtifact:
+    format: str  # "safetensors", "gguf", "gptq"...
+    detail: str  # "bf16", "Q4_K_M"...
+    path: str
+    files: tuple[tuple[str, int], ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    task: str
+    version: int
+    metric: str
+    shots: int
+    value: float
+    stderr: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    steps: int
+    tokens: int
+    wall_s: float
+    final_loss: float
+    final_eval_loss: float | None
+    checkpoint_dir: str
+    exports: tuple[str, ...]
+    interrupted: bool
+    time: float

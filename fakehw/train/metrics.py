@@ -1,0 +1,87 @@
+"""``--metrics-jsonl PATH``: one JSON object per logged step, eval and checkpoint.
+
+Schema (DESIGN.md): steps carry ``step, epoch, tokens_seen, loss, ppl, lr,
+grad_norm, tokens_per_s, samples_per_s, step_time_s, elapsed_s, eta_s,
+tflops_per_gpu, mfu, gpus, global_batch_tokens, params`` (``params``: active
+per token); ``{"event": "eval", ...}`` and ``{"event": "checkpoint", "path",
+"bytes", ...}`` mark the other events. Lines are flushed as they are written,
+so a reader can follow the file live.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from fakehw.train.events import CheckpointInfo, EvalResult, StepMetrics
+
+
+class MetricsWriter:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._file: TextIO | None = open(path, "w") if path else None  # noqa: SIM115
+
+    def _write(self, record: dict[str, object]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def step(self, m: StepMetrics) -> None:
+        record: dict[str, object] = {
+            "step": m.step,
+            "epoch": round(m.epoch_fraction, 6),
+            "tokens_seen": m.tokens_seen,
+            "loss": m.loss,
+            "ppl": m.ppl,
+            "lr": m.lr,
+            "grad_norm": m.grad_norm,
+            "tokens_per_s": m.tokens_per_s,
+            "samples_per_s": m.samples_per_s,
+            "step_time_s": m.step_time_s,
+            "elapsed_s": m.elapsed_s,
+            "eta_s": m.eta_s,
+            "tflops_per_gpu": m.tflops_per_gpu,
+            "mfu": m.mfu,
+            "gpus": m.gpus,
+            "global_batch_tokens": m.global_batch_tokens,
+            "params": m.params,
+            "time": m.time,
+        }
+        if m.loss_scale is not None:
+            record["loss_scale"] = m.loss_scale
+            record["skipped_steps"] = m.skipped_steps
+        record.update(m.extra)
+        self._write(record)
+
+    def eval(self, r: EvalResult) -> None:
+        self._write(
+            {
+                "event": "eval",
+                "step": r.step,
+                "loss": r.loss,
+                "ppl": r.ppl,
+                "samples": r.samples,
+                "runtime_s": r.runtime_s,
+                "time": r.time,
+                **r.extra,
+            }
+        )
+
+    def checkpoint(self, c: CheckpointInfo) -> None:
+        self._write(
+            {
+                "event": "checkpoint",
+                "step": c.step,
+                "path": c.path,
+                "bytes": c.bytes,
+                "files": len(c.files),
+                "seconds": c.seconds,
+                "reason": c.reason,
+                "time": c.time,
+            }
+        )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

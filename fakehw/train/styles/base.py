@@ -1,0 +1,584 @@
+"""The log style interface, the pieces styles share, and fake-train's own look.
+
+A style receives events (``fakehw.train.events``) and prints them; it never
+computes a figure. ``Style`` itself is the default style; framework styles
+(Megatron-LM, Hugging Face Trainer, DeepSpeed) subclass it and replace what
+their real logs print differently, keeping the shared pieces: the NCCL init
+lines (NCCL's own format, ``tests/real/h200x2/load/train.log``), torchrun's
+warnings, the GPU grid, progress bars and time formats.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from fakehw.train import arithmetic as ar
+from fakehw.train.events import (
+    BenchmarkRow,
+    CheckpointInfo,
+    CollectiveTiming,
+    EvalResult,
+    ExportArtifact,
+    GpuCell,
+    Incident,
+    StepMetrics,
+    Summary,
+)
+from fakehw.train.plan import RunPlan
+from fakehw.train.terminal import Terminal
+
+NCCL_VERSION = "2.28.9+cuda13.0"
+BAR_CELLS = " ▏▎▍▌▋▊▉█"
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """Who runs where: what the launcher and NCCL print at start-up."""
+
+    hostnames: tuple[str, ...]
+    master_addr: str
+    master_port: int
+    launcher_pid: int
+    local_pids: tuple[int, ...]  # the real child processes, one per local GPU
+    node_rank: int
+    ip: str
+    script: str
+    time: float
+
+
+# ---------------------------------------------------------------- formats
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def duration(seconds: float) -> str:
+    """``1:02:03``, or ``3d 04:05:06`` beyond a day."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{days}d {hours:02d}:{minutes:02d}:{secs:02d}" if days else text
+
+
+def si(value: float, digits: int = 1) -> str:
+    """``549.2k``, ``1.26B``, ``300.0T``."""
+    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.{digits}f}{suffix}"
+    return f"{value:.{digits}f}"
+
+
+def size(num_bytes: float) -> str:
+    for limit, suffix in ((1024**4, "TiB"), (1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if num_bytes >= limit:
+            return f"{num_bytes / limit:.1f} {suffix}"
+    return f"{int(num_bytes)} B"
+
+
+def bar(fraction: float, width: int) -> str:
+    """A smooth progress bar of ``width`` cells (eighths of a cell)."""
+    fraction = min(1.0, max(0.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    text = "█" * full + (BAR_CELLS[part] if part else "")
+    return text.ljust(width)
+
+
+# -------------------------------------------------------- shared pieces
+def torchrun_warning(launch: LaunchInfo) -> list[str]:
+    """What torchrun prints first on every node (the real H200 log's opening lines)."""
+    head = (
+        f"W{time.strftime('%m%d %H:%M:%S', time.localtime(launch.time))}.344000 "
+        f"{launch.launcher_pid} torch/distributed/run.py:851] "
+    )
+    return [
+        head,
+        head + "*****************************************",
+        head + "Setting OMP_NUM_THREADS environment variable for each process to be 1 in "
+        "default, to avoid your system being overloaded, please further tune the variable "
+        "for optimal performance in your application as needed. ",
+        head + "*****************************************",
+    ]
+
+
+def nccl_init_lines(plan: RunPlan, launch: LaunchInfo, ranks_shown: int = 2) -> list[str]:
+    """NCCL's INFO lines during communicator set-up, for the first local ranks."""
+    host = launch.hostnames[launch.node_rank]
+    nranks, nnodes = plan.gpus, plan.nodes
+    channels = 24 if plan.gpu.nvlink_count else 4
+    comm_id = f"0x{abs(hash((plan.seed, plan.run_name))) % (1 << 64):016x}"
+    lines = []
+    shown = launch.local_pids[:ranks_shown]
+    for local, pid in enumerate(shown):
+        p = f"{host}:{pid}:{pid} [{local}] NCCL INFO "
+        rank = launch.node_rank * plan.gpus_per_node + local
+        lines += [
+            p + "ENV/Plugin: Could not find: libnccl-env.so",
+            p + f"Bootstrap: Using eth0:{launch.ip}<0>",
+            p + "cudaDriverVersion 13000",
+            p + f"NCCL version {NCCL_VERSION}",
+            p + "Comm config Blocking set to 1",
+        ]
+        if nnodes > 1:
+            lines += [
+                p + "NET/Plugin: Loaded net plugin NCCL RDMA Plugin v10 (v10)",
+                p + "NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
+                "[3]mlx5_3:1/IB [4]mlx5_4:1/IB [5]mlx5_5:1/IB [6]mlx5_6:1/IB [7]mlx5_7:1/IB "
+                f"[RO]; OOB eth0:{launch.ip}<0>",
+                p + "Initialized NET plugin IB",
+                p + "Assigned NET plugin IB to comm",
+                p + "Using network IB",
+            ]
+        else:
+            lines += [
+                p + "NET/IB : No device found.",
+                p + f"NET/Socket : Using [0]eth0:{launch.ip}<0>",
+                p + "Initialized NET plugin Socket",
+                p + "Using network Socket",
+            ]
+        bus = f"{0x18 + 0x12 * local:x}000"
+        lines.append(
+            p + f"ncclCommInitRankConfig comm 0x{0x3508FA60 + 0x1F00000 * local:x} rank {rank} "
+            f"nranks {nranks} cudaDev {local} nvmlDev {local} busId {bus} commId {comm_id} "
+            "- Init START"
+        )
+    if shown:
+        p = f"{host}:{shown[0]}:{shown[0]} [0] NCCL INFO "
+        lines += [
+            p + f"comm 0x3508fa60 rank 0 nRanks {nranks} nNodes {nnodes} localRanks "
+            f"{plan.gpus_per_node} localRank 0 MNNVL 0",
+            *(
+                p + f"Channel {c:02d}/{channels} : " + " ".join(str(r) for r in _ring(plan, c))
+                for c in range(min(channels, 4))
+            ),
+            p + "P2P Chunksize set to 524288",
+            p + "Check P2P Type isAllDirectP2p 1 directMode 0 isAllCudaP2p 1",
+            p + f"{channels} coll channels, {channels} collnet channels, 0 nvls channels, "
+            "32 p2p channels, 32 p2p channels per peer",
+            p + f"ncclCommInitRankConfig comm 0x3508fa60 rank 0 nranks {nranks} cudaDev 0 "
+            f"nvmlDev 0 busId 18000 commId {comm_id} - Init COMPLETE",
+            p + f"Init timings - ncclCommInitRankConfig: rank 0 nranks {nranks} total "
+            f"{0.35 + 0.02 * nnodes:.2f} (kernels 0.29, alloc 0.01, bootstrap "
+            f"{0.01 * nnodes:.2f}, allgathers 0.00, topo 0.03, graphs 0.00, connections "
+            "0.01, rest 0.00)",
+            p + "Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM"
+            if plan.gpu.nvlink_count
+            else p + "Channel 00/0 : 0[0] -> 1[1] via SHM/direct",
+        ]
+    return lines
+
+
+def _ring(plan: RunPlan, channel: int) -> list[int]:
+    order = list(range(min(plan.gpus, 16)))
+    shift = channel % max(1, len(order))
+    return order[shift:] + order[:shift]
+
+
+def grid_lines(
+    term: Terminal, cells: list[GpuCell], title: str, color_by_load: bool = True
+) -> list[str]:
+    """Every GPU of the job, grouped by node, as many per line as the width allows."""
+    lines = [term.paint(title, "bold")]
+    by_node: dict[str, list[GpuCell]] = {}
+    for cell in cells:
+        by_node.setdefault(cell.node, []).append(cell)
+    label_width = max((len(n) for n in by_node), default=0) + 2
+    # A line is "  " + label + cells (each ending in two spaces, stripped at the end).
+    cell_width = max((len(_cell(term, c, False)) for c in cells), default=1)
+    per_line = max(1, (term.width - label_width + 2) // cell_width)
+    for node, members in by_node.items():
+        for start in range(0, len(members), per_line):
+            chunk = members[start : start + per_line]
+            label = node if start == 0 else ""
+            text = "".join(_cell(term, c, color_by_load) for c in chunk)
+            lines.append(f"  {label:<{label_width - 2}}{text}".rstrip())
+    return lines
+
+
+def _cell(term: Terminal, c: GpuCell, color: bool) -> str:
+    used = c.memory_used_mib / 1024
+    total = c.memory_total_mib / 1024
+    pct = 100 * c.memory_used_mib / c.memory_total_mib if c.memory_total_mib else 0
+    util = f"{c.util:>3}%"
+    temp = f"{c.temp:>2}C"
+    if color:
+        util = term.paint(util, "green" if c.util >= 90 else "yellow" if c.util > 10 else "gray")
+        temp = term.paint(temp, "red" if c.temp >= 80 else "yellow" if c.temp >= 70 else "cyan")
+    text = f"{c.index:>2} {util} {temp} {c.power_w:>3.0f}W {used:>4.1f}/{total:.0f}G {pct:>3.0f}%"
+    return text + "  "
+
+
+# -------------------------------------------------------------- the style
+class Style:
+    """fake-train's own style: one rich line per step, genact-plain in spirit."""
+
+    name = "default"
+    description = "fake-train's own look: rich step lines, live epoch bar, GPU grid"
+    uses_live_bar = True
+
+    def __init__(self, term: Terminal, plan: RunPlan) -> None:
+        self.term = term
+        self.plan = plan
+
+    # ------------------------------------------------------------- helpers
+    def _tag(self, t: float, what: str) -> str:
+        return (
+            self.term.paint(f"[{clock(t)}]", "gray") + " " + self.term.paint(f"{what:<10}", "cyan")
+        )
+
+    def say(self, t: float, what: str, text: str) -> None:
+        self.term.line(f"{self._tag(t, what)} {text}")
+
+    # ------------------------------------------------------------ start-up
+    def launcher(self, launch: LaunchInfo) -> None:
+        plan = self.plan
+        self.term.lines(torchrun_warning(launch))
+        self.say(
+            launch.time,
+            "launch",
+            f"torchrun --nnodes={plan.nodes} --nproc-per-node={plan.gpus_per_node} "
+            f"--rdzv-backend=c10d --rdzv-endpoint={launch.master_addr}:{launch.master_port} "
+            f"{launch.script}",
+        )
+
+    def header(self, t: float) -> None:
+        plan = self.plan
+        title = (
+            f"fake-train · {plan.task} · {plan.model.name} ({plan.model.size_label} params) on "
+            f"{plan.gpus} x {plan.gpu.name} ({plan.nodes} node{'s' if plan.nodes > 1 else ''})"
+            f" · seed {plan.seed}"
+        )
+        self.term.line(self.term.paint(title, "bold"))
+
+    def nccl_init(self, lines: list[str]) -> None:
+        self.term.lines(lines)
+
+    def model_info(self, t: float) -> None:
+        plan, arch = self.plan, self.plan.model.arch
+        kv = f" ({arch.kv_heads} KV)" if arch.kv_heads != arch.heads else ""
+        moe = ""
+        if arch.is_moe:
+            moe = f" · {arch.experts} experts, top-{arch.top_k}"
+            if arch.shared_experts:
+                moe += f" + {arch.shared_experts} shared"
+            moe += f" · {arch.active_params:,} active per token"
+        self.say(
+            t,
+            "model",
+            f"{plan.model.name}: {arch.layers} layers · hidden {arch.hidden} · {arch.heads} "
+            f"heads{kv} · FFN {arch.ffn} · vocab {arch.vocab}{moe} → "
+            + self.term.paint(f"{arch.params:,} parameters", "bold"),
+        )
+        if plan.lora:
+            share = 100 * plan.trainable / arch.params
+            self.say(
+                t,
+                "lora",
+                f"rank {plan.lora.rank} · alpha {plan.lora.alpha} · dropout "
+                f"{plan.lora.dropout} · targets {','.join(plan.lora.targets)} → "
+                f"trainable {plan.trainable:,} of {arch.params:,} ({share:.3f}%)",
+            )
+
+    def loading(self, t: float, what: str, done: int, total: int, unit: str) -> None:
+        fraction = done / total if total else 1.0
+        text = f"{what:<10} ▕{bar(fraction, 24)}▏ {100 * fraction:5.1f}%  {done:,}/{total:,} {unit}"
+        if done >= total:
+            self.term.clear_status()
+        else:
+            self.term.status(self.term.paint(f"[{clock(t)}] ", "gray") + text)
+
+    def loaded(self, t: float, what: str, detail: str) -> None:
+        self.say(t, what, detail)
+
+    def gpu_check(self, t: float, cells: list[GpuCell]) -> None:
+        plan = self.plan
+        link = f"NVLink NV{plan.gpu.nvlink_count}" if plan.gpu.nvlink_topology == "all" else "PCIe"
+        net = " · InfiniBand 8x400G per node" if plan.nodes > 1 else ""
+        healthy = sum(1 for c in cells if c.memory_total_mib)
+        self.say(
+            t,
+            "gpus",
+            self.term.paint(f"{healthy}/{plan.gpus} healthy", "green")
+            + f": {plan.gpu.name} · {plan.gpu.memory_total_mib} MiB · {link}{net}",
+        )
+        self.term.lines(grid_lines(self.term, cells, "  GPU check (util temp power memory)"))
+
+    def parallelism(self, t: float) -> None:
+        plan, par = self.plan, self.plan.par
+        sharding = {
+            0: "DDP",
+            1: "ZeRO-1 (optimizer sharded)",
+            2: "ZeRO-2 (optimizer + gradients sharded)",
+            3: "FSDP full shard (ZeRO-3)",
+        }[par.zero_stage]
+        ep = f" · EP {par.ep}" if par.ep > 1 else ""
+        self.say(
+            t,
+            "parallel",
+            f"DP {par.dp} · TP {par.tp} · PP {par.pp}{ep} · {sharding} · micro-batch "
+            f"{par.micro_batch} · grad-accum {par.grad_accum} · global batch "
+            f"{plan.global_batch} x {plan.seq} = {plan.tokens_per_step:,} tokens"
+            + (" · activation recomputation" if par.recompute else ""),
+        )
+        scale = " with dynamic loss scaling" if plan.precision == "fp16" else ""
+        self.say(
+            t,
+            "precision",
+            f"{plan.precision} mixed precision{scale} · AdamW(β=0.9,0.95, wd 0.1) · lr "
+            f"{plan.peak_lr:.1e} {plan.schedule}, warmup {plan.warmup_steps} · grad clip 1.0",
+        )
+        m = plan.memory
+        gib = 1024**3
+        self.say(
+            t,
+            "memory",
+            f"per GPU: weights {m['weights'] / gib:.1f} GiB · grads {m['gradients'] / gib:.1f} · "
+            f"optimizer {m['optimizer'] / gib:.1f} · activations {m['activations'] / gib:.1f} · "
+            f"{plan.memory_mib / 1024:.1f} GiB reserved of {plan.gpu.memory_total_mib / 1024:.1f}",
+        )
+
+    def training_start(self, t: float) -> None:
+        plan = self.plan
+        tokens = plan.total_steps * plan.tokens_per_step
+        resume = f" · resuming at step {plan.start_step:,}" if plan.start_step else ""
+        self.say(
+            t,
+            "train",
+            f"{plan.total_steps:,} steps · {si(tokens)} tokens · {plan.epochs} epoch"
+            f"{'s' if plan.epochs > 1 else ''} · eval every {plan.eval_every} · checkpoint "
+            f"every {plan.checkpoint_every} → {plan.save_dir}{resume}",
+        )
+
+    # ------------------------------------------------------------ training
+    def step(self, m: StepMetrics) -> None:
+        t = self.term
+        width = len(str(m.total_steps))
+        loss_color = "green" if m.loss < 3 else "yellow" if m.loss < 6 else "red"
+        parts = [
+            t.paint(f"step {m.step:>{width}}/{m.total_steps}", "bold"),
+            "loss " + t.paint(f"{m.loss:.4f}", loss_color),
+            f"ppl {si(m.ppl, 2) if m.ppl >= 1000 else f'{m.ppl:.2f}'}",
+            f"lr {m.lr:.2e}",
+            f"gnorm {m.grad_norm:.3f}",
+            t.paint(f"{si(m.tokens_per_s)} tok/s", "cyan"),
+            f"{m.samples_per_s:.1f} samples/s",
+            f"{m.tflops_per_gpu:.1f} TFLOP/s/GPU",
+            f"MFU {100 * m.mfu:.1f}%",
+            f"{m.step_time_s:.2f} s/step",
+            f"elapsed {duration(m.elapsed_s)}",
+            f"ETA {duration(m.eta_s)}",
+        ]
+        if m.loss_scale is not None:
+            parts.insert(5, f"scale {m.loss_scale:.0f}")
+        for key, value in m.extra.items():
+            parts.insert(5, f"{key} {value:.3f}")
+        self.term.line(t.paint(f"[{clock(m.time)}] ", "gray") + " │ ".join(parts))
+
+    def progress(self, m: StepMetrics) -> None:
+        """The epoch bar: live on a terminal, a line now and then elsewhere."""
+        within = m.epoch_fraction - m.epoch
+        text = (
+            f"epoch {m.epoch + 1}/{m.epochs} ▕{bar(within, 30)}▏ {100 * within:5.1f}%  "
+            f"step {m.step:,}/{m.total_steps:,} · {si(m.tokens_seen, 2)} tokens · "
+            f"ETA {duration(m.eta_s)}"
+        )
+        self.term.status(self.term.paint(text, "blue"))
+
+    def progress_line(self, m: StepMetrics) -> None:
+        """The bar as a log line, for pipes (where there is no live line)."""
+        within = m.epoch_fraction - m.epoch
+        self.say(
+            m.time,
+            "progress",
+            f"epoch {m.epoch + 1}/{m.epochs} [{bar(within, 30)}] {100 * within:5.1f}% "
+            f"step {m.step}/{m.total_steps}",
+        )
+
+    def collective(self, c: CollectiveTiming) -> None:
+        self.say(
+            c.time,
+            "nccl",
+            f"{c.op} {size(c.size_bytes)} over {c.ranks} ranks ({c.transport}) in "
+            f"{c.time_ms:.1f} ms · algbw {c.algbw_gbps:.1f} GB/s · busbw {c.busbw_gbps:.1f} GB/s",
+        )
+
+    def gpu_grid(self, cells: list[GpuCell], m: StepMetrics) -> None:
+        total_w = sum(c.power_w for c in cells)
+        busy = sum(1 for c in cells if c.util >= 90)
+        mean_t = sum(c.temp for c in cells) / max(1, len(cells))
+        title = (
+            f"  GPU status at step {m.step}: {busy}/{len(cells)} busy · mean {mean_t:.0f}C · "
+            f"{total_w / 1000:.1f} kW"
+        )
+        self.term.lines(grid_lines(self.term, cells, title))
+
+    def incident(self, i: Incident) -> None:
+        d = i.details
+        messages = {
+            "loss_spike": (
+                "yellow",
+                f"loss spike at step {i.step}: {d.get('loss', 0):.3f} "
+                f"(expected ~{d.get('expected', 0):.3f}); grad norm "
+                f"{d.get('grad_norm', 0):.1f} clipped to 1.0, continuing",
+            ),
+            "recovered": ("green", f"loss back to {d.get('loss', 0):.3f} at step {i.step}"),
+            "overflow": (
+                "yellow",
+                f"FP16 gradient overflow at step {i.step}: skipping step, "
+                f"loss scale {d.get('old', 0):.0f} -> {d.get('new', 0):.0f}",
+            ),
+            "slow_rank": (
+                "yellow",
+                f"rank {d.get('rank')} ({d.get('host')}) is "
+                f"{d.get('slowdown', 0):.0f}% slower than the median "
+                f"({d.get('reason', 'straggler')})",
+            ),
+        }
+        color, text = messages.get(i.kind, ("red", f"{i.kind}: {d}"))
+        self.say(i.time, "warning", self.term.paint(text, color))
+
+    def rank_failure(self, lines: list[str]) -> None:
+        self.term.lines([self.term.paint(line, "red") for line in lines])
+
+    def eval_start(self, t: float, step: int, batches: int) -> None:
+        self.say(t, "eval", f"validation at step {step}: {batches} batches")
+
+    def eval_progress(self, t: float, done: int, total: int) -> None:
+        text = f"validating ▕{bar(done / total, 24)}▏ {done}/{total} batches"
+        if done >= total:
+            self.term.clear_status()
+        else:
+            self.term.status(self.term.paint(f"[{clock(t)}] ", "gray") + text)
+
+    def eval_done(self, r: EvalResult) -> None:
+        extra = "".join(f" · {k} {v:.3f}" for k, v in r.extra.items())
+        self.say(
+            r.time,
+            "eval",
+            self.term.paint(f"val loss {r.loss:.4f} · val ppl {r.ppl:.2f}", "magenta")
+            + f" · {r.samples:,} samples in {r.runtime_s:.1f} s{extra}",
+        )
+
+    def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
+        why = {"interrupt": " (interrupted)", "final": " (final)"}.get(reason, "")
+        self.say(t, "checkpoint", f"saving step {step}{why} to {path} ...")
+
+    def checkpoint_done(self, c: CheckpointInfo) -> None:
+        files = ", ".join(f"{name} ({size(b)})" for name, b in c.files[:3])
+        more = f" + {len(c.files) - 3} more" if len(c.files) > 3 else ""
+        self.say(
+            c.time,
+            "checkpoint",
+            self.term.paint(f"saved {size(c.bytes)}", "green")
+            + f" in {c.seconds:.1f} s ({c.bytes / c.seconds / 1e9:.1f} GB/s): {files}{more}",
+        )
+
+    def checkpoint_dir(self, step: int) -> str:
+        return f"step_{step:07d}"
+
+    def checkpoint_files(self, step: int, total: int) -> list[tuple[str, int]]:
+        """Safetensors weights plus the optimizer: one shard per rank when it is
+        sharded (FSDP/ZeRO), one file from rank 0 under plain DDP."""
+        plan = self.plan
+        weights = weight_bytes(plan)
+        optimizer = (
+            per_rank("optim/rank_{rank:05d}.pt", plan.gpus, total - weights)
+            if plan.par.zero_stage
+            else [("optimizer.pt", total - weights)]
+        )
+        return (
+            safetensor_shards(weights)
+            + optimizer
+            + [("trainer_state.json", 2841 + 40 * step // max(1, plan.eval_every))]
+        )
+
+    # ------------------------------------------------------------------ end
+    def export(self, t: float, a: ExportArtifact) -> None:
+        total = sum(b for _, b in a.files)
+        self.say(
+            t,
+            "export",
+            f"{a.format} {a.detail}: {len(a.files)} file{'s' if len(a.files) > 1 else ''}, "
+            f"{size(total)} → {a.path} ({a.seconds:.0f} s)",
+        )
+
+    def benchmarks(self, rows: list[BenchmarkRow]) -> None:
+        self.term.lines(harness_table(rows))
+
+    def summary(self, s: Summary) -> None:
+        t = self.term
+        state = "interrupted" if s.interrupted else "finished"
+        lines = [
+            "",
+            t.paint(f"run {state}", "bold")
+            + f": {s.steps:,} steps · {si(s.tokens, 2)} tokens · {duration(s.wall_s)}",
+            f"  final train loss {s.final_loss:.4f}"
+            + (f" · final val loss {s.final_eval_loss:.4f}" if s.final_eval_loss else ""),
+            f"  checkpoints: {s.checkpoint_dir}",
+        ]
+        lines += [f"  export: {path}" for path in s.exports]
+        t.lines(lines)
+
+
+def weight_bytes(plan: RunPlan) -> int:
+    """The bf16 weights a checkpoint holds (only the adapters, for LoRA)."""
+    return ar.BF16 * (plan.trainable if plan.lora else plan.params)
+
+
+def safetensor_shards(total: int, limit: int = 5 * 10**9) -> list[tuple[str, int]]:
+    count = max(1, math.ceil(total / limit))
+    if count == 1:
+        return [("model.safetensors", total)]
+    return [
+        (f"model-{i:05d}-of-{count:05d}.safetensors", total // count) for i in range(1, count + 1)
+    ]
+
+
+def per_rank(pattern: str, ranks: int, total: int) -> list[tuple[str, int]]:
+    return [(pattern.format(rank=rank), total // ranks) for rank in range(ranks)]
+
+
+def harness_table(rows: list[BenchmarkRow]) -> list[str]:
+    """lm-evaluation-harness's results table (its markdown format)."""
+    header = ["Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "", "Stderr"]
+    body = [
+        [
+            r.task,
+            str(r.version),
+            "none",
+            str(r.shots),
+            r.metric,
+            "↑",
+            f"{r.value:.4f}",
+            "±",
+            f"{r.stderr:.4f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    right = {1, 3, 6, 8}
+
+    def fmt(row: list[str]) -> str:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "|" + "|".join(cells) + "|"
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w - 1) + ":") if i in right else "-" * w for i, w in enumerate(widths))
+        + "|"
+    )
+    return [fmt(header), rule, *(fmt(row) for row in body)]
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))

@@ -1,0 +1,252 @@
+"""Megatron-LM's log, as ``megatron/training/training.py`` prints it.
+
+Iteration lines are ``training_log``'s format string for string (date stamp,
+``iteration {:8d}/{:8d}``, ``lm loss: {:.6E}``...); validation is
+``evaluate_and_print_results``' dashed block; checkpoints are
+``save_checkpoint``'s messages and the timers' "(min, max) time across ranks".
+"""
+
+from __future__ import annotations
+
+from fakehw.train.events import (
+    CheckpointInfo,
+    CollectiveTiming,
+    EvalResult,
+    GpuCell,
+    Incident,
+    StepMetrics,
+    Summary,
+)
+from fakehw.train.styles.base import LaunchInfo, Style, per_rank, stamp, torchrun_warning
+
+
+class MegatronStyle(Style):
+    name = "megatron"
+    description = "Megatron-LM: '[date] iteration N/M | consumed samples: ...' lines"
+    uses_live_bar = False
+
+    def launcher(self, launch: LaunchInfo) -> None:
+        plan, par = self.plan, self.plan.par
+        self.term.lines(torchrun_warning(launch))
+        self.term.lines(
+            [
+                f"using world size: {plan.gpus}, data-parallel size: {par.dp}, "
+                f"context-parallel size: 1, hierarchical context-parallel sizes: None, "
+                f"tensor-model-parallel size: {par.tp}, encoder-tensor-model-parallel size: 0, "
+                f"pipeline-model-parallel size: {par.pp}, encoder-pipeline-model-parallel "
+                "size: 0",
+                "using torch.bfloat16 for parameters ..."
+                if plan.precision == "bf16"
+                else "using torch.float16 for parameters ...",
+                "------------------------ arguments ------------------------",
+                *self._arguments(),
+                "-------------------- end of arguments ---------------------",
+                f"setting number of micro-batches to constant {par.grad_accum}",
+                "> building HuggingFaceTokenizer tokenizer ...",
+                f" > padded vocab (size: {plan.model.arch.vocab}) with 0 dummy tokens "
+                f"(new size: {plan.model.arch.vocab})",
+                "> initializing torch distributed ...",
+            ]
+        )
+
+    def _arguments(self) -> list[str]:
+        plan, par, arch = self.plan, self.plan.par, self.plan.model.arch
+        values = {
+            "bf16": plan.precision == "bf16",
+            "clip_grad": 1.0,
+            "data_parallel_size": par.dp,
+            "ffn_hidden_size": arch.ffn,
+            "fp16": plan.precision == "fp16",
+            "global_batch_size": plan.global_batch,
+            "group_query_attention": arch.kv_heads != arch.heads,
+            "hidden_size": arch.hidden,
+            "log_interval": self.plan.log_interval,
+            "lr": plan.peak_lr,
+            "lr_decay_style": plan.schedule,
+            "lr_warmup_iters": plan.warmup_steps,
+            "micro_batch_size": par.micro_batch,
+            "num_attention_heads": arch.heads,
+            "num_experts": arch.experts or None,
+            "num_layers": arch.layers,
+            "num_query_groups": arch.kv_heads,
+            "pipeline_model_parallel_size": par.pp,
+            "recompute_granularity": "full" if par.recompute else None,
+            "save": plan.save_dir,
+            "save_interval": plan.checkpoint_every,
+            "seed": plan.seed,
+            "seq_length": plan.seq,
+            "swiglu": True,
+            "tensor_model_parallel_size": par.tp,
+            "train_iters": plan.total_steps,
+            "use_distributed_optimizer": par.zero_stage >= 1,
+            "world_size": plan.gpus,
+        }
+        return [f"  {key} {'.' * max(3, 47 - len(key))} {value}" for key, value in values.items()]
+
+    def header(self, t: float) -> None:
+        pass  # Megatron prints no banner: the arguments block is its header
+
+    def nccl_init(self, lines: list[str]) -> None:
+        par = self.plan.par
+        self.term.lines(lines)
+        self.term.lines(
+            [
+                f"> initialized tensor model parallel with size {par.tp}",
+                f"> initialized pipeline model parallel with size {par.pp}",
+                f"> setting random seeds to {self.plan.seed} ...",
+                "> compiling dataset index builder ...",
+                ">>> done with dataset index builder. Compilation time: 0.052 seconds",
+            ]
+        )
+
+    def loading(self, t: float, what: str, done: int, total: int, unit: str) -> None:
+        pass  # Megatron reports stages, not progress bars
+
+    def loaded(self, t: float, what: str, detail: str) -> None:
+        if what == "dataset":
+            plan = self.plan
+            samples = plan.total_steps * plan.global_batch
+            self.term.lines(
+                [
+                    "> building train, validation, and test datasets ...",
+                    " > datasets target sizes (minimum size):",
+                    f"    train:      {samples}",
+                    f"    validation: {plan.eval_batches * plan.global_batch * 10}",
+                    f"    test:       {plan.eval_batches * plan.global_batch}",
+                    f"> finished creating GPT datasets ... [{plan.dataset.name}]",
+                ]
+            )
+
+    def model_info(self, t: float) -> None:
+        plan, par = self.plan, self.plan.par
+        per_rank_params = plan.params // (par.tp * par.pp)
+        self.term.lines(
+            [
+                f"time to initialize megatron (seconds): {12.5 + plan.nodes * 0.9:.3f}",
+                f"[after megatron is initialized] datetime: {stamp(t)} ",
+                "building GPT model ...",
+                *(
+                    f" > number of parameters on (tensor, pipeline) model parallel rank "
+                    f"({tp}, {pp}): {per_rank_params}"
+                    for tp in range(par.tp)
+                    for pp in range(par.pp)
+                ),
+            ]
+        )
+
+    def gpu_check(self, t: float, cells: list[GpuCell]) -> None:
+        pass  # Megatron does not list GPUs
+
+    def parallelism(self, t: float) -> None:
+        plan = self.plan
+        m = plan.memory
+        mb = 1024**2
+        weights_and_opt = (m["weights"] + m["gradients"] + m["optimizer"]) / mb
+        self.term.lines(
+            [
+                f"[after model, optimizer, and learning rate scheduler are built] datetime: "
+                f"{stamp(t)} ",
+                f"Theoretical memory footprints: weight and optimizer={weights_and_opt:.2f} MB, "
+                f"activation={m['activations'] / mb:.2f} MB, "
+                f"total={(weights_and_opt + m['activations'] / mb):.2f} MB",
+                f"[after dataloaders are built] datetime: {stamp(t)} ",
+                "done with setup ...",
+            ]
+        )
+
+    def training_start(self, t: float) -> None:
+        self.term.lines(
+            [
+                "training ...",
+                f"[before the start of training step] datetime: {stamp(t)} ",
+            ]
+        )
+
+    def step(self, m: StepMetrics) -> None:
+        loss_scale = m.loss_scale if m.loss_scale is not None else 1.0
+        line = (
+            f" [{stamp(m.time)}] iteration {m.step:8d}/{m.total_steps:8d} |"
+            f" consumed samples: {m.samples_seen:12d} |"
+            f" elapsed time per iteration (ms): {m.step_time_s * 1000:.1f} |"
+            f" throughput per GPU (TFLOP/s/GPU): {m.tflops_per_gpu:.1f} |"
+            f" learning rate: {m.lr:.6E} |"
+            f" global batch size: {m.global_batch:5d} |"
+            f" lm loss: {m.loss:.6E} |"
+            f" loss scale: {loss_scale:.1f} |"
+            f" grad norm: {m.grad_norm:.3f} |"
+            f" number of skipped iterations: {1 if m.skipped_steps and m.loss_scale else 0:3d} |"
+            f" number of nan iterations: {0:3d} |"
+        )
+        self.term.line(line)
+
+    def progress_line(self, m: StepMetrics) -> None:
+        pass  # the iteration counter is Megatron's progress
+
+    def collective(self, c: CollectiveTiming) -> None:
+        pass  # Megatron logs no collective timings
+
+    def gpu_grid(self, cells: list[GpuCell], m: StepMetrics) -> None:
+        rank0 = self.plan.memory_mib
+        self.term.line(
+            f"[Rank 0] (after {m.step} iterations) memory (MB) | allocated: "
+            f"{rank0 * 0.82:.1f} | max allocated: {rank0 * 0.9:.1f} | reserved: {rank0:.1f} | "
+            f"max reserved: {rank0:.1f}"
+        )
+
+    def incident(self, i: Incident) -> None:
+        if i.kind == "slow_rank":
+            d = i.details
+            self.term.line(
+                f"WARNING: straggler detected: rank {d.get('rank')} ({d.get('host')}) "
+                f"{d.get('slowdown', 0):.1f}% slower than the median rank ({d.get('reason')})"
+            )
+        elif i.kind == "loss_spike":
+            self.term.line(
+                f"WARNING: grad norm spiked to {i.details.get('grad_norm', 0):.3f} "
+                f"at iteration {i.step} (clipped to 1.0)"
+            )
+
+    def eval_start(self, t: float, step: int, batches: int) -> None:
+        pass
+
+    def eval_progress(self, t: float, done: int, total: int) -> None:
+        pass
+
+    def eval_done(self, r: EvalResult) -> None:
+        text = (
+            f" validation loss at iteration {r.step} | lm loss value: {r.loss:.6E} | "
+            f"lm loss PPL: {min(r.ppl, 4.85e8):.6E} | "
+        )
+        rule = "-" * (len(text) + 1)
+        self.term.lines([rule, text, rule])
+
+    def checkpoint_dir(self, step: int) -> str:
+        return f"iter_{step:07d}"
+
+    def checkpoint_files(self, step: int, total: int) -> list[tuple[str, int]]:
+        """torch_dist format: one distcp file per rank, plus metadata."""
+        files = per_rank("__{rank}_0.distcp", self.plan.gpus, total)
+        metadata = [(".metadata", 180000 + 900 * self.plan.gpus), ("common.pt", 4500)]
+        return [*files, *metadata, ("metadata.json", 73)]
+
+    def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
+        save = path.rsplit("/", 1)[0]
+        self.term.line(f"saving checkpoint at iteration {step:7d} to {save} in torch_dist format")
+
+    def checkpoint_done(self, c: CheckpointInfo) -> None:
+        par = self.plan.par
+        save = c.path.rsplit("/", 1)[0]
+        ms = c.seconds * 1000
+        self.term.lines(
+            [
+                f"  successfully saved checkpoint from iteration {c.step:7d} to {save} "
+                f"[ t 1/{par.tp}, p 1/{par.pp} ]",
+                "(min, max) time across ranks (ms):",
+                f"    save-checkpoint ................................: "
+                f"({ms * 0.997:.2f}, {ms:.2f})",
+            ]
+        )
+
+    def summary(self, s: Summary) -> None:
+        self.term.line(f"[after training is done] datetime: {stamp(s.time)} ")
+        super().summary(s)

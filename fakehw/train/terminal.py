@@ -1,0 +1,108 @@
+"""The terminal fake-train writes to: colours, width, and one live status line.
+
+Colours and the live line are for terminals only: written to a pipe or a file
+the output is plain text, one line per event (``FORCE_COLOR`` and ``NO_COLOR``
+are honoured). ``close()`` leaves the terminal as it found it: status line
+cleared, cursor shown, attributes reset. It runs on every exit path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from typing import TextIO
+
+RESET = "\x1b[0m"
+STYLES = {
+    "bold": "\x1b[1m",
+    "dim": "\x1b[2m",
+    "red": "\x1b[31m",
+    "green": "\x1b[32m",
+    "yellow": "\x1b[33m",
+    "blue": "\x1b[34m",
+    "magenta": "\x1b[35m",
+    "cyan": "\x1b[36m",
+    "gray": "\x1b[90m",
+}
+HIDE_CURSOR, SHOW_CURSOR, CLEAR_LINE = "\x1b[?25l", "\x1b[?25h", "\r\x1b[2K"
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` visible characters (colour codes kept, not
+    counted): a live line that wrapped could not be redrawn in place."""
+    out, shown, pos = [], 0, 0
+    for match in ESCAPE.finditer(text):
+        chunk = text[pos : match.start()]
+        out.append(chunk[: max(0, width - shown)])
+        shown += len(chunk)
+        out.append(match.group())
+        pos = match.end()
+    out.append(text[pos:][: max(0, width - shown)])
+    return "".join(out)
+
+
+class Terminal:
+    def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        if color is None:
+            color = self.tty and not os.environ.get("NO_COLOR")
+            if os.environ.get("FORCE_COLOR"):
+                color = True
+        self.color = color
+        self._status = ""
+        self._cursor_hidden = False
+
+    @property
+    def width(self) -> int:
+        if not self.tty:
+            return int(os.environ.get("COLUMNS", "120"))
+        return max(40, shutil.get_terminal_size((120, 40)).columns)
+
+    def paint(self, text: str, *styles: str) -> str:
+        if not self.color or not styles:
+            return text
+        return "".join(STYLES[s] for s in styles) + text + RESET
+
+    def line(self, text: str = "") -> None:
+        """Print a log line; the live status line, if any, is redrawn under it."""
+        if self._status:
+            self.stream.write(CLEAR_LINE)
+        self.stream.write(text + "\n")
+        if self._status:
+            self.stream.write(self._status)
+        self.stream.flush()
+
+    def lines(self, texts: list[str]) -> None:
+        for text in texts:
+            self.line(text)
+
+    def status(self, text: str) -> None:
+        """Show (on a terminal) or drop (elsewhere) a line that updates in place."""
+        if not self.tty:
+            return
+        if not self._cursor_hidden:
+            self.stream.write(HIDE_CURSOR)
+            self._cursor_hidden = True
+        self._status = fit(text, self.width - 1)
+        self.stream.write(CLEAR_LINE + self._status)
+        self.stream.flush()
+
+    def clear_status(self) -> None:
+        if self._status:
+            self.stream.write(CLEAR_LINE)
+            self._status = ""
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Restore the terminal: no status line, cursor visible, attributes reset."""
+        try:
+            self.clear_status()
+            if self.tty:
+                self.stream.write(RESET + SHOW_CURSOR)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass

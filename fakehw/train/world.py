@@ -1,0 +1,187 @@
+"""The job's ranks in the fake cluster: real processes on this node, phases, GPU state.
+
+Each GPU of the local node (node 0) gets a light child process: a real PID
+that ``ps`` lists and fake-nvidia-smi shows, exactly as torchrun's workers.
+Ranks on the other (imaginary) nodes are attached with PIDs of their own and
+watched through this launcher's PID. The daemon frees a rank's memory the
+moment its process dies; the engine learns of a dead rank from ``dead_ranks``
+and plays what a real job does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from fakehw.client import Client, DaemonUnavailable, RequestFailed
+from fakehw.train.events import GpuCell
+from fakehw.train.plan import RunPlan
+
+if TYPE_CHECKING:
+    from fakehw.snapshot import GpuRecord
+
+# A rank: sleeps, and leaves as soon as its launcher does (prctl death signal,
+# and polling the parent for platforms without it).
+RANK_PROGRAM = """
+import ctypes, os, signal, sys, time
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while os.getppid() == parent:
+    time.sleep(0.5)
+"""
+CONTROL_STALE_S = 1.0
+
+
+class WorldError(RuntimeError):
+    pass
+
+
+class World:
+    def __init__(self, plan: RunPlan, client: Client, hostnames: list[str]) -> None:
+        self.plan = plan
+        self.client = client
+        self.hostnames = hostnames
+        self.children: dict[int, subprocess.Popen[bytes]] = {}  # rank -> process
+        self.pids: dict[int, int] = {}  # rank -> pid shown in the views
+        self.job = f"fake-train-{plan.run_name}-{os.getpid()}"
+        self._cells: list[GpuCell] = []
+        self._clocks: list[int] = []
+        self._read_at = 0.0
+        self.phase_now = ""
+
+    @property
+    def local_ranks(self) -> range:
+        return range(self.plan.gpus_per_node)
+
+    @property
+    def local_pids(self) -> tuple[int, ...]:
+        return tuple(self.pids[r] for r in self.local_ranks)
+
+    def spawn(self) -> None:
+        """Start one process per local GPU (the workers torchrun would start)."""
+        for rank in self.local_ranks:
+            child = subprocess.Popen(
+                [sys.executable, "-c", RANK_PROGRAM, str(os.getpid()), f"--local-rank={rank}"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.children[rank] = child
+            self.pids[rank] = child.pid
+        base = 1000 + self.plan.seed % 50000
+        for rank in range(self.plan.gpus_per_node, self.plan.gpus):
+            node, local = divmod(rank, self.plan.gpus_per_node)
+            self.pids[rank] = base + 97 * node + local
+
+    def attach(self, memory_plan: dict[str, int]) -> None:
+        """Put every rank on its GPU with a bare CUDA context."""
+        user = os.environ.get("USER", "root")
+        requests = [
+            (
+                "attach",
+                {
+                    "pid": pid,
+                    "name": self.plan.process_name,
+                    "gpus": [rank],
+                    "job": self.job,
+                    "user": user,
+                    "watch_pid": pid if rank in self.children else os.getpid(),
+                    "memory_plan": memory_plan,
+                },
+            )
+            for rank, pid in self.pids.items()
+        ]
+        for rank, result in zip(self.pids, self._request_many(requests), strict=True):
+            if isinstance(result, RequestFailed) and rank not in self.dead_ranks():
+                raise WorldError(f"the daemon refused rank {rank}: {result.message}")
+        self.phase_now = "context"
+
+    def phase(self, phase: str, ranks: Iterable[int] | None = None, **options: object) -> None:
+        """Set a phase on the given ranks (default: all live ranks)."""
+        chosen = list(self.pids) if ranks is None else list(ranks)
+        # A rank that died meanwhile is refused (not found): what the engine
+        # learns from dead_ranks() instead.
+        self._request_many(
+            [("set_phase", {"pid": self.pids[r], "phase": phase, **options}) for r in chosen]
+        )
+        if ranks is None:
+            self.phase_now = phase
+        self._read_at = 0.0
+
+    def dead_ranks(self) -> list[int]:
+        return [rank for rank, child in self.children.items() if child.poll() is not None]
+
+    def take_down(self) -> None:
+        """Every worker exits (what torchrun does before restarting a group)."""
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+        # The daemon would notice the exits by itself; detaching now frees the
+        # GPUs at once, as the driver does when a process ends.
+        with contextlib.suppress(WorldError):
+            self._request_many([("detach", {"pid": pid}) for pid in self.pids.values()])
+        self.children.clear()
+        self.pids.clear()
+
+    def close(self) -> None:
+        with contextlib.suppress(WorldError, OSError):
+            self.take_down()
+        self.client.close()
+
+    # ------------------------------------------------------------ GPU state
+    def refresh(self) -> None:
+        """Read the job's GPUs from the daemon (at most once a second)."""
+        now = time.monotonic()
+        if now - self._read_at < CONTROL_STALE_S and self._cells:
+            return
+        self._read_at = now
+        try:
+            snap = self.client.snapshot()
+        except DaemonUnavailable as exc:
+            raise WorldError(f"lost the fakehw daemon: {exc}") from None
+        cells, clocks = [], []
+        for node in snap["nodes"]:
+            for gpu in node["gpus"]:
+                if gpu["global_index"] >= self.plan.gpus:
+                    continue
+                cells.append(_cell(node["hostname"], gpu))
+                clocks.append(gpu["clock_sm_mhz"])
+        self._cells, self._clocks = cells, clocks
+
+    def cells(self) -> list[GpuCell]:
+        self.refresh()
+        return list(self._cells)
+
+    def clocks(self) -> list[int]:
+        self.refresh()
+        return list(self._clocks)
+
+    def _request_many(self, requests: list[tuple[str, dict[str, object]]]) -> list[object]:
+        try:
+            return self.client.request_many(requests)
+        except DaemonUnavailable as exc:
+            raise WorldError(f"lost the fakehw daemon: {exc}") from None
+
+
+def _cell(host: str, gpu: GpuRecord) -> GpuCell:
+    return GpuCell(
+        node=host,
+        index=gpu["index"],
+        util=gpu["utilization_gpu_pct"],
+        temp=gpu["temperature_gpu_c"],
+        power_w=gpu["power_draw_mw"] / 1000,
+        memory_used_mib=gpu["memory_used_mib"],
+        memory_total_mib=gpu["memory_total_mib"],
+    )
