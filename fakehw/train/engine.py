@@ -202,7 +202,10 @@ class Engine:
             f"vocabulary {plan.model.arch.vocab:,} · bos/eos/pad set · max length {plan.seq}",
         )
         shards = max(64, plan.dataset.samples // 2_000_000)
-        self.load("dataset", shards, "shards", 4.0)
+        if plan.task == "pretrain":  # pre-tokenized shards: open their indexes
+            self.load("dataset", shards, "shards", 2.0 + 0.005 * shards)
+        else:  # tokenize and pack with 32 processes
+            self.load("dataset", shards, "shards", 2.0 + plan.dataset.samples / 24_000)
         style.loaded(
             self.clock.now(),
             "dataset",
@@ -246,7 +249,8 @@ class Engine:
             self.wait(story_seconds / steps)
             done = round(total * k / steps)
             if done > shown:
-                self.style.loading(self.clock.now(), what, done, total, unit)
+                elapsed = story_seconds * k / steps
+                self.style.loading(self.clock.now(), what, done, total, unit, elapsed)
                 shown = done
 
     def memory_plan(self) -> dict[str, int]:

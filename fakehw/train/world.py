@@ -39,6 +39,7 @@ while os.getppid() == parent:
     time.sleep(0.5)
 """
 CONTROL_STALE_S = 1.0
+PHASE_SETTLE_S = 0.3  # the daemon applies a phase at its next tick (10 Hz)
 
 
 class WorldError(RuntimeError):
@@ -56,6 +57,7 @@ class World:
         self._cells: list[GpuCell] = []
         self._clocks: list[int] = []
         self._read_at = 0.0
+        self._phase_at = 0.0
         self.phase_now = ""
 
     @property
@@ -115,7 +117,7 @@ class World:
         )
         if ranks is None:
             self.phase_now = phase
-        self._read_at = 0.0
+        self._phase_at = time.monotonic()
 
     def dead_ranks(self) -> list[int]:
         return [rank for rank, child in self.children.items() if child.poll() is not None]
@@ -144,8 +146,11 @@ class World:
     def refresh(self) -> None:
         """Read the job's GPUs from the daemon (at most once a second)."""
         now = time.monotonic()
-        if now - self._read_at < CONTROL_STALE_S and self._cells:
+        fresh = self._read_at >= self._phase_at + PHASE_SETTLE_S
+        if fresh and now - self._read_at < CONTROL_STALE_S and self._cells:
             return
+        if not fresh and now < self._phase_at + PHASE_SETTLE_S and self._cells:
+            return  # too early to see the new phase: keep what we have
         self._read_at = now
         try:
             snap = self.client.snapshot()
@@ -165,7 +170,10 @@ class World:
         return list(self._cells)
 
     def clocks(self) -> list[int]:
+        """The job's SM clocks, once they reflect the current phase (else [])."""
         self.refresh()
+        if self._read_at < self._phase_at + PHASE_SETTLE_S:
+            return []
         return list(self._clocks)
 
     def _request_many(self, requests: list[tuple[str, dict[str, object]]]) -> list[object]:

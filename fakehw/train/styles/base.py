@@ -286,7 +286,9 @@ class Style:
                 f"trainable {plan.trainable:,} of {arch.params:,} ({share:.3f}%)",
             )
 
-    def loading(self, t: float, what: str, done: int, total: int, unit: str) -> None:
+    def loading(
+        self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
+    ) -> None:
         fraction = done / total if total else 1.0
         text = f"{what:<10} ▕{bar(fraction, 24)}▏ {100 * fraction:5.1f}%  {done:,}/{total:,} {unit}"
         if done >= total:

@@ -113,7 +113,9 @@ class DeepSpeedStyle(Style):
         ):
             self.ds(t, "config.py:1004:print", f"  {key} {'.' * max(3, 29 - len(key))} {value}")
 
-    def loading(self, t: float, what: str, done: int, total: int, unit: str) -> None:
+    def loading(
+        self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
+    ) -> None:
         pass
 
     def loaded(self, t: float, what: str, detail: str) -> None:

@@ -32,11 +32,17 @@ def tqdm_clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def tqdm_line(done: int, total: int, elapsed: float, seconds_per_it: float, width: int) -> str:
+def tqdm_line(
+    done: int, total: int, elapsed: float, seconds_per_it: float, width: int, unit: str = "it"
+) -> str:
     """``  4%|▍         | 100/2436 [03:11<1:14:23,  1.91s/it]`` fitted to ``width``."""
     fraction = done / total if total else 1.0
     remaining = (total - done) * seconds_per_it
-    rate = f"{seconds_per_it:5.2f}s/it" if seconds_per_it >= 1 else f"{1 / seconds_per_it:5.2f}it/s"
+    rate = (
+        f"{seconds_per_it:5.2f}s/{unit}"
+        if seconds_per_it >= 1
+        else f"{1 / seconds_per_it:5.2f}{unit}/s"
+    )
     left = f"{100 * fraction:3.0f}%|"
     right = f"| {done}/{total} [{tqdm_clock(elapsed)}<{tqdm_clock(remaining)}, {rate}]"
     cells = max(10, width - len(left) - len(right))
@@ -82,21 +88,36 @@ class HfStyle(Style):
                 f"{plan.params + plan.trainable:,} || trainable%: {share:.4f}"
             )
 
-    def loading(self, t: float, what: str, done: int, total: int, unit: str) -> None:
-        if what == "weights":
-            text = f"Loading checkpoint shards: {tqdm_line(done, total, 0.0, 1.8, 70)}"
-            self.term.status(text) if done < total else self.term.line(text)
+    def loading(
+        self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
+    ) -> None:
+        """tqdm bars as ``datasets`` and ``transformers`` draw them: live on a
+        terminal, the finished bar only in a log."""
+        if what in ("weights", "checkpoint"):
+            text = "Loading checkpoint shards: " + tqdm_line(
+                done, total, elapsed, elapsed / max(1, done), 70
+            )
+        elif what == "dataset" and self.plan.dataset.samples > 10_000_000:
+            # pretraining corpora come pre-tokenized, in shards
+            text = "Loading dataset shards: " + tqdm_line(
+                done, total, elapsed, elapsed / max(1, done), 70
+            )
         elif what == "dataset":
-            text = f"Map (num_proc=32): {tqdm_line(done, total, 0.0, 0.05, 70)}"
-            self.term.status(text) if done < total else self.term.clear_status()
+            samples = self.plan.dataset.samples
+            seen = samples * done // total
+            text = "Map (num_proc=32): " + tqdm_line(
+                seen, samples, elapsed, elapsed / max(1, seen), 70, unit="examples"
+            )
+        else:
+            return
+        if done < total:
+            self.term.status(text)
+        else:
+            self.term.clear_status()
+            self.term.line(text)
 
     def loaded(self, t: float, what: str, detail: str) -> None:
-        if what == "dataset":
-            plan = self.plan
-            self.term.line(
-                f"Map (num_proc=32): 100%|██████████| {plan.dataset.samples}/"
-                f"{plan.dataset.samples} [00:41<00:00, {plan.dataset.samples / 41:.2f} examples/s]"
-            )
+        pass  # the bars said it
 
     def gpu_check(self, t: float, cells: list[GpuCell]) -> None:
         pass

@@ -99,7 +99,9 @@ class MegatronStyle(Style):
             ]
         )
 
-    def loading(self, t: float, what: str, done: int, total: int, unit: str) -> None:
+    def loading(
+        self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
+    ) -> None:
         pass  # Megatron reports stages, not progress bars
 
     def loaded(self, t: float, what: str, detail: str) -> None:
