@@ -79,8 +79,9 @@ def memory_breakdown(
     s, b, h = seq, par.micro_batch, arch.hidden
     per_layer = (2 if par.recompute else 34) * s * b * h * activation_dtype_bytes / 2
     activations = per_layer * arch.layers / par.pp / par.tp
-    # Pipeline stages keep several micro-batches in flight (1F1B: up to pp).
-    activations *= min(par.pp, par.grad_accum) if par.pp > 1 else 1
+    # Pipeline stages keep several micro-batches in flight (1F1B: the first
+    # stage holds pp of them once the pipeline is full).
+    activations *= par.pp
     logits = 4 * s * b * arch.vocab / par.tp  # fp32 logits for the loss
     return {
         "weights": int(weights),

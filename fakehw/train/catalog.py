@@ -122,7 +122,7 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("Llamba-3-8B", LLAMA3_8B, False, "Llama-3.1-8B"),
     ModelEntry("Alpacalypse-70B", LLAMA3_70B, False, "Llama-3.1-70B"),
     ModelEntry("TinyHorse-1B", LLAMA32_1B, False, "Llama-3.2-1B"),
-    ModelEntry("Pony-3B-Instruct", LLAMA32_3B, False, "Llama-3.2-3B"),
+    ModelEntry("Pony-3B", LLAMA32_3B, False, "Llama-3.2-3B"),
     ModelEntry("Mistrial-7B", MISTRAL_7B, False, "Mistral-7B-v0.3"),
     ModelEntry("Qwerty-14B", QWEN25_14B, False, "Qwen2.5-14B"),
     ModelEntry("Ponderosa-4B-Thinking", QWEN3_4B, False, "Qwen3-4B"),

@@ -160,16 +160,14 @@ class Engine:
     def interrupted(self) -> None:
         """Ctrl-C: save what we have, as a careful training script does."""
         self.style.term.clear_status()
-        now = self.clock.now()
-        self.style.say(
-            now,
-            "signal",
-            self.style.term.paint(
-                "interrupted: saving a checkpoint before exiting (Ctrl-C again to abandon it)",
-                "yellow",
-            ),
+        saving = bool(self.world.pids and self.steps_done)
+        message = (
+            "interrupted: saving a checkpoint before exiting (Ctrl-C again to abandon it)"
+            if saving
+            else "interrupted before the first step: nothing to save"
         )
-        if self.world.pids and self.steps_done:
+        self.style.say(self.clock.now(), "signal", self.style.term.paint(message, "yellow"))
+        if saving:
             self.checkpoint(reason="interrupt")
         self.finish(interrupted=True)
 
@@ -706,7 +704,7 @@ class Engine:
                 steps=self.step,
                 tokens=self.step * plan.tokens_per_step,
                 wall_s=self.clock.elapsed(),
-                final_loss=self.last_loss,
+                final_loss=self.last_loss if self.steps_done else None,
                 final_eval_loss=self.last_eval,
                 checkpoint_dir=plan.save_dir,
                 exports=tuple(self.exports),

@@ -118,7 +118,7 @@ class Summary:
     steps: int
     tokens: int
     wall_s: float
-    final_loss: float
+    final_loss: float | None  # None: no step ran
     final_eval_loss: float | None
     checkpoint_dir: str
     exports: tuple[str, ...]

@@ -117,18 +117,28 @@ class RunPlan:
         return ar.checkpoint_bytes(self.params, self.trainable)
 
 
+DEFAULT_STEP_LIMIT_S = 6.0  # a default run shows a step every few seconds
+
+
 def _choose_model(task: str, gpus: int, gpu: GpuSpec, rng: random.Random) -> ModelEntry:
-    """A model this cluster would really train: its states fit when fully sharded,
-    and it is not so small that the cluster would be wasted on it."""
+    """A model this cluster would really train: its states fit when fully
+    sharded, it is not so small that the cluster would be wasted on it, and a
+    step of half a million tokens takes seconds, not minutes (a demo must move)."""
     if task == "lora":
         return rng.choice([m for m in MODELS if m.arch.reasoning])
     per_gpu = gpu.memory_usable_mib * MIB
+
+    def step_s(entry: ModelEntry) -> float:
+        flops = ar.flops_per_token(entry.arch.active_params) * 512 * 1024
+        return flops / (gpus * gpu.bf16_dense_tflops * 1e12 * 0.4)
+
     candidates = [
         entry
         for entry in MODELS
         if not entry.arch.reasoning
         and (2 * ar.BF16 + ar.ADAM_BYTES) * entry.arch.params / gpus < 0.5 * per_gpu
         and entry.arch.params >= min(gpus, 64) * 0.05e9
+        and step_s(entry) <= DEFAULT_STEP_LIMIT_S
     ]
     if not candidates:
         candidates = sorted(MODELS, key=lambda m: m.arch.params)[:2]
@@ -200,6 +210,16 @@ def _global_batch(par: ar.Parallelism, seq: int, tokens_per_s: float, task: str)
     return max(smallest, batch - batch % smallest)
 
 
+def _nice_floor(value: float) -> int:
+    """The largest 1, 2 or 5 x 10^k not above ``value`` (at least 1)."""
+    nice = 1
+    for exponent in range(0, 8):
+        for mantissa in (1, 2, 5):
+            if mantissa * 10**exponent <= value:
+                nice = mantissa * 10**exponent
+    return nice
+
+
 def _nice(steps: float) -> int:
     for nice in (10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000):
         if steps <= nice:
@@ -243,7 +263,7 @@ def make_plan(
         mfu_base -= 0.06
     if arch.params < 2e9:
         mfu_base -= 0.08
-    mfu = round(mfu_base * rng.uniform(0.94, 1.06), 4)
+    mfu = round(max(0.2, mfu_base * rng.uniform(0.94, 1.06)), 4)
     tokens_per_s = ar.tokens_per_second(gpus, gpu.bf16_dense_tflops, mfu, arch.active_params)
     global_batch = _global_batch(par, seq, tokens_per_s, task)
     grad_accum = max(1, global_batch // (par.dp * par.micro_batch))
@@ -264,13 +284,13 @@ def make_plan(
         if arch.params < 2e9:
             peak_lr = 6e-4
         schedule = "cosine"
-        warmup = min(2000, steps_per_epoch // 50)
+        warmup = min(2000, _nice_floor(steps_per_epoch / 50))
     else:
         epochs = {"sft": 3, "dpo": 1, "lora": 2}[task]
         steps_per_epoch = max(50, data.samples // global_batch)
         peak_lr = {"sft": 2e-5, "dpo": 5e-7, "lora": 1e-4}[task]
         schedule = "cosine" if task != "dpo" else "linear"
-        warmup = max(10, int(0.03 * steps_per_epoch * epochs))
+        warmup = max(10, math.ceil(0.03 * steps_per_epoch * epochs))  # warmup_ratio 0.03
     total_steps = steps_per_epoch * epochs
     step_s = tokens_per_step / tokens_per_s
     eval_every = _nice(300.0 / step_s)

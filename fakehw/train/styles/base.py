@@ -521,8 +521,12 @@ class Style:
             "",
             t.paint(f"run {state}", "bold")
             + f": {s.steps:,} steps · {si(s.tokens, 2)} tokens · {duration(s.wall_s)}",
-            f"  final train loss {s.final_loss:.4f}"
-            + (f" · final val loss {s.final_eval_loss:.4f}" if s.final_eval_loss else ""),
+            (
+                f"  final train loss {s.final_loss:.4f}"
+                + (f" · final val loss {s.final_eval_loss:.4f}" if s.final_eval_loss else "")
+                if s.final_loss is not None
+                else "  no training step completed"
+            ),
             f"  checkpoints: {s.checkpoint_dir}",
         ]
         lines += [f"  export: {path}" for path in s.exports]

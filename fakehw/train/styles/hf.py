@@ -246,6 +246,9 @@ class HfStyle(Style):
 
     def summary(self, s: Summary) -> None:
         plan = self.plan
+        if s.final_loss is None:  # stopped before the first step: the Trainer prints nothing
+            super().summary(s)
+            return
         self.info(
             s.time,
             "trainer.py:2681",
