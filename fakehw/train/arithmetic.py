@@ -117,11 +117,13 @@ def chinchilla_loss(params: float, tokens: float) -> float:
 
 
 def effective_tokens(step: int, warmup: int, tokens_per_step: int) -> float:
-    """Tokens seen, weighted by how far the learning rate has warmed up: a model
-    learns little from its first steps at a tiny learning rate."""
+    """Tokens seen, each step weighted by sqrt(lr / peak lr) while the learning
+    rate warms up: a model learns little from its first steps at a tiny
+    learning rate, yet its loss visibly starts to fall within tens of steps."""
+    warmup = max(1, warmup)
     if step <= warmup:
-        return tokens_per_step * step * step / (2.0 * max(1, warmup))
-    return tokens_per_step * (warmup / 2.0 + (step - warmup))
+        return tokens_per_step * (2.0 / 3.0) * math.pow(step, 1.5) / math.sqrt(warmup)
+    return tokens_per_step * ((2.0 / 3.0) * warmup + (step - warmup))
 
 
 def pretrain_loss(params: float, tokens: float, vocab: int) -> float:

@@ -30,6 +30,11 @@ HIDE_CURSOR, SHOW_CURSOR, CLEAR_LINE = "\x1b[?25l", "\x1b[?25h", "\r\x1b[2K"
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def visible_len(text: str) -> int:
+    """Characters a terminal shows for ``text`` (colour codes take no room)."""
+    return len(ESCAPE.sub("", text))
+
+
 def fit(text: str, width: int) -> str:
     """``text`` cut to ``width`` visible characters (colour codes kept, not
     counted): a live line that wrapped could not be redrawn in place."""

@@ -27,7 +27,7 @@ from fakehw.train.events import (
     Summary,
 )
 from fakehw.train.plan import RunPlan
-from fakehw.train.terminal import Terminal
+from fakehw.train.terminal import Terminal, visible_len
 
 NCCL_VERSION = "2.28.9+cuda13.0"
 BAR_CELLS = " ▏▎▍▌▋▊▉█"
@@ -381,7 +381,13 @@ class Style:
             parts.insert(5, f"scale {m.loss_scale:.0f}")
         for key, value in m.extra.items():
             parts.insert(5, f"{key} {value:.3f}")
-        self.term.line(t.paint(f"[{clock(m.time)}] ", "gray") + " │ ".join(parts))
+        # On a narrow terminal, drop the least telling figures rather than wrap.
+        stamp_text = t.paint(f"[{clock(m.time)}] ", "gray")
+        droppable = ["samples/s", "elapsed", "TFLOP/s/GPU", "gnorm", "s/step", "ppl", "lr ", "ETA"]
+        while t.tty and visible_len(stamp_text + " │ ".join(parts)) > t.width - 1 and droppable:
+            word = droppable.pop(0)
+            parts = [p for p in parts if word not in p]
+        self.term.line(stamp_text + " │ ".join(parts))
 
     def progress(self, m: StepMetrics) -> None:
         """The epoch bar: live on a terminal, a line now and then elsewhere."""
