@@ -24,6 +24,7 @@ import numpy.typing as npt
 from fakehw import noise, specs, versions
 from fakehw import snapshot as records
 from fakehw.config import ClusterConfig
+from fakehw.hostload import HostLoad
 from fakehw.identity import GpuIdentity, gpu_identities, hostname
 from fakehw.thermal import (
     ClockTable,
@@ -173,6 +174,7 @@ class Cluster:
         self._rng = np.random.default_rng([self.config.seed, 0x6A11])
         self._init_manufacturing_spread(np.random.default_rng([self.config.seed, 0x5EED]))
         self._init_state()
+        self._init_host()
         self._slots_changed()
 
     # ------------------------------------------------------------------ setup
@@ -245,6 +247,15 @@ class Cluster:
         self._publish_memory()
         self._raw_readings = (self.power_w, self.power_w, np.zeros((2, n)))
         self._published_tick = -1
+
+    def _init_host(self) -> None:
+        """The servers around the GPUs (own random stream: the GPUs' is unchanged)."""
+        self._host_rng = np.random.default_rng([self.config.seed, 0x4057])
+        host = self.spec.host
+        boot = self.time - self._host_rng.uniform(3 * 86400, 40 * 86400, self.nodes)
+        self.host_load = HostLoad(
+            self.nodes, host.logical_cpus, host.memory_gib, boot, self._host_rng
+        )
 
     # -------------------------------------------------------------- processes
     def attach(
@@ -409,6 +420,9 @@ class Cluster:
         self._slot_nvlink_share = column([pr.nvlink_share for pr in profiles]) * spans
         self._slot_alloc_rate = column([pr.allocation_rate_mib_s for pr in profiles])
         self._slot_count_per_gpu = np.bincount(self.slots.gpu, minlength=self.gpu_count)
+        self.host_load.set_processes(
+            (p.gpus[0] // self.gpus_per_node, p.phase) for p in self.processes.values()
+        )
         self.has_context = self._slot_count_per_gpu > 0
 
     # ------------------------------------------------------------------- tick
@@ -425,6 +439,7 @@ class Cluster:
         slot_normal = rng.standard_normal((2, len(self.slots)))
         slot_uniform = rng.random((3, len(self.slots)))
 
+        self.host_load.step(dt_s, self._host_rng.standard_normal(self.nodes))
         ramping = self._allocate(dt_s, slot_uniform[0])
         activity_slot, work_slot, mem_slot = self._slot_demand(
             dt_s, ramping, slot_normal, slot_uniform[1:]
@@ -822,12 +837,12 @@ class Cluster:
         return {
             "index": node,
             "hostname": self.hostnames[node],
-            "host": self._host_record(),
+            "host": self._host_record(node),
             "gpus": gpus,
             "processes": self._process_records(lo, hi),
         }
 
-    def _host_record(self) -> records.HostRecord:
+    def _host_record(self, node: int) -> records.HostRecord:
         host = self.spec.host
         numa = [
             min(i // host.gpus_per_numa, host.cpu_sockets - 1) for i in range(self.gpus_per_node)
@@ -850,6 +865,7 @@ class Cluster:
             "memory_gib": host.memory_gib,
             "gpu_numa_node": numa,
             "gpu_cpu_affinity": [affinity(s) for s in numa],
+            **self.host_load.record(node),  # type: ignore[typeddict-item]
         }
 
     def _process_records(self, lo: int, hi: int) -> list[records.ProcessRecord]:

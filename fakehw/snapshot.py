@@ -117,6 +117,13 @@ if TYPE_CHECKING:
         memory_gib: int
         gpu_numa_node: list[int]  # NUMA node of each GPU
         gpu_cpu_affinity: list[str]  # "0-55,112-167"
+        cpu_util_pct: float  # all logical CPUs, as psutil.cpu_percent()
+        load_avg: list[float]  # 1, 5, 15 minutes
+        memory_used_mib: int
+        memory_total_mib: int
+        swap_used_mib: int
+        swap_total_mib: int
+        boot_time: float  # unix seconds
 
     class NodeRecord(TypedDict):
         index: int
