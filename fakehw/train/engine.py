@@ -651,9 +651,7 @@ class Engine:
                 f"ran for {int(WATCHDOG_TIMEOUT_S * 1000) + 13} milliseconds before timing out."
             )
         pid = os.getpid()
-        binary = self.plan.process_name
-        if not binary.startswith("/"):
-            binary = "/usr/bin/python3"
+        binary = self.world.process_name
         for rank in dead:
             child_pid = self.world.pids.get(rank, 0)
             lines.append(

@@ -71,7 +71,6 @@ class RunPlan:
     run_name: str
     save_dir: str
     memory: dict[str, int]  # bytes per GPU, by kind
-    process_name: str
     start_step: int = 0  # > 0 for a resumed run
     log_interval: int = 1  # steps between log lines (more at high --speed-factor)
     dpo_beta: float = 0.1
@@ -333,6 +332,5 @@ def make_plan(
         run_name=run_name,
         save_dir=f"{root}/{run_name}",
         memory=memory,
-        process_name=rng.choice(("python3", "/usr/bin/python3", "/opt/conda/bin/python")),
         start_step=start_step,
     )

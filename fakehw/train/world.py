@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -26,10 +28,11 @@ if TYPE_CHECKING:
     from fakehw.snapshot import GpuRecord
 
 # A rank: sleeps, and leaves as soon as its launcher does (prctl death signal,
-# and polling the parent for platforms without it).
-RANK_PROGRAM = """
+# and polling the parent for platforms without it). It runs as ``train.py`` so
+# that ps, gpustat -f and nvitop show the command line of a torchrun worker.
+RANK_PROGRAM = """\
 import ctypes, os, signal, sys, time
-parent = int(sys.argv[1])
+parent = os.getppid()
 try:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 except Exception:
@@ -58,7 +61,14 @@ class World:
         self._clocks: list[int] = []
         self._read_at = 0.0
         self._phase_at = 0.0
+        self._script_dir: str | None = None
         self.phase_now = ""
+
+    @property
+    def process_name(self) -> str:
+        """What every view shows as the ranks' executable: the real one, so that
+        nvidia-smi, ps and gpustat agree."""
+        return sys.executable
 
     @property
     def local_ranks(self) -> range:
@@ -70,13 +80,21 @@ class World:
 
     def spawn(self) -> None:
         """Start one process per local GPU (the workers torchrun would start)."""
+        if self._script_dir is None:
+            self._script_dir = tempfile.mkdtemp(prefix="fake-train-")
+            with open(os.path.join(self._script_dir, "train.py"), "w") as script:
+                script.write(RANK_PROGRAM)
+        config = f"configs/{self.plan.run_name}.yaml"
         for rank in self.local_ranks:
             child = subprocess.Popen(
-                [sys.executable, "-c", RANK_PROGRAM, str(os.getpid()), f"--local-rank={rank}"],
+                [sys.executable, "-u", "train.py", "--config", config],
+                cwd=self._script_dir,
+                env={**os.environ, "LOCAL_RANK": str(rank), "RANK": str(rank),
+                     "WORLD_SIZE": str(self.plan.gpus)},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )
+            )  # fmt: skip
             self.children[rank] = child
             self.pids[rank] = child.pid
         base = 1000 + self.plan.seed % 50000
@@ -92,7 +110,7 @@ class World:
                 "attach",
                 {
                     "pid": pid,
-                    "name": self.plan.process_name,
+                    "name": self.process_name,
                     "gpus": [rank],
                     "job": self.job,
                     "user": user,
@@ -141,6 +159,8 @@ class World:
         with contextlib.suppress(WorldError, OSError):
             self.take_down()
         self.client.close()
+        if self._script_dir is not None:
+            shutil.rmtree(self._script_dir, ignore_errors=True)
 
     # ------------------------------------------------------------ GPU state
     def refresh(self) -> None:
