@@ -163,6 +163,7 @@ def startup(runs: int) -> list[list[object]]:
             sys.executable, launcher, "--query-gpu=index,temperature.gpu,power.draw,memory.used",
             "--format=csv",
         ],
+        "fake-gpustat": [sys.executable, "-m", "fakehw.gpustat"],
     }  # fmt: skip
     try:
         start_daemon(runtime, nodes=1)

@@ -297,3 +297,9 @@ def _log_tail(path: str, lines: int = 5) -> str:
     except OSError:
         return f"see {path}"
     return " | ".join(text[-lines:]) or f"see {path}"
+
+
+def node_from_env() -> int | str:
+    """The node a viewer shows: ``FAKEHW_NODE`` (an index or a hostname), else 0."""
+    wanted = os.environ.get("FAKEHW_NODE", "0").strip() or "0"
+    return int(wanted) if wanted.isdigit() else wanted

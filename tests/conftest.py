@@ -68,3 +68,24 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     yield process
     process.kill()
     process.wait()
+
+
+@pytest.fixture
+def tmux(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if not _has_tmux():
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    socket = str(tmp_path / "tmux.sock")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def run(*args: str) -> str:
+        return subprocess.run(["tmux", "-S", socket, *args], capture_output=True, text=True,
+                              check=True, env=env).stdout  # fmt: skip
+
+    run("new-session", "-d", "-x", "160", "-y", "48", "-s", "t", "bash --norc --noprofile")
+    yield run
+    subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True, check=False)
+
+
+def _has_tmux() -> bool:
+    return any(os.access(os.path.join(d, "tmux"), os.X_OK)
+               for d in os.environ.get("PATH", "").split(os.pathsep))  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ import psutil
 import pytest
 
 REAL = Path(__file__).resolve().parent / "real"
+SMI_LAUNCHER = Path(__file__).resolve().parents[1] / "bin" / "fake-nvidia-smi"
 T = TypeVar("T")
 
 
@@ -46,3 +49,74 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+class Node:
+    """A private daemon with one node, and a way to run fake-nvidia-smi on it."""
+
+    def __init__(self, model: str, gpus: int) -> None:
+        self.runtime = tempfile.mkdtemp(prefix="fhw-smi-")
+        self.env = {**os.environ, "FAKEHW_RUNTIME_DIR": self.runtime, "TZ": "UTC"}
+        self.children: list[subprocess.Popen[bytes]] = []
+        started = subprocess.run(
+            [sys.executable, "-m", "fakehw", "daemon", "start", "--gpu-model", model,
+             "--gpus-per-node", str(gpus)],
+            env=self.env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+
+    def smi(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(SMI_LAUNCHER), *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def tool(
+        self, module: str, *args: str, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m MODULE ARGS`` (a fakehw viewer) against this node."""
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def run_process(self, name: str, gpu: int, memory_mib: int, phase: str = "train") -> int:
+        from fakehw.client import Client
+
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        self.children.append(child)
+        with Client.connect(root=self.runtime, autostart=False) as client:
+            client.request("attach", pid=child.pid, name=name, gpus=[gpu], job="golden",
+                           memory_plan={phase: memory_mib}, phase=phase)  # fmt: skip
+        return child.pid
+
+    def wait_busy_gpus(self, indexes: list[int]) -> None:
+        """Wait until the GPUs listed train at full power."""
+
+        def busy() -> bool:
+            result = self.smi(
+                "--query-gpu=index,utilization.gpu,power.draw", "--format=csv,noheader,nounits"
+            )
+            rows = {int(r[0]): r for r in (line.split(", ") for line in result.stdout.splitlines())}
+            return all(rows[i][1] == "100" and float(rows[i][2]) > 600 for i in indexes)
+
+        wait_for(busy, timeout=15, interval=0.2)
+
+    def wait_busy(self, gpus: int) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            result = self.smi(
+                "--query-gpu=utilization.gpu,power.draw", "--format=csv,noheader,nounits"
+            )
+            rows = [line.split(", ") for line in result.stdout.splitlines()]
+            if len(rows) == gpus and all(r[0] == "100" and float(r[1]) > 600 for r in rows):
+                return
+            time.sleep(0.2)
+        pytest.fail("the fake GPUs did not get busy")
+
+    def close(self) -> None:
+        for child in self.children:
+            child.kill()
+            child.wait()
+        subprocess.run([sys.executable, "-m", "fakehw", "daemon", "stop"], env=self.env,
+                       capture_output=True, check=False)  # fmt: skip

@@ -21,60 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REAL, alive
+from helpers import REAL, Node, alive
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "bin" / "fake-nvidia-smi"
-
-
-class Node:
-    """A private daemon with one node, and a way to run fake-nvidia-smi on it."""
-
-    def __init__(self, model: str, gpus: int) -> None:
-        self.runtime = tempfile.mkdtemp(prefix="fhw-smi-")
-        self.env = {**os.environ, "FAKEHW_RUNTIME_DIR": self.runtime, "TZ": "UTC"}
-        self.children: list[subprocess.Popen[bytes]] = []
-        started = subprocess.run(
-            [sys.executable, "-m", "fakehw", "daemon", "start", "--gpu-model", model,
-             "--gpus-per-node", str(gpus)],
-            env=self.env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stderr
-
-    def smi(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(LAUNCHER), *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-
-    def run_process(self, name: str, gpu: int, memory_mib: int, phase: str = "train") -> int:
-        from fakehw.client import Client
-
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        self.children.append(child)
-        with Client.connect(root=self.runtime, autostart=False) as client:
-            client.request("attach", pid=child.pid, name=name, gpus=[gpu], job="golden",
-                           memory_plan={phase: memory_mib}, phase=phase)  # fmt: skip
-        return child.pid
-
-    def wait_busy(self, gpus: int) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            result = self.smi(
-                "--query-gpu=utilization.gpu,power.draw", "--format=csv,noheader,nounits"
-            )
-            rows = [line.split(", ") for line in result.stdout.splitlines()]
-            if len(rows) == gpus and all(r[0] == "100" and float(r[1]) > 600 for r in rows):
-                return
-            time.sleep(0.2)
-        pytest.fail("the fake GPUs did not get busy")
-
-    def close(self) -> None:
-        for child in self.children:
-            child.kill()
-            child.wait()
-        subprocess.run([sys.executable, "-m", "fakehw", "daemon", "stop"], env=self.env,
-                       capture_output=True, check=False)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

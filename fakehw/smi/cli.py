@@ -158,15 +158,14 @@ class Source:
     """The node this fake nvidia-smi runs on, read from the daemon."""
 
     def __init__(self) -> None:
-        from fakehw.client import Client, DaemonUnavailable
+        from fakehw.client import Client, DaemonUnavailable, node_from_env
 
         try:
             self.client: Client = Client.connect(client_name="fake-nvidia-smi")
         except DaemonUnavailable as exc:
             print(f"fakehw: {exc}", file=sys.stderr)
             raise SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED) from None
-        wanted = os.environ.get("FAKEHW_NODE", "0")
-        self.node: int | str = int(wanted) if wanted.isdigit() else wanted
+        self.node: int | str = node_from_env()
 
     def _pick(self, snapshot: Snapshot) -> tuple[Snapshot, NodeRecord]:
         return snapshot, snapshot["nodes"][0]

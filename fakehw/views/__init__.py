@@ -1,0 +1,1 @@
+"""fakehw.views: pieces the viewers share (process info from the host)."""
