@@ -1,0 +1,373 @@
+"""``fake-nvitop``: nvitop 1.7.2 on the fake GPUs of one node, and a cluster grid.
+
+``fake-nvitop`` on a terminal runs the live monitor; ``-1`` (or output to a
+pipe) prints one frame as ``nvitop -1`` does; ``--cluster`` shows every GPU
+of the fake cluster as a grid. The node is the one ``FAKEHW_NODE`` names
+(default 0). The host panel shows the fake node's server (a DGX-class
+machine whose CPU and memory follow the GPU processes), or this machine
+with ``--real-host``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import math
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from fakehw.nvitop import view
+from fakehw.views.procinfo import HostProcess, ProcessTable
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from fakehw.client import Client
+    from fakehw.snapshot import NodeRecord, ProcessRecord, Snapshot
+
+EXIT_TERMINATED = 143
+
+
+class NvmlError(Exception):
+    """What nvitop reports as ``NVML ERROR: ...`` (exit 1)."""
+
+
+class Terminated(BaseException):
+    pass
+
+
+def _posfloat(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError
+    return number
+
+
+_posfloat.__name__ = "positive float"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """nvitop's options (same names, same meaning), plus fakehw's own."""
+    parser = argparse.ArgumentParser(
+        prog="nvitop", description="An interactive NVIDIA-GPU process viewer.",
+        formatter_class=argparse.RawTextHelpFormatter, add_help=False,
+        epilog="fakehw: the GPUs are the fakehw daemon's; FAKEHW_NODE picks the node.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--help",
+        "-h",
+        action="help",
+        default=argparse.SUPPRESS,
+        help="Show this help message and exit.",
+    )
+    parser.add_argument(
+        "--version",
+        "-V",
+        action="version",
+        version=f"%(prog)s {view.VERSION}",
+        help="Show %(prog)s's version number and exit.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--once", "-1", dest="once", action="store_true", help="Report query data only once."
+    )
+    mode.add_argument(
+        "--monitor",
+        "-m",
+        dest="monitor",
+        type=str,
+        default=argparse.SUPPRESS,
+        nargs="?",
+        choices=["auto", "full", "compact"],
+        help="Run as a resource monitor. Continuously report query data and "
+        "handle user inputs.\n(default fallback mode: auto)",
+    )
+    mode.add_argument(
+        "--compact",
+        dest="monitor",
+        action="store_const",
+        const="compact",
+        default=argparse.SUPPRESS,
+        help="The monitor in compact mode (the same as `-m compact`).",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_posfloat,
+        default=None,
+        metavar="SEC",
+        help="Process status update interval in seconds. (default: 2)",
+    )
+    parser.add_argument(
+        "--no-unicode",
+        "--ascii",
+        "-U",
+        dest="no_unicode",
+        action="store_true",
+        help="Use ASCII characters only.",
+    )
+    parser.add_argument(
+        "--readonly", action="store_true", help="Disable all system and process changing features."
+    )
+    coloring = parser.add_argument_group("coloring")
+    coloring.add_argument(
+        "--colorful",
+        action="store_true",
+        help="Use gradient colors to get spectrum-like bar charts.",
+    )
+    coloring.add_argument(
+        "--force-color",
+        action="store_true",
+        help="Force colorize even when `stdout` is not a TTY terminal.",
+    )
+    coloring.add_argument(
+        "--light", action="store_true", help="Tweak visual results for light theme terminals."
+    )
+    coloring.add_argument(
+        "--gpu-util-thresh",
+        type=int,
+        nargs=2,
+        choices=range(1, 100),
+        metavar=("th1", "th2"),
+        help="Thresholds of GPU utilization (defaults: 10 75).",
+    )
+    coloring.add_argument(
+        "--mem-util-thresh",
+        type=int,
+        nargs=2,
+        choices=range(1, 100),
+        metavar=("th1", "th2"),
+        help="Thresholds of GPU memory percent (defaults: 10 80).",
+    )
+    devices = parser.add_argument_group("device filtering")
+    devices.add_argument(
+        "--only",
+        "-o",
+        type=int,
+        nargs="+",
+        metavar="INDEX",
+        help="Only show the specified devices.",
+    )
+    processes = parser.add_argument_group("process filtering")
+    processes.add_argument(
+        "--compute",
+        "-c",
+        action="store_true",
+        help="Only show GPU processes with the compute context.",
+    )
+    processes.add_argument(
+        "--only-compute",
+        "-C",
+        action="store_true",
+        help="Only show GPU processes exactly with the compute context.",
+    )
+    processes.add_argument(
+        "--graphics",
+        "-g",
+        action="store_true",
+        help="Only show GPU processes with the graphics context.",
+    )
+    processes.add_argument(
+        "--only-graphics",
+        "-G",
+        action="store_true",
+        help="Only show GPU processes exactly with the graphics context.",
+    )
+    processes.add_argument(
+        "--user",
+        "-u",
+        type=str,
+        nargs="*",
+        metavar="USERNAME",
+        help="Only show processes of the given users (or `$USER`).",
+    )
+    processes.add_argument(
+        "--pid",
+        "-p",
+        type=int,
+        nargs="+",
+        metavar="PID",
+        help="Only show processes of the given PIDs.",
+    )
+    fake = parser.add_argument_group("fakehw")
+    fake.add_argument(
+        "--cluster",
+        action="store_true",
+        help="Show every GPU of the fake cluster as a grid, grouped by node.",
+    )
+    fake.add_argument(
+        "--real-host",
+        action="store_true",
+        help="Show this machine in the host panel instead of the fake node's server.",
+    )
+    return parser  # fmt: skip
+
+
+class Source:
+    """The daemon, one node of it, and psutil's view of the GPU processes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from fakehw.client import Client, DaemonUnavailable, node_from_env
+
+        self.args = args
+        self.node = node_from_env()
+        self.procs = ProcessTable()
+        try:
+            self.client: Client = Client.connect(client_name="fake-nvitop")
+        except DaemonUnavailable as exc:
+            raise NvmlError(f"Driver Not Loaded ({exc})") from None
+
+    def snapshot(self, whole_cluster: bool = False) -> Snapshot:
+        from fakehw.client import DaemonUnavailable, RequestFailed
+
+        try:
+            return self.client.snapshot(None if whole_cluster else self.node)
+        except RequestFailed as exc:
+            raise NvmlError(exc.message) from None
+        except DaemonUnavailable as exc:
+            raise NvmlError(f"Unknown Error ({exc})") from None
+
+    def frame(self) -> Frame:
+        snapshot = self.snapshot()
+        node = snapshot["nodes"][0]
+        if self.args.only:
+            node = {**node, "gpus": [g for g in node["gpus"] if g["index"] in self.args.only]}
+        shown = [r for r in node["processes"] if self._wanted(r)]
+        node = {**node, "processes": shown}
+        hosts = {r["pid"]: self.procs.lookup(r) for r in shown}
+        self.procs.forget_others(set(hosts))
+        if self.args.real_host:
+            figures = view.HostFigures.of_this_machine()
+            hostname = os.uname().nodename
+        else:
+            figures = view.HostFigures.of_node(node, snapshot["time"])
+            hostname = node["hostname"]
+        return Frame(snapshot, node, hosts, figures, (getpass.getuser(), hostname))
+
+    def _wanted(self, process: ProcessRecord) -> bool:
+        args = self.args
+        if args.only and process["gpu_index"] not in args.only:
+            return False
+        if (args.graphics or args.only_graphics) and "G" not in process["type"]:
+            return False
+        if args.user is not None and process["user"] not in (set(args.user) or {getpass.getuser()}):
+            return False
+        return not (args.pid is not None and process["pid"] not in args.pid)
+
+
+class Frame:
+    """Everything one screen shows, read at one moment."""
+
+    def __init__(
+        self, snapshot: Snapshot, node: NodeRecord, hosts: dict[int, HostProcess],
+        figures: view.HostFigures, user_context: tuple[str, str],
+    ) -> None:  # fmt: skip
+        self.snapshot = snapshot
+        self.node = node
+        self.hosts = hosts
+        self.figures = figures
+        self.user_context = user_context
+
+    def rows(self, order: str = "natural", reverse: bool = False) -> list[view.ProcessRow]:
+        return view.process_rows(self.node, self.snapshot, self.hosts, order, reverse)
+
+
+def terminal_width() -> int:
+    return max(79, shutil.get_terminal_size(fallback=(79, 24)).columns)
+
+
+def once_lines(frame: Frame, width: int) -> list[view.Line]:
+    """What ``nvitop -1`` prints at a terminal of ``width`` columns."""
+    rows = frame.rows()
+    device_width = width if width >= 100 and frame.node["gpus"] else 79
+    print_width = min(device_width, view.process_print_width(rows, width))
+    width = max(print_width, min(width, 140)) if frame.node["gpus"] else 79
+    superuser = os.geteuid() == 0
+    return [
+        *view.device_lines(frame.snapshot, frame.node, width),
+        *view.host_lines(frame.figures, width),
+        [("", "")],
+        *view.process_lines(rows, width, frame.user_context, superuser),
+    ]
+
+
+def print_once(source: Source, args: argparse.Namespace) -> None:
+    lines = once_lines(source.frame(), terminal_width())
+    color = args.force_color or sys.stdout.isatty()
+    render = view.ansi if color else view.plain
+    text = "\n".join(render(line) for line in lines)
+    if args.no_unicode:
+        text = text.translate(ASCII)
+    print(text)
+
+
+# box drawing and bars to ASCII, as nvitop's --no-unicode does
+ASCII = str.maketrans(
+    "═─╴╒╤╕╪╘╧╛┌┬┐┼└┴┘│╞╡├┤▏▎▍▌▋▊▉█░▲▼␤",
+    "=--++++++++++++++||||||||||||||^v?",
+)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.gpu_util_thresh:
+        view.GPU_THRESHOLDS = (min(args.gpu_util_thresh), max(args.gpu_util_thresh))
+    if args.mem_util_thresh:
+        view.MEMORY_THRESHOLDS = (min(args.mem_util_thresh), max(args.mem_util_thresh))
+    if args.interval is not None and args.interval < 0.25:
+        build_parser().error(f"the interval {args.interval:0.2g}s is too short")
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    monitor = getattr(args, "monitor", None) if hasattr(args, "monitor") else None
+    wants_monitor = hasattr(args, "monitor") or (not args.once and tty)
+    messages = []
+    if wants_monitor and not tty:
+        if hasattr(args, "monitor"):
+            messages.append("ERROR: You must run monitor mode from a TTY terminal.")
+        wants_monitor = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        source = Source(args)
+        if args.only:
+            count = len(source.snapshot()["nodes"][0]["gpus"])
+            invalid = sorted(set(args.only) - set(range(count)))
+            if len(invalid) > 1:
+                messages.append(f"ERROR: Invalid device indices: {invalid}.")
+            elif invalid:
+                messages.append(f"ERROR: Invalid device index: {invalid[0]}.")
+        if args.cluster:
+            from fakehw.nvitop.grid import print_once as print_grid
+            from fakehw.nvitop.grid import run_live as run_grid
+
+            if wants_monitor:
+                run_grid(source, args)
+            else:
+                print_grid(source, args)
+        elif wants_monitor:
+            from fakehw.nvitop.app import run as run_monitor
+
+            run_monitor(source, args, mode=monitor or os.environ.get("NVITOP_MONITOR_MODE", "auto"))
+        else:
+            print_once(source, args)
+    except NvmlError as exc:
+        red = "\x1b[1m\x1b[31m" if sys.stderr.isatty() else ""
+        print(f"{red}NVML ERROR:{chr(27) + '[0m' if red else ''} {exc}", file=sys.stderr)
+        return 1
+    except Terminated:
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    for message in messages:
+        print(message, file=sys.stderr)
+    return 1 if messages else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
