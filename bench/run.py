@@ -12,13 +12,17 @@ Measures, against real daemon processes in a private runtime directory:
   with 50 concurrent clients (each client a connection doing request after
   request; clients run in 5 worker processes so they are not one GIL).
 
+* the live ``fake-nvitop`` monitor's CPU (1 s refresh, 8 training GPUs, on a
+  120x40 pseudo-terminal) over 60 s (20 s with --quick);
 * start-up: the median wall time of a one-shot ``fake-nvidia-smi`` (the
-  default table, and a ``--query-gpu`` CSV) against ``python3 -c pass`` on the
-  same interpreter, runs interleaved so machine noise hits both alike.
+  default table, and a ``--query-gpu`` CSV) and ``fake-gpustat`` against
+  ``python3 -c pass`` on the same interpreter, runs interleaved so machine
+  noise hits both alike.
 
 Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
 snapshots/s for one 8-GPU node (issue 2); a one-shot table within 2.5 x
-``python3 -c pass`` (issue 3).
+``python3 -c pass`` (issues 3 and 5); fake-nvitop <= 3 % of a core (issue 5;
+the real nvitop runs on the same fake GPUs once the NVML layer exists).
 """
 
 from __future__ import annotations
@@ -187,6 +191,71 @@ def startup(runs: int) -> list[list[object]]:
     return rows
 
 
+def monitor_cpu(seconds: float) -> dict[str, float]:
+    """CPU used by the live fake-nvitop (1 s refresh) on an 8-GPU node that trains,
+    run on a pseudo-terminal of 120x40 as a user would."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    import psutil
+
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime), "TERM": "xterm-256color"}
+    sleepers = []
+    try:
+        start_daemon(runtime, nodes=1)
+        from fakehw.client import Client
+
+        with Client.connect(root=str(runtime), autostart=False) as client:
+            for gpu in range(8):
+                sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+                sleepers.append(sleeper)
+                client.request("attach", pid=sleeper.pid, name="python", gpus=[gpu],
+                               memory_plan={"train": 60000}, phase="train")  # fmt: skip
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "fakehw.nvitop", "--interval", "1"],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env=env,
+            start_new_session=True,
+        )
+        os.close(follower)
+        drained = threading.Event()
+
+        def drain() -> None:
+            while not drained.is_set():
+                try:
+                    if not os.read(leader, 65536):
+                        return
+                except OSError:
+                    return
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        time.sleep(3.0)  # start-up is not the steady state
+        process = psutil.Process(monitor.pid)
+        before = process.cpu_times()
+        time.sleep(seconds)
+        after = process.cpu_times()
+        used = (after.user - before.user) + (after.system - before.system)
+        rss = process.memory_info().rss / 2**20
+        monitor.terminate()
+        monitor.wait(timeout=10)
+        drained.set()
+        os.close(leader)
+        stop_daemon(runtime)
+        return {"cpu_pct": 100 * used / seconds, "rss_mib": rss}
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter measuring windows")
@@ -220,6 +289,12 @@ def main() -> None:
         )  # fmt: skip
     print("\nSnapshots of one 8-GPU node")
     print(tabulate(rows, headers=["clients", "snapshots/s", "p50 ms", "p99 ms", "target", ""]))
+
+    result = monitor_cpu(20.0 if args.quick else 60.0)
+    verdict = "ok" if result["cpu_pct"] <= 3.0 else "MISSED"
+    print("\nfake-nvitop live monitor, 8 GPUs training, 1 s refresh, 120x40 pty")
+    print(tabulate([[f"{result['cpu_pct']:.2f} %", f"{result['rss_mib']:.0f}", "<= 3 %", verdict]],
+                   headers=["CPU (one core)", "RSS MiB", "target", ""]))  # fmt: skip
 
     rows = startup(15 if args.quick else 40)
     print("\nOne-shot start-up, median wall time (daemon running)")

@@ -54,13 +54,13 @@ def alive(pid: int) -> bool:
 class Node:
     """A private daemon with one node, and a way to run fake-nvidia-smi on it."""
 
-    def __init__(self, model: str, gpus: int) -> None:
-        self.runtime = tempfile.mkdtemp(prefix="fhw-smi-")
+    def __init__(self, model: str, gpus: int, nodes: int = 1) -> None:
+        self.runtime = tempfile.mkdtemp(prefix="fhw-node-")
         self.env = {**os.environ, "FAKEHW_RUNTIME_DIR": self.runtime, "TZ": "UTC"}
         self.children: list[subprocess.Popen[bytes]] = []
         started = subprocess.run(
             [sys.executable, "-m", "fakehw", "daemon", "start", "--gpu-model", model,
-             "--gpus-per-node", str(gpus)],
+             "--gpus-per-node", str(gpus), "--nodes", str(nodes)],
             env=self.env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr

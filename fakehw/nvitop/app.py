@@ -59,8 +59,8 @@ SORT_KEYS = {"n": "natural", "p": "pid", "u": "username", "g": "gpu_memory",
              "m": "memory_percent", "t": "time"}  # fmt: skip
 
 # Up-growing braille cells: (left dots, right dots) -> character, 0-4 each.
-_UP = "⠀⢀⢠⢰⢸⡀⣀⣠⣰⣸⡄⣄⣤⣴⣼⡆⣆⣦⣶⣾⡇⣇⣧⣷⣿"
-_DOWN = "⠀⠈⠘⠸⢸⠁⠉⠙⠹⢹⠃⠋⠛⠻⢻⠇⠏⠟⠿⢿⡇⡏⡟⡿⣿"
+_UP = " ⢀⢠⢰⢸⡀⣀⣠⣰⣸⡄⣄⣤⣴⣼⡆⣆⣦⣶⣾⡇⣇⣧⣷⣿"
+_DOWN = " ⠈⠘⠸⢸⠁⠉⠙⠹⢹⠃⠋⠛⠻⢻⠇⠏⠟⠿⢿⡇⡏⡟⡿⣿"
 
 
 def braille_graph(values: list[float], width: int, height: int, upsidedown: bool) -> list[str]:

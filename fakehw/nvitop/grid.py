@@ -91,30 +91,29 @@ def detailed_lines(snapshot: Snapshot, width: int) -> list[view.Line]:
 
 
 def dense_lines(snapshot: Snapshot, width: int) -> list[view.Line]:
-    """One character per GPU, nodes side by side: ``0001 ████████``."""
+    """One character per GPU, a space between nodes, the first node's number
+    leading each line: 128 nodes of 8 GPUs take 16 lines of 80 columns."""
     nodes = snapshot["nodes"]
     per_node = max((len(n["gpus"]) for n in nodes), default=1)
     label = len(str(len(nodes)))
-    block = label + 1 + per_node + 2
-    per_line = max(1, width // block)
+    per_line = max(1, (width - label - 1) // (per_node + 1))
     lines: list[view.Line] = []
     for start in range(0, len(nodes), per_line):
-        line: view.Line = []
+        line: view.Line = [("dim", f"{start + 1:0{label}d} ")]
         for node in nodes[start : start + per_line]:
-            line.append(("dim", f"{node['index'] + 1:0{label}d} "))
             for gpu in node["gpus"]:
                 level = LEVELS[round(gpu["utilization_gpu_pct"] / 100 * (len(LEVELS) - 1))]
-                line.append(
-                    (temperature_color(gpu["temperature_gpu_c"]), level if level != " " else "·")
-                )
-            line.append(("", "  "))
+                shown = level if level != " " else "·"
+                line.append((temperature_color(gpu["temperature_gpu_c"]), shown))
+            line.append(("", " "))
         lines.append(line)
     return lines
 
 
 def legend(dense: bool) -> view.Line:
     if dense:
-        return [("dim", "height: utilization · colour: "), ("cyan", "<45C "), ("green", "<55C "),
+        return [("dim", "a block per node · ▁-█ util · temp: "),
+                ("cyan", "<45C "), ("green", "<55C "),
                 ("yellow", "<70C "), ("red", "<80C "), ("bold red", ">=80C")]  # fmt: skip
     return [("dim", "per GPU: util% temp C / mem% power W · colour: "), ("green", "light "),
             ("yellow", "moderate "), ("red", "heavy")]  # fmt: skip
@@ -123,10 +122,9 @@ def legend(dense: bool) -> view.Line:
 def compose(snapshot: Snapshot, width: int, height: int | None, dense: bool | None,
             offset: int = 0) -> list[view.Line]:  # fmt: skip
     """The grid; ``dense=None`` picks the detailed layout when it fits ``height``."""
-    detailed = detailed_lines(snapshot, width)
     if dense is None:
-        dense = height is not None and len(detailed) + 4 > height
-    body = dense_lines(snapshot, width) if dense else detailed
+        dense = height is not None and fits_dense(snapshot, width, height)
+    body = dense_lines(snapshot, width) if dense else detailed_lines(snapshot, width)
     head = [*summary_lines(snapshot), legend(dense), [("", "")]]
     if height is None:
         return head + body
@@ -135,8 +133,13 @@ def compose(snapshot: Snapshot, width: int, height: int | None, dense: bool | No
     shown = body[offset : offset + room]
     if len(body) > room:
         more = f" rows {offset + 1}-{offset + len(shown)} of {len(body)} (arrows, PgUp/PgDn) "
-        head[2] = head[2] + [("reverse", more)]
+        head[3] = [("reverse", more)]
     return head + shown
+
+
+def fits_dense(snapshot: Snapshot, width: int, height: int) -> bool:
+    """Whether the dense layout is the one to show: the detailed one does not fit."""
+    return len(detailed_lines(snapshot, width)) + 4 > height
 
 
 def print_once(source: Source, args: argparse.Namespace) -> None:
@@ -159,7 +162,10 @@ def run_live(source: Source, args: argparse.Namespace) -> None:
         state.snapshot = source.snapshot(whole_cluster=True)
 
     def render(width: int, height: int) -> list[view.Line]:
-        return compose(state.snapshot, width, height, state.dense, state.offset)
+        state.shown_dense = (
+            state.dense if state.dense is not None else fits_dense(state.snapshot, width, height)
+        )
+        return compose(state.snapshot, width, height, state.shown_dense, state.offset)
 
     live = Live(render, refresh, args.interval or 1.0)
     live.keys.add("q")(lambda event: live.quit())
@@ -177,9 +183,11 @@ class GridState:
         self.snapshot = snapshot
         self.offset = 0
         self.dense: bool | None = None  # None: whichever fits
+        self.shown_dense = False
 
     def scroll(self, step: int) -> None:
         self.offset = max(0, self.offset + step)
 
     def toggle(self) -> None:
-        self.dense = True if self.dense is None else not self.dense
+        self.dense = not self.shown_dense
+        self.offset = 0
