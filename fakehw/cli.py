@@ -128,9 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_with = commands.add_parser(
         "exec",
         help="run a command that sees the fake GPUs as `nvidia-smi`",
-        description="Runs COMMAND with a PATH whose `nvidia-smi` is fake-nvidia-smi, for "
-        "scripts that hard-code the name. Only that command and its children see it.",
-        epilog="Example: fakehw exec -- ./collect_gpu_metrics.sh --interval 5",
+        description="Runs COMMAND so that it sees the fake GPUs: `nvidia-smi` on its PATH is "
+        "fake-nvidia-smi, and Python programs that use pynvml (nvidia-ml-py), such as nvitop "
+        "and gpustat, get the fake NVML library instead of the driver's. Only that command and "
+        "its children see them.",
+        epilog="Examples: fakehw exec -- nvitop -1\n          fakehw exec -- gpustat -cpu\n"
+        "          fakehw exec -- ./collect_gpu_metrics.sh --interval 5",
     )
     run_with.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     commands.add_parser(
@@ -139,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
         description='Prints an `export PATH=...` line; use it as  eval "$(fakehw shellenv)"  '
         "to make `nvidia-smi` the fake one in the current shell.",
     )
+
+    exporter = commands.add_parser(
+        "exporter",
+        help="serve the GPUs at /metrics as NVIDIA's DCGM exporter does",
+        description="Serves every GPU of the fake cluster at /metrics with the DCGM exporter's "
+        "metric names, types, help texts and labels (for Prometheus and Grafana).",
+    )
+    exporter.add_argument("--listen", default="127.0.0.1:9400", metavar="HOST:PORT",
+                          help="where to listen (default 127.0.0.1:9400)")  # fmt: skip
+    exporter.add_argument("--host-label", choices=("hostname", "Hostname", "both"),
+                          default="hostname",
+                          help="the node label: hostname (dcgm-exporter since May 2026, the "
+                               "default), Hostname (before), or both")  # fmt: skip
 
     models = commands.add_parser("models", help="list the GPU models and their aliases")
     models.add_argument("--json", action="store_true")
@@ -386,6 +402,60 @@ def shim_directory() -> str:
     return directory
 
 
+SITECUSTOMIZE = '''"""Written by `fakehw exec`: pynvml here talks to the fakehw daemon."""
+import os
+import sys
+
+try:
+    from fakehw.nvml.hook import install
+except Exception as exc:  # never stop the program itself
+    print(f"fakehw: the NVML layer is not available here: {exc}", file=sys.stderr)
+else:
+    install()
+
+# Run the sitecustomize this one hides, if the environment has one.
+_here = os.path.dirname(os.path.abspath(__file__))
+for _entry in sys.path:
+    _candidate = os.path.join(_entry or os.curdir, "sitecustomize.py")
+    if os.path.abspath(_entry or os.curdir) != _here and os.path.isfile(_candidate):
+        with open(_candidate) as _file:
+            exec(compile(_file.read(), _candidate, "exec"), {"__name__": "sitecustomize"})
+        break
+'''
+
+
+def python_shim_directory() -> str:
+    """A directory for PYTHONPATH: ``sitecustomize.py`` that installs the NVML layer,
+    and the ``fakehw`` package itself (a link), so that any Python, whatever
+    environment it runs in, can import the few pure-Python modules it needs."""
+    import fakehw
+
+    paths = runtime_paths(create=True)
+    directory = os.path.join(paths.root, "python")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _write_if_changed(os.path.join(directory, "sitecustomize.py"), SITECUSTOMIZE, 0o600)
+    link = os.path.join(directory, "fakehw")
+    package = os.path.dirname(os.path.abspath(fakehw.__file__))
+    if os.path.realpath(link) != os.path.realpath(package):
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(package, link)
+    return directory
+
+
+def _write_if_changed(path: str, body: str, mode: int) -> None:
+    current = None
+    if os.path.exists(path):
+        with open(path) as handle:
+            current = handle.read()
+    if current != body:
+        temporary = path + ".tmp"
+        with open(temporary, "w") as handle:
+            handle.write(body)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+
+
 def _real_nvidia_smi(shim: str) -> str | None:
     """A real nvidia-smi the shim would hide, if there is one on PATH."""
     found = shutil.which("nvidia-smi")
@@ -406,6 +476,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
         print(f"fakehw: {command[0]} will see the fake nvidia-smi, not {real}", file=sys.stderr)
     environment = dict(os.environ)
     environment["PATH"] = shim + os.pathsep + environment.get("PATH", "")
+    python = python_shim_directory()
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [python, *filter(None, [environment.get("PYTHONPATH")])]
+    )
+    environment["FAKEHW_RUNTIME_DIR"] = runtime_paths(create=True).root
     if shutil.which(command[0], path=environment["PATH"]) is None:
         raise CliError(f"command not found: {command[0]}", 127)
     sys.stdout.flush()
@@ -421,12 +496,30 @@ def cmd_shellenv(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from fakehw.exporter import serve
+
+    try:
+        server = serve(args.listen, args.host_label)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen}: {exc.strerror}", EXIT_FAILURE) from None
+    print(f"fakehw exporter: http://{args.listen}/metrics", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "daemon": cmd_daemon,
     "simulate": cmd_simulate,
     "exec": cmd_exec,
     "shellenv": cmd_shellenv,
     "models": cmd_models,
+    "exporter": cmd_exporter,
 }
 
 
