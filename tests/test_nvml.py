@@ -1,0 +1,269 @@
+"""Real clients on fake GPUs: pynvml, nvitop and gpustat under `fakehw exec`, and the exporter."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Node, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+BIN = Path(sys.executable).parent
+
+
+def run_exec(node: Node, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**node.env, "PATH": f"{BIN}:{node.env['PATH']}", "COLUMNS": "79"}
+    return subprocess.run(
+        [sys.executable, "-m", "fakehw", "exec", "--", *command],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def pynvml(node: Node, code: str) -> object:
+    """Run a pynvml script under fakehw exec; it prints one JSON document."""
+    result = run_exec(node, sys.executable, "-c", textwrap.dedent(code))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def busy() -> Iterator[Node]:
+    node = Node("h100", 4)
+    node.run_process("python3", 1, 46608)
+    node.run_process("python3", 2, 30000)
+    node.wait_busy_gpus([1, 2])
+    yield node
+    node.close()
+
+
+def test_pynvml_reads_the_fake_gpus_as_nvidia_smi_does(busy: Node) -> None:
+    data = pynvml(busy, """
+        import json, pynvml as N
+        N.nvmlInit()
+        out = {"count": N.nvmlDeviceGetCount(), "driver": N.nvmlSystemGetDriverVersion(),
+               "cuda": N.nvmlSystemGetCudaDriverVersion(), "gpus": []}
+        for i in range(out["count"]):
+            h = N.nvmlDeviceGetHandleByIndex(i)
+            m = N.nvmlDeviceGetMemoryInfo(h, version=N.nvmlMemory_v2)
+            pci = N.nvmlDeviceGetPciInfo(h)
+            out["gpus"].append({
+                "name": N.nvmlDeviceGetName(h), "uuid": N.nvmlDeviceGetUUID(h),
+                "serial": N.nvmlDeviceGetSerial(h), "bus_id": pci.busId,
+                "index": N.nvmlDeviceGetIndex(h), "used_mib": m.used // 2**20,
+                "total_mib": m.total // 2**20, "limit_mw": N.nvmlDeviceGetEnforcedPowerLimit(h),
+                "max_sm": N.nvmlDeviceGetMaxClockInfo(h, N.NVML_CLOCK_SM),
+                "cc": N.nvmlDeviceGetCudaComputeCapability(h),
+                "procs": [[p.pid, p.usedGpuMemory // 2**20]
+                          for p in N.nvmlDeviceGetComputeRunningProcesses(h)],
+                "by_uuid": N.nvmlDeviceGetIndex(
+                    N.nvmlDeviceGetHandleByUUID(N.nvmlDeviceGetUUID(h))),
+                "by_bus": N.nvmlDeviceGetIndex(N.nvmlDeviceGetHandleByPciBusId(pci.busId)),
+            })
+        N.nvmlShutdown()
+        print(json.dumps(out))
+    """)  # fmt: skip
+    assert isinstance(data, dict)
+    assert data["count"] == 4 and data["driver"] == "580.159.04" and data["cuda"] == 13000
+    fields = "name,uuid,serial,pci.bus_id,memory.used,memory.total,enforced.power.limit,"
+    smi = busy.smi(f"--query-gpu={fields}clocks.max.sm", "--format=csv,noheader,nounits")
+    for gpu, line in zip(data["gpus"], smi.stdout.splitlines(), strict=True):
+        name, uuid, serial, bus, used, total, limit, max_sm = line.split(", ")
+        assert (gpu["name"], gpu["uuid"], gpu["serial"], gpu["bus_id"]) == (name, uuid, serial, bus)
+        assert gpu["used_mib"] == int(used) and gpu["total_mib"] == int(total)
+        assert gpu["limit_mw"] == round(float(limit) * 1000) and gpu["max_sm"] == int(max_sm)
+        assert gpu["cc"] == [9, 0]
+        assert gpu["by_uuid"] == gpu["index"] == gpu["by_bus"]
+    pids = [child.pid for child in busy.children]
+    assert data["gpus"][1]["procs"] == [[pids[0], 46608]]
+    assert data["gpus"][2]["procs"] == [[pids[1], 30000]]
+    assert data["gpus"][0]["procs"] == []
+
+
+def test_pynvml_refuses_what_a_real_h100_refuses(busy: Node) -> None:
+    data = pynvml(busy, """
+        import json, pynvml as N
+        N.nvmlInit()
+        h = N.nvmlDeviceGetHandleByIndex(0)
+        out = {}
+        for name, call in [("fan", lambda: N.nvmlDeviceGetFanSpeed(h)),
+                           ("driver_model", lambda: N.nvmlDeviceGetCurrentDriverModel(h)),
+                           ("gpu_instance", lambda: N.nvmlDeviceGetGpuInstanceId(h)),
+                           ("bad_index", lambda: N.nvmlDeviceGetHandleByIndex(9)),
+                           ("unknown_call", lambda: N.nvmlDeviceGetSamples(h, 1, 0)),
+                           ("bad_uuid", lambda: N.nvmlDeviceGetHandleByUUID("GPU-nope"))]:
+            try:
+                call()
+                out[name] = "no error"
+            except N.NVMLError as exc:
+                out[name] = type(exc).__name__
+        print(json.dumps(out))
+    """)  # fmt: skip
+    assert data == {
+        "fan": "NVMLError_NotSupported",
+        "driver_model": "NVMLError_NotSupported",
+        "gpu_instance": "NVMLError_InvalidArgument",
+        "bad_index": "NVMLError_InvalidArgument",
+        "unknown_call": "NVMLError_FunctionNotFound",
+        "bad_uuid": "NVMLError_NotFound",
+    }
+
+
+def test_calls_before_init_are_uninitialized(busy: Node) -> None:
+    data = pynvml(
+        busy,
+        """
+        import json, pynvml as N
+        try:
+            N.nvmlDeviceGetCount()
+            print(json.dumps("no error"))
+        except N.NVMLError as exc:
+            print(json.dumps(type(exc).__name__))
+    """,
+    )
+    assert data in ("NVMLError_Uninitialized", "NVMLError_LibraryNotFound")
+
+
+def test_real_gpustat_runs_on_the_fake_gpus(busy: Node) -> None:
+    plain = run_exec(busy, "gpustat")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 5 and lines[0].endswith("580.159.04")
+    assert re.match(r"\[1\] NVIDIA H100 80GB HBM3 \|\s*\d+°C, +\d+ % \| +46617 / 81559 MB \|",
+                    lines[2])  # fmt: skip
+    detailed = run_exec(busy, "gpustat", "-cpu")
+    pid = busy.children[0].pid
+    assert re.search(rf"root:python3?[\d.]*/{pid}\(46608M\)", detailed.stdout), detailed.stdout
+    document = json.loads(run_exec(busy, "gpustat", "--json").stdout)
+    assert [g["memory.used"] for g in document["gpus"]][1:3] == [46617, 30009]
+    assert document["gpus"][1]["processes"][0]["pid"] == pid
+
+
+def test_real_nvitop_runs_on_the_fake_gpus(busy: Node) -> None:
+    result = run_exec(busy, "nvitop", "-1")
+    assert result.returncode == 0, result.stderr  # no NVML function it needs is missing
+    assert "ERROR" not in result.stderr
+    text = result.stdout
+    assert "NVITOP 1.7" in text and "Driver Version: 580.159.04" in text
+    assert text.count("H100 80GB HBM3") == 4
+    for child in busy.children:
+        assert re.search(rf"│ +\d +{child.pid} C ", text), text
+    assert "45.52GiB" in text  # the rank holding 46608 MiB
+
+
+def test_real_nvitop_live_mode(busy: Node, tmux) -> None:  # type: ignore[no-untyped-def]
+    command = (f"FAKEHW_RUNTIME_DIR={busy.runtime} PATH={BIN}:$PATH {sys.executable} -m fakehw "
+               "exec -- nvitop; echo EXIT=$?")  # fmt: skip
+    tmux("send-keys", "-t", "t", command, "Enter")
+    pid = busy.children[0].pid
+    wait_for(lambda: str(pid) in tmux("capture-pane", "-p", "-t", "t"), timeout=30)
+    tmux("send-keys", "-t", "t", "q")
+    wait_for(lambda: re.search(r"^EXIT=0", tmux("capture-pane", "-p", "-t", "t"), re.M),
+             timeout=20)  # fmt: skip
+
+
+def test_nvidia_smi_on_path_is_the_fake_one(busy: Node) -> None:
+    result = run_exec(busy, "nvidia-smi", "-L")
+    assert result.returncode == 0
+    assert result.stdout.count("NVIDIA H100 80GB HBM3") == 4
+
+
+# ------------------------------------------------------------------ exporter
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def exporter(busy: Node) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakehw", "exporter", "--listen", f"127.0.0.1:{port}",
+         "--host-label", "both"],
+        env=busy.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            return False
+
+    wait_for(up, timeout=20)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_exporter_serves_dcgm_metrics(exporter: str, busy: Node) -> None:
+    with urllib.request.urlopen(exporter, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    expected = {
+        "DCGM_FI_DEV_GPU_UTIL": "gauge", "DCGM_FI_DEV_FB_USED": "gauge",
+        "DCGM_FI_DEV_FB_FREE": "gauge", "DCGM_FI_DEV_POWER_USAGE": "gauge",
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "counter", "DCGM_FI_DEV_GPU_TEMP": "gauge",
+        "DCGM_FI_DEV_MEMORY_TEMP": "gauge", "DCGM_FI_DEV_SM_CLOCK": "gauge",
+        "DCGM_FI_DEV_MEM_CLOCK": "gauge", "DCGM_FI_DEV_XID_ERRORS": "gauge",
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "gauge", "DCGM_FI_PROF_DRAM_ACTIVE": "gauge",
+    }  # fmt: skip
+    for name, kind in expected.items():
+        assert families[name].type == kind, name
+        assert len(families[name].samples) == 4, name
+    # dcgm-exporter's own text: counters keep their name, HELP as in default-counters.csv
+    assert "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter" in text
+    assert "# HELP DCGM_FI_DEV_SM_CLOCK SM clock frequency (in MHz)." in text
+    sample = next(s for s in families["DCGM_FI_DEV_FB_USED"].samples if s.labels["gpu"] == "1")
+    assert sample.value == 46617
+    assert set(sample.labels) == {"gpu", "UUID", "pci_bus_id", "device", "modelName",
+                                  "Hostname", "hostname", "DCGM_FI_DRIVER_VERSION"}  # fmt: skip
+    assert sample.labels["device"] == "nvidia1"
+    assert sample.labels["modelName"] == "NVIDIA H100 80GB HBM3"
+    assert sample.labels["Hostname"] == sample.labels["hostname"] == "dgx-h100-01"
+    util = next(s for s in families["DCGM_FI_DEV_GPU_UTIL"].samples if s.labels["gpu"] == "1")
+    assert util.value >= 90
+    smi = busy.smi("-i", "1", "--query-gpu=uuid", "--format=csv,noheader")
+    assert sample.labels["UUID"] == smi.stdout.strip()
+
+
+def test_exporter_energy_counter_grows(exporter: str) -> None:
+    def energy() -> float:
+        with urllib.request.urlopen(exporter, timeout=5) as response:
+            text = response.read().decode()
+        family = next(f for f in text_string_to_metric_families(text)
+                      if f.name == "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")  # fmt: skip
+        return sum(s.value for s in family.samples)
+
+    first = energy()
+    assert wait_for(lambda: energy() > first, timeout=5)
+
+
+def test_grafana_dashboard_queries_served_metrics() -> None:
+    dashboard = json.loads((Path(__file__).parents[1] / "docs" / "grafana-dashboard.json")
+                           .read_text())  # fmt: skip
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert expressions
+    from fakehw.exporter import METRICS
+
+    served = {name for name, *_ in METRICS}
+    for expression in expressions:
+        used = set(re.findall(r"DCGM_[A-Z_]+", expression))
+        assert used and used <= served, expression
+
+
+def test_the_coverage_document_lists_exactly_what_the_library_answers() -> None:
+    from fakehw.nvml.library import covered
+
+    text = (Path(__file__).parents[1] / "docs" / "nvml.md").read_text()
+    assert sorted(re.findall(r"^- `(nvml\w+)`$", text, re.M)) == covered()
