@@ -156,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the node label: hostname (dcgm-exporter since May 2026, the "
                                "default), Hostname (before), or both")  # fmt: skip
 
+    demo = commands.add_parser(
+        "demo",
+        help="open a tmux session with fake-train and the viewers, ready to record",
+        description="Opens a tmux session (a new window when run inside tmux) with fake-train "
+        "and viewers side by side, all on one fake cluster.",
+        epilog="Examples: fakehw demo   fakehw demo nvitop --seed 7   fakehw demo cluster "
+        "--nodes 8 --detach   fakehw demo --kill",
+    )
+    from fakehw.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
+
     models = commands.add_parser("models", help="list the GPU models and their aliases")
     models.add_argument("--json", action="store_true")
     return parser
@@ -496,6 +508,15 @@ def cmd_shellenv(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fakehw.demo import DemoError, run
+
+    try:
+        return run(args)
+    except DemoError as exc:
+        raise CliError(str(exc), exc.code) from None
+
+
 def cmd_exporter(args: argparse.Namespace) -> int:
     from fakehw.exporter import serve
 
@@ -520,6 +541,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "shellenv": cmd_shellenv,
     "models": cmd_models,
     "exporter": cmd_exporter,
+    "demo": cmd_demo,
 }
 
 

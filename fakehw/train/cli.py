@@ -366,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(list_styles())
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGHUP, _on_sigterm)  # its terminal went away (a tmux pane closed)
     try:
         return run(args)
     except UsageError as exc:
@@ -387,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from fakehw.train.catalog import UnknownModel
-    from fakehw.train.engine import Engine, Options
+    from fakehw.train.engine import Engine, JobFailed, Options
     from fakehw.train.metrics import MetricsWriter
     from fakehw.train.plan import PlanError, make_plan
     from fakehw.train.styles import STYLES
@@ -447,6 +448,10 @@ def run(args: argparse.Namespace) -> int:
     except WorldError as exc:
         term.clear_status()
         print(f"fake-train: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except JobFailed as exc:
+        term.clear_status()
+        term.lines([term.paint(line, "red") for line in exc.lines])
         code = EXIT_FAILURE
     finally:
         # Whatever happened, the ranks leave the GPUs and the terminal is restored.

@@ -48,6 +48,14 @@ EXPORT_MAX_S = 90.0  # a conversion step, story seconds (big GGUF files take lon
 LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
 
 
+class JobFailed(Exception):
+    """The job cannot run (a GPU is full): what PyTorch and torchrun print, then exit 1."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0] if lines else "job failed")
+        self.lines = lines
+
+
 class RankDied(Exception):
     def __init__(self, ranks: list[int]) -> None:
         super().__init__(f"ranks {ranks} died")
@@ -190,6 +198,7 @@ class Engine:
         )
         style.launcher(self.launch)
         self.wait(2.0, check=False)
+        self.check_memory()
         world.attach(self.memory_plan())
         self.wait(1.0)
         style.nccl_init(nccl_init_lines(plan, self.launch))
@@ -232,6 +241,37 @@ class Engine:
         style.parallelism(self.clock.now())
         style.training_start(self.clock.now())
 
+    def check_memory(self) -> None:
+        """Another job on the same GPUs leaves too little memory: CUDA OOM, as in life."""
+        plan = self.plan
+        ours = set(self.world.pids.values())
+        for rank in range(plan.gpus_per_node):
+            others = [p for p in self.world.holders(rank) if p[0] not in ours]
+            total = plan.gpu.memory_total_mib - plan.gpu.memory_reserved_mib
+            free = total - sum(mib for _, mib in others)
+            if plan.memory_mib <= free:
+                continue
+            gib = 1024
+            lines = [
+                f"[rank{rank}]: Traceback (most recent call last):",
+                f'[rank{rank}]:   File "{self.script().split()[0]}", line 412, in <module>',
+                f"[rank{rank}]:     model = build_model(cfg).to(device)",
+                f"[rank{rank}]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
+                f"{plan.memory_mib / gib:.2f} GiB. GPU {rank} has a total capacity of "
+                f"{total / gib:.2f} GiB of which "
+                f"{max(0, free) / gib:.2f} GiB is free. "
+                + "".join(
+                    f"Process {pid} has {mib / gib:.2f} GiB memory in use. " for pid, mib in others
+                )
+                + "Of the allocated memory 0 bytes is allocated by PyTorch, and 0 bytes is "
+                "reserved by PyTorch but unallocated.",
+                f"E{time.strftime('%m%d %H:%M:%S', time.localtime(self.clock.now()))}.000000 "
+                f"{os.getpid()} torch/distributed/elastic/multiprocessing/api.py:882] failed "
+                f"(exitcode: 1) local_rank: {rank} (pid: {self.world.pids.get(rank, 0)}) of "
+                f"binary: {self.world.process_name}",
+            ]
+            raise JobFailed(lines)
+
     def script(self) -> str:
         return {
             "megatron": "pretrain_gpt.py",
@@ -262,6 +302,7 @@ class Engine:
     # ---------------------------------------------------------------- train
     def train(self) -> str:
         plan, world = self.plan, self.world
+        self.check_memory()  # the big allocations come with the first step
         world.phase("train", cycle_s=self.expected_step_time())
         self.training_since = time.monotonic()
         while True:

@@ -185,6 +185,16 @@ class World:
                 clocks.append(gpu["clock_sm_mhz"])
         self._cells, self._clocks = cells, clocks
 
+    def holders(self, gpu: int) -> list[tuple[int, int]]:
+        """(pid, MiB) of every process on one of this node's GPUs, from the daemon."""
+        try:
+            node = self.client.snapshot(0)["nodes"][0]
+        except DaemonUnavailable as exc:
+            raise WorldError(f"lost the fakehw daemon: {exc}") from None
+        return [
+            (p["pid"], p["used_memory_mib"]) for p in node["processes"] if p["gpu_index"] == gpu
+        ]
+
     def cells(self) -> list[GpuCell]:
         self.refresh()
         return list(self._cells)
