@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 START_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 10.0
+BUSY_RETRY_S = 2.0
 
 
 class DaemonUnavailable(RuntimeError):
@@ -206,17 +207,26 @@ def try_connect(paths: RuntimePaths) -> socket.socket | None:
         check_socket_owner(paths.socket)
     except RuntimeDirError as exc:
         raise DaemonUnavailable(str(exc)) from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(REQUEST_TIMEOUT_S)
-    try:
-        sock.connect(paths.socket)
-    except (ConnectionRefusedError, FileNotFoundError):
-        sock.close()
-        return None
-    except OSError as exc:
-        sock.close()
-        raise DaemonUnavailable(f"cannot connect to {paths.socket}: {exc.strerror}") from None
-    return sock
+    import time
+
+    deadline = time.monotonic() + BUSY_RETRY_S
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        try:
+            sock.connect(paths.socket)
+            return sock
+        except (ConnectionRefusedError, FileNotFoundError):
+            sock.close()
+            return None
+        except BlockingIOError:  # the listen queue is full: the daemon is busy accepting
+            sock.close()
+            if time.monotonic() > deadline:
+                raise DaemonUnavailable(f"{paths.socket} is too busy to accept") from None
+            time.sleep(0.01)
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnavailable(f"cannot connect to {paths.socket}: {exc.strerror}") from None
 
 
 def daemon_command(

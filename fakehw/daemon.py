@@ -45,6 +45,7 @@ log = logging.getLogger("fakehw.daemon")
 
 WATCH_INTERVAL_S = 0.5
 MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
+MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
 SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
 READ_CHUNK = 65536
 
@@ -130,7 +131,7 @@ class Daemon:
         finally:
             os.umask(old_umask)
         os.chmod(self.paths.socket, 0o600)
-        listener.listen(256)
+        listener.listen(1024)
         listener.setblocking(False)
         self.selector.register(listener, selectors.EVENT_READ, data=None)
         self.selector.register(self._wake_r, selectors.EVENT_READ, data="wake")
@@ -247,6 +248,12 @@ class Daemon:
             pid, uid = _peer_credentials(sock)
             if uid is not None and uid != os.getuid():
                 log.warning("refused a peer with uid %s", uid)
+                sock.close()
+                continue
+            if len(self.connections) >= MAX_CONNECTIONS:
+                log.warning("refused a connection: %d already open", len(self.connections))
+                with contextlib.suppress(OSError):
+                    sock.sendall(proto.error(None, proto.BUSY, "too many connections"))
                 sock.close()
                 continue
             sock.setblocking(False)

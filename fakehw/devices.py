@@ -82,6 +82,7 @@ INTENSITY_NOISE_MEMORY = 0.55
 # Rows of the per-GPU normal draw each tick: intensity drift, power sensor,
 # die and memory sensors, PCIe tx and rx wander, NVLink jitter.
 _GPU_DRAWS = 7
+MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
 _MEMORY_CYCLE = np.array(TRAIN_MEMORY_CYCLE) / np.mean(TRAIN_MEMORY_CYCLE)
 _INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
 
@@ -287,6 +288,12 @@ class Cluster:
             )
         if len(set(gpus)) != len(gpus):
             raise ClusterError("a process lists the same GPU twice")
+        crowded = [g for g in gpus if self._slot_count_per_gpu[g] >= MAX_PROCESSES_PER_GPU]
+        if crowded:
+            raise ClusterError(
+                f"GPU {crowded[0]} already runs {MAX_PROCESSES_PER_GPU} processes, the most "
+                "the daemon keeps per GPU"
+            )
         plan = self._checked_plan(memory_plan or {})
         process = AttachedProcess(
             pid=pid,

@@ -39,6 +39,7 @@ CONFLICT = "conflict"  # e.g. a pid attached twice
 PROTOCOL_MISMATCH = "protocol_mismatch"
 TOO_LARGE = "too_large"
 INTERNAL = "internal"
+BUSY = "busy"  # the daemon serves as many connections as it will
 
 
 class ProtocolError(Exception):
