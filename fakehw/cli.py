@@ -156,6 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the node label: hostname (dcgm-exporter since May 2026, the "
                                "default), Hostname (before), or both")  # fmt: skip
 
+    inject = commands.add_parser(
+        "inject",
+        help="make a GPU misbehave, as every view then shows",
+        description="Injects a fault into one GPU of the fake cluster: thermal (cooling "
+        "fails: it heats to slowdown and throttles), power-brake (clocks held near their "
+        "floor), ecc (corrected errors), ecc-uncorrectable (a double-bit error, XID 48: the "
+        "process on it crashes), xid79 (the GPU falls off the bus), rank-crash (the process "
+        "on it is killed), clear (undo thermal, power-brake and xid79).",
+        epilog="Examples: fakehw inject thermal --gpu 3   fakehw inject xid79 --gpu 0 --node 2"
+        "   fakehw inject clear --gpu 3",
+    )
+    inject.add_argument("fault", choices=(*FAULT_NAMES, "rank-crash", "clear"))
+    inject.add_argument(
+        "--gpu",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPU index on its node, as nvidia-smi numbers it (default 0)",
+    )
+    inject.add_argument(
+        "--node", metavar="N|HOST", help="node index or hostname (default: FAKEHW_NODE, else 0)"
+    )
+    inject.add_argument("--count", type=int, default=1, metavar="N",
+                        help="errors to add, for ecc (default 1)")  # fmt: skip
+
     demo = commands.add_parser(
         "demo",
         help="open a tmux session with fake-train and the viewers, ready to record",
@@ -508,6 +533,50 @@ def cmd_shellenv(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FAULT_NAMES = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    import signal
+
+    from fakehw.client import Client, DaemonUnavailable, RequestFailed, node_from_env
+
+    node = args.node if args.node is not None else node_from_env()
+    if isinstance(node, str) and node.isdigit():
+        node = int(node)
+    try:
+        with Client.connect(client_name="fakehw inject", autostart=False) as client:
+            snapshot = client.snapshot(node)
+            record = snapshot["nodes"][0]
+            gpus = record["gpus"]
+            if not 0 <= args.gpu < len(gpus):
+                raise CliError(f"GPU {args.gpu} does not exist on {record['hostname']} "
+                               f"(0-{len(gpus) - 1})", EXIT_USAGE)  # fmt: skip
+            gpu = gpus[args.gpu]
+            where = f"GPU {args.gpu} of {record['hostname']} ({gpu['bus_id']})"
+            if args.fault == "rank-crash":
+                victims = [p["pid"] for p in record["processes"] if p["gpu_index"] == args.gpu]
+                if not victims:
+                    raise CliError(f"no process runs on {where}")
+                for pid in victims:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        client.request("detach", pid=pid)  # a rank of another (fake) node
+                    except PermissionError:
+                        raise CliError(f"not allowed to kill pid {pid}") from None
+                print(f"{where}: killed {', '.join(map(str, victims))}")
+                return EXIT_OK
+            result = client.request("inject", gpu=gpu["global_index"], fault=args.fault,
+                                    count=args.count)  # fmt: skip
+    except DaemonUnavailable:
+        raise CliError("no fakehw daemon is running (start one: fakehw daemon start)") from None
+    except RequestFailed as exc:
+        raise CliError(exc.message, EXIT_USAGE) from None
+    print(f"{where}: {args.fault} injected; in force: {', '.join(result['faults']) or 'none'}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fakehw.demo import DemoError, run
 
@@ -542,6 +611,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
     "exporter": cmd_exporter,
     "demo": cmd_demo,
+    "inject": cmd_inject,
 }
 
 

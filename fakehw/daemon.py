@@ -458,6 +458,15 @@ class Daemon:
         self.watched.pop(pid, None)
         return {"pid": pid}
 
+    def _op_inject(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        cluster = self.simulator.cluster
+        gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
+        fault = proto.arg_str(message, "fault", max_length=32)
+        count = proto.arg_optional_int(message, "count", low=1, high=1_000_000) or 1
+        faults = self.simulator.inject(gpu, fault, count)
+        log.info("injected %s on GPU %d (now: %s)", fault, gpu, ", ".join(faults) or "none")
+        return {"gpu": gpu, "fault": fault, "faults": faults}
+
     def _op_shutdown(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         log.info("shutdown requested by a client (pid %s)", conn.pid)
         self.stop()

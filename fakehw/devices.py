@@ -82,6 +82,9 @@ INTENSITY_NOISE_MEMORY = 0.55
 # Rows of the per-GPU normal draw each tick: intensity drift, power sensor,
 # die and memory sensors, PCIe tx and rx wander, NVLink jitter.
 _GPU_DRAWS = 7
+BRAKE_CLOCK_SHARE = 0.25  # of the maximum SM clock, under a power brake
+LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
+FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
 MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
 _MEMORY_CYCLE = np.array(TRAIN_MEMORY_CYCLE) / np.mean(TRAIN_MEMORY_CYCLE)
 _INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
@@ -230,6 +233,11 @@ class Cluster:
         self.ecc_volatile = np.zeros(n, dtype=np.int64)
         self.xid_count = np.zeros(n, dtype=np.int64)
         self.last_xid = np.zeros(n, dtype=np.int64)
+        # Injected faults (``inject``): lost cooling, a power brake, a GPU off the bus.
+        self.fault_heat_w = np.zeros(n)
+        self.fault_brake = np.zeros(n, dtype=bool)
+        self.lost = np.zeros(n, dtype=bool)
+        self.ecc_uncorrected = np.zeros(n, dtype=np.int64)
         self.memory_activity = np.zeros(n)
         self.activity = np.zeros(n)
         self.has_context = np.zeros(n, dtype=bool)
@@ -344,6 +352,56 @@ class Cluster:
             # The caching allocator keeps what it holds: targets only grow.
             self.slots.target_mib[mask] = np.maximum(self.slots.target_mib[mask], target)
         self._slots_changed()
+
+    def inject(self, gpu: int, fault: str, count: int = 1) -> list[str]:
+        """Make a GPU (global index) misbehave; returns its faults now.
+
+        ``thermal``: its cooling fails, it heats to slowdown and throttles;
+        ``power-brake``: clocks held near their floor; ``ecc``: ``count``
+        corrected single-bit errors; ``ecc-uncorrectable``: a double-bit error
+        (XID 48); ``xid79``: the GPU falls off the bus; ``clear``: all undone,
+        as after a reset or a reboot.
+        """
+        if not 0 <= gpu < self.gpu_count:
+            raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
+        if fault == "thermal":
+            self.fault_heat_w[gpu] = LOST_COOLING_W
+        elif fault == "power-brake":
+            self.fault_brake[gpu] = True
+        elif fault == "ecc":
+            if not 1 <= count <= 1_000_000:
+                raise ClusterError("count must be from 1 to 1000000")
+            self.ecc_volatile[gpu] += count
+        elif fault == "ecc-uncorrectable":
+            self.ecc_uncorrected[gpu] += 1
+            self._xid(gpu, 48)
+        elif fault == "xid79":
+            self.lost[gpu] = True
+            self._xid(gpu, 79)
+        elif fault == "clear":
+            self.fault_heat_w[gpu] = 0.0
+            self.fault_brake[gpu] = False
+            self.lost[gpu] = False
+        else:
+            raise ClusterError(f"unknown fault {fault!r}; faults: {', '.join(FAULTS)}, clear")
+        self._published_tick = -1
+        return self.faults_of(gpu)
+
+    def _xid(self, gpu: int, code: int) -> None:
+        self.xid_count[gpu] += 1
+        self.last_xid[gpu] = code
+
+    def faults_of(self, gpu: int) -> list[str]:
+        faults = []
+        if self.fault_heat_w[gpu] > 0:
+            faults.append("thermal")
+        if self.fault_brake[gpu]:
+            faults.append("power-brake")
+        if self.ecc_uncorrected[gpu]:
+            faults.append("ecc-uncorrectable")
+        if self.lost[gpu]:
+            faults.append("xid79")
+        return faults
 
     def detach(self, pid: int) -> AttachedProcess:
         """The process ended: its memory is freed at once, as the driver does."""
@@ -476,6 +534,12 @@ class Cluster:
         )
         hw_thermal = die_c >= spec.temp_slowdown_c
         ceiling = np.where(hw_thermal, np.minimum(ceiling, 0.5 * spec.sm_clock_max_mhz), ceiling)
+        # An external power brake (the chassis asks for less): clocks near their floor.
+        ceiling = np.where(
+            self.fault_brake,
+            np.minimum(ceiling, BRAKE_CLOCK_SHARE * spec.sm_clock_max_mhz),
+            ceiling,
+        )
         # Software thermal slowdown holds the die at its maximum operating temperature.
         over_c = die_c - (spec.temp_max_operating_c - 1.0)
         sw_thermal = over_c > 0
@@ -495,7 +559,9 @@ class Cluster:
         self.power_w = power
 
         die_decay, memory_decay = self._decays(dt_s)
-        self.die_rise_c = foster_step(self.die_rise_c, power, self.die_gains, die_decay)
+        # Failed cooling heats the die as this much more power would.
+        heat = power + self.fault_heat_w
+        self.die_rise_c = foster_step(self.die_rise_c, heat, self.die_gains, die_decay)
         self.memory_rise_c = foster_step(self.memory_rise_c, power, self.memory_gains, memory_decay)
         self.node_ambient_drift_c = noise.ou_step(
             self.node_ambient_drift_c, dt_s, 900.0, 0.4, rng.standard_normal(self.nodes)
@@ -508,6 +574,9 @@ class Cluster:
         reasons |= np.where(cap_limited & ~sw_thermal & ~hw_thermal, records.REASON_SW_POWER_CAP, 0)
         reasons |= np.where(sw_thermal, records.REASON_SW_THERMAL, 0)
         reasons |= np.where(hw_thermal, records.REASON_HW_THERMAL | records.REASON_HW_SLOWDOWN, 0)
+        reasons |= np.where(
+            self.fault_brake, records.REASON_HW_POWER_BRAKE | records.REASON_HW_SLOWDOWN, 0
+        )
         self.clocks_event_reasons = reasons
         self.counters_us[0] += np.where(reasons & records.REASON_SW_POWER_CAP, dt_s * 1e6, 0)
         self.counters_us[2] += np.where(sw_thermal, dt_s * 1e6, 0)
@@ -778,6 +847,9 @@ class Cluster:
         )
         ecc_volatile, ecc_history = ints(self.ecc_volatile), ints(self.ecc_history)
         xid_count, last_xid = ints(self.xid_count), ints(self.last_xid)
+        ecc_uncorrected = ints(self.ecc_uncorrected)
+        lost = self.lost[section].tolist()
+        faults = [self.faults_of(g) for g in range(lo, hi)]
         gpus: list[records.GpuRecord] = []
         for k, ident in enumerate(self.identities[lo:hi]):
             gpus.append(
@@ -826,16 +898,18 @@ class Cluster:
                     "nvlink_rx_kib_total": nv_rx_total[k],
                     "ecc": {
                         "volatile_dram_corrected": ecc_volatile[k],
-                        "volatile_dram_uncorrected": 0,
+                        "volatile_dram_uncorrected": ecc_uncorrected[k],
                         "volatile_sram_corrected": 0,
                         "volatile_sram_uncorrected": 0,
                         "aggregate_dram_corrected": ecc_history[k] + ecc_volatile[k],
-                        "aggregate_dram_uncorrected": 0,
+                        "aggregate_dram_uncorrected": ecc_uncorrected[k],
                         "aggregate_sram_corrected": 0,
                         "aggregate_sram_uncorrected": 0,
                     },
                     "xid_count": xid_count[k],
                     "last_xid": last_xid[k],
+                    "lost": lost[k],
+                    "faults": faults[k],
                 }
             )
         if detail:

@@ -134,6 +134,9 @@ class DcgmCollector:
         for name, kind, documentation, read in METRICS:
             family = Metric(name, documentation, kind)
             for labels, gpu in rows:
+                # a GPU off the bus (XID 79) answers nothing but its last XID
+                if gpu.get("lost") and name != "DCGM_FI_DEV_XID_ERRORS":
+                    continue
                 family.add_sample(name, labels, read(gpu))
             yield family
 

@@ -28,6 +28,7 @@ OPS = (
     "attach",
     "set_phase",
     "detach",
+    "inject",
     "shutdown",
 )
 

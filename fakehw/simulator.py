@@ -126,6 +126,12 @@ class Simulator:
             self._cache.clear()
             return process
 
+    def inject(self, gpu: int, fault: str, count: int = 1) -> list[str]:
+        with self.lock:
+            faults = self.cluster.inject(gpu, fault, count)
+            self._cache.clear()
+            return faults
+
     def processes(self) -> list[AttachedProcess]:
         with self.lock:
             return list(self.cluster.processes.values())

@@ -93,6 +93,8 @@ if TYPE_CHECKING:
         ecc: EccCounts
         xid_count: int
         last_xid: int
+        lost: bool  # fallen off the bus (XID 79): the driver cannot reach it
+        faults: list[str]  # injected faults in force ("thermal", "power-brake", ...)
         # Only in snapshots asked for with "detail": per buffer, [duration s,
         # count, max, min, avg] ("gpu_util", "memory_util" in %, "power_mw").
         samples: NotRequired[dict[str, list[float]]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import locale
 import os
+from collections.abc import Callable
 from datetime import datetime
 
 from fakehw.views.procinfo import HostProcess
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from fakehw.snapshot import NodeRecord, Snapshot
 
 DEFAULT_GPUNAME_WIDTH = 16
+LOST_KEYS = ("temperature.gpu", "fan.speed", "utilization.gpu", "utilization.enc",
+             "utilization.dec", "power.draw", "enforced.power.limit", "memory.used",
+             "memory.total")  # fmt: skip
 VERSION = "1.1.1"
 
 # blessed's strings for xterm-256color (what gpustat writes on a terminal).
@@ -73,8 +77,14 @@ def entries(
     node: NodeRecord, snapshot: Snapshot, procs: dict[int, HostProcess]
 ) -> list[dict[str, Any]]:
     """One dict per GPU, keyed as gpustat keys them."""
-    result = []
+    result: list[dict[str, Any]] = []
     for gpu in node["gpus"]:
+        if gpu.get("lost"):
+            # what gpustat's InvalidGPU shows for NVMLError_GpuIsLost: "?" everywhere
+            unknown = dict.fromkeys(LOST_KEYS, "?")
+            result.append({"index": gpu["index"], "name": "((GPU is lost))", **unknown,
+                           "processes": None})  # fmt: skip
+            continue
         model = snapshot["models"][gpu["model"]]
         processes = []
         for record in node["processes"]:
@@ -137,20 +147,26 @@ def gpu_line(entry: dict[str, Any], options: Options, eol: str = "\n") -> str:
     def when(condition: bool, yes: str, no: str) -> str:
         return style[yes] if condition else style[no]
 
-    temp, util = entry["temperature.gpu"], entry["utilization.gpu"]
-    c_temp = when(temp is not None and temp < 50, "red", "bold_red")
-    c_util = when(util is not None and util < 30, "green", "bold_green")
-    fan = entry["fan.speed"]
-    c_fan = when(fan is not None and fan < 30, "cyan", "bold_cyan") if fan is not None else (
-        style["bold_black"]
-    )  # fmt: skip
-    draw, limit = entry["power.draw"], entry["enforced.power.limit"]
-    c_pow = when(limit is not None and draw / limit < 0.4, "magenta", "bold_magenta")
+    def number(key: str) -> int | None:
+        found = entry.get(key)
+        return found if isinstance(found, int) else None
+
+    def judged(value: int | None, test: Callable[[int], bool], yes: str, no: str) -> str:
+        # gpustat colours an unreadable value (None, or "?" of a lost GPU) bold black
+        return style["bold_black"] if value is None else when(test(value), yes, no)
+
+    c_temp = judged(number("temperature.gpu"), lambda t: t < 50, "red", "bold_red")
+    c_util = judged(number("utilization.gpu"), lambda u: u < 30, "green", "bold_green")
+    c_fan = judged(number("fan.speed"), lambda f: f < 30, "cyan", "bold_cyan")
+    draw, limit = number("power.draw"), number("enforced.power.limit")
+    c_pow = judged(draw if limit else None, lambda d: d / (limit or 1) < 0.4, "magenta",
+                   "bold_magenta")  # fmt: skip
     width = options.gpuname_width
     text = f"{c1}[{entry['index']}]{c0} "
     if width is None or width != 0:
         name = _shorten_left(entry["name"], width)
-        text += f"{style['blue']}{name:{width or DEFAULT_GPUNAME_WIDTH}}{c0} |"
+        c_name = style["red"] if entry.get("processes") is None else style["blue"]
+        text += f"{c_name}{name:{width or DEFAULT_GPUNAME_WIDTH}}{c0} |"
     text += f"{c_temp}{_value(entry, 'temperature.gpu'):>3}°C{c0}, "
     if options.show_fan_speed:
         text += f"{c_fan}{_value(entry, 'fan.speed'):>3} %{c0}, "
@@ -180,6 +196,8 @@ def gpu_line(entry: dict[str, Any], options: Options, eol: str = "\n") -> str:
     if options.no_processes:
         return text
     text += " |"
+    if entry.get("processes") is None:
+        return text + " (Not Supported)"
     full = []
     for p in entry["processes"]:
         part = ""

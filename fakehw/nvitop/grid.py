@@ -41,7 +41,8 @@ def temperature_color(celsius: int) -> str:
 
 def summary_lines(snapshot: Snapshot) -> list[view.Line]:
     gpus = [g for node in snapshot["nodes"] for g in node["gpus"]]
-    busy = sum(1 for g in gpus if g["utilization_gpu_pct"] >= 50)
+    busy = sum(1 for g in gpus if g["utilization_gpu_pct"] >= 50 and not g.get("lost"))
+    lost = sum(1 for g in gpus if g.get("lost"))
     temps = [g["temperature_gpu_c"] for g in gpus] or [0]
     power_kw = sum(g["power_draw_mw"] for g in gpus) / 1e6
     used = sum(g["memory_used_mib"] for g in gpus)
@@ -53,11 +54,14 @@ def summary_lines(snapshot: Snapshot) -> list[view.Line]:
         f"busy {busy}/{len(gpus)} · temp mean {sum(temps) / len(temps):.0f}C max {max(temps)}C · "
         f"power {power_kw:.1f} kW · memory {100 * used / total:.0f}% "
         f"({view.bytes2human(used * view.MIB, min_unit=view.GIB)})"
+        + (f" · LOST {lost}" if lost else "")
     )
     return [[("bold", head)], [("", stats)]]
 
 
 def _detail_cells(gpu: GpuRecord) -> tuple[view.Fragment, view.Fragment]:
+    if gpu.get("lost"):
+        return ("bold red", "  LOST "), ("red|red", "XID  79")
     util = gpu["utilization_gpu_pct"]
     temp = gpu["temperature_gpu_c"]
     memory = 100 * gpu["memory_used_mib"] / max(1, gpu["memory_total_mib"])
@@ -102,6 +106,9 @@ def dense_lines(snapshot: Snapshot, width: int) -> list[view.Line]:
         line: view.Line = [("dim", f"{start + 1:0{label}d} ")]
         for node in nodes[start : start + per_line]:
             for gpu in node["gpus"]:
+                if gpu.get("lost"):
+                    line.append(("bold red", "X"))  # fallen off the bus
+                    continue
                 level = LEVELS[round(gpu["utilization_gpu_pct"] / 100 * (len(LEVELS) - 1))]
                 shown = level if level != " " else "·"
                 line.append((temperature_color(gpu["temperature_gpu_c"]), shown))

@@ -191,21 +191,33 @@ class DeviceRow:
         # the heavier of memory and compute load
         order = INTENSITY_COLORS.index
         self.color = max(self.memory_color, self.gpu_color, key=order)
+        self.persistence, self.display, self.mig, self.compute = "On", "Off", "Disabled", "Default"
+        self.utilization_text = f"{self.gpu_utilization}%"
+        self.ecc_text = str(self.ecc_errors)
+        if gpu.get("lost"):
+            # fallen off the bus: every NVML query fails, as nvitop shows it
+            self.name = "ERROR: GPU is lost"
+            self.persistence = self.display = self.mig = self.compute = "N/A"
+            self.temperature = self.performance_state = self.power_status = "N/A"
+            self.memory_usage = self.utilization_text = self.ecc_text = "N/A"
+            self.memory_used_human = "N/A"
+            self.memory_percent = self.power_utilization = None
+            self.color = "red"
 
     def full_lines(self) -> list[str]:
         return [
-            f"│ {self.index:>3}  {self.name:<19} {'On':>4} │ {self.bus_id:<16} {'Off':>3} │ "
-            f"{'Disabled':>8}  {self.ecc_errors:>10} │",
+            f"│ {self.index:>3}  {self.name:<19} {self.persistence:>4} │ {self.bus_id:<16} "
+            f"{self.display:>3} │ {self.mig:>8}  {self.ecc_text:>10} │",
             f"│ {'N/A':>3}  {self.temperature:>4}  {self.performance_state:^4} "
             f"{self.power_status:>13} │ {self.memory_usage:>20} │ "
-            f"{str(self.gpu_utilization) + '%':>7}  {'Default':>11} │",
+            f"{self.utilization_text:>7}  {self.compute:>11} │",
         ]
 
     def compact_line(self) -> str:
         return (
             f"│ {self.index:>3} {'N/A':>3} {self.temperature:>4} {self.performance_state:>3}"
             f"{self.power_status:>13} │ {self.memory_usage:>20} │ "
-            f"{str(self.gpu_utilization) + '%':>7}  {'Default':>11} │"
+            f"{self.utilization_text:>7}  {self.compute:>11} │"
         )
 
     def bars(self, remaining: int) -> list[list[tuple[str, str]]]:

@@ -35,6 +35,7 @@ NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_INSUFFICIENT_SIZE = 7
 NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
 
 ERROR_STRINGS = {
@@ -233,6 +234,8 @@ class FakeNvmlLibrary:
         gpus = self.gpus()
         if index >= len(gpus):
             raise _Refusal(NVML_ERROR_INVALID_ARGUMENT)
+        if gpus[index].get("lost"):
+            raise _Refusal(NVML_ERROR_GPU_IS_LOST)  # fell off the bus (XID 79)
         return gpus[index]
 
     def model(self, gpu: Any) -> Any:
@@ -311,8 +314,11 @@ def _count(lib: FakeNvmlLibrary, out: Any) -> int:
 @c_function("nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByIndex_v2")
 def _by_index(lib: FakeNvmlLibrary, index: Any, out: Any) -> int:
     wanted = value(index)
-    if not 0 <= wanted < len(lib.gpus()):
+    gpus = lib.gpus()
+    if not 0 <= wanted < len(gpus):
         return NVML_ERROR_INVALID_ARGUMENT
+    if gpus[wanted].get("lost"):
+        return NVML_ERROR_GPU_IS_LOST
     return lib.give_handle(out, wanted)
 
 

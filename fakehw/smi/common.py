@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_INVALID_ARGUMENT = 2  # NVML_ERROR_INVALID_ARGUMENT
 EXIT_NOT_FOUND = 6  # NVML_ERROR_NOT_FOUND: "No devices were found"
 EXIT_DRIVER_NOT_LOADED = 9  # NVML_ERROR_DRIVER_NOT_LOADED
+EXIT_GPU_IS_LOST = 15  # NVML_ERROR_GPU_IS_LOST
 EXIT_UNKNOWN_OPTION = 255
 
 DRIVER_UNREACHABLE = (
@@ -54,7 +55,7 @@ def select_gpus(node: NodeRecord, ids: list[str] | None) -> list[GpuRecord]:
     """
     gpus = node["gpus"]
     if not ids:
-        return list(gpus)
+        return _reachable(list(gpus))
     chosen: list[GpuRecord] = []
     for raw in ids:
         ident = raw.strip()
@@ -64,7 +65,20 @@ def select_gpus(node: NodeRecord, ids: list[str] | None) -> list[GpuRecord]:
         if match not in chosen:
             chosen.append(match)
     chosen.sort(key=lambda g: g["index"])
-    return chosen
+    return _reachable(chosen)
+
+
+def _reachable(gpus: list[GpuRecord]) -> list[GpuRecord]:
+    """A GPU that fell off the bus (XID 79) stops nvidia-smi, as the real driver does."""
+    lost = [g for g in gpus if g.get("lost")]
+    if lost:
+        message = "".join(
+            f"Unable to determine the device handle for GPU{g['bus_id']}: GPU is lost.  "
+            "Reboot the system to recover this GPU\n"
+            for g in lost
+        )
+        raise SmiError(message, EXIT_GPU_IS_LOST)
+    return gpus
 
 
 def _find(gpus: list[GpuRecord], ident: str) -> GpuRecord | None:

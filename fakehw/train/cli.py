@@ -84,6 +84,20 @@ def _duration(text: str) -> float:
     return seconds
 
 
+INJECTABLE = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79", "rank-crash")
+
+
+def _injection(text: str) -> tuple[str, int, int]:
+    """``thermal:3@200`` -> ("thermal", 3, 200)."""
+    match = re.fullmatch(r"([a-z0-9-]+)(?::(\d+))?@(\d+)", text.strip())
+    if not match or match.group(1) not in INJECTABLE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FAULT[:GPU]@STEP with FAULT one of {', '.join(INJECTABLE)} "
+            "(example: thermal:3@200)"
+        )
+    return match.group(1), int(match.group(2) or 0), int(match.group(3))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -203,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument(
         "--exit-after-steps", type=_positive_int, metavar="N", help="end after N training steps"
+    )
+    stop.add_argument(
+        "--inject",
+        type=_injection,
+        action="append",
+        default=[],
+        metavar="FAULT[:GPU]@STEP",
+        help="make a GPU misbehave at a step: thermal, power-brake, ecc, ecc-uncorrectable, "
+        "xid79, rank-crash (GPU = rank, default 0); may be given more than once, e.g. "
+        "--inject thermal:3@200 --inject rank-crash:1@500",
     )
     stop.add_argument(
         "--metrics-jsonl",
@@ -423,8 +447,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--metrics-jsonl {args.metrics_jsonl}: {exc.strerror}") from None
     world = World(plan, client, list(client.hello["hostnames"]))
     style = STYLES[args.style](term, plan)
+    bad = [gpu for _, gpu, _ in args.inject if gpu >= plan.gpus]
+    if bad:
+        client.close()
+        raise UsageError(f"--inject names GPU {bad[0]}; the job has GPUs 0-{plan.gpus - 1}")
     options = Options(
         speed=args.speed_factor,
+        injections=tuple(args.inject),
         exit_after_steps=args.exit_after_steps,
         exit_after_time=args.exit_after_time,
         quantize=args.quantize,

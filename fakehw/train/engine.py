@@ -42,6 +42,7 @@ TRAINING_CLOCK = 0.8475
 STRAGGLER_CLOCK = 0.85  # a GPU this far below the median clock holds the job back
 CLOCK_SETTLE_S = 20.0  # real seconds for the clocks to settle after training starts
 MAX_RESTARTS = 3
+CUDA_ERRORS = {48: "uncorrectable ECC error encountered", 79: "unspecified launch failure"}
 WATCHDOG_TIMEOUT_S = 600.0  # NCCL's default collective timeout, story seconds
 WRITE_GBPS_PER_NODE = 1.8  # checkpoint write bandwidth to a parallel filesystem
 EXPORT_MAX_S = 90.0  # a conversion step, story seconds (big GGUF files take longer)
@@ -72,6 +73,7 @@ class Options:
     exit_after_steps: int | None = None
     exit_after_time: float | None = None  # real seconds
     quantize: str | None = None
+    injections: tuple[tuple[str, int, int], ...] = ()  # (fault, rank, step)
 
 
 class StoryClock:
@@ -126,6 +128,8 @@ class Engine:
         self.launch: LaunchInfo | None = None
         self.training_since = time.monotonic()
         self.finishing = False  # the wrap-up after training: save, export, summary
+        self.crash_causes: dict[int, int] = {}  # rank: the XID that killed it
+        self.injected: set[tuple[str, int, int]] = set()
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
 
     # --------------------------------------------------------------- pacing
@@ -144,7 +148,9 @@ class Engine:
                 deadline = hard
         while True:
             if check:
-                dead = self.world.dead_ranks()
+                crashed = self.world.crashed_by_xid()
+                self.crash_causes.update(crashed)
+                dead = sorted(set(self.world.dead_ranks()) | set(crashed))
                 if dead:
                     raise RankDied(dead)
             left = deadline - time.monotonic()
@@ -200,6 +206,7 @@ class Engine:
         self.wait(2.0, check=False)
         self.check_memory()
         world.attach(self.memory_plan())
+        world.watch_xids()
         self.wait(1.0)
         style.nccl_init(nccl_init_lines(plan, self.launch))
         self.load("tokenizer", plan.model.arch.vocab, "tokens", 2.0)
@@ -320,12 +327,24 @@ class Engine:
             metrics = self.advance()
             if metrics is not None:
                 self.log(metrics)
+            self.inject_due()
             if self.step % plan.eval_every == 0 and self.step < plan.total_steps:
                 self.evaluate()
                 world.phase("train", cycle_s=self.expected_step_time())
             if self.step % plan.checkpoint_every == 0:
                 self.checkpoint()
                 world.phase("train", cycle_s=self.expected_step_time())
+
+    def inject_due(self) -> None:
+        """--inject: faults whose step has come (each fires once)."""
+        for fault, rank, step in self.options.injections:
+            if step != self.step or (fault, rank, step) in self.injected:
+                continue
+            self.injected.add((fault, rank, step))
+            if fault == "rank-crash":
+                self.world.kill_rank(rank)
+            else:
+                self.world.inject(rank, fault)
 
     def wrap_up_wall_s(self) -> float:
         """Real seconds to keep for the final save, export and benchmarks when
@@ -653,13 +672,32 @@ class Engine:
         style.rank_failure(self.failure_lines(dead))
         world.take_down()
         self.restarts += 1
+        tag = time.strftime("%m%d %H:%M:%S", time.localtime(self.clock.now()))
         if self.restarts > MAX_RESTARTS:
-            raise RuntimeError(f"worker group failed {self.restarts} times; giving up")
+            raise JobFailed([
+                f"E{tag}.900000 {os.getpid()} torch/distributed/elastic/agent/server/api.py:"
+                f"737] [default] Worker group FAILED. 0/{MAX_RESTARTS} attempts left",
+                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "
+                f"{self.script().split()[0]} FAILED",
+            ])  # fmt: skip
         self.wait(3.0, check=False)
         resume_from = self.last_checkpoint or plan.start_step
         style.rank_failure(self.restart_lines(resume_from))
+        lost = world.lost_gpus()
+        if lost:
+            # A GPU off the bus stays off until the machine reboots: CUDA cannot start.
+            raise JobFailed([
+                *(f"[rank{rank}]: RuntimeError: CUDA error: unknown error" for rank in lost),
+                f"E{tag}.950000 {os.getpid()} torch/distributed/elastic/multiprocessing/api.py:"
+                f"882] failed (exitcode: 1) local_rank: {lost[0]} of binary: "
+                f"{world.process_name}",
+                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "
+                f"{self.script().split()[0]} FAILED (GPU {lost[0]} fell off the bus: XID 79; "
+                "the node needs a reboot)",
+            ])  # fmt: skip
         world.spawn()
         world.attach(self.memory_plan())
+        world.watch_xids()
         self.wait(2.0)
         world.phase("load")
         self.load(
@@ -683,6 +721,17 @@ class Engine:
         tag = time.strftime("%m%d %H:%M:%S", time.localtime(now))
         seq = 41000 + self.step * 7
         lines = []
+        for rank in dead:
+            cause = self.crash_causes.get(rank)
+            if cause is not None:
+                error = CUDA_ERRORS.get(cause, "unknown error")
+                lines += [
+                    f"[rank{rank}]: Traceback (most recent call last):",
+                    f"[rank{rank}]:     loss.backward()",
+                    f"[rank{rank}]: RuntimeError: CUDA error: {error}",
+                    f"[rank{rank}]: CUDA kernel errors might be asynchronously reported at some "
+                    "other API call, so the stacktrace below might be incorrect.",
+                ]
         survivors = [r for r in range(self.plan.gpus) if r not in dead][:3]
         for rank in survivors:
             lines.append(

@@ -84,6 +84,9 @@ class GpuCell:
     power_w: float
     memory_used_mib: int
     memory_total_mib: int
+    lost: bool = False  # fallen off the bus (XID 79)
+    xid_count: int = 0
+    last_xid: int = 0
 
 
 @dataclass(frozen=True)

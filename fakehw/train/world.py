@@ -42,6 +42,7 @@ while os.getppid() == parent:
     time.sleep(0.5)
 """
 CONTROL_STALE_S = 1.0
+FATAL_XIDS = (48, 79)  # double-bit ECC error; GPU fallen off the bus
 PHASE_SETTLE_S = 0.3  # the daemon applies a phase at its next tick (10 Hz)
 
 
@@ -62,6 +63,8 @@ class World:
         self._read_at = 0.0
         self._phase_at = 0.0
         self._script_dir: str | None = None
+        self._xids_seen: dict[int, int] = {}
+        self._remote_dead: set[int] = set()
         self.phase_now = ""
 
     @property
@@ -138,7 +141,48 @@ class World:
         self._phase_at = time.monotonic()
 
     def dead_ranks(self) -> list[int]:
-        return [rank for rank, child in self.children.items() if child.poll() is not None]
+        local = [rank for rank, child in self.children.items() if child.poll() is not None]
+        return sorted({*local, *self._remote_dead})
+
+    def watch_xids(self) -> None:
+        """From now on, an XID on a job GPU crashes its rank (see ``crashed_by_xid``)."""
+        self._xids_seen = {rank: cell.xid_count for rank, cell in enumerate(self.cells())}
+
+    def crashed_by_xid(self) -> dict[int, int]:
+        """Ranks whose GPU raised a fatal XID since last asked ({rank: XID}): their
+        process dies, as a CUDA process does on an uncorrectable ECC error (48) or
+        when its GPU falls off the bus (79)."""
+        crashed = {}
+        for rank, cell in enumerate(self.cells()):
+            seen = self._xids_seen.get(rank, cell.xid_count)
+            if cell.xid_count > seen and cell.last_xid in FATAL_XIDS:
+                crashed[rank] = cell.last_xid
+                child = self.children.get(rank)
+                if child is not None and child.poll() is None:
+                    child.kill()
+                    child.wait()
+            self._xids_seen[rank] = cell.xid_count
+        return crashed
+
+    def kill_rank(self, rank: int) -> None:
+        """A rank crashes (SIGKILL, as the OOM killer or a segfault would end it)."""
+        child = self.children.get(rank)
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        elif rank in self.pids:  # a rank on another (fake) node: its process ends
+            with contextlib.suppress(WorldError):
+                self._request_many([("detach", {"pid": self.pids[rank]})])
+            self._remote_dead.add(rank)
+
+    def inject(self, rank: int, fault: str) -> None:
+        """Make a job GPU misbehave (its GPU is the job's global index ``rank``)."""
+        self._request_many([("inject", {"gpu": rank, "fault": fault})])
+        self._read_at = 0.0
+
+    def lost_gpus(self) -> list[int]:
+        """Ranks whose GPU fell off the bus."""
+        return [rank for rank, cell in enumerate(self.cells()) if cell.lost]
 
     def take_down(self) -> None:
         """Every worker exits (what torchrun does before restarting a group)."""
@@ -154,6 +198,7 @@ class World:
             self._request_many([("detach", {"pid": pid}) for pid in self.pids.values()])
         self.children.clear()
         self.pids.clear()
+        self._remote_dead.clear()
 
     def close(self) -> None:
         with contextlib.suppress(WorldError, OSError):
@@ -222,4 +267,7 @@ def _cell(host: str, gpu: GpuRecord) -> GpuCell:
         power_w=gpu["power_draw_mw"] / 1000,
         memory_used_mib=gpu["memory_used_mib"],
         memory_total_mib=gpu["memory_total_mib"],
+        lost=bool(gpu.get("lost")),
+        xid_count=gpu["xid_count"],
+        last_xid=gpu["last_xid"],
     )
