@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 START_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 10.0
+RECONNECT_S = 5.0  # how long a resilient client keeps trying to reach a (re)started daemon
 BUSY_RETRY_S = 2.0
 
 
@@ -197,6 +198,89 @@ class Client:
             if not chunk:
                 raise ConnectionResetError("the daemon closed the connection")
             self._buffer += chunk
+
+
+class ResilientClient:
+    """A ``Client`` that outlives its daemon: when the connection is lost (the
+    daemon was killed, or restarted), it reconnects, starting a daemon of the
+    same cluster if none runs, and retries; ``generation`` counts reconnections
+    so that a caller can re-attach what it had attached."""
+
+    def __init__(self, client_name: str, cluster: ClusterConfig | None = None,
+                 retry_s: float = RECONNECT_S, client: Client | None = None) -> None:  # fmt: skip
+        self.client_name = client_name
+        self.retry_s = retry_s
+        self.generation = 0
+        if client is None:
+            client = Client.connect(client_name=client_name, cluster=cluster)
+        self.client = client
+        # The cluster to start again if the daemon is gone (read lazily: cheap start-up).
+        self._cluster_json = dict(self.client.hello["cluster"])
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        return self.client.hello
+
+    @property
+    def paths(self) -> RuntimePaths:
+        return self.client.paths
+
+    def reconnect(self) -> None:
+        import time
+
+        from fakehw.config import ClusterConfig
+
+        self.client.close()
+        cluster = ClusterConfig.from_json(self._cluster_json)
+        deadline = time.monotonic() + self.retry_s
+        while True:
+            try:
+                self.client = Client.connect(client_name=self.client_name, cluster=cluster)
+                self.generation += 1
+                return
+            except DaemonUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def request(self, op: str, **args: Any) -> Any:
+        try:
+            return self.client.request(op, **args)
+        except DaemonUnavailable:
+            self.reconnect()
+            return self.client.request(op, **args)
+
+    def request_many(self, requests: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        try:
+            return self.client.request_many(requests)
+        except DaemonUnavailable:
+            self.reconnect()
+            return self.client.request_many(requests)
+
+    def snapshot(self, node: int | str | None = None, detail: bool = False) -> Snapshot:
+        try:
+            return self.client.snapshot(node, detail)
+        except DaemonUnavailable:
+            self.reconnect()
+            return self.client.snapshot(node, detail)
+
+    def subscribe(
+        self, interval_ms: int, node: int | str | None = None, detail: bool = False
+    ) -> Iterator[Snapshot]:
+        while True:
+            try:
+                yield from self.client.subscribe(interval_ms, node, detail)
+            except DaemonUnavailable:
+                self.reconnect()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ResilientClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def try_connect(paths: RuntimePaths) -> socket.socket | None:

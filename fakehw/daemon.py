@@ -45,6 +45,7 @@ log = logging.getLogger("fakehw.daemon")
 
 WATCH_INTERVAL_S = 0.5
 MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
+SAVE_INTERVAL_S = 0.5  # a daemon killed with -9 loses at most this much of its state
 MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
 SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
 READ_CHUNK = 65536
@@ -159,6 +160,16 @@ class Daemon:
             except OSError as exc:
                 self._notify(f"error: cannot listen on {self.paths.socket}: {exc.strerror}")
                 raise
+            if os.path.exists(self.paths.state_file):
+                restored = self.simulator.load_state(self.paths.state_file)
+                log.info("state of the previous daemon %s", "restored" if restored else
+                         "did not fit this cluster: starting fresh")  # fmt: skip
+                for process in self.simulator.processes():
+                    created = _create_time(process.watch_pid)
+                    if created is None:
+                        self.simulator.detach(process.pid)  # it ended while no daemon ran
+                    else:
+                        self.watched[process.pid] = Watched(process.watch_pid, created)
             self._notify("ready")
             with open(self.paths.pid_file, "w") as pid_file:
                 pid_file.write(f"{os.getpid()}\n")
@@ -188,6 +199,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.simulator.stop()
+        if self.simulator.started and os.path.isdir(self.paths.root):
+            self._save_state()  # a clean stop keeps the state for the next daemon
         for conn in list(self.connections.values()):
             self._close(conn)
         if self._listener is not None:
@@ -204,8 +217,15 @@ class Daemon:
         log.info("daemon stopped")
 
     # ----------------------------------------------------------------- loop
+    def _save_state(self) -> None:
+        try:
+            self.simulator.save_state(self.paths.state_file)
+        except OSError as exc:
+            log.warning("cannot save the state: %s", exc)
+
     def _loop(self) -> None:
         next_watch = time.monotonic() + WATCH_INTERVAL_S
+        next_save = time.monotonic() + SAVE_INTERVAL_S
         while self.running:
             now = time.monotonic()
             timeout = min(next_watch, self._next_push_due(now)) - now
@@ -227,6 +247,9 @@ class Daemon:
                 self._watch_pids()
                 next_watch = now + WATCH_INTERVAL_S
                 self._check_idle(now)
+            if now >= next_save:
+                self._save_state()
+                next_save = now + SAVE_INTERVAL_S
 
     def _check_idle(self, now: float) -> None:
         if self.connections or self.watched:
@@ -417,6 +440,8 @@ class Daemon:
             isinstance(plan, dict) and all(isinstance(k, str) for k in plan)
         ):
             raise proto.ProtocolError(proto.BAD_REQUEST, '"memory_plan" must map phases to MiB')
+        if pid in self.simulator.cluster.processes:
+            raise proto.ProtocolError(proto.CONFLICT, f"pid {pid} is already attached")
         watch = pid if watch_pid is None else watch_pid
         create_time = _create_time(watch)
         if create_time is None:

@@ -17,6 +17,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +83,7 @@ INTENSITY_NOISE_MEMORY = 0.55
 # Rows of the per-GPU normal draw each tick: intensity drift, power sensor,
 # die and memory sensors, PCIe tx and rx wander, NVLink jitter.
 _GPU_DRAWS = 7
+RESTORE_WORKING_S = 10.0  # after a restart, the gap's first seconds count at the last power
 BRAKE_CLOCK_SHARE = 0.25  # of the maximum SM clock, under a power brake
 LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
 FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
@@ -352,6 +354,80 @@ class Cluster:
             # The caching allocator keeps what it holds: targets only grow.
             self.slots.target_mib[mask] = np.maximum(self.slots.target_mib[mask], target)
         self._slots_changed()
+
+    # ------------------------------------------------------------ persistence
+    PERSISTED = ("energy_j", "die_rise_c", "memory_rise_c", "ecc_volatile", "ecc_uncorrected",
+                 "xid_count", "last_xid", "fault_heat_w", "fault_brake", "lost", "counters_us",
+                 "nvlink_kib_total", "power_limit_w", "power_w")  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        """What must outlive the daemon: counters, heat, errors, faults."""
+        arrays = {name: np.array(getattr(self, name), copy=True) for name in self.PERSISTED}
+        processes = [
+            {"pid": p.pid, "name": p.name, "gpus": list(p.gpus), "user": p.user,
+             "watch_pid": p.watch_pid, "memory_plan": p.memory_plan, "job": p.job,
+             "phase": p.phase, "cycle_s": p.cycle_s, "intensity": p.intensity_scale,
+             "used_mib": [float(m) for m in self.slots.used_mib[self.slots.pid == p.pid]]}
+            for p in self.processes.values()
+        ]  # fmt: skip
+        return {"time": self.time, "config": self.config.to_json(), "arrays": arrays,
+                "processes": processes}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> bool:
+        """Carry on from a saved state of the same cluster; False if it does not fit."""
+        if state.get("config") != self.config.to_json():
+            return False
+        arrays = state.get("arrays", {})
+        for name in self.PERSISTED:
+            current = getattr(self, name)
+            saved = arrays.get(name)
+            if saved is None or np.shape(saved) != np.shape(current):
+                return False
+        for name in self.PERSISTED:
+            setattr(self, name, np.array(arrays[name], dtype=getattr(self, name).dtype))
+        # While no daemon ran, energy kept counting (at the last power for the first
+        # seconds: a killed daemon's counters never go back; then idle) and heat decayed.
+        # With margin (at the power limit, for two save intervals more), so that what
+        # clients saw after the last save stays below: a counter must never go back.
+        real_gap = max(0.0, self.time - float(state.get("time", self.time)))
+        gap = real_gap + 2.0
+        working = min(gap, RESTORE_WORKING_S)
+        busy_w = self.power_limit_w
+        self.energy_j = self.energy_j + busy_w * working + self.idle_power_w * (gap - working)
+        # A quick restart (a killed daemon) goes unnoticed by the GPUs; after a long
+        # stop they have cooled down to idle.
+        idle_gap = max(0.0, real_gap - RESTORE_WORKING_S)
+        coefficients = self.coefficients
+        for rise, gains, taus in (
+            ("die_rise_c", self.die_gains, coefficients.die_taus_s),
+            ("memory_rise_c", self.memory_gains, coefficients.memory_taus_s),
+        ):
+            idle = steady_rise_c(self.idle_power_w, gains)
+            current = getattr(self, rise)
+            setattr(self, rise, idle + (current - idle) * pole_decay(taus, idle_gap))
+        self._energy_window.clear()
+        before = self.energy_j - self.power_w * POWER_AVERAGE_WINDOW_S
+        self._energy_window.append((self.time - POWER_AVERAGE_WINDOW_S, before))
+        # The processes carry on where they were (the caller drops those whose
+        # watched process died meanwhile): the GPUs do not idle through a restart.
+        for saved in state.get("processes", []):
+            try:
+                self.attach(
+                    saved["pid"], saved["name"], saved["gpus"], user=saved["user"],
+                    watch_pid=saved["watch_pid"], memory_plan=saved["memory_plan"],
+                    phase=saved["phase"], job=saved["job"],
+                )  # fmt: skip
+                self.set_phase(saved["pid"], saved["phase"], cycle_s=saved["cycle_s"],
+                               intensity=saved["intensity"])  # fmt: skip
+            except (ClusterError, KeyError, TypeError):
+                continue
+            mask = self.slots.pid == saved["pid"]
+            held = np.asarray(saved.get("used_mib", []), dtype=np.float64)
+            if held.shape == self.slots.used_mib[mask].shape:
+                self.slots.used_mib[mask] = held
+        self._publish_memory()
+        self._published_tick = -1
+        return True
 
     def inject(self, gpu: int, fault: str, count: int = 1) -> list[str]:
         """Make a GPU (global index) misbehave; returns its faults now.

@@ -22,7 +22,9 @@ class RuntimeDirError(RuntimeError):
 class RuntimePaths:
     """The files of one runtime directory (all plain path strings)."""
 
-    __slots__ = ("lock_file", "log_file", "pid_file", "root", "socket", "start_lock_file")
+    __slots__ = (
+        "lock_file", "log_file", "pid_file", "root", "socket", "start_lock_file", "state_file",
+    )  # fmt: skip
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -33,6 +35,8 @@ class RuntimePaths:
         # Held by a client while it starts a daemon, so only one is started.
         self.start_lock_file = os.path.join(root, "start.lock")
         self.log_file = os.path.join(root, "daemon.log")
+        # The GPUs' counters, heat, errors and faults, saved so a restart carries on.
+        self.state_file = os.path.join(root, "state.npz")
 
     def __repr__(self) -> str:
         return f"RuntimePaths({self.root!r})"

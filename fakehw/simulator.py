@@ -9,6 +9,7 @@ ticks cost one encoding.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,10 @@ class Simulator:
         self.steps = 0
 
     # ----------------------------------------------------------------- clock
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fakehw-sim", daemon=True)
         self._thread.start()
@@ -125,6 +130,39 @@ class Simulator:
             process = self.cluster.detach(pid)
             self._cache.clear()
             return process
+
+    def save_state(self, path: str) -> None:
+        """Write the cluster's lasting state (atomically: a crash leaves the old one)."""
+        import json
+
+        import numpy as np
+
+        with self.lock:
+            state = self.cluster.state()
+        meta = json.dumps({"time": state["time"], "config": state["config"],
+                           "processes": state["processes"]}).encode()  # fmt: skip
+        temporary = path + ".tmp"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, __meta__=np.frombuffer(meta, dtype=np.uint8), **state["arrays"])
+        os.replace(temporary, path)
+
+    def load_state(self, path: str) -> bool:
+        """Carry on from a saved state; False if there is none that fits this cluster."""
+        import json
+        import zipfile
+
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["__meta__"]).decode())
+                arrays = {name: data[name] for name in data.files if name != "__meta__"}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return False
+        with self.lock:
+            restored = self.cluster.restore({**meta, "arrays": arrays})
+            self._cache.clear()
+            return restored
 
     def inject(self, gpu: int, fault: str, count: int = 1) -> list[str]:
         with self.lock:

@@ -133,12 +133,12 @@ def _nonnegative_int(value: str) -> int:
 
 class Source:
     def __init__(self) -> None:
-        from fakehw.client import Client, DaemonUnavailable, node_from_env
+        from fakehw.client import DaemonUnavailable, ResilientClient, node_from_env
 
         self.node = node_from_env()
         self.procs = ProcessTable()
         try:
-            self.client = Client.connect(client_name="fake-gpustat")
+            self.client = ResilientClient("fake-gpustat")  # watch mode survives restarts
         except DaemonUnavailable as exc:
             raise QueryError(f"NVML Shared Library Not Found ({exc})") from None
 

@@ -25,7 +25,6 @@ from fakehw.views.procinfo import HostProcess, ProcessTable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from fakehw.client import Client
     from fakehw.snapshot import NodeRecord, ProcessRecord, Snapshot
 
 EXIT_TERMINATED = 143
@@ -209,13 +208,13 @@ class Source:
     """The daemon, one node of it, and psutil's view of the GPU processes."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from fakehw.client import Client, DaemonUnavailable, node_from_env
+        from fakehw.client import DaemonUnavailable, ResilientClient, node_from_env
 
         self.args = args
         self.node = node_from_env()
         self.procs = ProcessTable()
         try:
-            self.client: Client = Client.connect(client_name="fake-nvitop")
+            self.client = ResilientClient("fake-nvitop")  # the monitor survives restarts
         except DaemonUnavailable as exc:
             raise NvmlError(f"Driver Not Loaded ({exc})") from None
 

@@ -169,12 +169,12 @@ class FakeNvmlLibrary:
 
     # ------------------------------------------------------------ the daemon
     def connect(self) -> int:
-        from fakehw.client import Client, DaemonUnavailable
+        from fakehw.client import DaemonUnavailable, ResilientClient
 
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = Client.connect(client_name="fakehw-nvml")
+                    self._client = ResilientClient("fakehw-nvml")
                 except DaemonUnavailable:
                     return NVML_ERROR_DRIVER_NOT_LOADED
             self.refcount += 1

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import IO
 
-    from fakehw.client import Client
+    from fakehw.client import ResilientClient
     from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
 
 EXIT_INTERRUPTED = 130
@@ -158,10 +158,11 @@ class Source:
     """The node this fake nvidia-smi runs on, read from the daemon."""
 
     def __init__(self) -> None:
-        from fakehw.client import Client, DaemonUnavailable, node_from_env
+        from fakehw.client import DaemonUnavailable, ResilientClient, node_from_env
 
         try:
-            self.client: Client = Client.connect(client_name="fake-nvidia-smi")
+            # resilient: a -l loop carries on through a daemon restart
+            self.client: ResilientClient = ResilientClient("fake-nvidia-smi")
         except DaemonUnavailable as exc:
             print(f"fakehw: {exc}", file=sys.stderr)
             raise SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED) from None

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from fakehw.client import Client, DaemonUnavailable, RequestFailed
+from fakehw.client import Client, DaemonUnavailable, RequestFailed, ResilientClient
 from fakehw.train.events import GpuCell
 from fakehw.train.plan import RunPlan
 
@@ -53,7 +53,12 @@ class WorldError(RuntimeError):
 class World:
     def __init__(self, plan: RunPlan, client: Client, hostnames: list[str]) -> None:
         self.plan = plan
-        self.client = client
+        # Resilient: if the daemon is killed, the next request starts a new one (same
+        # cluster, state restored from its last save) and the ranks are attached again.
+        self.client = ResilientClient("fake-train", client=client)
+        self._generation = 0
+        self._memory_plan: dict[str, int] = {}
+        self._phase_args: tuple[str, dict[str, object]] = ("context", {})
         self.hostnames = hostnames
         self.children: dict[int, subprocess.Popen[bytes]] = {}  # rank -> process
         self.pids: dict[int, int] = {}  # rank -> pid shown in the views
@@ -107,6 +112,8 @@ class World:
 
     def attach(self, memory_plan: dict[str, int]) -> None:
         """Put every rank on its GPU with a bare CUDA context."""
+        self._memory_plan = dict(memory_plan)
+        self._phase_args = ("context", {})
         user = os.environ.get("USER", "root")
         requests = [
             (
@@ -124,6 +131,8 @@ class World:
             for rank, pid in self.pids.items()
         ]
         for rank, result in zip(self.pids, self._request_many(requests), strict=True):
+            if isinstance(result, RequestFailed) and result.code == "conflict":
+                continue  # a restarted daemon restored it already
             if isinstance(result, RequestFailed) and rank not in self.dead_ranks():
                 raise WorldError(f"the daemon refused rank {rank}: {result.message}")
         self.phase_now = "context"
@@ -138,6 +147,7 @@ class World:
         )
         if ranks is None:
             self.phase_now = phase
+            self._phase_args = (phase, dict(options))
         self._phase_at = time.monotonic()
 
     def dead_ranks(self) -> list[int]:
@@ -221,6 +231,7 @@ class World:
             snap = self.client.snapshot()
         except DaemonUnavailable as exc:
             raise WorldError(f"lost the fakehw daemon: {exc}") from None
+        self._check_generation()
         cells, clocks = [], []
         for node in snap["nodes"]:
             for gpu in node["gpus"]:
@@ -253,9 +264,24 @@ class World:
 
     def _request_many(self, requests: list[tuple[str, dict[str, object]]]) -> list[object]:
         try:
-            return self.client.request_many(requests)
+            results = self.client.request_many(requests)
         except DaemonUnavailable as exc:
             raise WorldError(f"lost the fakehw daemon: {exc}") from None
+        self._check_generation()
+        return results
+
+    def _check_generation(self) -> None:
+        """After a daemon restart: attach the ranks again, in the phase they were in."""
+        if self.client.generation == self._generation:
+            return
+        self._generation = self.client.generation
+        if not self.pids or not self._memory_plan:
+            return
+        phase, options = self._phase_args
+        plan = dict(self._memory_plan)
+        self.attach(plan)
+        if phase != "context":
+            self.phase(phase, None, **options)
 
 
 def _cell(host: str, gpu: GpuRecord) -> GpuCell:

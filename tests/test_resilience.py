@@ -1,0 +1,93 @@
+"""The daemon killed under running programs: they carry on, and so does the GPUs' state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import alive, fakehw, wait_for
+
+from fakehw.client import Client
+
+
+def daemon_pid(runtime: Path) -> int:
+    return int((runtime / "daemon.pid").read_text())
+
+
+def test_kill_9_the_daemon_under_fake_train_and_a_viewer(runtime_dir: Path, tmp_path: Path) -> None:
+    train_out, viewer_out = tmp_path / "train.log", tmp_path / "smi.log"
+    train_file = open(train_out, "w")  # noqa: SIM115 - closed with the process
+    train = subprocess.Popen(
+        [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "3", "--speed-factor",
+         "5"], stdout=train_file, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    viewer = None
+    try:
+        wait_for(lambda: "│ loss" in train_out.read_text(), timeout=60)
+        viewer_file = open(viewer_out, "w")  # noqa: SIM115 - closed with the process
+        viewer = subprocess.Popen(
+            [sys.executable, "-m", "fakehw.smi", "--query-gpu=index,temperature.gpu",
+             "--format=csv,noheader,nounits", "-lms", "200"],
+            stdout=viewer_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(lambda: viewer_out.read_text().count("\n") >= 8, timeout=20)
+        with Client.connect(autostart=False) as client:
+            before = client.snapshot(0)["nodes"][0]
+        ranks = {p["pid"] for p in before["processes"]}
+        assert len(ranks) == 8
+        first = daemon_pid(runtime_dir)
+        train_lines = train_out.read_text().count("│ loss")
+        viewer_lines = viewer_out.read_text().count("\n")
+        killed_at = time.monotonic()
+        os.kill(first, signal.SIGKILL)
+        # within 2 s: a new daemon, the ranks attached again, both programs going on
+        wait_for(lambda: (runtime_dir / "daemon.pid").exists() and daemon_pid(runtime_dir)
+                 != first and alive(daemon_pid(runtime_dir)), timeout=5)  # fmt: skip
+
+        def reattached() -> bool:
+            with Client.connect(autostart=False) as client:
+                node = client.snapshot(0)["nodes"][0]
+            return {p["pid"] for p in node["processes"]} == ranks
+
+        wait_for(reattached, timeout=5)
+        recovered_s = time.monotonic() - killed_at
+        assert recovered_s < 2.5, recovered_s
+        wait_for(lambda: viewer_out.read_text().count("\n") >= viewer_lines + 8, timeout=10)
+        wait_for(lambda: train_out.read_text().count("│ loss") > train_lines, timeout=20)
+        assert train.poll() is None and viewer.poll() is None
+        # the GPUs' state carried over: energy counters never go back, heat is kept
+        with Client.connect(autostart=False) as client:
+            after = client.snapshot(0)["nodes"][0]
+        for old, new in zip(before["gpus"], after["gpus"], strict=True):
+            assert new["energy_mj"] >= old["energy_mj"]
+            assert new["temperature_gpu_c"] >= old["temperature_gpu_c"] - 8
+        assert min(g["temperature_gpu_c"] for g in after["gpus"]) > 50  # not a cold start
+        assert "Traceback" not in train_out.read_text() + viewer_out.read_text()
+    finally:
+        for process in (train, viewer):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=20)
+
+
+def test_state_survives_a_stop_and_start(runtime_dir: Path) -> None:
+    assert fakehw("daemon", "start", "--gpus-per-node", "2").returncode == 0
+    with Client.connect(autostart=False) as client:
+        client.request("inject", gpu=1, fault="ecc", count=3)
+        energy = client.snapshot(0)["nodes"][0]["gpus"][0]["energy_mj"]
+    assert fakehw("daemon", "stop").returncode == 0
+    assert fakehw("daemon", "start", "--gpus-per-node", "2").returncode == 0
+    with Client.connect(autostart=False) as client:
+        gpus = client.snapshot(0)["nodes"][0]["gpus"]
+    assert gpus[1]["ecc"]["volatile_dram_corrected"] == 3
+    assert gpus[0]["energy_mj"] >= energy
+    # another cluster does not inherit it
+    assert fakehw("daemon", "stop").returncode == 0
+    assert fakehw("daemon", "start", "--gpus-per-node", "4").returncode == 0
+    with Client.connect(autostart=False) as client:
+        gpus = client.snapshot(0)["nodes"][0]["gpus"]
+    assert gpus[1]["ecc"]["volatile_dram_corrected"] == 0
