@@ -1,7 +1,8 @@
 """fakehw benchmarks: one command, one table.
 
-    python bench/run.py            # full run, about 2 minutes
-    python bench/run.py --quick    # shorter windows, about 40 s
+    python bench/run.py                 # full run, about 4 minutes
+    python bench/run.py --quick         # shorter windows, about 1 minute
+    python bench/run.py --only load     # one section (daemon, snapshots, load, ...)
 
 Measures, against real daemon processes in a private runtime directory:
 
@@ -10,7 +11,11 @@ Measures, against real daemon processes in a private runtime directory:
   GPUs; and the daemon's resident memory;
 * snapshot requests per second and p99 latency for one 8-GPU node with 1 and
   with 50 concurrent clients (each client a connection doing request after
-  request; clients run in 5 worker processes so they are not one GIL).
+  request; clients run in 5 worker processes so they are not one GIL);
+* load: 200 connections subscribed to one training 8-GPU node every 100 ms
+  for 60 s (15 s with --quick): errors, the gap between pushes, the age of a
+  pushed snapshot, and the daemon's file descriptors and memory before,
+  during and after (issue 8);
 
 * the live ``fake-nvitop`` monitor's CPU (1 s refresh, 8 training GPUs, on a
   120x40 pseudo-terminal) over 60 s (20 s with --quick), side by side with the
@@ -22,7 +27,9 @@ Measures, against real daemon processes in a private runtime directory:
 
 Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
 snapshots/s for one 8-GPU node (issue 2); a one-shot table within 2.5 x
-``python3 -c pass`` (issues 3 and 5); fake-nvitop <= 3 % of a core (issue 5).
+``python3 -c pass`` (issues 3 and 5); fake-nvitop <= 3 % of a core (issue 5);
+under load no errors, push gaps p99 <= 3 intervals, snapshots younger than
+300 ms at p99, no fd left open and no memory growth under load (issue 8).
 """
 
 from __future__ import annotations
@@ -155,6 +162,138 @@ def snapshot_rate(clients: int, seconds: float) -> dict[str, object]:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def _subscriber_worker(
+    runtime: str, connections: int, interval_ms: int, seconds: float, queue: object
+) -> None:
+    """``connections`` subscribers in threads; report push gaps, staleness, errors."""
+    gaps: list[float] = []
+    staleness: list[float] = []
+    received: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(connections)
+
+    def one() -> None:
+        my_gaps: list[float] = []
+        my_staleness: list[float] = []
+        count = 0
+        try:
+            with Client.connect(root=Path(runtime), autostart=False) as client:
+                barrier.wait(timeout=120)
+                end = time.time() + seconds
+                last = None
+                for snapshot in client.subscribe(interval_ms, node=0):
+                    now = time.time()
+                    count += 1
+                    my_staleness.append(now - snapshot["time"])
+                    if last is not None:
+                        my_gaps.append(now - last)
+                    last = now
+                    if now >= end:
+                        break
+        except Exception as exc:  # every failure is counted, none ends the bench
+            with lock:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        with lock:
+            gaps.extend(my_gaps)
+            staleness.extend(my_staleness)
+            received.append(count)
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put((gaps, staleness, received, errors))  # type: ignore[attr-defined]
+
+
+def _daemon_usage(process: psutil.Process) -> tuple[int, float]:
+    """Open file descriptors and resident MiB of the daemon."""
+    return process.num_fds(), process.memory_info().rss / 2**20
+
+
+def subscriber_load(clients: int, interval_ms: int, seconds: float) -> list[list[object]]:
+    """``clients`` connections subscribed to one node every ``interval_ms`` for ``seconds``,
+    with a training job attached; the daemon's fds and memory before, during, after."""
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    try:
+        pid = start_daemon(runtime, nodes=1)
+        daemon = psutil.Process(pid)
+        with Client.connect(root=runtime, autostart=False) as client:
+            client.request("attach", pid=100000, watch_pid=os.getpid(), name="python3",
+                           gpus=list(range(8)), job="bench", phase="train")  # fmt: skip
+        time.sleep(2.0)
+        fds_before, rss_before = _daemon_usage(daemon)
+        cpu_before = daemon.cpu_times()
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        workers = 4
+        shares = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+        procs = [
+            context.Process(target=_subscriber_worker,
+                            args=(str(runtime), share, interval_ms, seconds, queue))
+            for share in shares
+        ]  # fmt: skip
+        started = time.monotonic()
+        for proc in procs:
+            proc.start()
+        samples: list[tuple[float, int, float]] = []  # (seconds in, fds, rss)
+        while any(proc.is_alive() for proc in procs) and time.monotonic() - started < seconds + 90:
+            samples.append((time.monotonic() - started, *_daemon_usage(daemon)))
+            if queue.qsize() == len(procs):  # type: ignore[attr-defined]
+                break
+            time.sleep(1.0)
+        results = [queue.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join()
+        elapsed = time.monotonic() - started
+        cpu_after = daemon.cpu_times()
+        time.sleep(1.0)  # let the daemon notice the closed connections
+        fds_after, rss_after = _daemon_usage(daemon)
+        stop_daemon(runtime)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+    gaps = sorted(g for result in results for g in result[0])
+    staleness = sorted(s for result in results for s in result[1])
+    received = [n for result in results for n in result[2]]
+    errors = [e for result in results for e in result[3]]
+
+    def pct(values: list[float], q: float) -> float:
+        return 1000 * values[int(q * (len(values) - 1))] if values else float("nan")
+
+    under_load = [s for s in samples if s[0] >= 10.0] or samples
+    fds_peak = max(s[1] for s in samples)
+    rss_early, rss_late = under_load[0][2], under_load[-1][2]
+    expected = int(seconds * 1000 / interval_ms)
+    cpu_pct = 100 * ((cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system))
+    cpu_pct /= elapsed
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    return [
+        ["errors (exceptions, lost connections)", len(errors), "0", verdict(not errors)],
+        ["clients that received pushes", f"{sum(1 for n in received if n)}/{clients}",
+         f"{clients}/{clients}", verdict(sum(1 for n in received if n) == clients)],
+        ["pushes per client (min / median)", f"{min(received, default=0)} / "
+         f"{statistics.median(received) if received else 0:.0f}", f"~{expected}", ""],
+        ["gap between pushes p50 / p99 / max ms",
+         f"{pct(gaps, 0.5):.0f} / {pct(gaps, 0.99):.0f} / {pct(gaps, 1.0):.0f}",
+         f"p99 <= {3 * interval_ms}", verdict(pct(gaps, 0.99) <= 3 * interval_ms)],
+        ["age of a pushed snapshot p50 / p99 ms",
+         f"{pct(staleness, 0.5):.0f} / {pct(staleness, 0.99):.0f}", "p99 <= 300",
+         verdict(pct(staleness, 0.99) <= 300)],
+        ["daemon CPU (one core)", f"{cpu_pct:.1f} %", "", ""],
+        ["daemon fds before / peak / after", f"{fds_before} / {fds_peak} / {fds_after}",
+         "after = before", verdict(fds_after == fds_before)],
+        ["daemon RSS MiB before / peak / after",
+         f"{rss_before:.1f} / {max(s[2] for s in samples):.1f} / {rss_after:.1f}", "", ""],
+        [f"daemon RSS growth {under_load[0][0]:.0f}-{under_load[-1][0]:.0f} s under load",
+         f"{rss_late - rss_early:+.1f} MiB", "<= 2 MiB", verdict(rss_late - rss_early <= 2.0)],
+    ]  # fmt: skip
+
+
 def startup(runs: int) -> list[list[object]]:
     """Median wall times of one-shot commands, interleaved with the baseline."""
     runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
@@ -264,56 +403,82 @@ def monitor_cpu(seconds: float, command: list[str] | None = None) -> dict[str, f
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+SECTIONS = ["daemon", "snapshots", "load", "monitors", "startup"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter measuring windows")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run only this section (repeatable); default: all",
+    )
     args = parser.parse_args()
+    sections = args.only or SECTIONS
     cpu_window = 5.0 if args.quick else 20.0
     rate_window = 3.0 if args.quick else 10.0
     print(f"fakehw bench on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
 
-    targets = {64: 1.0, 1024: 5.0}
-    rows = []
-    for gpus in (8, 64, 1024, 8192):
-        result = daemon_cpu(gpus, cpu_window)
-        target = targets.get(gpus)
-        verdict = "" if target is None else ("ok" if result["cpu_pct"] <= target else "MISSED")  # type: ignore[operator]
-        rows.append(
-            [gpus, f"{result['cpu_pct']:.2f} %", f"{result['step_ms']:.3f}",
-             f"{result['rss_mib']:.0f}", f"<= {target:g} %" if target else "", verdict]
-        )  # fmt: skip
-    print("Daemon CPU, model at 10 Hz, every GPU training")
-    print(
-        tabulate(rows, headers=["GPUs", "CPU (one core)", "ms per step", "RSS MiB", "target", ""])
-    )
+    if "daemon" in sections:
+        targets = {64: 1.0, 1024: 5.0}
+        rows = []
+        for gpus in (8, 64, 1024, 8192):
+            result = daemon_cpu(gpus, cpu_window)
+            target = targets.get(gpus)
+            verdict = "" if target is None else ("ok" if result["cpu_pct"] <= target else "MISSED")  # type: ignore[operator]
+            rows.append(
+                [gpus, f"{result['cpu_pct']:.2f} %", f"{result['step_ms']:.3f}",
+                 f"{result['rss_mib']:.0f}", f"<= {target:g} %" if target else "", verdict]
+            )  # fmt: skip
+        print("Daemon CPU, model at 10 Hz, every GPU training")
+        print(
+            tabulate(
+                rows, headers=["GPUs", "CPU (one core)", "ms per step", "RSS MiB", "target", ""]
+            )
+        )
+        print()
 
-    rows = []
-    for clients in (1, 50):
-        result = snapshot_rate(clients, rate_window)
-        verdict = "ok" if result["rate"] >= 2000 else "MISSED"  # type: ignore[operator]
-        rows.append(
-            [clients, f"{result['rate']:,.0f}", f"{result['p50_ms']:.2f}",
-             f"{result['p99_ms']:.2f}", ">= 2,000/s", verdict]
-        )  # fmt: skip
-    print("\nSnapshots of one 8-GPU node")
-    print(tabulate(rows, headers=["clients", "snapshots/s", "p50 ms", "p99 ms", "target", ""]))
+    if "snapshots" in sections:
+        rows = []
+        for clients in (1, 50):
+            result = snapshot_rate(clients, rate_window)
+            verdict = "ok" if result["rate"] >= 2000 else "MISSED"  # type: ignore[operator]
+            rows.append(
+                [clients, f"{result['rate']:,.0f}", f"{result['p50_ms']:.2f}",
+                 f"{result['p99_ms']:.2f}", ">= 2,000/s", verdict]
+            )  # fmt: skip
+        print("Snapshots of one 8-GPU node")
+        print(tabulate(rows, headers=["clients", "snapshots/s", "p50 ms", "p99 ms", "target", ""]))
+        print()
 
-    rows = []
-    for name, command in MONITORS.items():
-        if not os.path.exists(command[-3]) and "exec" in command:
-            rows.append([name, "not installed (pip install nvitop)", "", "", ""])
-            continue
-        result = monitor_cpu(20.0 if args.quick else 60.0, command)
-        target = "<= 3 %" if name == "fake-nvitop" else ""
-        verdict = ("ok" if result["cpu_pct"] <= 3.0 else "MISSED") if target else ""
-        rows.append([name, f"{result['cpu_pct']:.2f} %", f"{result['rss_mib']:.0f}", target,
-                     verdict])  # fmt: skip
-    print("\nLive monitors, 8 GPUs training, 1 s refresh, 120x40 pty")
-    print(tabulate(rows, headers=["monitor", "CPU (one core)", "RSS MiB", "target", ""]))
+    if "load" in sections:
+        seconds = 15.0 if args.quick else 60.0
+        rows = subscriber_load(200, 100, seconds)
+        print(f"200 clients subscribed to one 8-GPU node every 100 ms for {seconds:.0f} s")
+        print(tabulate(rows, headers=["", "measured", "target", ""]))
+        print()
 
-    rows = startup(15 if args.quick else 40)
-    print("\nOne-shot start-up, median wall time (daemon running)")
-    print(tabulate(rows, headers=["command", "ms", "vs python3 -c pass", "target", ""]))
+    if "monitors" in sections:
+        rows = []
+        for name, command in MONITORS.items():
+            if not os.path.exists(command[-3]) and "exec" in command:
+                rows.append([name, "not installed (pip install nvitop)", "", "", ""])
+                continue
+            result = monitor_cpu(20.0 if args.quick else 60.0, command)
+            target = "<= 3 %" if name == "fake-nvitop" else ""
+            verdict = ("ok" if result["cpu_pct"] <= 3.0 else "MISSED") if target else ""
+            rows.append([name, f"{result['cpu_pct']:.2f} %", f"{result['rss_mib']:.0f}", target,
+                         verdict])  # fmt: skip
+        print("Live monitors, 8 GPUs training, 1 s refresh, 120x40 pty")
+        print(tabulate(rows, headers=["monitor", "CPU (one core)", "RSS MiB", "target", ""]))
+        print()
+
+    if "startup" in sections:
+        rows = startup(15 if args.quick else 40)
+        print("One-shot start-up, median wall time (daemon running)")
+        print(tabulate(rows, headers=["command", "ms", "vs python3 -c pass", "target", ""]))
 
 
 if __name__ == "__main__":

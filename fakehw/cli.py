@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fakehw import __version__
+from fakehw.client import DaemonUnavailable, RequestFailed
 from fakehw.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
+from fakehw.protocol import parse_tcp_address
 from fakehw.runtime import RuntimeDirError, runtime_paths
 from fakehw.specs import CATALOG
 
@@ -38,10 +40,35 @@ class CliError(Exception):
         self.code = code
 
 
+class _LineFormatter(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog on its own, so example lists keep
+    one command per line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            lead = indent + line[: len(line) - len(line.lstrip())]
+            lines.append(super()._fill_text(line, width, lead))
+        return "\n".join(lines)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _LineFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _tcp_address(text: str) -> str:
+    """Check a ``--tcp`` value while parsing, so a typo is a usage error (exit 2)."""
+    try:
+        parse_tcp_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +92,10 @@ def _cluster_from(args: argparse.Namespace) -> tuple[ClusterConfig, DaemonConfig
         daemon = replace(daemon, idle_timeout_s=args.idle_timeout).validated()
     if getattr(args, "tick_hz", None) is not None:
         daemon = replace(daemon, tick_hz=args.tick_hz).validated()
+    if getattr(args, "tcp", None) is not None:
+        daemon = replace(daemon, tcp_listen=args.tcp).validated()
+    if getattr(args, "tcp_token_file", None) is not None:
+        daemon = replace(daemon, tcp_token_file=os.path.abspath(args.tcp_token_file)).validated()
     return replace(cluster, **changes).validated(), daemon, bool(changes)
 
 
@@ -74,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fake NVIDIA datacenter GPUs: one physical model behind look-alikes of "
         "nvidia-smi, nvitop and a training log.",
         epilog="Environment: FAKEHW_RUNTIME_DIR (where the daemon's socket lives), "
-        "FAKEHW_CONFIG (config file, default ~/.config/fakehw/config.toml).",
+        "FAKEHW_CONFIG (config file, default ~/.config/fakehw/config.toml), FAKEHW_NODE (the "
+        "node the viewers show), FAKEHW_REMOTE=HOST:PORT with FAKEHW_TOKEN or "
+        "FAKEHW_TOKEN_FILE (view a daemon started with --tcp on another host).",
     )
     parser.add_argument("--version", action="version", version=f"fakehw {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -93,12 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
     start.add_argument("--idle-timeout", type=float, metavar="S", help="exit after S idle seconds")
     start.add_argument("--tick-hz", type=float, metavar="HZ", help="model steps per second")
+    start.add_argument(
+        "--tcp",
+        type=_tcp_address,
+        metavar="[HOST:]PORT",
+        help="also serve read-only views over TCP (HOST defaults to 127.0.0.1; 0.0.0.0 opens it "
+        "to other hosts); clients need the token (see `fakehw daemon status`) and set "
+        "FAKEHW_REMOTE=HOST:PORT and FAKEHW_TOKEN or FAKEHW_TOKEN_FILE",
+    )
+    start.add_argument(
+        "--tcp-token-file",
+        metavar="FILE",
+        help="the token TCP clients must present (mode 0600; default: a random one in "
+        "RUNTIME_DIR/tcp.token)",
+    )
     run = actions.add_parser("run", help=argparse.SUPPRESS)
     _add_cluster_flags(run)
     run.add_argument("--runtime-dir", type=Path)
     run.add_argument("--detach", action="store_true")
     run.add_argument("--idle-timeout", type=float)
     run.add_argument("--tick-hz", type=float)
+    run.add_argument("--tcp")
+    run.add_argument("--tcp-token-file")
     actions.add_parser("stop", help="stop the daemon")
     status = actions.add_parser("status", help="is it running, with which cluster")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -164,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         "floor), ecc (corrected errors), ecc-uncorrectable (a double-bit error, XID 48: the "
         "process on it crashes), xid79 (the GPU falls off the bus), rank-crash (the process "
         "on it is killed), clear (undo thermal, power-brake and xid79).",
-        epilog="Examples: fakehw inject thermal --gpu 3   fakehw inject xid79 --gpu 0 --node 2"
-        "   fakehw inject clear --gpu 3",
+        epilog="Examples: fakehw inject thermal --gpu 3\n"
+        "          fakehw inject xid79 --gpu 0 --node 2\n"
+        "          fakehw inject clear --gpu 3",
     )
     inject.add_argument("fault", choices=(*FAULT_NAMES, "rank-crash", "clear"))
     inject.add_argument(
@@ -186,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="open a tmux session with fake-train and the viewers, ready to record",
         description="Opens a tmux session (a new window when run inside tmux) with fake-train "
         "and viewers side by side, all on one fake cluster.",
-        epilog="Examples: fakehw demo   fakehw demo nvitop --seed 7   fakehw demo cluster "
-        "--nodes 8 --detach   fakehw demo --kill",
+        epilog="Examples: fakehw demo\n          fakehw demo nvitop --seed 7\n"
+        "          fakehw demo cluster --nodes 8 --detach\n          fakehw demo --kill",
     )
     from fakehw.demo import add_arguments as add_demo_arguments
 
@@ -272,9 +322,15 @@ def _daemon_start(args: argparse.Namespace) -> int:
         existing.close()
         with Client.connect(client_name="fakehw daemon start", autostart=False) as client:
             running = ClusterConfig.from_json(client.hello["cluster"])
+            tcp = client.request("status").get("tcp")
         if explicit and running != cluster:
             raise CliError(
                 f"a daemon already runs with {running.describe()} (seed {running.seed}); "
+                "stop it first with `fakehw daemon stop`"
+            )
+        if args.tcp is not None and tcp is None:
+            raise CliError(
+                "a daemon already runs without a TCP listener; "
                 "stop it first with `fakehw daemon stop`"
             )
         print(f"fakehw daemon already running: {running.describe()} ({paths.socket})")
@@ -284,6 +340,10 @@ def _daemon_start(args: argparse.Namespace) -> int:
     except DaemonUnavailable as exc:
         raise CliError(str(exc)) from None
     print(f"fakehw daemon started: {cluster.describe()} ({paths.socket})")
+    if settings.tcp_listen:
+        with Client.connect(client_name="fakehw daemon start", autostart=False) as client:
+            status = client.request("status")
+        print(f"serving views on tcp {status['tcp']}; token in {status['tcp_token_file']}")
     return EXIT_OK
 
 
@@ -331,6 +391,13 @@ def _daemon_status(args: argparse.Namespace) -> int:
         f"  clients:   {status['clients']} connected, {status['subscriptions']} subscriptions",
         f"  processes: {len(status['processes'])} attached",
     ]
+    if status.get("tcp"):
+        tcp_clients = status.get("tcp_clients", 0)
+        lines.insert(
+            3,
+            f"  tcp:       {status['tcp']} ({tcp_clients} clients; "
+            f"token in {status['tcp_token_file']})",
+        )
     for process in status["processes"][:20]:
         lines.append(
             f"    pid {process['pid']:>7}  {process['phase']:<10} GPUs "
@@ -572,7 +639,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
     except DaemonUnavailable:
         raise CliError("no fakehw daemon is running (start one: fakehw daemon start)") from None
     except RequestFailed as exc:
-        raise CliError(exc.message, EXIT_USAGE) from None
+        usage = exc.code in ("bad_request", "not_found")  # a bad fault or GPU; else refused
+        raise CliError(exc.message, EXIT_USAGE if usage else EXIT_FAILURE) from None
     print(f"{where}: {args.fault} injected; in force: {', '.join(result['faults']) or 'none'}")
     return EXIT_OK
 
@@ -587,6 +655,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
+    from fakehw.client import Client
     from fakehw.exporter import serve
 
     try:
@@ -595,7 +664,13 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror}", EXIT_FAILURE) from None
-    print(f"fakehw exporter: http://{args.listen}/metrics", flush=True)
+    try:  # as dcgm-exporter fails at start without DCGM, not at the first scrape
+        Client.connect(client_name="fakehw-exporter").close()
+    except DaemonUnavailable:
+        server.server_close()
+        raise
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    print(f"fakehw exporter: http://{host}:{port}/metrics", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -623,6 +698,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fakehw: {exc}", file=sys.stderr)
         return exc.code
     except (ConfigError, RuntimeDirError) as exc:
+        print(f"fakehw: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (RequestFailed, DaemonUnavailable) as exc:
         print(f"fakehw: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:

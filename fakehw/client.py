@@ -67,21 +67,30 @@ class Client:
 
         ``cluster`` is only used to start a daemon; an already running daemon
         keeps its own cluster (``client.hello["cluster"]`` tells which).
+        With ``FAKEHW_REMOTE=HOST:PORT`` set (and no ``root``), connect to a
+        daemon's TCP listener instead, with the token of ``FAKEHW_TOKEN`` or
+        ``FAKEHW_TOKEN_FILE``; such a daemon is never started from here.
         """
-        try:
-            paths = runtime_paths(root, create=autostart)
-        except RuntimeDirError as exc:
-            raise DaemonUnavailable(str(exc)) from None
-        sock = try_connect(paths)
-        if sock is None:
-            if not autostart:
-                raise DaemonUnavailable(f"no daemon listens on {paths.socket}")
-            sock = start_daemon(paths, cluster)
+        remote = os.environ.get("FAKEHW_REMOTE", "").strip() if root is None else ""
+        hello: dict[str, Any] = {"protocol": proto.PROTOCOL_VERSION, "client": client_name}
+        if remote:
+            paths = RuntimePaths(remote)
+            sock = connect_remote(remote)
+            hello["token"] = remote_token()
+        else:
+            try:
+                paths = runtime_paths(root, create=autostart)
+            except RuntimeDirError as exc:
+                raise DaemonUnavailable(str(exc)) from None
+            found = try_connect(paths)
+            if found is None:
+                if not autostart:
+                    raise DaemonUnavailable(f"no daemon listens on {paths.socket}")
+                found = start_daemon(paths, cluster)
+            sock = found
         client = cls(sock, paths)
         try:
-            client.hello = client.request(
-                "hello", protocol=proto.PROTOCOL_VERSION, client=client_name
-            )
+            client.hello = client.request("hello", **hello)
         except (OSError, RequestFailed) as exc:
             client.close()
             raise DaemonUnavailable(f"the daemon did not answer hello: {exc}") from None
@@ -313,6 +322,41 @@ def try_connect(paths: RuntimePaths) -> socket.socket | None:
             raise DaemonUnavailable(f"cannot connect to {paths.socket}: {exc.strerror}") from None
 
 
+def connect_remote(address: str) -> socket.socket:
+    """A TCP connection to a daemon's listener at ``[HOST:]PORT``."""
+    try:
+        host, port = proto.parse_tcp_address(address)
+    except ValueError as exc:
+        raise DaemonUnavailable(f"FAKEHW_REMOTE: {exc}") from None
+    try:
+        sock = socket.create_connection((host, port), timeout=REQUEST_TIMEOUT_S)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise DaemonUnavailable(
+            f"cannot connect to the fakehw daemon at {address}: {reason}"
+        ) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def remote_token() -> str:
+    """The token for ``FAKEHW_REMOTE``: ``FAKEHW_TOKEN``, else ``FAKEHW_TOKEN_FILE``'s line."""
+    token = os.environ.get("FAKEHW_TOKEN", "").strip()
+    if token:
+        return token
+    path = os.environ.get("FAKEHW_TOKEN_FILE", "").strip()
+    if not path:
+        raise DaemonUnavailable(
+            "FAKEHW_REMOTE is set but no token: set FAKEHW_TOKEN, or FAKEHW_TOKEN_FILE to a copy "
+            "of the daemon host's token file (`fakehw daemon status` names it)"
+        )
+    try:
+        with open(path) as handle:
+            return handle.readline().strip()
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot read FAKEHW_TOKEN_FILE {path}: {exc.strerror}") from None
+
+
 def daemon_command(
     paths: RuntimePaths, cluster: ClusterConfig | None, settings: DaemonConfig | None = None
 ) -> list[str]:
@@ -326,6 +370,10 @@ def daemon_command(
             "--tick-hz",
             repr(settings.tick_hz),
         ]
+        if settings.tcp_listen:
+            command += ["--tcp", settings.tcp_listen]
+        if settings.tcp_token_file:
+            command += ["--tcp-token-file", settings.tcp_token_file]
     if cluster is not None:
         command += [
             "--gpu-model",

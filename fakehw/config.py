@@ -13,6 +13,8 @@ The config file is TOML, found at ``$FAKEHW_CONFIG`` or
     [daemon]
     idle_timeout_s = 600        # exit after this long with no client and no process
     tick_hz = 10
+    tcp_listen = ""             # "[HOST:]PORT" serves read-only views over TCP (off if empty)
+    tcp_token_file = ""         # token TCP clients must present (default RUNTIME_DIR/tcp.token)
 
 Command-line flags override the file; the file overrides the defaults.
 No numpy here: viewers read the config to start a daemon.
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fakehw import protocol as proto
 from fakehw.specs import DEFAULT_MODEL, GpuSpec, UnknownGpuModel, lookup
 
 MAX_GPUS = 65536
@@ -101,11 +104,30 @@ class ClusterConfig:
 class DaemonConfig:
     idle_timeout_s: float = 600.0
     tick_hz: float = 10.0
+    tcp_listen: str = ""  # "[HOST:]PORT": also serve read-only views over TCP; "" = off
+    tcp_token_file: str = ""  # "" = RUNTIME_DIR/tcp.token, created on first use
 
     def validated(self) -> DaemonConfig:
         _check_number("idle_timeout_s", self.idle_timeout_s, 1.0, 7 * 86400.0)
         _check_number("tick_hz", self.tick_hz, 1.0, 100.0)
+        if not isinstance(self.tcp_listen, str):
+            raise ConfigError(f"tcp_listen must be a string, got {self.tcp_listen!r}")
+        if self.tcp_listen:
+            parse_tcp_address(self.tcp_listen)
+        if not isinstance(self.tcp_token_file, str):
+            raise ConfigError(f"tcp_token_file must be a string, got {self.tcp_token_file!r}")
         return self
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        return parse_tcp_address(self.tcp_listen) if self.tcp_listen else None
+
+
+def parse_tcp_address(text: str) -> tuple[str, int]:
+    try:
+        return proto.parse_tcp_address(text)
+    except ValueError as exc:
+        raise ConfigError(f"tcp_listen: {exc}") from None
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

@@ -6,6 +6,9 @@ Simulator ticks in its own thread. The daemon
 * holds ``daemon.lock`` for its whole life, so two daemons never share a
   runtime directory (a second one exits at once);
 * listens on ``daemon.sock``, mode 0600, and answers only peers of its own uid;
+* optionally (``tcp_listen``) also on TCP, loopback unless told otherwise, for
+  viewers on other hosts: a TCP client must present the token in its first
+  line (``hello``) within 5 s, and may then only look (``protocol.TCP_OPS``);
 * detaches a process whose real PID has died (freeing its memory, as the
   driver does) within half a second;
 * exits after ``idle_timeout_s`` with no client connected and no process
@@ -19,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
+import ipaddress
 import logging
 import os
+import secrets
 import selectors
 import signal
 import socket
@@ -47,6 +53,7 @@ WATCH_INTERVAL_S = 0.5
 MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
 SAVE_INTERVAL_S = 0.5  # a daemon killed with -9 loses at most this much of its state
 MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
+MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out local tools
 SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
 READ_CHUNK = 65536
 
@@ -73,6 +80,9 @@ class Connection:
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     client_name: str = ""
     closing: bool = False
+    remote: str | None = None  # "host:port" of a TCP peer; None on the Unix socket
+    authenticated: bool = True  # a TCP peer becomes so by its hello's token
+    opened: float = 0.0
 
 
 @dataclass
@@ -105,6 +115,9 @@ class Daemon:
         self.running = False
         self._lock_handle: Any = None
         self._listener: socket.socket | None = None
+        self._tcp_listener: socket.socket | None = None
+        self._tcp_token = b""
+        self.tcp_address: str | None = None  # "host:port" actually bound
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -134,9 +147,35 @@ class Daemon:
         os.chmod(self.paths.socket, 0o600)
         listener.listen(1024)
         listener.setblocking(False)
-        self.selector.register(listener, selectors.EVENT_READ, data=None)
+        self.selector.register(listener, selectors.EVENT_READ, data="unix")
         self.selector.register(self._wake_r, selectors.EVENT_READ, data="wake")
         self._listener = listener
+        if self.settings.tcp_address is not None:
+            self._listen_tcp(*self.settings.tcp_address)
+
+    def _listen_tcp(self, host: str, port: int) -> None:
+        token_file = self.settings.tcp_token_file or self.paths.tcp_token_file
+        self._tcp_token = load_or_create_token(token_file, create=not self.settings.tcp_token_file)
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(address)
+        except OSError:
+            listener.close()
+            raise
+        listener.listen(256)
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, data="tcp")
+        self._tcp_listener = listener
+        bound_host, bound_port = listener.getsockname()[:2]
+        self.tcp_address = (
+            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        )
+        if not ipaddress.ip_address(bound_host).is_loopback:
+            log.warning("serving views on %s to other hosts (token required)", self.tcp_address)
 
     def _notify(self, message: str) -> None:
         """Tell the launcher we are serving (or why we are not), once."""
@@ -157,8 +196,12 @@ class Daemon:
         try:
             try:
                 self._listen()
+            except TokenError as exc:
+                self._notify(f"error: {exc}")
+                raise
             except OSError as exc:
-                self._notify(f"error: cannot listen on {self.paths.socket}: {exc.strerror}")
+                where = self.paths.socket if self._listener is None else self.settings.tcp_listen
+                self._notify(f"error: cannot listen on {where}: {exc.strerror}")
                 raise
             if os.path.exists(self.paths.state_file):
                 restored = self.simulator.load_state(self.paths.state_file)
@@ -203,6 +246,9 @@ class Daemon:
             self._save_state()  # a clean stop keeps the state for the next daemon
         for conn in list(self.connections.values()):
             self._close(conn)
+        if self._tcp_listener is not None:
+            self.selector.unregister(self._tcp_listener)
+            self._tcp_listener.close()
         if self._listener is not None:
             self.selector.unregister(self._listener)
             self._listener.close()
@@ -230,8 +276,10 @@ class Daemon:
             now = time.monotonic()
             timeout = min(next_watch, self._next_push_due(now)) - now
             for key, events in self.selector.select(max(0.0, min(timeout, 0.5))):
-                if key.data is None:
+                if key.data == "unix":
                     self._accept()
+                elif key.data == "tcp":
+                    self._accept_tcp()
                 elif key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
@@ -245,6 +293,7 @@ class Daemon:
             self._push_due(now)
             if now >= next_watch:
                 self._watch_pids()
+                self._drop_silent_strangers(now)
                 next_watch = now + WATCH_INTERVAL_S
                 self._check_idle(now)
             if now >= next_save:
@@ -273,16 +322,52 @@ class Daemon:
                 log.warning("refused a peer with uid %s", uid)
                 sock.close()
                 continue
-            if len(self.connections) >= MAX_CONNECTIONS:
-                log.warning("refused a connection: %d already open", len(self.connections))
-                with contextlib.suppress(OSError):
-                    sock.sendall(proto.error(None, proto.BUSY, "too many connections"))
-                sock.close()
+            local = sum(conn.remote is None for conn in self.connections.values())
+            if local >= MAX_CONNECTIONS:
+                self._refuse_busy(sock, local)
                 continue
-            sock.setblocking(False)
-            conn = Connection(sock=sock, pid=pid)
-            self.connections[sock.fileno()] = conn
-            self.selector.register(sock, selectors.EVENT_READ, data=conn)
+            self._register(Connection(sock=sock, pid=pid, opened=time.monotonic()))
+
+    def _accept_tcp(self) -> None:
+        assert self._tcp_listener is not None
+        while True:
+            try:
+                sock, address = self._tcp_listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            remote = sum(conn.remote is not None for conn in self.connections.values())
+            if remote >= MAX_TCP_CONNECTIONS:
+                self._refuse_busy(sock, remote)
+                continue
+            peer = f"{address[0]}:{address[1]}"
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._register(
+                Connection(sock=sock, pid=None, remote=peer, authenticated=False,
+                           opened=time.monotonic())
+            )  # fmt: skip
+
+    @staticmethod
+    def _refuse_busy(sock: socket.socket, count: int) -> None:
+        log.warning("refused a connection: %d already open", count)
+        with contextlib.suppress(OSError):
+            sock.sendall(proto.error(None, proto.BUSY, "too many connections"))
+        sock.close()
+
+    def _register(self, conn: Connection) -> None:
+        conn.sock.setblocking(False)
+        self.connections[conn.sock.fileno()] = conn
+        self.selector.register(conn.sock, selectors.EVENT_READ, data=conn)
+
+    def _drop_silent_strangers(self, now: float) -> None:
+        """Close TCP connections that have not authenticated in time."""
+        for conn in list(self.connections.values()):
+            if not conn.authenticated and now - conn.opened > proto.AUTH_TIMEOUT_S:
+                log.warning("closing %s: no hello with a token within %.0f s",
+                            conn.remote, proto.AUTH_TIMEOUT_S)  # fmt: skip
+                self._close(conn)
 
     def _read(self, conn: Connection) -> None:
         try:
@@ -299,7 +384,9 @@ class Daemon:
         while not conn.closing:
             end = conn.inbox.find(b"\n")
             if end < 0:
-                if len(conn.inbox) > proto.MAX_LINE_BYTES:
+                limit = proto.MAX_LINE_BYTES if conn.authenticated else (
+                    proto.MAX_UNAUTHENTICATED_LINE_BYTES)  # fmt: skip
+                if len(conn.inbox) > limit:
                     self._send(conn, proto.error(None, proto.TOO_LARGE, "request too long"))
                     self._close_after_flush(conn)
                 return
@@ -307,6 +394,9 @@ class Daemon:
             del conn.inbox[: end + 1]
             if line.strip():
                 self._send(conn, self._handle_line(conn, line))
+                if not conn.authenticated:  # a stranger gets one try
+                    log.warning("refused TCP peer %s: no valid token", conn.remote)
+                    self._close_after_flush(conn)
 
     def _handle_line(self, conn: Connection, line: bytes) -> bytes:
         request_id: object = None
@@ -325,6 +415,8 @@ class Daemon:
     # ------------------------------------------------------------ operations
     def _dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
         op = message["op"]
+        if conn.remote is not None:
+            self._check_remote(conn, op, message)
         if op == "snapshot":
             nodes = self._nodes_arg(message)
             detail = self._detail_arg(message)
@@ -354,6 +446,25 @@ class Daemon:
                 f"no node {node!r} (the cluster's nodes are 0-{self.cluster_config.nodes - 1}: "
                 f"{self.simulator.cluster.hostnames[0]} ...)",
             ) from None
+
+    def _check_remote(self, conn: Connection, op: str, message: dict[str, Any]) -> None:
+        """A TCP peer must authenticate with its first request, then may only view."""
+        if not conn.authenticated:
+            token = message.get("token")
+            if op != "hello" or not isinstance(token, str):
+                raise proto.ProtocolError(
+                    proto.UNAUTHORIZED, 'over TCP the first request must be "hello" with "token"'
+                )
+            if not hmac.compare_digest(token.encode(), self._tcp_token):
+                raise proto.ProtocolError(proto.UNAUTHORIZED, "wrong token")
+            conn.authenticated = True
+            log.info("TCP peer %s authenticated", conn.remote)
+        elif op not in proto.TCP_OPS:
+            raise proto.ProtocolError(
+                proto.FORBIDDEN,
+                f"{op!r} is not allowed over TCP, which only serves views "
+                f"({', '.join(proto.TCP_OPS)}); run it on the daemon's host",
+            )
 
     def _op_hello(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         version = message.get("protocol", proto.PROTOCOL_VERSION)
@@ -402,6 +513,11 @@ class Daemon:
                 for p in sim.processes()
             ],
             "socket": str(self.paths.socket),
+            "tcp": self.tcp_address,
+            "tcp_token_file": (self.settings.tcp_token_file or self.paths.tcp_token_file)
+            if self.tcp_address
+            else None,
+            "tcp_clients": sum(c.remote is not None for c in self.connections.values()),
         }
 
     def _op_subscribe(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
@@ -573,6 +689,37 @@ class Daemon:
         conn.subscriptions.clear()
         conn.closing = True
         conn.sock.close()
+
+
+class TokenError(RuntimeError):
+    """The TCP token file cannot be used; the message says why."""
+
+
+def load_or_create_token(path: str, create: bool) -> bytes:
+    """The token TCP clients must present: the file's first line. The file must
+    be the user's own and private (0600), as for an ssh key; ``create`` writes a
+    fresh random one when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if not create:
+            raise TokenError(f"token file {path} does not exist") from None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        return load_or_create_token(path, create=False)
+    except OSError as exc:
+        raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid != os.getuid():
+            raise TokenError(f"token file {path} belongs to uid {info.st_uid}, not to you")
+        if info.st_mode & 0o077:
+            raise TokenError(f"token file {path} is readable by others: chmod 600 {path}")
+        token = handle.read(4096).split(b"\n", 1)[0].strip()
+    if len(token) < 16:
+        raise TokenError(f"token file {path}: the token must be at least 16 characters")
+    return token
 
 
 def _peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:

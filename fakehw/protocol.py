@@ -41,6 +41,28 @@ PROTOCOL_MISMATCH = "protocol_mismatch"
 TOO_LARGE = "too_large"
 INTERNAL = "internal"
 BUSY = "busy"  # the daemon serves as many connections as it will
+UNAUTHORIZED = "unauthorized"  # a TCP client without the right token (then closed)
+FORBIDDEN = "forbidden"  # an op TCP clients may not use: they only view
+
+# What a client reached over TCP may do: look, never change the cluster.
+TCP_OPS = ("hello", "status", "snapshot", "subscribe", "unsubscribe")
+MAX_UNAUTHENTICATED_LINE_BYTES = 4096  # a TCP client's first line (its hello)
+AUTH_TIMEOUT_S = 5.0  # a TCP client must say hello with its token within this
+
+
+DEFAULT_TCP_HOST = "127.0.0.1"
+
+
+def parse_tcp_address(text: str) -> tuple[str, int]:
+    """``"[HOST:]PORT"`` (HOST may be ``[v6]``) as ``(host, port)``; HOST defaults to
+    loopback, so a listener is never exposed to other hosts unless asked."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        host = DEFAULT_TCP_HOST
+    host = host.strip("[]") or DEFAULT_TCP_HOST
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected [HOST:]PORT with PORT 0-65535, got {text!r}")
+    return host, int(port_text)
 
 
 class ProtocolError(Exception):

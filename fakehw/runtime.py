@@ -24,6 +24,7 @@ class RuntimePaths:
 
     __slots__ = (
         "lock_file", "log_file", "pid_file", "root", "socket", "start_lock_file", "state_file",
+        "tcp_token_file",
     )  # fmt: skip
 
     def __init__(self, root: str) -> None:
@@ -37,6 +38,8 @@ class RuntimePaths:
         self.log_file = os.path.join(root, "daemon.log")
         # The GPUs' counters, heat, errors and faults, saved so a restart carries on.
         self.state_file = os.path.join(root, "state.npz")
+        # What a TCP client must present (only when the daemon listens on TCP).
+        self.tcp_token_file = os.path.join(root, "tcp.token")
 
     def __repr__(self) -> str:
         return f"RuntimePaths({self.root!r})"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -308,6 +310,58 @@ def test_a_runtime_dir_owned_by_someone_else_is_refused(runtime_dir: Path) -> No
         Client.connect()
     result = fakehw("daemon", "status")
     assert result.returncode == 3 and "belongs to uid 65534" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a foreign-owned socket")
+def test_a_socket_owned_by_someone_else_is_refused(runtime_dir: Path) -> None:
+    Client.connect().close()  # a daemon of ours runs; now someone else "owns" its socket
+    socket_path = runtime_dir / "daemon.sock"
+    os.chown(socket_path, 65534, 65534)
+    try:
+        with pytest.raises(DaemonUnavailable, match="belongs to uid 65534"):
+            Client.connect()
+    finally:
+        os.chown(socket_path, os.getuid(), os.getgid())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_the_daemon_refuses_peers_of_another_uid(runtime_dir: Path) -> None:
+    Client.connect().close()
+    socket_path = runtime_dir / "daemon.sock"
+    # Open the door wide on purpose, so only the daemon's SO_PEERCRED check stands: the
+    # socket made world-writable and linked where another user can reach it.
+    door = Path(tempfile.mkdtemp(prefix="fhw-door-"))
+    door.chmod(0o711)
+    try:
+        os.link(socket_path, door / "daemon.sock")
+    except OSError as exc:
+        pytest.skip(f"cannot link the socket outside the test directory: {exc}")
+    socket_path.chmod(0o666)
+    probe = """if True:
+        import os, socket, sys
+        os.setgid(65534)
+        os.setuid(65534)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.settimeout(5)
+        try:
+            s.sendall(b'{"id": 1, "op": "status"}\\n')
+            print("answered" if s.recv(65536) else "closed")
+        except (ConnectionResetError, BrokenPipeError):
+            print("closed")
+    """
+    try:
+        result = subprocess.run([sys.executable, "-c", probe, str(door / "daemon.sock")],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+    finally:
+        socket_path.chmod(0o600)
+        shutil.rmtree(door)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "closed"  # without a word
+    with Client.connect() as client:  # and the owner is still served
+        assert client.request("status")["clients"] >= 1
+    log = (runtime_dir / "daemon.log").read_text()
+    assert "refused a peer with uid 65534" in log
 
 
 def test_the_protocol_document_covers_every_op() -> None:

@@ -190,3 +190,8 @@ def test_protocol_limits_are_what_the_document_says() -> None:
     assert protocol.MAX_LINE_BYTES == 1 << 20 and "1 MiB" in text
     assert f"{MAX_CONNECTIONS} connections" in text
     assert f"{MAX_PROCESSES_PER_GPU} processes per GPU" in text
+    from fakehw.daemon import MAX_TCP_CONNECTIONS
+
+    assert f"At most {MAX_TCP_CONNECTIONS} TCP connections" in text
+    assert f"within {protocol.AUTH_TIMEOUT_S:g} s" in text
+    assert protocol.MAX_UNAUTHENTICATED_LINE_BYTES == 4096 and "may not exceed 4 KiB" in text

@@ -312,8 +312,11 @@ def connect(
 
     try:
         defaults, _ = load_settings()
+    except ConfigError as exc:  # the file is wrong, not the command line
+        raise RuntimeError(str(exc)) from None
+    try:
         spec = lookup(args.gpu_model) if args.gpu_model else None
-    except (ConfigError, UnknownGpuModel) as exc:
+    except UnknownGpuModel as exc:
         raise UsageError(str(exc)) from None
     explicit = args.gpus is not None or args.nodes is not None or args.gpu_model is not None
     nodes, per_node = _shape(args, DEFAULT_GPUS_PER_NODE)
@@ -326,6 +329,11 @@ def connect(
         ).validated()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    if os.environ.get("FAKEHW_REMOTE", "").strip():
+        raise RuntimeError(
+            "FAKEHW_REMOTE is set, but a daemon reached over TCP only serves views; fake-train "
+            "attaches its ranks to a local daemon: unset FAKEHW_REMOTE"
+        )
     try:
         client = Client.connect(client_name="fake-train", cluster=wanted)
     except DaemonUnavailable as exc:
