@@ -1,7 +1,7 @@
 """fakehw benchmarks: one command, one table.
 
-    python bench/run.py                 # full run, about 4 minutes
-    python bench/run.py --quick         # shorter windows, about 1 minute
+    python bench/run.py                 # full run, about 5 minutes
+    python bench/run.py --quick         # shorter windows, about 2 minutes
     python bench/run.py --only load     # one section (daemon, snapshots, load, ...)
 
 Measures, against real daemon processes in a private runtime directory:
@@ -16,6 +16,9 @@ Measures, against real daemon processes in a private runtime directory:
   for 60 s (15 s with --quick): errors, the gap between pushes, the age of a
   pushed snapshot, and the daemon's file descriptors and memory before,
   during and after (issue 8);
+* recovery: ``kill -9`` of the daemon under a running fake-train and a viewer,
+  10 times (5 with --quick): the time until a new daemon serves the re-attached
+  ranks (issue 8);
 
 * the live ``fake-nvitop`` monitor's CPU (1 s refresh, 8 training GPUs, on a
   120x40 pseudo-terminal) over 60 s (20 s with --quick), side by side with the
@@ -29,12 +32,14 @@ Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
 snapshots/s for one 8-GPU node (issue 2); a one-shot table within 2.5 x
 ``python3 -c pass`` (issues 3 and 5); fake-nvitop <= 3 % of a core (issue 5);
 under load no errors, push gaps p99 <= 3 intervals, snapshots younger than
-300 ms at p99, no fd left open and no memory growth under load (issue 8).
+300 ms at p99, no fd left open and no memory growth under load; recovery from
+``kill -9`` within 2 s (issue 8).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -294,6 +299,77 @@ def subscriber_load(clients: int, interval_ms: int, seconds: float) -> list[list
     ]  # fmt: skip
 
 
+def recovery(kills: int) -> list[list[object]]:
+    """kill -9 the daemon ``kills`` times under a running fake-train and a viewer;
+    time until a new daemon serves the job's ranks again."""
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
+    train = subprocess.Popen(
+        [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "3", "--speed-factor", "5"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "fakehw.smi", "--query-gpu=index,temperature.gpu",
+         "--format=csv,noheader", "-lms", "200"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def ranks(pid: int) -> set[int]:
+        try:
+            if int((runtime / "daemon.pid").read_text()) != pid:
+                return set()
+            with Client.connect(root=runtime, autostart=False) as client:
+                node = client.snapshot(0)["nodes"][0]
+            return {process["pid"] for process in node["processes"]}
+        except (OSError, ValueError, RuntimeError):
+            return set()
+
+    def current_pid() -> int:
+        try:
+            return int((runtime / "daemon.pid").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    times: list[float] = []
+    survived = True
+    try:
+        deadline = time.monotonic() + 90
+        while len(ranks(current_pid())) < 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(kills):
+            time.sleep(3.0)
+            pid = current_pid()
+            expected = ranks(pid)
+            killed_at = time.monotonic()
+            os.kill(pid, 9)
+            while time.monotonic() - killed_at < 30:
+                new = current_pid()
+                if new not in (0, pid) and ranks(new) == expected:
+                    times.append(time.monotonic() - killed_at)
+                    break
+                time.sleep(0.02)
+        survived = train.poll() is None and viewer.poll() is None
+    finally:
+        for process in (train, viewer):
+            process.terminate()
+            process.wait(timeout=30)
+        with contextlib.suppress(Exception):
+            stop_daemon(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
+    times.sort()
+    worst = times[-1] if times else float("nan")
+    return [
+        ["daemon killed (SIGKILL)", kills, "", ""],
+        ["recovered: new daemon, 8 ranks re-attached", f"{len(times)}/{kills}", f"{kills}/{kills}",
+         "ok" if len(times) == kills else "MISSED"],
+        ["time to recover p50 / max s",
+         f"{statistics.median(times) if times else float('nan'):.2f} / {worst:.2f}", "max <= 2 s",
+         "ok" if worst <= 2.0 else "MISSED"],
+        ["fake-train and the viewer still running", "yes" if survived else "no", "yes",
+         "ok" if survived else "MISSED"],
+    ]  # fmt: skip
+
+
 def startup(runs: int) -> list[list[object]]:
     """Median wall times of one-shot commands, interleaved with the baseline."""
     runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
@@ -403,7 +479,7 @@ def monitor_cpu(seconds: float, command: list[str] | None = None) -> dict[str, f
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-SECTIONS = ["daemon", "snapshots", "load", "monitors", "startup"]
+SECTIONS = ["daemon", "snapshots", "load", "recovery", "monitors", "startup"]
 
 
 def main() -> None:
@@ -458,6 +534,12 @@ def main() -> None:
         rows = subscriber_load(200, 100, seconds)
         print(f"200 clients subscribed to one 8-GPU node every 100 ms for {seconds:.0f} s")
         print(tabulate(rows, headers=["", "measured", "target", ""]))
+        print()
+
+    if "recovery" in sections:
+        kills = 5 if args.quick else 10
+        print("kill -9 the daemon under fake-train (8 GPUs) and fake-nvidia-smi -lms 200")
+        print(tabulate(recovery(kills), headers=["", "measured", "target", ""]))
         print()
 
     if "monitors" in sections:

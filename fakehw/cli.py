@@ -26,6 +26,7 @@ from fakehw.client import DaemonUnavailable, RequestFailed
 from fakehw.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
 from fakehw.protocol import parse_tcp_address
 from fakehw.runtime import RuntimeDirError, runtime_paths
+from fakehw.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
 from fakehw.specs import CATALOG
 
 EXIT_OK = 0
@@ -671,6 +672,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         raise
     host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"fakehw exporter: http://{host}:{port}/metrics", flush=True)
+    raise_on_termination()
     try:
         server.serve_forever()
     finally:
@@ -709,7 +711,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated as exc:
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
 SAVE_INTERVAL_S = 0.5  # a daemon killed with -9 loses at most this much of its state
 MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
 MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out local tools
+# Out of file descriptors, the daemon stops accepting for this long (and serves
+# the clients it has) instead of spinning on a listener it cannot accept from.
+ACCEPT_BACKOFF_S = 1.0
 SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
 READ_CHUNK = 65536
 
@@ -118,6 +121,7 @@ class Daemon:
         self._tcp_listener: socket.socket | None = None
         self._tcp_token = b""
         self.tcp_address: str | None = None  # "host:port" actually bound
+        self._accept_resume_at: float | None = None  # accepting paused until then
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -194,6 +198,7 @@ class Daemon:
             self._notify(f"error: {exc}")
             raise
         try:
+            raise_descriptor_limit(MAX_CONNECTIONS + MAX_TCP_CONNECTIONS + 64)
             try:
                 self._listen()
             except TokenError as exc:
@@ -218,8 +223,8 @@ class Daemon:
                 pid_file.write(f"{os.getpid()}\n")
             self.simulator.start()
             self.running = True
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, self._on_signal)  # SIGHUP: its terminal closed (--foreground)
             log.info(
                 "fakehw %s daemon pid %d serving %s on %s",
                 __version__,
@@ -290,6 +295,8 @@ class Daemon:
                     if events & selectors.EVENT_WRITE and not conn.closing:
                         self._flush(conn)
             now = time.monotonic()
+            if self._accept_resume_at is not None and now >= self._accept_resume_at:
+                self._resume_accepting()
             self._push_due(now)
             if now >= next_watch:
                 self._watch_pids()
@@ -315,7 +322,7 @@ class Daemon:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of descriptors: keep serving the others
-                log.warning("accept failed: %s", exc)
+                self._pause_accepting(exc)
                 return
             pid, uid = _peer_credentials(sock)
             if uid is not None and uid != os.getuid():
@@ -328,6 +335,21 @@ class Daemon:
                 continue
             self._register(Connection(sock=sock, pid=pid, opened=time.monotonic()))
 
+    def _pause_accepting(self, error: OSError) -> None:
+        log.warning("accept failed: %s; not accepting for %.0f s", error, ACCEPT_BACKOFF_S)
+        for listener in (self._listener, self._tcp_listener):
+            if listener is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(listener)
+        self._accept_resume_at = time.monotonic() + ACCEPT_BACKOFF_S
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume_at = None
+        for listener, name in ((self._listener, "unix"), (self._tcp_listener, "tcp")):
+            if listener is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.register(listener, selectors.EVENT_READ, data=name)
+
     def _accept_tcp(self) -> None:
         assert self._tcp_listener is not None
         while True:
@@ -336,7 +358,7 @@ class Daemon:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("accept failed: %s", exc)
+                self._pause_accepting(exc)
                 return
             remote = sum(conn.remote is not None for conn in self.connections.values())
             if remote >= MAX_TCP_CONNECTIONS:
@@ -720,6 +742,18 @@ def load_or_create_token(path: str, create: bool) -> bytes:
     if len(token) < 16:
         raise TokenError(f"token file {path}: the token must be at least 16 characters")
     return token
+
+
+def raise_descriptor_limit(wanted: int) -> None:
+    """Lift the soft limit on open files (often 1024) towards ``wanted``, within the
+    hard limit, so the connection limits, not the kernel, decide who is refused."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:

@@ -85,6 +85,9 @@ INTENSITY_NOISE_MEMORY = 0.55
 _GPU_DRAWS = 7
 RESTORE_WORKING_S = 10.0  # after a restart, the gap's first seconds count at the last power
 BRAKE_CLOCK_SHARE = 0.25  # of the maximum SM clock, under a power brake
+# Hardware thermal slowdown engages at the slowdown temperature and lets go only
+# once the die is this much cooler, so the clocks do not flap tick by tick.
+HW_SLOWDOWN_RELEASE_C = 3.0
 LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
 FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
 MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
@@ -239,6 +242,7 @@ class Cluster:
         self.fault_heat_w = np.zeros(n)
         self.fault_brake = np.zeros(n, dtype=bool)
         self.lost = np.zeros(n, dtype=bool)
+        self.hw_slowdown = np.zeros(n, dtype=bool)  # hardware thermal slowdown engaged
         self.ecc_uncorrected = np.zeros(n, dtype=np.int64)
         self.memory_activity = np.zeros(n)
         self.activity = np.zeros(n)
@@ -608,7 +612,10 @@ class Cluster:
         ceiling = np.where(
             self.has_context, float(spec.sm_clock_max_mhz), float(spec.sm_clock_idle_mhz)
         )
-        hw_thermal = die_c >= spec.temp_slowdown_c
+        hw_thermal = (die_c >= spec.temp_slowdown_c) | (
+            self.hw_slowdown & (die_c > spec.temp_slowdown_c - HW_SLOWDOWN_RELEASE_C)
+        )
+        self.hw_slowdown = hw_thermal
         ceiling = np.where(hw_thermal, np.minimum(ceiling, 0.5 * spec.sm_clock_max_mhz), ceiling)
         # An external power brake (the chassis asks for less): clocks near their floor.
         ceiling = np.where(

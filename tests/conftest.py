@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,26 @@ from pathlib import Path
 
 import pytest
 from helpers import alive
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_temp_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every temporary directory of the run (the tests' and their programs') lives in one
+    short directory, removed at the end with any daemon still running in it."""
+    tmp_path_factory.getbasetemp()  # pytest's own stays where pytest keeps it
+    root = Path(tempfile.mkdtemp(prefix="fhw-tests-"))
+    previous = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(root)
+    os.environ["TMPDIR"] = str(root)
+    yield root
+    tempfile.tempdir = previous[0]
+    if previous[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous[1]
+    for pid_file in root.rglob("daemon.pid"):
+        _stop_daemon(pid_file.parent)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -330,7 +330,7 @@ def test_the_daemon_refuses_peers_of_another_uid(runtime_dir: Path) -> None:
     socket_path = runtime_dir / "daemon.sock"
     # Open the door wide on purpose, so only the daemon's SO_PEERCRED check stands: the
     # socket made world-writable and linked where another user can reach it.
-    door = Path(tempfile.mkdtemp(prefix="fhw-door-"))
+    door = Path(tempfile.mkdtemp(prefix="fhw-door-", dir="/tmp"))  # where others can go
     door.chmod(0o711)
     try:
         os.link(socket_path, door / "daemon.sock")

@@ -61,6 +61,26 @@ def test_lost_cooling_heats_to_thermal_slowdown(node: Node) -> None:
     assert int(hot[0]) >= 85 and int(hot[2]) <= 1000  # near slowdown (89 C), clocks halved
     gpus = node.tool("fakehw.nvitop", "-1")
     assert re.search(r"│   2 .*\n│ N/A   (8\d|9\d|1\d\d)C ", gpus.stdout)
+    gpustat = node.tool("fakehw.gpustat", "--no-color").stdout
+    assert re.search(r"^\[2\] NVIDIA H100 80GB HBM3 \| (8\d|9\d)°C", gpustat, re.MULTILINE), gpustat
+    script = """if True:
+        import time
+        import pynvml as N
+        N.nvmlInit()
+        handles = [N.nvmlDeviceGetHandleByIndex(i) for i in (1, 2)]
+        deadline = time.monotonic() + 20  # it may let go for a moment before it settles
+        while True:
+            bits = [N.nvmlDeviceGetCurrentClocksEventReasons(h)
+                    & N.nvmlClocksEventReasonHwThermalSlowdown for h in handles]
+            if bits[1] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        print(*bits)
+    """
+    result = subprocess.run([sys.executable, "-m", "fakehw", "exec", "--", sys.executable, "-c",
+                             script], env=node.env, capture_output=True, text=True, timeout=60,
+                            check=False)  # fmt: skip
+    assert result.stdout.split() == ["0", "64"], result.stderr  # only GPU 2 is throttled
 
 
 def test_ecc_errors_are_counted_everywhere(node: Node) -> None:

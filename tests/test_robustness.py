@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -180,6 +181,72 @@ def test_connection_flood_is_bounded(daemon: tuple[str, Client]) -> None:
     wait_for(lambda: bystander.request("status")["clients"] <= 2, timeout=10)
     assert daemon_process.num_fds() <= fds_before + 2
     assert alive(daemon_process.pid)
+
+
+def test_the_connection_beyond_the_limit_is_told_busy(daemon: tuple[str, Client]) -> None:
+    from fakehw.daemon import MAX_CONNECTIONS
+
+    root, bystander = daemon
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = MAX_CONNECTIONS + 200
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    socks: list[socket.socket] = []
+    try:
+        while bystander.request("status")["clients"] < MAX_CONNECTIONS:
+            socks.append(connection(root))
+            if len(socks) % 100 == 0:
+                time.sleep(0.05)  # let the daemon accept
+        extra = connection(root)
+        socks.append(extra)
+        (reply,) = read_replies(extra)
+        assert reply["ok"] is False and reply["error"]["code"] == "busy"  # type: ignore[index]
+        assert extra.recv(1) == b""  # and closed
+        still_serving(bystander)
+    finally:
+        for sock in socks:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    wait_for(lambda: bystander.request("status")["clients"] <= 2, timeout=10)
+
+
+def test_out_of_descriptors_it_pauses_instead_of_spinning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="fhw-fd-")
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    started = subprocess.run([sys.executable, "-m", "fakehw", "daemon", "start"],
+                             env={**os.environ, "FAKEHW_RUNTIME_DIR": root},
+                             preexec_fn=few_descriptors, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    client = Client.connect(root=root, autostart=False)
+    daemon = psutil.Process(client.request("status")["daemon_pid"])
+    socks = [connection(root) for _ in range(60)]  # more than it can hold open
+    try:
+        time.sleep(1.0)
+        before = daemon.cpu_times()
+        time.sleep(3.0)
+        after = daemon.cpu_times()
+        used = (after.user - before.user) + (after.system - before.system)
+        assert used < 0.6, f"{used:.2f} s of CPU in 3 s: spinning"
+        still_serving(client)
+        assert "not accepting for 1 s" in Path(root, "daemon.log").read_text()
+    finally:
+        for sock in socks:
+            sock.close()
+    # with descriptors free again, newcomers get in
+    wait_for(lambda: client.request("status")["clients"] <= 2, timeout=10)
+    with Client.connect(root=root, autostart=False) as newcomer:
+        assert newcomer.request("status")["daemon_pid"] == daemon.pid
+    client.request("shutdown")
+    client.close()
 
 
 def test_protocol_limits_are_what_the_document_says() -> None:

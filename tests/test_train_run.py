@@ -342,6 +342,25 @@ def test_ctrl_c_saves_and_restores_the_terminal(tmux) -> None:  # type: ignore[n
     assert tmux("display", "-p", "-t", "t", "#{cursor_flag}").strip() == "1"  # cursor back
 
 
+def test_closing_its_pane_ends_the_run_cleanly(tmux, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = (f"TMPDIR={scratch} {sys.executable} -m fakehw.train {' '.join(FAST)} "
+               "--speed-factor 20 --seed 6")  # fmt: skip
+    tmux("new-window", "-d", "-n", "job", command)
+
+    def processes() -> list[dict[str, object]]:
+        return json.loads(fakehw("daemon", "status", "--json").stdout or "{}").get("processes", [])
+
+    ranks = wait_for(lambda: [p["pid"] for p in processes()], timeout=60)
+    assert len(ranks) == 8 and all(alive(pid) for pid in ranks)  # type: ignore[arg-type]
+    assert [d.name[:11] for d in scratch.iterdir()] == ["fake-train-"]
+    tmux("kill-window", "-t", "job")  # its terminal goes away: SIGHUP
+    wait_for(lambda: not processes(), timeout=15)  # the GPUs are free
+    assert not any(alive(pid) for pid in ranks)  # type: ignore[arg-type]
+    assert list(scratch.iterdir()) == []  # nothing left behind
+
+
 def test_narrow_terminal_keeps_the_grid_readable(tmux) -> None:  # type: ignore[no-untyped-def]
     tmux("resize-window", "-t", "t", "-x", "60", "-y", "40")
     command = (f"{sys.executable} -m fakehw.train {' '.join(FAST)} --speed-factor 50 --seed 6 "

@@ -9,27 +9,21 @@ ranks fake-train starts are), else from the daemon's record.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from types import FrameType
 
 from fakehw.gpustat import render
+from fakehw.signals import Terminated, raise_on_termination
 from fakehw.views.procinfo import ProcessTable
 
-EXIT_TERMINATED = 143
 ENTER_FULLSCREEN, EXIT_FULLSCREEN = "\x1b[?1049h\x1b[22;0;0t", "\x1b[?1049l\x1b[23;0;0t"
 HOME, CLEAR_EOL, CLEAR_EOS = "\x1b[1;1H", "\x1b[K", "\x1b[J"
 
 
 class QueryError(Exception):
     """What gpustat reports as "Error on querying NVIDIA devices"."""
-
-
-class Terminated(BaseException):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,10 +215,6 @@ def watch(source: Source, args: argparse.Namespace) -> int:
         out.flush()
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.show_all:
@@ -238,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             sys.stderr.write("Error: --json and --interval/-i can't be used together.\n")
             return 1
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    raise_on_termination()
     try:
         source = Source()
         if args.interval > 0:
@@ -248,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except QueryError as exc:
         return _fail(exc)
-    except Terminated:
-        return EXIT_TERMINATED
+    except Terminated as exc:
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from fakehw.nvitop import view
+from fakehw.signals import EXIT_INTERRUPTED, Terminated
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ class Live:
             return to_prompt_toolkit(render(size.columns, size.rows))
 
         control = FormattedTextControl(text, focusable=True, show_cursor=False)
-        self.keys.add("c-c")(lambda event: self.app.exit(result=130))
+        self.keys.add("c-c")(lambda event: self.app.exit(result=EXIT_INTERRUPTED))
         self.app: Application[int] = Application(
             layout=Layout(Window(control, wrap_lines=False)),
             key_bindings=self.keys,
@@ -295,32 +296,33 @@ class Live:
             self.app.invalidate()
 
     def run(self) -> None:
-        from fakehw.nvitop.cli import Terminated
-
         worker = threading.Thread(target=self._worker, name="fake-nvitop-refresh", daemon=True)
         worker.start()
 
-        def on_sigterm(*_: object) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            # Leave through prompt_toolkit, which restores the terminal, then say why.
             loop = self.app.loop
             if loop is not None:
-                loop.call_soon_threadsafe(lambda: self.app.exit(result=143))
+                loop.call_soon_threadsafe(lambda: self.app.exit(result=128 + signum))
 
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        previous = {signum: signal.signal(signum, on_signal)
+                    for signum in (signal.SIGTERM, signal.SIGHUP)}  # fmt: skip
         try:
             result = self.app.run()
         finally:
             self._stop.set()
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if self.failure:
             raise self.failure[0]
-        if result == 130:
+        if result == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
-        if result == 143:
-            raise Terminated
+        if result > 128:
+            raise Terminated(result - 128)
 
 
 def run(source: Source, args: argparse.Namespace, mode: str) -> None:
-    """The live monitor until q (exit 0), Ctrl-C (130) or SIGTERM (143)."""
+    """The live monitor until q (exit 0), Ctrl-C (130), SIGTERM (143) or SIGHUP (129)."""
     state = ScreenState(mode if mode in ("auto", "full", "compact") else "auto")
     holder: dict[str, Frame] = {"frame": source.frame()}
     state.record(holder["frame"])

@@ -15,27 +15,20 @@ import getpass
 import math
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 from fakehw.nvitop import view
+from fakehw.signals import Terminated, raise_on_termination
 from fakehw.views.procinfo import HostProcess, ProcessTable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from fakehw.snapshot import NodeRecord, ProcessRecord, Snapshot
 
-EXIT_TERMINATED = 143
-
 
 class NvmlError(Exception):
     """What nvitop reports as ``NVML ERROR: ...`` (exit 1)."""
-
-
-class Terminated(BaseException):
-    pass
 
 
 def _posfloat(text: str) -> float:
@@ -309,10 +302,6 @@ ASCII = str.maketrans(
 )
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.gpu_util_thresh:
@@ -329,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "monitor"):
             messages.append("ERROR: You must run monitor mode from a TTY terminal.")
         wants_monitor = False
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    raise_on_termination()
     try:
         source = Source(args)
         if args.only:
@@ -357,8 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         red = "\x1b[1m\x1b[31m" if sys.stderr.isatty() else ""
         print(f"{red}NVML ERROR:{chr(27) + '[0m' if red else ''} {exc}", file=sys.stderr)
         return 1
-    except Terminated:
-        return EXIT_TERMINATED
+    except Terminated as exc:
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -12,9 +12,9 @@ Kept light on purpose: a one-shot table imports no numpy and no argparse.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
+from fakehw.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
 from fakehw.smi.common import (
     DRIVER_UNREACHABLE,
     EXIT_DRIVER_NOT_LOADED,
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from fakehw.client import ResilientClient
     from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
 
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
+
 DEFAULT_LOOP_S = 5
 
 
@@ -507,13 +506,9 @@ SUBCOMMANDS: dict[str, Callable[[list[str], IO[str]], int]] = {
 
 
 # --------------------------------------------------------------------- main
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(EXIT_TERMINATED)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    raise_on_termination()
     out: IO[str] = sys.stdout
     try:
         if args and args[0] in SUBCOMMANDS:
@@ -535,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated as exc:
+        return exc.exit_code
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             # The reader went away (`| head`): stop quietly, as nvidia-smi does.

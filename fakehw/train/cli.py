@@ -13,21 +13,18 @@ import math
 import os
 import random
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from types import FrameType
 
 from fakehw.client import Client
 from fakehw.config import ClusterConfig
+from fakehw.signals import EXIT_INTERRUPTED, Terminated, ignore_termination, raise_on_termination
 from fakehw.specs import GpuSpec
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 DEFAULT_NODES = 8
 DEFAULT_GPUS_PER_NODE = 8
 MAX_SPEED = 1000.0
@@ -60,10 +57,6 @@ the run uses it; `fakehw daemon stop` lets the next run start its own."""
 
 class UsageError(Exception):
     pass
-
-
-class Terminated(BaseException):
-    """SIGTERM: leave now, cleanly."""
 
 
 def _duration(text: str) -> float:
@@ -384,10 +377,6 @@ def _restart_daemon(client: Client, cluster: ClusterConfig) -> Client:
 
 
 # ------------------------------------------------------------------- main
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -397,8 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_styles:
         print(list_styles())
         return 0
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGHUP, _on_sigterm)  # its terminal went away (a tmux pane closed)
+    raise_on_termination()  # SIGTERM, or SIGHUP when its terminal goes away (a pane closed)
     try:
         return run(args)
     except UsageError as exc:
@@ -407,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (KeyboardInterrupt, Terminated) as exc:
         # Before the run started (or a second Ctrl-C while saving): just leave.
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:
         with contextlib.suppress(OSError):
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -476,12 +464,12 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
             engine.interrupted()
-        except Terminated:
-            code = EXIT_TERMINATED
+        except Terminated as exc:
+            code = exc.exit_code
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED  # Ctrl-C again while saving: abandon the save
-    except Terminated:
-        code = EXIT_TERMINATED
+    except Terminated as exc:
+        code = exc.exit_code
     except WorldError as exc:
         term.clear_status()
         print(f"fake-train: {exc}", file=sys.stderr)
@@ -492,11 +480,12 @@ def run(args: argparse.Namespace) -> int:
         code = EXIT_FAILURE
     finally:
         # Whatever happened, the ranks leave the GPUs and the terminal is restored.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        term.close()
-        world.close()
-        metrics.close()
+        # Each step runs even if one before it fails (a vanished terminal gives EIO).
+        ignore_termination()
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(metrics.close)
+            cleanup.callback(world.close)
+            cleanup.callback(term.close)
     return code
 
 

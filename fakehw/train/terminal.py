@@ -109,5 +109,5 @@ class Terminal:
             if self.tty:
                 self.stream.write(RESET + SHOW_CURSOR)
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass
+        except (OSError, ValueError):
+            pass  # the reader or the terminal is gone (a closed pipe, a closed pane: EIO)

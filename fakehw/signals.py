@@ -1,0 +1,44 @@
+"""How fakehw's programs end on a signal.
+
+SIGTERM and SIGHUP (the terminal went away: a tmux pane or an ssh session
+closed) raise :class:`Terminated` in the main thread. It unwinds through the
+program's ``finally`` blocks like Ctrl-C does, so the terminal is restored,
+fake-train's ranks leave their GPUs and temporary files go; the program then
+exits 128 + the signal number, as a shell expects of a process a signal ended.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+
+class Terminated(BaseException):
+    """A termination signal arrived; a BaseException so ``except Exception`` lets it pass."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def raise_on_termination() -> None:
+    """From now on SIGTERM and SIGHUP raise :class:`Terminated` in the main thread."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
+
+
+def ignore_termination() -> None:
+    """While cleaning up: a second signal must not cut the clean-up short."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
