@@ -71,8 +71,11 @@ def start_daemon(runtime: Path, nodes: int) -> int:
 
 
 def stop_daemon(runtime: Path) -> None:
+    """Stop the daemon and wait until it is gone (it writes its state as it leaves)."""
     with Client.connect(root=runtime, autostart=False) as client:
-        client.request("shutdown")
+        pid = client.request("shutdown")["daemon_pid"]
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+        psutil.Process(pid).wait(timeout=10)
 
 
 def daemon_cpu(gpus: int, seconds: float) -> dict[str, object]:

@@ -51,7 +51,11 @@ log = logging.getLogger("fakehw.daemon")
 
 WATCH_INTERVAL_S = 0.5
 MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
-SAVE_INTERVAL_S = 0.5  # a daemon killed with -9 loses at most this much of its state
+# What a daemon killed with -9 can lose: a change (attach, phase, fault) is saved
+# within CHANGE_SAVE_S; heat and energy, which drift slowly, within SAVE_INTERVAL_S.
+SAVE_INTERVAL_S = 2.0
+CHANGE_SAVE_S = 0.5
+STATE_OPS = frozenset({"attach", "set_phase", "detach", "inject"})
 MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
 MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out local tools
 # Out of file descriptors, the daemon stops accepting for this long (and serves
@@ -122,6 +126,7 @@ class Daemon:
         self._tcp_token = b""
         self.tcp_address: str | None = None  # "host:port" actually bound
         self._accept_resume_at: float | None = None  # accepting paused until then
+        self._state_changed = False  # since the last save
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -269,6 +274,7 @@ class Daemon:
 
     # ----------------------------------------------------------------- loop
     def _save_state(self) -> None:
+        self._state_changed = False
         try:
             self.simulator.save_state(self.paths.state_file)
         except OSError as exc:
@@ -276,7 +282,7 @@ class Daemon:
 
     def _loop(self) -> None:
         next_watch = time.monotonic() + WATCH_INTERVAL_S
-        next_save = time.monotonic() + SAVE_INTERVAL_S
+        last_save = time.monotonic()
         while self.running:
             now = time.monotonic()
             timeout = min(next_watch, self._next_push_due(now)) - now
@@ -303,9 +309,10 @@ class Daemon:
                 self._drop_silent_strangers(now)
                 next_watch = now + WATCH_INTERVAL_S
                 self._check_idle(now)
-            if now >= next_save:
+            since_save = now - last_save
+            if since_save >= (CHANGE_SAVE_S if self._state_changed else SAVE_INTERVAL_S):
                 self._save_state()
-                next_save = now + SAVE_INTERVAL_S
+                last_save = now
 
     def _check_idle(self, now: float) -> None:
         if self.connections or self.watched:
@@ -445,6 +452,8 @@ class Daemon:
             return proto.ok_raw(request_id, self.simulator.snapshot_json(nodes, detail))
         handler = getattr(self, f"_op_{op}")
         result = handler(conn, message)
+        if op in STATE_OPS:
+            self._state_changed = True
         return proto.ok(request_id, result)
 
     @staticmethod
@@ -646,6 +655,7 @@ class Daemon:
                 with contextlib.suppress(ClusterError):
                     self.simulator.detach(pid)
                 del self.watched[pid]
+                self._state_changed = True
 
     # ------------------------------------------------------------ delivery
     def _next_push_due(self, now: float) -> float:

@@ -391,7 +391,7 @@ class Cluster:
             setattr(self, name, np.array(arrays[name], dtype=getattr(self, name).dtype))
         # While no daemon ran, energy kept counting (at the last power for the first
         # seconds: a killed daemon's counters never go back; then idle) and heat decayed.
-        # With margin (at the power limit, for two save intervals more), so that what
+        # With margin (at the power limit, and 2 s more than the gap), so that what
         # clients saw after the last save stays below: a counter must never go back.
         real_gap = max(0.0, self.time - float(state.get("time", self.time)))
         gap = real_gap + 2.0

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,20 @@ def query(node: Node, gpu: int, fields: str) -> list[str]:
     result = node.smi("-i", str(gpu), f"--query-gpu={fields}", "--format=csv,noheader,nounits")
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.strip().split(", ")
+
+
+def scrape(node: Node) -> str:
+    """One scrape of ``fakehw exporter`` on this node, as Prometheus would."""
+    command = [sys.executable, "-m", "fakehw", "exporter", "--listen", "127.0.0.1:0"]
+    exporter = subprocess.Popen(command, env=node.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert exporter.stdout is not None
+        url = exporter.stdout.readline().split()[-1]  # "fakehw exporter: http://..."
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return str(response.read().decode())
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
 
 
 @pytest.fixture
@@ -81,6 +96,9 @@ def test_lost_cooling_heats_to_thermal_slowdown(node: Node) -> None:
                              script], env=node.env, capture_output=True, text=True, timeout=60,
                             check=False)  # fmt: skip
     assert result.stdout.split() == ["0", "64"], result.stderr  # only GPU 2 is throttled
+    metrics = scrape(node)
+    temperature = re.search(r'^DCGM_FI_DEV_GPU_TEMP\{gpu="2",.*\} (\d+)', metrics, re.MULTILINE)
+    assert temperature and int(temperature.group(1)) >= 84
 
 
 def test_ecc_errors_are_counted_everywhere(node: Node) -> None:
@@ -114,6 +132,10 @@ def test_xid79_gpu_off_the_bus_in_every_view(node: Node) -> None:
                              script], env=node.env, capture_output=True, text=True, timeout=60,
                             check=False)  # fmt: skip
     assert result.stdout.split() == ["NVMLError_GpuIsLost", "4"], result.stderr
+    metrics = scrape(node)  # the exporter: the lost GPU reports its last XID and nothing else
+    assert re.search(r'^DCGM_FI_DEV_XID_ERRORS\{gpu="1",.*\} 79(\.0)?$', metrics, re.MULTILINE)
+    assert not re.search(r'^DCGM_FI_DEV_GPU_TEMP\{gpu="1",', metrics, re.MULTILINE)
+    assert re.search(r'^DCGM_FI_DEV_GPU_TEMP\{gpu="0",', metrics, re.MULTILINE)
     assert inject(node, "clear", "--gpu", "1").returncode == 0
     assert node.smi().returncode == 0
 

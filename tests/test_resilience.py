@@ -91,3 +91,37 @@ def test_state_survives_a_stop_and_start(runtime_dir: Path) -> None:
     with Client.connect(autostart=False) as client:
         gpus = client.snapshot(0)["nodes"][0]["gpus"]
     assert gpus[1]["ecc"]["volatile_dram_corrected"] == 0
+
+
+def test_fake_train_attaches_its_ranks_again_when_the_state_is_lost(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        train = subprocess.Popen(
+            [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "3",
+             "--speed-factor", "5"], stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "│ loss" in log.read_text(), timeout=60)
+        with Client.connect(autostart=False) as client:
+            ranks = {p["pid"] for p in client.snapshot(0)["nodes"][0]["processes"]}
+        assert len(ranks) == 8
+        first = daemon_pid(runtime_dir)
+        os.kill(first, signal.SIGKILL)
+        (runtime_dir / "state.npz").unlink(missing_ok=True)  # the new daemon starts afresh
+
+        def attached() -> set[int]:
+            if not (runtime_dir / "daemon.pid").exists() or daemon_pid(runtime_dir) == first:
+                return set()
+            with Client.connect(autostart=False) as client:
+                return {p["pid"] for p in client.snapshot(0)["nodes"][0]["processes"]}
+
+        assert wait_for(lambda: attached() == ranks, timeout=10)  # fake-train did it
+        assert "state of the previous daemon" not in (runtime_dir / "daemon.log").read_text()
+        steps = log.read_text().count("│ loss")
+        wait_for(lambda: log.read_text().count("│ loss") > steps, timeout=20)
+        assert train.poll() is None
+    finally:
+        train.send_signal(signal.SIGTERM)
+        train.wait(timeout=20)
