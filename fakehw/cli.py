@@ -81,23 +81,45 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, metavar="S", help="seed for identities and noise")
 
 
+# settings as the flags that set them, for error messages
+_FLAG_OF_SETTING = {"gpu_model": "--gpu-model", "nodes": "--nodes",
+                    "gpus_per_node": "--gpus-per-node", "hostname_prefix": "--hostname-prefix",
+                    "seed": "--seed", "idle_timeout_s": "--idle-timeout", "tick_hz": "--tick-hz",
+                    "tcp_listen": "--tcp", "tcp_token_file": "--tcp-token-file"}  # fmt: skip
+
+
 def _cluster_from(args: argparse.Namespace) -> tuple[ClusterConfig, DaemonConfig, bool]:
-    """Config file overlaid with flags; the flag says whether any cluster flag was given."""
+    """Config file overlaid with flags; the flag says whether any cluster flag was given.
+
+    A bad config file is a ConfigError (exit 1); a bad flag value a usage error (exit 2).
+    """
     cluster, daemon = load_settings()
     changes: dict[str, Any] = {}
     for name in ("gpu_model", "nodes", "gpus_per_node", "hostname_prefix", "seed"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
-    if getattr(args, "idle_timeout", None) is not None:
-        daemon = replace(daemon, idle_timeout_s=args.idle_timeout).validated()
-    if getattr(args, "tick_hz", None) is not None:
-        daemon = replace(daemon, tick_hz=args.tick_hz).validated()
-    if getattr(args, "tcp", None) is not None:
-        daemon = replace(daemon, tcp_listen=args.tcp).validated()
-    if getattr(args, "tcp_token_file", None) is not None:
-        daemon = replace(daemon, tcp_token_file=os.path.abspath(args.tcp_token_file)).validated()
-    return replace(cluster, **changes).validated(), daemon, bool(changes)
+    daemon_changes: dict[str, Any] = {}
+    for setting, flag in (("idle_timeout_s", "idle_timeout"), ("tick_hz", "tick_hz"),
+                          ("tcp_listen", "tcp"), ("tcp_token_file", "tcp_token_file")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            daemon_changes[setting] = value
+    if "tcp_token_file" in daemon_changes:
+        daemon_changes["tcp_token_file"] = os.path.abspath(daemon_changes["tcp_token_file"])
+    try:
+        return (
+            replace(cluster, **changes).validated(),
+            replace(daemon, **daemon_changes).validated(),
+            bool(changes),
+        )
+    except ConfigError as exc:
+        message = str(exc)
+        for setting, flag in _FLAG_OF_SETTING.items():
+            if message.startswith(setting + " ") or message.startswith(setting + ":"):
+                message = flag + message[len(setting) :]
+                break
+        raise CliError(message, EXIT_USAGE) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,10 +108,11 @@ def session_exists(name: str) -> bool:
 def prepare_cluster(args: argparse.Namespace) -> str:
     """Start (or adopt) the daemon every pane will share; returns its runtime dir."""
     from fakehw.runtime import runtime_paths
-    from fakehw.train.cli import UsageError, connect
+    from fakehw.train.cli import UsageError, check_arguments, connect
 
     notices: list[str] = []
     try:
+        check_arguments(train_args(args))  # refused here, not in a pane
         client = connect(args, notices.append)[0]
     except UsageError as exc:
         raise DemoError(str(exc), 2) from None

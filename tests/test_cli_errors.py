@@ -80,7 +80,7 @@ def test_a_missing_config_file_named_by_the_environment(tmp_path: Path) -> None:
 # (program, arguments, exit code, text the message contains)
 BAD_FLAG_CASES = [
     ("fakehw", ["daemon", "start", "--bogus"], 2, "unrecognized arguments: --bogus"),
-    ("fakehw", ["daemon", "start", "--gpus-per-node", "0"], 1, "gpus_per_node must be between"),
+    ("fakehw", ["daemon", "start", "--gpus-per-node", "0"], 2, "--gpus-per-node must be between"),
     ("fakehw", ["daemon", "start", "--tcp", "host:notaport"], 2, "--tcp"),
     ("fakehw", ["inject", "melt"], 2, "invalid choice: 'melt'"),
     ("fakehw", ["exporter", "--listen", "nowhere"], 2, "--listen"),

@@ -122,3 +122,24 @@ def test_errors_are_clear(tmux_server: dict[str, str]) -> None:
     assert demo(tmux_server, "--kill", "--session", "busy").returncode == 0
     missing = demo(tmux_server, "--kill", "--session", "nothing")
     assert missing.returncode == 1 and "no tmux session named 'nothing'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speed-factor", "-3"], "the speed factor must be in (0, 1000]"),
+        (["--gpus", "0"], "0 must be at least 1"),
+        (["--gpus", "3", "--nodes", "2"], "cannot be split evenly"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--style", "fancy"], "invalid choice: 'fancy'"),
+        (["--seed", "-1"], "the seed must be between 0 and 4294967295"),
+    ],
+)
+def test_values_fake_train_would_refuse_are_refused_up_front(
+    tmux_server: dict[str, str], args: list[str], message: str
+) -> None:
+    result = demo(tmux_server, "--detach", "--session", "bad", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    sessions = subprocess.run(["tmux", "ls"], env=tmux_server, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+    assert "bad:" not in sessions.stdout  # no session with a pane that failed at once

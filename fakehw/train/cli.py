@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import NoReturn
 
 from fakehw.client import Client
 from fakehw.config import ClusterConfig
@@ -287,6 +288,26 @@ def _shape(args: argparse.Namespace, per_node_default: int) -> tuple[int, int]:
     if per_node > 16:
         raise UsageError(f"{per_node} GPUs per node is more than a node holds (16); add --nodes")
     return args.nodes, per_node
+
+
+def check_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """fake-train's arguments as it would parse them, for programs that start it
+    (``fakehw demo``): a value it would refuse raises UsageError here, up front."""
+    from fakehw.train.catalog import UnknownModel, find_model
+
+    parser = build_parser()
+
+    def refuse(message: str) -> NoReturn:
+        raise UsageError(message)
+
+    parser.error = refuse  # type: ignore[method-assign]
+    args = parser.parse_args(list(argv))
+    if args.model is not None:
+        try:
+            find_model(args.model)
+        except UnknownModel as exc:
+            raise UsageError(str(exc)) from None
+    return args
 
 
 def connect(
