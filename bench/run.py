@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -110,6 +111,20 @@ def daemon_cpu(gpus: int, seconds: float) -> dict[str, object]:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def _run_threads(target: Callable[[], None], count: int) -> None:
+    """Run ``target`` in ``count`` threads at once and wait for them all."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _shares(clients: int, workers: int) -> list[int]:
+    """``clients`` split as evenly as can be over ``workers`` processes."""
+    return [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+
+
 def _client_worker(runtime: str, connections: int, seconds: float, queue: object) -> None:
     """Run ``connections`` clients in threads; report their latencies."""
     latencies: list[float] = []
@@ -130,11 +145,7 @@ def _client_worker(runtime: str, connections: int, seconds: float, queue: object
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=one) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_threads(one, connections)
     queue.put(latencies)  # type: ignore[attr-defined]
 
 
@@ -145,7 +156,7 @@ def snapshot_rate(clients: int, seconds: float) -> dict[str, object]:
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         workers = min(clients, 5)
-        shares = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+        shares = _shares(clients, workers)
         procs = [
             context.Process(target=_client_worker, args=(str(runtime), share, seconds, queue))
             for share in shares
@@ -207,11 +218,7 @@ def _subscriber_worker(
             staleness.extend(my_staleness)
             received.append(count)
 
-    threads = [threading.Thread(target=one) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_threads(one, connections)
     queue.put((gaps, staleness, received, errors))  # type: ignore[attr-defined]
 
 
@@ -236,7 +243,7 @@ def subscriber_load(clients: int, interval_ms: int, seconds: float) -> list[list
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         workers = 4
-        shares = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+        shares = _shares(clients, workers)
         procs = [
             context.Process(target=_subscriber_worker,
                             args=(str(runtime), share, interval_ms, seconds, queue))
@@ -318,9 +325,9 @@ def recovery(kills: int) -> list[list[object]]:
     )  # fmt: skip
 
     def ranks(pid: int) -> set[int]:
+        if pid == 0 or current_pid() != pid:
+            return set()
         try:
-            if int((runtime / "daemon.pid").read_text()) != pid:
-                return set()
             with Client.connect(root=runtime, autostart=False) as client:
                 node = client.snapshot(0)["nodes"][0]
             return {process["pid"] for process in node["processes"]}
