@@ -323,14 +323,8 @@ class Daemon:
 
     def _accept(self) -> None:
         assert self._listener is not None
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of descriptors: keep serving the others
-                self._pause_accepting(exc)
-                return
+        while (accepted := self._accept_from(self._listener)) is not None:
+            sock, _ = accepted
             pid, uid = _peer_credentials(sock)
             if uid is not None and uid != os.getuid():
                 log.warning("refused a peer with uid %s", uid)
@@ -341,6 +335,16 @@ class Daemon:
                 self._refuse_busy(sock, local)
                 continue
             self._register(Connection(sock=sock, pid=pid, opened=time.monotonic()))
+
+    def _accept_from(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
+        """The next waiting connection, or None when there is none for now."""
+        try:
+            return listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:  # out of descriptors: keep serving the others
+            self._pause_accepting(exc)
+            return None
 
     def _pause_accepting(self, error: OSError) -> None:
         log.warning("accept failed: %s; not accepting for %.0f s", error, ACCEPT_BACKOFF_S)
@@ -359,14 +363,8 @@ class Daemon:
 
     def _accept_tcp(self) -> None:
         assert self._tcp_listener is not None
-        while True:
-            try:
-                sock, address = self._tcp_listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._pause_accepting(exc)
-                return
+        while (accepted := self._accept_from(self._tcp_listener)) is not None:
+            sock, address = accepted
             remote = sum(conn.remote is not None for conn in self.connections.values())
             if remote >= MAX_TCP_CONNECTIONS:
                 self._refuse_busy(sock, remote)
