@@ -10,6 +10,7 @@ Errors are one clear line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -24,7 +25,7 @@ from typing import Any, NoReturn
 from fakehw import __version__
 from fakehw.client import DaemonUnavailable, RequestFailed
 from fakehw.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
-from fakehw.protocol import parse_tcp_address
+from fakehw.protocol import CLEAR_FAULTS, FAULTS, parse_tcp_address
 from fakehw.runtime import RuntimeDirError, runtime_paths
 from fakehw.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
 from fakehw.specs import CATALOG
@@ -33,6 +34,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3  # `status` of a daemon that is not running (LSB convention)
+EXIT_NOT_ANSWERING = 4  # `status` of a daemon whose process is there but does not answer
+STATUS_TIMEOUT_S = 3.0  # `daemon status` and `stop` say "not answering" after this
 
 
 class CliError(Exception):
@@ -63,6 +66,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _int(text: str) -> int:
+    """An integer flag: ASCII digits only (int() would take '٣' or '1_000')."""
+    stripped = text.strip()
+    body = stripped[1:] if stripped[:1] in "+-" else stripped
+    if not body or not body.isascii() or not body.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}")
+    return int(stripped)
+
+
+_int.__name__ = "int"
+
+
 def _tcp_address(text: str) -> str:
     """Check a ``--tcp`` value while parsing, so a typo is a usage error (exit 2)."""
     try:
@@ -75,10 +90,10 @@ def _tcp_address(text: str) -> str:
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster (defaults from the config file)")
     group.add_argument("--gpu-model", metavar="MODEL", help="exact nvidia-smi name or alias")
-    group.add_argument("--nodes", type=int, metavar="N", help="number of nodes")
-    group.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per node (1-16)")
+    group.add_argument("--nodes", type=_int, metavar="N", help="number of nodes")
+    group.add_argument("--gpus-per-node", type=_int, metavar="N", help="GPUs per node (1-16)")
     group.add_argument("--hostname-prefix", metavar="PREFIX", help='e.g. "dgx-h100-"')
-    group.add_argument("--seed", type=int, metavar="S", help="seed for identities and noise")
+    group.add_argument("--seed", type=_int, metavar="S", help="seed for identities and noise")
 
 
 # settings as the flags that set them, for error messages
@@ -114,12 +129,15 @@ def _cluster_from(args: argparse.Namespace) -> tuple[ClusterConfig, DaemonConfig
             bool(changes),
         )
     except ConfigError as exc:
-        message = str(exc)
-        for setting, flag in _FLAG_OF_SETTING.items():
-            if message.startswith(setting + " ") or message.startswith(setting + ":"):
-                message = flag + message[len(setting) :]
-                break
-        raise CliError(message, EXIT_USAGE) from None
+        raise CliError(_flag_message(str(exc)), EXIT_USAGE) from None
+
+
+def _flag_message(message: str) -> str:
+    """A settings error as the flag that set it: "seed must ..." -> "--seed must ..."."""
+    for setting, flag in _FLAG_OF_SETTING.items():
+        if message.startswith(setting + " ") or message.startswith(setting + ":"):
+            return flag + message[len(setting) :]
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tcp")
     run.add_argument("--tcp-token-file")
     actions.add_parser("stop", help="stop the daemon")
-    status = actions.add_parser("status", help="is it running, with which cluster")
+    status = actions.add_parser(
+        "status",
+        help="is it running, with which cluster",
+        description="Whether the daemon runs, and with which cluster and processes.",
+        epilog="Exit status: 0 running, 3 not running, 4 its process is there but does not "
+        "answer (stopped with SIGSTOP or Ctrl-Z, or stuck).",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     simulate = commands.add_parser(
@@ -188,13 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--schedule", required=True, type=Path, metavar="FILE")
     simulate.add_argument("--gpu-model", metavar="MODEL", help="default: h100")
-    simulate.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (1-16)")
-    simulate.add_argument("--interval-ms", type=int, default=100, metavar="MS")
+    simulate.add_argument("--gpus", type=_int, default=1, metavar="N", help="GPUs (1-16)")
+    simulate.add_argument("--interval-ms", type=_int, default=100, metavar="MS")
     simulate.add_argument("--query-gpu", metavar="FIELDS", help="nvidia-smi field list")
     simulate.add_argument(
         "--format", default="csv,nounits", metavar="FMT", help="csv[,noheader][,nounits]"
     )
-    simulate.add_argument("--seed", type=int, default=0, metavar="S")
+    simulate.add_argument("--seed", type=_int, default=0, metavar="S")
     simulate.add_argument("--start", type=float, metavar="UNIX", help="first sample's time")
 
     run_with = commands.add_parser(
@@ -240,10 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         "          fakehw inject xid79 --gpu 0 --node 2\n"
         "          fakehw inject clear --gpu 3",
     )
-    inject.add_argument("fault", choices=(*FAULT_NAMES, "rank-crash", "clear"))
+    inject.add_argument("fault", choices=(*FAULTS, CLEAR_FAULTS))
     inject.add_argument(
         "--gpu",
-        type=int,
+        type=_int,
         default=0,
         metavar="N",
         help="GPU index on its node, as nvidia-smi numbers it (default 0)",
@@ -251,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument(
         "--node", metavar="N|HOST", help="node index or hostname (default: FAKEHW_NODE, else 0)"
     )
-    inject.add_argument("--count", type=int, default=1, metavar="N",
+    inject.add_argument("--count", type=_int, default=1, metavar="N",
                         help="errors to add, for ecc (default 1)")  # fmt: skip
 
     demo = commands.add_parser(
@@ -283,19 +307,26 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _daemon_run(args: argparse.Namespace) -> int:
-    from fakehw.daemon import AlreadyRunning, Daemon, configure_logging
+    from fakehw.daemon import AlreadyRunning, Daemon, DaemonFailed, StartFailed, configure_logging
 
     cluster, settings, _ = _cluster_from(args)
     paths = runtime_paths(getattr(args, "runtime_dir", None), create=True)
+    os.umask(0o077)  # whatever the daemon writes is the user's alone
     ready_fd = None
     if getattr(args, "detach", False):
         ready_fd = _detach()
         if ready_fd is None:
             return EXIT_OK  # unreachable: the launcher exits inside _detach
-    configure_logging(paths, foreground=ready_fd is None)
+    try:
+        configure_logging(paths, foreground=ready_fd is None)
+    except OSError as exc:
+        message = f"cannot write {paths.log_file}: {exc.strerror}"
+        if ready_fd is not None:
+            os.write(ready_fd, f"error: {message}".encode())
+        raise CliError(message) from None
     try:
         Daemon(paths, cluster, settings, ready_fd=ready_fd).serve_forever()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, StartFailed, DaemonFailed) as exc:
         raise CliError(str(exc)) from None
     return EXIT_OK
 
@@ -335,25 +366,41 @@ def _detach() -> int | None:
 
 def _daemon_start(args: argparse.Namespace) -> int:
     from fakehw.client import Client, DaemonUnavailable, start_daemon, try_connect
+    from fakehw.runtime import TokenError, read_token_file
 
     cluster, settings, explicit = _cluster_from(args)
+    if args.tcp_token_file is not None:
+        if not settings.tcp_listen:
+            raise CliError(
+                "--tcp-token-file needs --tcp (or tcp_listen in the config file): without a "
+                "TCP listener there is no token to present",
+                EXIT_USAGE,
+            )
+        try:
+            read_token_file(settings.tcp_token_file)
+        except TokenError as exc:
+            raise CliError(f"--tcp-token-file: {exc}", EXIT_USAGE) from None
     if args.foreground:
         return _daemon_run(args)
     paths = runtime_paths(create=True)
     existing = try_connect(paths)
     if existing is not None:
         existing.close()
-        with Client.connect(client_name="fakehw daemon start", autostart=False) as client:
-            running = ClusterConfig.from_json(client.hello["cluster"])
-            tcp = client.request("status").get("tcp")
+        try:
+            with Client.connect(client_name="fakehw daemon start", autostart=False) as client:
+                running = ClusterConfig.from_json(client.hello["cluster"])
+                status = client.request("status")
+        except DaemonUnavailable as exc:
+            raise CliError(str(exc)) from None
         if explicit and running != cluster:
             raise CliError(
                 f"a daemon already runs with {running.describe()} (seed {running.seed}); "
                 "stop it first with `fakehw daemon stop`"
             )
-        if args.tcp is not None and tcp is None:
+        differences = _settings_differences(args, settings, status)
+        if differences:
             raise CliError(
-                "a daemon already runs without a TCP listener; "
+                f"a daemon already runs with {'; '.join(differences)}; "
                 "stop it first with `fakehw daemon stop`"
             )
         print(f"fakehw daemon already running: {running.describe()} ({paths.socket})")
@@ -370,11 +417,41 @@ def _daemon_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings_differences(
+    args: argparse.Namespace, settings: DaemonConfig, status: dict[str, Any]
+) -> list[str]:
+    """The daemon settings given as flags that the running daemon does not have."""
+    found = []
+    if args.idle_timeout is not None and settings.idle_timeout_s != status["idle_timeout_s"]:
+        found.append(f"--idle-timeout {status['idle_timeout_s']:g} (asked {args.idle_timeout:g})")
+    if args.tick_hz is not None and settings.tick_hz != status["tick_hz"]:
+        found.append(f"--tick-hz {status['tick_hz']:g} (asked {args.tick_hz:g})")
+    if args.tcp is not None:
+        running = status.get("tcp")
+        asked_host, asked_port = parse_tcp_address(args.tcp)
+        if running is None:
+            found.append("no TCP listener")
+        else:
+            host, port = parse_tcp_address(running)
+            if host != asked_host or (asked_port and port != asked_port):
+                found.append(f"--tcp {running} (asked {args.tcp})")
+    if (
+        args.tcp_token_file is not None
+        and status.get("tcp_token_file")
+        and os.path.realpath(status["tcp_token_file"]) != os.path.realpath(settings.tcp_token_file)
+    ):
+        found.append(f"--tcp-token-file {status['tcp_token_file']}")
+    return found
+
+
 def _daemon_stop(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonUnavailable
+    from fakehw.client import Client, DaemonNotAnswering, DaemonUnavailable
 
     try:
-        client = Client.connect(client_name="fakehw daemon stop", autostart=False)
+        client = Client.connect(client_name="fakehw daemon stop", autostart=False,
+                                timeout=STATUS_TIMEOUT_S)  # fmt: skip
+    except DaemonNotAnswering as exc:
+        raise CliError(f"{exc}: it cannot stop until it runs again") from None
     except DaemonUnavailable:
         print("no fakehw daemon is running")
         return EXIT_OK
@@ -390,10 +467,17 @@ def _daemon_stop(args: argparse.Namespace) -> int:
 
 
 def _daemon_status(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonUnavailable
+    from fakehw.client import Client, DaemonNotAnswering, DaemonUnavailable
 
     try:
-        client = Client.connect(client_name="fakehw daemon status", autostart=False)
+        client = Client.connect(client_name="fakehw daemon status", autostart=False,
+                                timeout=STATUS_TIMEOUT_S)  # fmt: skip
+    except DaemonNotAnswering as exc:
+        if args.json:
+            print(json.dumps({"running": True, "answering": False, "reason": str(exc)}))
+        else:
+            print(f"fakehw daemon: not answering ({exc})")
+        return EXIT_NOT_ANSWERING
     except DaemonUnavailable as exc:
         if args.json:
             print(json.dumps({"running": False, "reason": str(exc)}))
@@ -433,7 +517,7 @@ def _daemon_status(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fakehw.simulate import DEFAULT_QUERY, SimulationRequest, samples
+    from fakehw.simulate import DEFAULT_QUERY, SimulationRequest, check_request, samples
     from fakehw.smi.fields import (
         FieldContext,
         UnknownField,
@@ -442,7 +526,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         resolve,
         split_field_list,
     )
-    from fakehw.workload import Schedule, ScheduleError
+    from fakehw.workload import Schedule, ScheduleError, check_start_time
 
     options = {part.strip() for part in args.format.split(",") if part.strip()}
     if not options or not options <= {"csv", "noheader", "nounits"} or "csv" not in options:
@@ -461,15 +545,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError("--query-gpu lists no fields", EXIT_USAGE)
     try:
         schedule = Schedule.from_file(args.schedule)
+        if args.start is not None:
+            check_start_time(args.start, schedule.duration_s, "--start")
     except ScheduleError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    config = ClusterConfig(
-        gpu_model=args.gpu_model or load_settings()[0].gpu_model,
-        nodes=1,
-        gpus_per_node=args.gpus,
-        seed=args.seed,
-    ).validated()
+    gpu_model = args.gpu_model or load_settings()[0].gpu_model  # a bad file: exit 1
+    try:
+        config = ClusterConfig(
+            gpu_model=gpu_model,
+            nodes=1,
+            gpus_per_node=args.gpus,
+            seed=args.seed,
+        ).validated()
+    except ConfigError as exc:
+        raise CliError(_flag_message(str(exc)), EXIT_USAGE) from None
     request = SimulationRequest(schedule, config, args.interval_ms, args.start)
+    try:
+        check_request(request)
+    except ScheduleError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     units = "nounits" not in options
     out = sys.stdout
     if "noheader" not in options:
@@ -514,18 +608,8 @@ def shim_directory() -> str:
     paths = runtime_paths(create=True)
     directory = os.path.join(paths.root, "bin")
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    script = os.path.join(directory, "nvidia-smi")
     body = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m fakehw.smi "$@"\n'
-    current = None
-    if os.path.exists(script):
-        with open(script) as handle:
-            current = handle.read()
-    if current != body:
-        temporary = script + ".tmp"
-        with open(temporary, "w") as handle:
-            handle.write(body)
-        os.chmod(temporary, 0o700)
-        os.replace(temporary, script)
+    _write_if_changed(os.path.join(directory, "nvidia-smi"), body, 0o700)
     return directory
 
 
@@ -571,16 +655,34 @@ def python_shim_directory() -> str:
 
 
 def _write_if_changed(path: str, body: str, mode: int) -> None:
+    """Write ``body`` to ``path`` (atomically, ``mode``) unless it holds it already."""
     current = None
     if os.path.exists(path):
-        with open(path) as handle:
+        with open(path, errors="replace") as handle:
             current = handle.read()
-    if current != body:
-        temporary = path + ".tmp"
-        with open(temporary, "w") as handle:
+    if current == body:
+        return
+    temporary = path + ".tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "w") as handle:
             handle.write(body)
-        os.chmod(temporary, mode)
         os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _shims() -> tuple[str, str]:
+    """The nvidia-smi and Python shim directories, or a CliError saying why not."""
+    try:
+        return shim_directory(), python_shim_directory()
+    except OSError as exc:
+        where = exc.filename or runtime_paths().root
+        raise CliError(f"cannot prepare the fake nvidia-smi in {where}: {exc.strerror}") from None
 
 
 def _real_nvidia_smi(shim: str) -> str | None:
@@ -597,13 +699,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise CliError("usage: fakehw exec -- COMMAND [ARGS...]", EXIT_USAGE)
-    shim = shim_directory()
+    shim, python = _shims()
     real = _real_nvidia_smi(shim)
     if real:
         print(f"fakehw: {command[0]} will see the fake nvidia-smi, not {real}", file=sys.stderr)
     environment = dict(os.environ)
     environment["PATH"] = shim + os.pathsep + environment.get("PATH", "")
-    python = python_shim_directory()
     environment["PYTHONPATH"] = os.pathsep.join(
         [python, *filter(None, [environment.get("PYTHONPATH")])]
     )
@@ -615,7 +716,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_shellenv(args: argparse.Namespace) -> int:
-    shim = shim_directory()
+    shim, _ = _shims()
     real = _real_nvidia_smi(shim)
     if real:
         print(f"fakehw: this shell's nvidia-smi will be the fake one, not {real}", file=sys.stderr)
@@ -623,17 +724,14 @@ def cmd_shellenv(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-FAULT_NAMES = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
-
-
 def cmd_inject(args: argparse.Namespace) -> int:
-    import signal
+    from fakehw.client import Client, DaemonUnavailable, RequestFailed, node_from_env, parse_node
+    from fakehw.protocol import MAX_ECC_COUNT, RANK_CRASH
 
-    from fakehw.client import Client, DaemonUnavailable, RequestFailed, node_from_env
-
-    node = args.node if args.node is not None else node_from_env()
-    if isinstance(node, str) and node.isdigit():
-        node = int(node)
+    if not 1 <= args.count <= MAX_ECC_COUNT:
+        raise CliError(f"--count must be between 1 and {MAX_ECC_COUNT}", EXIT_USAGE)
+    node = node_from_env() if args.node is None else parse_node(args.node)
+    where = f"GPU {args.gpu}"
     try:
         with Client.connect(client_name="fakehw inject", autostart=False) as client:
             snapshot = client.snapshot(node)
@@ -644,26 +742,26 @@ def cmd_inject(args: argparse.Namespace) -> int:
                                f"(0-{len(gpus) - 1})", EXIT_USAGE)  # fmt: skip
             gpu = gpus[args.gpu]
             where = f"GPU {args.gpu} of {record['hostname']} ({gpu['bus_id']})"
-            if args.fault == "rank-crash":
-                victims = [p["pid"] for p in record["processes"] if p["gpu_index"] == args.gpu]
-                if not victims:
-                    raise CliError(f"no process runs on {where}")
-                for pid in victims:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        client.request("detach", pid=pid)  # a rank of another (fake) node
-                    except PermissionError:
-                        raise CliError(f"not allowed to kill pid {pid}") from None
-                print(f"{where}: killed {', '.join(map(str, victims))}")
-                return EXIT_OK
             result = client.request("inject", gpu=gpu["global_index"], fault=args.fault,
                                     count=args.count)  # fmt: skip
     except DaemonUnavailable:
         raise CliError("no fakehw daemon is running (start one: fakehw daemon start)") from None
     except RequestFailed as exc:
+        if exc.code == "not_found" and args.fault == RANK_CRASH:
+            raise CliError(f"no process runs on {where}") from None
         usage = exc.code in ("bad_request", "not_found")  # a bad fault or GPU; else refused
         raise CliError(exc.message, EXIT_USAGE if usage else EXIT_FAILURE) from None
+    if args.fault == RANK_CRASH:
+        parts = []
+        if result["killed"]:
+            parts.append(f"killed {', '.join(map(str, result['killed']))}")
+        if result["ended"]:
+            parts.append(
+                f"ended {', '.join(map(str, result['ended']))} (not processes of this machine: "
+                "their records were detached, nothing was signalled)"
+            )
+        print(f"{where}: {'; '.join(parts)}")
+        return EXIT_OK
     print(f"{where}: {args.fault} injected; in force: {', '.join(result['faults']) or 'none'}")
     return EXIT_OK
 

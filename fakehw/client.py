@@ -13,7 +13,15 @@ import os
 import socket
 
 from fakehw import protocol as proto
-from fakehw.runtime import RuntimeDirError, RuntimePaths, check_socket_owner, runtime_paths
+from fakehw.runtime import (
+    RuntimeDirError,
+    RuntimePaths,
+    TokenError,
+    check_socket_owner,
+    open_private,
+    read_token_file,
+    runtime_paths,
+)
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -29,8 +37,15 @@ RECONNECT_S = 5.0  # how long a resilient client keeps trying to reach a (re)sta
 BUSY_RETRY_S = 2.0
 
 
+MAX_REPLY_BYTES = 64 << 20  # a reply line longer than this is not from a fakehw daemon
+
+
 class DaemonUnavailable(RuntimeError):
     """No daemon answers and none could be started; the message says why."""
+
+
+class DaemonNotAnswering(DaemonUnavailable):
+    """A daemon runs (its process exists) but does not answer: stopped, or stuck."""
 
 
 class RequestFailed(RuntimeError):
@@ -62,6 +77,7 @@ class Client:
         autostart: bool = True,
         cluster: ClusterConfig | None = None,
         root: str | os.PathLike[str] | None = None,
+        timeout: float = 0.0,
     ) -> Client:
         """Connect to the user's daemon, starting one if none runs.
 
@@ -70,6 +86,9 @@ class Client:
         With ``FAKEHW_REMOTE=HOST:PORT`` set (and no ``root``), connect to a
         daemon's TCP listener instead, with the token of ``FAKEHW_TOKEN`` or
         ``FAKEHW_TOKEN_FILE``; such a daemon is never started from here.
+        ``timeout``: seconds to wait for each answer (default ``REQUEST_TIMEOUT_S``);
+        a daemon whose process is there but does not answer in time raises
+        ``DaemonNotAnswering``.
         """
         remote = os.environ.get("FAKEHW_REMOTE", "").strip() if root is None else ""
         hello: dict[str, Any] = {"protocol": proto.PROTOCOL_VERSION, "client": client_name}
@@ -88,9 +107,13 @@ class Client:
                     raise DaemonUnavailable(f"no daemon listens on {paths.socket}")
                 found = start_daemon(paths, cluster)
             sock = found
+        sock.settimeout(timeout or REQUEST_TIMEOUT_S)
         client = cls(sock, paths)
         try:
-            client.hello = client.request("hello", **hello)
+            client.hello = _checked_hello(client.request("hello", **hello), paths)
+        except DaemonUnavailable:
+            client.close()
+            raise
         except (OSError, RequestFailed) as exc:
             client.close()
             raise DaemonUnavailable(f"the daemon did not answer hello: {exc}") from None
@@ -121,7 +144,7 @@ class Client:
                     continue
                 break
         except TimeoutError:
-            raise DaemonUnavailable(f"the daemon did not answer {op!r} in time") from None
+            raise not_answering(self.paths, op) from None
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
         if reply.get("id") != request_id:
@@ -150,7 +173,7 @@ class Client:
                     continue
                 replies[reply.get("id", -1)] = reply
         except TimeoutError:
-            raise DaemonUnavailable("the daemon did not answer in time") from None
+            raise not_answering(self.paths, requests[0][0] if requests else "") from None
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
         results: list[Any | RequestFailed] = []
@@ -196,13 +219,25 @@ class Client:
                 yield snapshot
 
     def _read_message(self) -> dict[str, Any]:
+        """The next line from the daemon, as an object; ``DaemonUnavailable`` if what
+        answers is not a fakehw daemon (an HTTP server, say, behind FAKEHW_REMOTE)."""
         while True:
             end = self._buffer.find(b"\n")
             if end >= 0:
                 line = bytes(self._buffer[:end])
                 del self._buffer[: end + 1]
-                message: dict[str, Any] = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except (ValueError, RecursionError):
+                    message = None
+                if not isinstance(message, dict):
+                    raise DaemonUnavailable(
+                        f"{self.paths.root} is not a fakehw daemon: it answered "
+                        f"{line[:60].decode(errors='replace')!r}"
+                    )
                 return message
+            if len(self._buffer) > MAX_REPLY_BYTES:
+                raise DaemonUnavailable(f"{self.paths.root} is not a fakehw daemon (no line end)")
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise ConnectionResetError("the daemon closed the connection")
@@ -247,6 +282,11 @@ class ResilientClient:
                 self.client = Client.connect(client_name=self.client_name, cluster=cluster)
                 self.generation += 1
                 return
+            except DaemonNotAnswering:
+                # Its process is there (stopped, or busy): it will answer once it runs
+                # again, as after a restart; a daemon that died meanwhile is replaced.
+                deadline = time.monotonic() + self.retry_s
+                time.sleep(0.1)
             except DaemonUnavailable:
                 if time.monotonic() > deadline:
                     raise
@@ -290,6 +330,61 @@ class ResilientClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checked_hello(result: Any, paths: RuntimePaths) -> dict[str, Any]:
+    """The daemon's hello, checked to be a fakehw daemon's before anyone relies on it."""
+    cluster = result.get("cluster") if isinstance(result, dict) else None
+    if (
+        not isinstance(cluster, dict)
+        or not isinstance(result.get("hostnames"), list)
+        or not isinstance(result.get("gpus"), int)
+    ):
+        raise DaemonUnavailable(
+            f"{paths.root} is not a fakehw daemon: its hello lacks the cluster it serves"
+        )
+    hello: dict[str, Any] = result
+    return hello
+
+
+def daemon_process(paths: RuntimePaths) -> tuple[int, str] | None:
+    """The PID in the pid file and its process's state ("stopped", "running", ...), if
+    that process exists and is a fakehw daemon; None otherwise. (psutil: error paths only.)"""
+    if not os.path.isabs(paths.root):
+        return None  # a remote daemon ("HOST:PORT"): nothing of it on this machine
+    try:
+        with open(paths.pid_file) as handle:
+            pid = int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        command = process.cmdline()
+        status = str(process.status())
+    except (psutil.Error, OSError):
+        return None
+    if "fakehw" not in command or "daemon" not in command:
+        return None
+    return pid, status
+
+
+def not_answering(paths: RuntimePaths, op: str) -> DaemonUnavailable:
+    """What to say when the daemon did not answer in time: a stopped or stuck daemon
+    (its process is there) is ``DaemonNotAnswering``; else the daemon is gone."""
+    found = daemon_process(paths)
+    if found is None:
+        return DaemonUnavailable(f"the daemon did not answer {op!r} in time")
+    pid, status = found
+    if status == "stopped":
+        return DaemonNotAnswering(
+            f"the fakehw daemon (pid {pid}) is stopped (SIGSTOP, Ctrl-Z) and does not answer; "
+            f"`kill -CONT {pid}` resumes it"
+        )
+    return DaemonNotAnswering(
+        f"the fakehw daemon (pid {pid}) does not answer (its process is {status}: busy or stuck)"
+    )
 
 
 def try_connect(paths: RuntimePaths) -> socket.socket | None:
@@ -351,10 +446,9 @@ def remote_token() -> str:
             "of the daemon host's token file (`fakehw daemon status` names it)"
         )
     try:
-        with open(path) as handle:
-            return handle.readline().strip()
-    except OSError as exc:
-        raise DaemonUnavailable(f"cannot read FAKEHW_TOKEN_FILE {path}: {exc.strerror}") from None
+        return read_token_file(path)
+    except TokenError as exc:
+        raise DaemonUnavailable(f"FAKEHW_TOKEN_FILE: {exc}") from None
 
 
 def daemon_command(
@@ -402,7 +496,13 @@ def start_daemon(
     import fcntl
     import subprocess
 
-    with open(paths.start_lock_file, "a+") as lock:
+    try:
+        lock = os.fdopen(open_private(paths.start_lock_file, os.O_RDWR), "r+")
+    except OSError as exc:
+        raise DaemonUnavailable(
+            f"cannot start a daemon: cannot create {paths.start_lock_file}: {exc.strerror}"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = try_connect(paths)
         if sock is not None:
@@ -441,7 +541,13 @@ def _log_tail(path: str, lines: int = 5) -> str:
     return " | ".join(text[-lines:]) or f"see {path}"
 
 
+def parse_node(text: str) -> int | str:
+    """A node as a user names it: an index (ASCII digits only, as nvidia-smi reads
+    numbers: '٣' is not 3) or a hostname."""
+    wanted = text.strip()
+    return int(wanted) if wanted.isascii() and wanted.isdigit() else wanted
+
+
 def node_from_env() -> int | str:
     """The node a viewer shows: ``FAKEHW_NODE`` (an index or a hostname), else 0."""
-    wanted = os.environ.get("FAKEHW_NODE", "0").strip() or "0"
-    return int(wanted) if wanted.isdigit() else wanted
+    return parse_node(os.environ.get("FAKEHW_NODE", "0").strip() or "0")

@@ -65,6 +65,10 @@ class ClusterConfig:
 
     def validated(self) -> ClusterConfig:
         """Check every field; return the config with the model's canonical key."""
+        if not isinstance(self.gpu_model, str):
+            raise ConfigError(
+                f"gpu_model must be a model name (see `fakehw models`), got {self.gpu_model!r}"
+            )
         try:
             spec = lookup(self.gpu_model)
         except UnknownGpuModel as exc:
@@ -161,9 +165,11 @@ def load_settings(path: Path | None = None) -> tuple[ClusterConfig, DaemonConfig
             raise ConfigError(f"config file {path} (from FAKEHW_CONFIG) does not exist")
         return cluster.validated(), daemon
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     unknown_tables = set(data) - {"cluster", "daemon"}

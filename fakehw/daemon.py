@@ -25,8 +25,8 @@ import fcntl
 import hmac
 import ipaddress
 import logging
+import logging.handlers
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -37,14 +37,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
-from fakehw import __version__
+from fakehw import __version__, pidwatch
 from fakehw import protocol as proto
 from fakehw.config import ClusterConfig, DaemonConfig
-from fakehw.devices import ClusterError
-from fakehw.runtime import RuntimePaths
-from fakehw.simulator import Simulator
+from fakehw.devices import ClusterError, OutOfMemory
+from fakehw.runtime import (
+    RuntimeDirError,
+    RuntimePaths,
+    TokenError,
+    check_socket_path,
+    create_token_file,
+    open_private,
+    read_token_file,
+)
+from fakehw.simulator import Simulator, StateUnreadable
 from fakehw.workload import PHASE_NAMES
 
 log = logging.getLogger("fakehw.daemon")
@@ -63,10 +69,44 @@ MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out lo
 ACCEPT_BACKOFF_S = 1.0
 SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
 READ_CHUNK = 65536
+# The same warning (a refused stranger, a full disk) is logged at most once per
+# this many seconds, with a count of the ones left out: a flood cannot fill the disk.
+LOG_REPEAT_S = 10.0
+LOG_MAX_BYTES = 1 << 20  # daemon.log is rotated beyond this (one old file kept)
 
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+class StartFailed(RuntimeError):
+    """The daemon cannot serve (cannot listen, bad token file, cannot write its files)."""
+
+
+class DaemonFailed(RuntimeError):
+    """The daemon broke while serving (its model thread died, or its loop did)."""
+
+
+class Throttle:
+    """Logs one warning per key and period, then how many were left out."""
+
+    def __init__(self, period_s: float = LOG_REPEAT_S) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+        self._dropped: dict[str, int] = {}
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period_s:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return
+        dropped = self._dropped.pop(key, 0)
+        self._last[key] = now
+        if dropped:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, dropped, now - last if last is not None else 0.0)
+        log.warning(message, *args)
 
 
 @dataclass
@@ -92,12 +132,6 @@ class Connection:
     opened: float = 0.0
 
 
-@dataclass
-class Watched:
-    watch_pid: int
-    create_time: float | None
-
-
 class Daemon:
     def __init__(
         self,
@@ -112,10 +146,13 @@ class Daemon:
         self.cluster_config = cluster.validated()
         self.settings = settings.validated()
         self.clock = clock
-        self.simulator = Simulator(self.cluster_config, settings.tick_hz, clock)
+        self.simulator = Simulator(
+            self.cluster_config, settings.tick_hz, clock, on_failure=self._model_failed
+        )
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, Connection] = {}
-        self.watched: dict[int, Watched] = {}
+        self.throttle = Throttle()
+        self._failure: BaseException | None = None  # what broke the daemon, if anything
         self.started = time.monotonic()
         self.last_activity = time.monotonic()
         self.next_subscription = 1
@@ -133,7 +170,10 @@ class Daemon:
 
     # ---------------------------------------------------------------- setup
     def _acquire_lock(self) -> None:
-        handle = open(self.paths.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            handle = os.fdopen(open_private(self.paths.lock_file, os.O_RDWR), "r+")
+        except OSError as exc:
+            raise StartFailed(f"cannot create {self.paths.lock_file}: {exc.strerror}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -165,16 +205,22 @@ class Daemon:
     def _listen_tcp(self, host: str, port: int) -> None:
         token_file = self.settings.tcp_token_file or self.paths.tcp_token_file
         self._tcp_token = load_or_create_token(token_file, create=not self.settings.tcp_token_file)
-        family, kind, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        try:
+            addresses = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror as exc:
+            raise StartFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        family, kind, _, _, address = addresses[0]
         listener = socket.socket(family, kind)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind(address)
-        except OSError:
+        except OSError as exc:
             listener.close()
-            raise
+            raise StartFailed(
+                f"cannot listen on {self.settings.tcp_listen}: {exc.strerror or exc}"
+            ) from None
         listener.listen(256)
         listener.setblocking(False)
         self.selector.register(listener, selectors.EVENT_READ, data="tcp")
@@ -196,53 +242,104 @@ class Daemon:
         self._ready_fd = None
 
     def serve_forever(self) -> None:
-        """Run until stopped, idle for too long, or signalled."""
+        """Run until stopped, idle for too long, or signalled.
+
+        Raises ``AlreadyRunning`` or ``StartFailed`` (the launcher is told why) and
+        ``DaemonFailed`` when something breaks while serving: the failure is logged
+        with its traceback, the socket and pid file go, and the process exits non-zero,
+        never lingering half alive.
+        """
         try:
             self._acquire_lock()
-        except AlreadyRunning as exc:
+        except (AlreadyRunning, StartFailed) as exc:
             self._notify(f"error: {exc}")
             raise
         try:
-            raise_descriptor_limit(MAX_CONNECTIONS + MAX_TCP_CONNECTIONS + 64)
             try:
-                self._listen()
-            except TokenError as exc:
+                self._start()
+            except (StartFailed, TokenError, RuntimeDirError) as exc:
                 self._notify(f"error: {exc}")
-                raise
-            except OSError as exc:
-                where = self.paths.socket if self._listener is None else self.settings.tcp_listen
-                self._notify(f"error: cannot listen on {where}: {exc.strerror}")
-                raise
-            if os.path.exists(self.paths.state_file):
-                restored = self.simulator.load_state(self.paths.state_file)
-                log.info("state of the previous daemon %s", "restored" if restored else
-                         "did not fit this cluster: starting fresh")  # fmt: skip
-                for process in self.simulator.processes():
-                    created = _create_time(process.watch_pid)
-                    if created is None:
-                        self.simulator.detach(process.pid)  # it ended while no daemon ran
-                    else:
-                        self.watched[process.pid] = Watched(process.watch_pid, created)
-            self._notify("ready")
-            with open(self.paths.pid_file, "w") as pid_file:
-                pid_file.write(f"{os.getpid()}\n")
-            self.simulator.start()
-            self.running = True
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(signum, self._on_signal)  # SIGHUP: its terminal closed (--foreground)
-            log.info(
-                "fakehw %s daemon pid %d serving %s on %s",
-                __version__,
-                os.getpid(),
-                self.cluster_config.describe(),
-                self.paths.socket,
-            )
+                raise StartFailed(str(exc)) from None
             self._loop()
+            if self._failure is not None:
+                raise DaemonFailed(f"the model thread died: {self._failure!r}")
+        except (StartFailed, DaemonFailed):
+            raise
+        except Exception as exc:
+            log.critical("the daemon failed", exc_info=True)
+            self._failure = exc
+            self._notify(f"error: the daemon failed while starting: {exc!r}")
+            raise DaemonFailed(f"the daemon failed: {exc!r} (see {self.paths.log_file})") from exc
         finally:
             self._shutdown()
 
+    def _start(self) -> None:
+        raise_descriptor_limit(MAX_CONNECTIONS + MAX_TCP_CONNECTIONS + 64)
+        check_socket_path(self.paths.socket)
+        try:
+            self._listen()
+        except OSError as exc:
+            raise StartFailed(f"cannot listen on {self.paths.socket}: {exc.strerror}") from None
+        self._restore_state()
+        self._write_pid_file()
+        self.simulator.start()
+        self.running = True
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)  # SIGHUP: its terminal closed (--foreground)
+        self._notify("ready")
+        log.info(
+            "fakehw %s daemon pid %d serving %s on %s",
+            __version__,
+            os.getpid(),
+            self.cluster_config.describe(),
+            self.paths.socket,
+        )
+
+    def _restore_state(self) -> None:
+        """Carry on from the previous daemon's state, keeping only the processes that
+        are provably still the ones it saw (same PID, same start time)."""
+        path = self.paths.state_file
+        if not os.path.exists(path):
+            return
+        try:
+            restored = self.simulator.load_state(path)
+        except StateUnreadable as exc:
+            aside = path + ".corrupt"
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            log.warning("the saved state is unreadable, starting fresh (kept as %s): %s",
+                        aside, exc)  # fmt: skip
+            return
+        if not restored:
+            log.info("the saved state is of another cluster: starting fresh")
+            return
+        log.info("state of the previous daemon restored")
+        for process in self.simulator.processes():
+            if not pidwatch.is_same_process(process.watch_pid, process.watch_started):
+                gone = pidwatch.start_time(process.watch_pid) is None
+                log.info("pid %d: its process %d %s: detached", process.pid, process.watch_pid,
+                         "ended" if gone else "is now another program")  # fmt: skip
+                self.simulator.detach(process.pid)
+        # The GPUs went on meanwhile (the live processes in their phases): catch up now,
+        # so that the first snapshot served follows on from the last one before the restart.
+        self.simulator.catch_up(self.clock())
+
+    def _write_pid_file(self) -> None:
+        try:
+            fd = open_private(self.paths.pid_file, os.O_WRONLY | os.O_TRUNC)
+            with os.fdopen(fd, "w") as pid_file:
+                pid_file.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise StartFailed(f"cannot write {self.paths.pid_file}: {exc.strerror}") from None
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
+        self.stop()
+
+    def _model_failed(self, error: BaseException) -> None:
+        """Called in the model thread as it dies: stop the daemon, with the reason."""
+        log.critical("the model thread died: stopping the daemon", exc_info=error)
+        self._failure = error
         self.stop()
 
     def stop(self) -> None:
@@ -251,26 +348,47 @@ class Daemon:
             os.write(self._wake_w, b"x")
 
     def _shutdown(self) -> None:
-        self.simulator.stop()
-        if self.simulator.started and os.path.isdir(self.paths.root):
-            self._save_state()  # a clean stop keeps the state for the next daemon
+        """Tear down, each step on its own: one that fails does not keep the socket alive."""
+        steps: list[tuple[str, Callable[[], None]]] = [("stopping the model", self.simulator.stop)]
+        if self._failure is None and self.simulator.started and os.path.isdir(self.paths.root):
+            # A clean stop keeps the state for the next daemon; after a failure the
+            # last periodic save (at most 2 s old) is the one to trust.
+            steps.append(("saving the state", self._save_state))
+        steps += [
+            ("closing connections", self._close_all),
+            ("closing the listeners", self._close_listeners),
+            ("releasing the lock", self._release_lock),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("while %s", what)
+        log.info("daemon stopped" if self._failure is None else "daemon stopped after a failure")
+
+    def _close_all(self) -> None:
         for conn in list(self.connections.values()):
             self._close(conn)
-        if self._tcp_listener is not None:
-            self.selector.unregister(self._tcp_listener)
-            self._tcp_listener.close()
+
+    def _close_listeners(self) -> None:
+        for listener in (self._tcp_listener, self._listener):
+            if listener is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(listener)
+                listener.close()
         if self._listener is not None:
-            self.selector.unregister(self._listener)
-            self._listener.close()
-            for leftover in (self.paths.socket, self.paths.pid_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.socket)
+            if _read_pid(self.paths.pid_file) == os.getpid():
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(leftover)
-        if self._lock_handle is not None:
-            self._lock_handle.close()
+                    os.unlink(self.paths.pid_file)
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
-        log.info("daemon stopped")
+
+    def _release_lock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
 
     # ----------------------------------------------------------------- loop
     def _save_state(self) -> None:
@@ -278,12 +396,13 @@ class Daemon:
         try:
             self.simulator.save_state(self.paths.state_file)
         except OSError as exc:
-            log.warning("cannot save the state: %s", exc)
+            self.throttle.warning("save", "cannot save the state to %s: %s",
+                                  self.paths.state_file, exc.strerror or exc)  # fmt: skip
 
     def _loop(self) -> None:
         next_watch = time.monotonic() + WATCH_INTERVAL_S
         last_save = time.monotonic()
-        while self.running:
+        while self.running and self._failure is None:
             now = time.monotonic()
             timeout = min(next_watch, self._next_push_due(now)) - now
             for key, events in self.selector.select(max(0.0, min(timeout, 0.5))):
@@ -315,7 +434,7 @@ class Daemon:
                 last_save = now
 
     def _check_idle(self, now: float) -> None:
-        if self.connections or self.watched:
+        if self.connections or self.simulator.cluster.processes:
             self.last_activity = now
         elif now - self.last_activity >= self.settings.idle_timeout_s:
             log.info("idle for %.0f s: exiting", now - self.last_activity)
@@ -327,7 +446,7 @@ class Daemon:
             sock, _ = accepted
             pid, uid = _peer_credentials(sock)
             if uid is not None and uid != os.getuid():
-                log.warning("refused a peer with uid %s", uid)
+                self.throttle.warning("uid", "refused a peer with uid %s", uid)
                 sock.close()
                 continue
             local = sum(conn.remote is None for conn in self.connections.values())
@@ -347,7 +466,8 @@ class Daemon:
             return None
 
     def _pause_accepting(self, error: OSError) -> None:
-        log.warning("accept failed: %s; not accepting for %.0f s", error, ACCEPT_BACKOFF_S)
+        self.throttle.warning("accept", "accept failed: %s; not accepting for %.0f s", error,
+                              ACCEPT_BACKOFF_S)  # fmt: skip
         for listener in (self._listener, self._tcp_listener):
             if listener is not None:
                 with contextlib.suppress(KeyError, ValueError):
@@ -376,9 +496,8 @@ class Daemon:
                            opened=time.monotonic())
             )  # fmt: skip
 
-    @staticmethod
-    def _refuse_busy(sock: socket.socket, count: int) -> None:
-        log.warning("refused a connection: %d already open", count)
+    def _refuse_busy(self, sock: socket.socket, count: int) -> None:
+        self.throttle.warning("busy", "refused a connection: %d already open", count)
         with contextlib.suppress(OSError):
             sock.sendall(proto.error(None, proto.BUSY, "too many connections"))
         sock.close()
@@ -392,8 +511,8 @@ class Daemon:
         """Close TCP connections that have not authenticated in time."""
         for conn in list(self.connections.values()):
             if not conn.authenticated and now - conn.opened > proto.AUTH_TIMEOUT_S:
-                log.warning("closing %s: no hello with a token within %.0f s",
-                            conn.remote, proto.AUTH_TIMEOUT_S)  # fmt: skip
+                self.throttle.warning("silent", "closing %s: no hello with a token within %.0f s",
+                                      conn.remote, proto.AUTH_TIMEOUT_S)  # fmt: skip
                 self._close(conn)
 
     def _read(self, conn: Connection) -> None:
@@ -420,24 +539,33 @@ class Daemon:
             line = bytes(conn.inbox[:end])
             del conn.inbox[: end + 1]
             if line.strip():
-                self._send(conn, self._handle_line(conn, line))
+                reply, closes = self._handle_line(conn, line)
+                self._send(conn, reply)
                 if not conn.authenticated:  # a stranger gets one try
-                    log.warning("refused TCP peer %s: no valid token", conn.remote)
+                    self.throttle.warning("stranger", "refused TCP peer %s: no valid token",
+                                          conn.remote)  # fmt: skip
+                    self._close_after_flush(conn)
+                elif closes:
                     self._close_after_flush(conn)
 
-    def _handle_line(self, conn: Connection, line: bytes) -> bytes:
+    def _handle_line(self, conn: Connection, line: bytes) -> tuple[bytes, bool]:
+        """The reply to one request line, and whether the connection then closes
+        (a line over the limit: what follows it cannot be trusted to be framed)."""
         request_id: object = None
         try:
             message = proto.decode_request(line)
             request_id = message.get("id")
-            return self._dispatch(conn, request_id, message)
+            return self._dispatch(conn, request_id, message), False
         except proto.ProtocolError as exc:
-            return proto.error(request_id or exc.request_id, exc.code, exc.message)
+            closes = exc.code == proto.TOO_LARGE and len(line) > proto.MAX_LINE_BYTES
+            return proto.error(request_id or exc.request_id, exc.code, exc.message), closes
+        except OutOfMemory as exc:
+            return proto.error(request_id, proto.OUT_OF_MEMORY, str(exc)), False
         except ClusterError as exc:
-            return proto.error(request_id, proto.BAD_REQUEST, str(exc))
-        except Exception as exc:  # never let one request take the daemon down
+            return proto.error(request_id, proto.BAD_REQUEST, str(exc)), False
+        except Exception as exc:  # a bug in one op: that request fails, the daemon carries on
             log.exception("internal error handling %r", line[:200])
-            return proto.error(request_id, proto.INTERNAL, f"internal error: {exc}")
+            return proto.error(request_id, proto.INTERNAL, f"internal error: {exc!r}"), False
 
     # ------------------------------------------------------------ operations
     def _dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
@@ -448,10 +576,24 @@ class Daemon:
             nodes = self._nodes_arg(message)
             detail = self._detail_arg(message)
             return proto.ok_raw(request_id, self.simulator.snapshot_json(nodes, detail))
+        if op == "summary":
+            return proto.ok_raw(request_id, self.simulator.summary_json())
         handler = getattr(self, f"_op_{op}")
-        result = handler(conn, message)
-        if op in STATE_OPS:
-            self._state_changed = True
+        if op not in STATE_OPS:
+            return proto.ok(request_id, handler(conn, message))
+        try:
+            result = handler(conn, message)
+        except (proto.ProtocolError, ClusterError):
+            raise  # refused before anything changed
+        except Exception:
+            # A bug in the middle of a change: carry on only if the cluster is whole.
+            problem = self.simulator.consistency_problem()
+            if problem is not None:
+                log.critical("a failed %s left the cluster inconsistent (%s)", op, problem)
+                self._failure = DaemonFailed(f"inconsistent after a failed {op}: {problem}")
+                self.stop()
+            raise
+        self._state_changed = True
         return proto.ok(request_id, result)
 
     @staticmethod
@@ -462,13 +604,42 @@ class Daemon:
         return detail
 
     def _nodes_arg(self, message: dict[str, Any]) -> list[int] | None:
-        node = message.get("node")
-        if node is None:
-            return None
+        """The nodes a snapshot or subscription covers: ``node`` (one index or hostname),
+        ``nodes`` (a list of them), or, with neither, all. One covering more than
+        ``MAX_SNAPSHOT_GPUS`` GPUs is refused (too_large) before anything is encoded."""
+        if "node" in message and "nodes" in message:
+            raise proto.ProtocolError(proto.BAD_REQUEST, 'give "node" or "nodes", not both')
+        if message.get("nodes") is not None:
+            wanted = message["nodes"]
+            if (
+                not isinstance(wanted, list)
+                or not wanted
+                or len(wanted) > self.cluster_config.nodes
+            ):
+                raise proto.ProtocolError(
+                    proto.BAD_REQUEST, '"nodes" must be a non-empty list of node indices or names'
+                )
+            nodes = [self._node_index(node) for node in wanted]
+        elif message.get("node") is not None:
+            nodes = [self._node_index(message["node"])]
+        else:
+            nodes = None
+        count = self.cluster_config.nodes if nodes is None else len(nodes)
+        gpus = count * self.cluster_config.gpus_per_node
+        if gpus > proto.MAX_SNAPSHOT_GPUS:
+            raise proto.ProtocolError(
+                proto.TOO_LARGE,
+                f"a snapshot of {gpus} GPUs is too large to send (at most "
+                f'{proto.MAX_SNAPSHOT_GPUS}): ask for some nodes ("node" or "nodes"), or for '
+                'the whole cluster\'s "summary"',
+            )
+        return nodes
+
+    def _node_index(self, node: object) -> int:
         if isinstance(node, bool) or not isinstance(node, int | str):
             raise proto.ProtocolError(proto.BAD_REQUEST, '"node" must be an index or hostname')
         try:
-            return [self.simulator.node_index(node)]
+            return self.simulator.node_index(node)
         except KeyError:
             raise proto.ProtocolError(
                 proto.NOT_FOUND,
@@ -537,6 +708,8 @@ class Daemon:
                     "gpus": list(p.gpus),
                     "phase": p.phase,
                     "watch_pid": p.watch_pid,
+                    "watch_started": p.watch_started,
+                    "host_process": p.is_host_process,
                     "job": p.job,
                 }
                 for p in sim.processes()
@@ -573,11 +746,11 @@ class Daemon:
         return {"subscription": ident}
 
     def _op_attach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        pid = proto.arg_int(message, "pid", low=1, high=2**31)
+        pid = proto.arg_int(message, "pid", low=1, high=proto.MAX_PID)
         name = proto.arg_str(message, "name")
         gpus = proto.arg_int_list(message, "gpus")
         user = proto.arg_optional_str(message, "user", max_length=64)
-        watch_pid = proto.arg_optional_int(message, "watch_pid", low=1, high=2**31)
+        watch_pid = proto.arg_optional_int(message, "watch_pid", low=1, high=proto.MAX_PID)
         job = proto.arg_optional_str(message, "job", max_length=128)
         phase = proto.arg_optional_str(message, "phase", max_length=32) or "context"
         plan = message.get("memory_plan")
@@ -588,8 +761,8 @@ class Daemon:
         if pid in self.simulator.cluster.processes:
             raise proto.ProtocolError(proto.CONFLICT, f"pid {pid} is already attached")
         watch = pid if watch_pid is None else watch_pid
-        create_time = _create_time(watch)
-        if create_time is None:
+        started = pidwatch.start_time(watch)
+        if started is None:
             raise proto.ProtocolError(
                 proto.NOT_FOUND, f"no running process with pid {watch} to watch"
             )
@@ -597,23 +770,22 @@ class Daemon:
             pid,
             name,
             gpus,
-            user=user or _user_of(watch),
+            user=user or pidwatch.owner_name(watch),
             watch_pid=watch,
+            watch_started=started,
             memory_plan=plan,
             phase=phase,
             job=job,
         )
-        self.watched[pid] = Watched(watch, create_time)
         return {"pid": pid, "gpus": gpus, "phase": phase}
 
     def _op_set_phase(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         pid = proto.arg_int(message, "pid")
         phase = proto.arg_str(message, "phase", max_length=32)
-        usable = self.simulator.cluster.spec.memory_usable_mib
         self.simulator.set_phase(
             pid,
             phase,
-            memory_mib=proto.arg_optional_int(message, "memory_mib", low=0, high=usable),
+            memory_mib=proto.arg_optional_int(message, "memory_mib"),  # the cluster checks it
             cycle_s=proto.arg_optional_number(message, "cycle_s", low=0.05, high=600),
             intensity=proto.arg_optional_number(message, "intensity", low=0.0, high=1.5),
         )
@@ -625,17 +797,44 @@ class Daemon:
             self.simulator.detach(pid)
         except ClusterError as exc:
             raise proto.ProtocolError(proto.NOT_FOUND, str(exc)) from None
-        self.watched.pop(pid, None)
         return {"pid": pid}
 
     def _op_inject(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         cluster = self.simulator.cluster
         gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
-        fault = proto.arg_str(message, "fault", max_length=32)
-        count = proto.arg_optional_int(message, "count", low=1, high=1_000_000) or 1
+        fault = proto.arg_choice(message, "fault", (*proto.FAULTS, proto.CLEAR_FAULTS))
+        count = proto.arg_optional_int(message, "count", low=1, high=proto.MAX_ECC_COUNT) or 1
+        if fault == proto.RANK_CRASH:
+            return {"gpu": gpu, "fault": fault, **self._crash_ranks(gpu)}
         faults = self.simulator.inject(gpu, fault, count)
         log.info("injected %s on GPU %d (now: %s)", fault, gpu, ", ".join(faults) or "none")
         return {"gpu": gpu, "fault": fault, "faults": faults}
+
+    def _crash_ranks(self, gpu: int) -> dict[str, Any]:
+        """Every process on ``gpu`` ends. One that is provably a process of this
+        machine (its own watched PID, same start time, same user) is SIGKILLed, as
+        the OOM killer or a segfault would end it; a record standing for a process
+        elsewhere (a rank on another node) ends as a record: detached, nothing signalled.
+        """
+        victims = [p for p in self.simulator.processes() if gpu in p.gpus]
+        if not victims:
+            raise proto.ProtocolError(proto.NOT_FOUND, f"no process runs on GPU {gpu}")
+        killed, ended = [], []
+        for process in victims:
+            if process.is_host_process:
+                try:
+                    pidwatch.kill_verified(process.pid, process.watch_started)
+                    killed.append(process.pid)
+                except pidwatch.NotOurs as exc:
+                    log.warning("rank-crash: not signalling pid %d: %s", process.pid, exc)
+                    ended.append(process.pid)
+            else:
+                ended.append(process.pid)
+            # The driver frees a dead process's memory at once.
+            with contextlib.suppress(ClusterError):
+                self.simulator.detach(process.pid)
+        log.info("rank-crash on GPU %d: killed %s, ended records %s", gpu, killed, ended)
+        return {"killed": killed, "ended": ended, "faults": self.simulator.cluster.faults_of(gpu)}
 
     def _op_shutdown(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         log.info("shutdown requested by a client (pid %s)", conn.pid)
@@ -644,15 +843,18 @@ class Daemon:
 
     # ----------------------------------------------------------- processes
     def _watch_pids(self) -> None:
-        alive: dict[int, float | None] = {}
-        for pid, watched in list(self.watched.items()):
-            if watched.watch_pid not in alive:
-                alive[watched.watch_pid] = _create_time(watched.watch_pid)
-            if alive[watched.watch_pid] != watched.create_time:
-                log.info("pid %d (watching %d) is gone: detaching", pid, watched.watch_pid)
+        """Detach every process whose watched process ended (or whose PID is now another
+        program's), freeing its memory as the driver does."""
+        verdicts: dict[tuple[int, float | None], bool] = {}
+        for process in self.simulator.processes():
+            key = (process.watch_pid, process.watch_started)
+            if key not in verdicts:
+                verdicts[key] = pidwatch.is_same_process(*key)
+            if not verdicts[key]:
+                log.info("pid %d (watching %d) is gone: detaching", process.pid,
+                         process.watch_pid)  # fmt: skip
                 with contextlib.suppress(ClusterError):
-                    self.simulator.detach(pid)
-                del self.watched[pid]
+                    self.simulator.detach(process.pid)
                 self._state_changed = True
 
     # ------------------------------------------------------------ delivery
@@ -721,35 +923,17 @@ class Daemon:
         conn.sock.close()
 
 
-class TokenError(RuntimeError):
-    """The TCP token file cannot be used; the message says why."""
-
-
 def load_or_create_token(path: str, create: bool) -> bytes:
-    """The token TCP clients must present: the file's first line. The file must
-    be the user's own and private (0600), as for an ssh key; ``create`` writes a
-    fresh random one when there is none."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        if not create:
-            raise TokenError(f"token file {path} does not exist") from None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-        return load_or_create_token(path, create=False)
-    except OSError as exc:
-        raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if info.st_uid != os.getuid():
-            raise TokenError(f"token file {path} belongs to uid {info.st_uid}, not to you")
-        if info.st_mode & 0o077:
-            raise TokenError(f"token file {path} is readable by others: chmod 600 {path}")
-        token = handle.read(4096).split(b"\n", 1)[0].strip()
-    if len(token) < 16:
-        raise TokenError(f"token file {path}: the token must be at least 16 characters")
-    return token
+    """The token TCP clients must present (``runtime.read_token_file``'s rules);
+    ``create`` writes a fresh random one when there is none."""
+    if create and not os.path.lexists(path):
+        try:
+            create_token_file(path)
+        except FileExistsError:
+            pass  # made meanwhile: read it as any other
+        except OSError as exc:
+            raise TokenError(f"cannot create token file {path}: {exc.strerror}") from None
+    return read_token_file(path).encode()
 
 
 def raise_descriptor_limit(wanted: int) -> None:
@@ -776,32 +960,25 @@ def _peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:
     return pid, uid
 
 
-def _create_time(pid: int) -> float | None:
-    """When ``pid`` started, or ``None`` if no such live process (zombies count as gone)."""
+def _read_pid(path: str) -> int | None:
     try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return float(process.create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        with open(path) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
         return None
 
 
-def _user_of(pid: int) -> str:
-    try:
-        return str(psutil.Process(pid).username())
-    except (psutil.Error, KeyError):
-        return "root"
-
-
 def configure_logging(paths: RuntimePaths, foreground: bool) -> None:
+    """Log to stderr (``--foreground``) or to ``daemon.log``: private (0600, no symlink
+    followed), rotated beyond 1 MiB with one old file kept."""
     handler: logging.Handler
     if foreground:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        if os.path.exists(paths.log_file) and os.path.getsize(paths.log_file) > 1 << 20:
-            os.unlink(paths.log_file)
-        handler = logging.FileHandler(paths.log_file)
+        os.close(open_private(paths.log_file, os.O_WRONLY | os.O_APPEND))
+        handler = logging.handlers.RotatingFileHandler(
+            paths.log_file, maxBytes=LOG_MAX_BYTES, backupCount=1
+        )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("fakehw")
     root.handlers[:] = [handler]

@@ -13,6 +13,7 @@ the process's end gives memory back.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from fakehw import snapshot as records
 from fakehw.config import ClusterConfig
 from fakehw.hostload import HostLoad
 from fakehw.identity import GpuIdentity, gpu_identities, hostname
+from fakehw.protocol import CLEAR_FAULTS, GPU_FAULTS
 from fakehw.thermal import (
     ClockTable,
     FloatArray,
@@ -83,13 +85,14 @@ INTENSITY_NOISE_MEMORY = 0.55
 # Rows of the per-GPU normal draw each tick: intensity drift, power sensor,
 # die and memory sensors, PCIe tx and rx wander, NVLink jitter.
 _GPU_DRAWS = 7
-RESTORE_WORKING_S = 10.0  # after a restart, the gap's first seconds count at the last power
+# The longest a daemon's state can go unsaved (daemon.SAVE_INTERVAL_S), with room: what a
+# restart adds to the energy counters at the power limit, so that they never go back.
+RESTORE_ENERGY_MARGIN_S = 2.5
 BRAKE_CLOCK_SHARE = 0.25  # of the maximum SM clock, under a power brake
 # Hardware thermal slowdown engages at the slowdown temperature and lets go only
 # once the die is this much cooler, so the clocks do not flap tick by tick.
 HW_SLOWDOWN_RELEASE_C = 3.0
 LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
-FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
 MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
 _MEMORY_CYCLE = np.array(TRAIN_MEMORY_CYCLE) / np.mean(TRAIN_MEMORY_CYCLE)
 _INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
@@ -99,6 +102,15 @@ class ClusterError(ValueError):
     """A request the cluster cannot honour (unknown pid, bad GPU index...)."""
 
 
+class OutOfMemory(ClusterError):
+    """A process asked for more GPU memory than is free (CUDA's out of memory)."""
+
+
+def _check_phase(phase: str) -> None:
+    if phase not in PHASES:
+        raise ClusterError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+
+
 @dataclass
 class AttachedProcess:
     pid: int
@@ -106,6 +118,9 @@ class AttachedProcess:
     gpus: tuple[int, ...]  # global GPU indices
     user: str
     watch_pid: int  # the real process whose death detaches this one
+    # When watch_pid's process started, as psutil tells it (None: not known, in-process
+    # use): a PID is that process only while its start time is this one.
+    watch_started: float | None
     memory_plan: dict[str, int]
     job: str  # processes of one job run collectives together (NVLink traffic)
     phase: str = "context"
@@ -117,6 +132,12 @@ class AttachedProcess:
     @property
     def profile(self) -> PhaseProfile:
         return PHASES[self.phase]
+
+    @property
+    def is_host_process(self) -> bool:
+        """Whether ``pid`` is a process of this machine (it is its own watched process),
+        rather than a record standing for one elsewhere (a rank on another node)."""
+        return self.pid == self.watch_pid and self.watch_started is not None
 
 
 class SlotTable:
@@ -281,6 +302,7 @@ class Cluster:
         *,
         user: str = "root",
         watch_pid: int | None = None,
+        watch_started: float | None = None,
         memory_plan: Mapping[str, int] | None = None,
         phase: str = "context",
         job: str | None = None,
@@ -288,7 +310,9 @@ class Cluster:
         """Put a process on GPUs (global indices). It starts with a bare context.
 
         Processes sharing a ``job`` name are ranks of one job: when together they
-        span more than one GPU, training moves gradients over NVLink.
+        span more than one GPU, training moves gradients over NVLink. Everything is
+        checked before anything changes: a refused attach leaves no trace (not
+        even in the random streams).
         """
         if pid in self.processes:
             raise ClusterError(f"pid {pid} is already attached")
@@ -308,6 +332,7 @@ class Cluster:
                 f"GPU {crowded[0]} already runs {MAX_PROCESSES_PER_GPU} processes, the most "
                 "the daemon keeps per GPU"
             )
+        _check_phase(phase)
         plan = self._checked_plan(memory_plan or {})
         process = AttachedProcess(
             pid=pid,
@@ -315,14 +340,20 @@ class Cluster:
             gpus=tuple(int(g) for g in gpus),
             user=user,
             watch_pid=pid if watch_pid is None else watch_pid,
+            watch_started=watch_started,
             memory_plan=plan,
             job=job if job is not None else f"pid-{pid}",
+            phase=phase,
             phase_started=self.time,
-            cycle_offset=float(self._rng.random()),
         )
+        # The new context and the starting phase's memory must fit beside what the
+        # GPUs' other processes hold (as cudaMalloc would refuse otherwise).
+        target = self._fitted_target(process, phase, np.zeros(len(gpus)), None)
+        process.cycle_offset = float(self._rng.random())
         self.processes[pid] = process
         self.slots.add(pid, process.gpus, self._rng.normal(1.0, 0.03, len(process.gpus)))
-        self.set_phase(pid, phase)
+        self.slots.target_mib[self.slots.pid == pid] = target
+        self._slots_changed()
         return process
 
     def set_phase(
@@ -334,46 +365,96 @@ class Cluster:
         cycle_s: float | None = None,
         intensity: float | None = None,
     ) -> None:
-        """Change what a process does on all its GPUs from now on."""
+        """Change what a process does on all its GPUs from now on (all or nothing)."""
         process = self._process(pid)
-        if phase not in PHASES:
-            raise ClusterError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+        _check_phase(phase)
         if memory_mib is not None:
             self._check_memory(memory_mib, f"memory_mib for phase {phase}")
         if cycle_s is not None and not 0.05 <= cycle_s <= 600:
             raise ClusterError("cycle_s must be between 0.05 and 600 seconds")
         if intensity is not None and not 0.0 <= intensity <= 1.5:
             raise ClusterError("intensity must be between 0 and 1.5")
+        mask = self.slots.pid == pid
+        target = self._fitted_target(process, phase, self.slots.target_mib[mask], memory_mib)
         process.phase = phase
         process.phase_started = self.time
         if cycle_s is not None:
             process.cycle_s = cycle_s
         if intensity is not None:
             process.intensity_scale = intensity
-        mask = self.slots.pid == pid
-        target = self._phase_memory_target(process, memory_mib)
-        if phase == "free":
-            self.slots.target_mib[mask] = target
-        else:
-            # The caching allocator keeps what it holds: targets only grow.
-            self.slots.target_mib[mask] = np.maximum(self.slots.target_mib[mask], target)
+        self.slots.target_mib[mask] = target
         self._slots_changed()
+
+    def _fitted_target(
+        self, process: AttachedProcess, phase: str, held: FloatArray, explicit: int | None
+    ) -> FloatArray:
+        """What ``process`` will hold on each of its GPUs in ``phase``, checked against
+        what the other processes there hold (``held``: what it holds there now).
+
+        The caching allocator keeps what it took: a target only grows, except in
+        ``free``. A figure the caller asked for (``memory_mib``, the memory plan)
+        that does not fit is refused as CUDA refuses it; a default is sized to what
+        is free, as a program that sizes its batch to the GPU would.
+        """
+        wanted = self._phase_memory_target(process, phase, explicit)
+        asked = explicit is not None or phase in process.memory_plan
+        new = np.full(len(held), wanted) if phase == "free" else np.maximum(held, wanted)
+        index = np.asarray(process.gpus, dtype=np.int64)
+        others = self._target_per_gpu()[index] - held
+        free = np.maximum(self.process_memory_limit_mib - others, 0.0)
+        short = new > free
+        if not short.any():
+            return new
+        if asked or np.any(free[short] < min(wanted, self.spec.context_mib)):
+            worst = int(np.flatnonzero(short)[np.argmax((new - free)[short])])
+            raise OutOfMemory(
+                f"CUDA out of memory on GPU {int(index[worst])}: pid {process.pid} needs "
+                f"{new[worst] / 1024:.2f} GiB there for {phase!r} but only "
+                f"{free[worst] / 1024:.2f} GiB of the GPU's "
+                f"{self.process_memory_limit_mib / 1024:.2f} GiB are free "
+                "(other processes hold the rest)"
+            )
+        return np.where(short, np.maximum(held, np.floor(free)), new)
+
+    def _target_per_gpu(self) -> FloatArray:
+        """MiB the processes on each GPU hold or are growing to (their targets)."""
+        totals = np.bincount(
+            self.slots.gpu, weights=self.slots.target_mib, minlength=self.gpu_count
+        )
+        return np.asarray(totals, dtype=np.float64)
+
+    @property
+    def process_memory_limit_mib(self) -> int:
+        """What a GPU leaves to its processes: usable memory less the driver's share."""
+        return self.spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
 
     # ------------------------------------------------------------ persistence
     PERSISTED = ("energy_j", "die_rise_c", "memory_rise_c", "ecc_volatile", "ecc_uncorrected",
                  "xid_count", "last_xid", "fault_heat_w", "fault_brake", "lost", "counters_us",
                  "nvlink_kib_total", "power_limit_w", "power_w")  # fmt: skip
+    # The last readings, so that the first snapshot after a restart is the last one
+    # before it (optional: a state saved by an older fakehw restores without them).
+    READINGS = ("sm_clock_mhz", "demand_seen_w", "activity", "memory_activity",
+                "util_gpu_pct", "util_mem_pct", "util_window_s", "util_gpu_acc", "util_mem_acc",
+                "clocks_event_reasons", "hw_slowdown", "pcie_kbps", "nvlink_kbps")  # fmt: skip
 
     def state(self) -> dict[str, Any]:
-        """What must outlive the daemon: counters, heat, errors, faults."""
-        arrays = {name: np.array(getattr(self, name), copy=True) for name in self.PERSISTED}
-        processes = [
-            {"pid": p.pid, "name": p.name, "gpus": list(p.gpus), "user": p.user,
-             "watch_pid": p.watch_pid, "memory_plan": p.memory_plan, "job": p.job,
-             "phase": p.phase, "cycle_s": p.cycle_s, "intensity": p.intensity_scale,
-             "used_mib": [float(m) for m in self.slots.used_mib[self.slots.pid == p.pid]]}
-            for p in self.processes.values()
-        ]  # fmt: skip
+        """What must outlive the daemon: counters, heat, errors, faults, processes."""
+        arrays = {
+            name: np.array(getattr(self, name), copy=True)
+            for name in (*self.PERSISTED, *self.READINGS)
+        }
+        processes = []
+        for p in self.processes.values():
+            mask = self.slots.pid == p.pid
+            processes.append(
+                {"pid": p.pid, "name": p.name, "gpus": list(p.gpus), "user": p.user,
+                 "watch_pid": p.watch_pid, "watch_started": p.watch_started,
+                 "memory_plan": p.memory_plan, "job": p.job, "phase": p.phase,
+                 "cycle_s": p.cycle_s, "intensity": p.intensity_scale,
+                 "used_mib": self.slots.used_mib[mask].tolist(),
+                 "target_mib": self.slots.target_mib[mask].tolist()}
+            )  # fmt: skip
         return {"time": self.time, "config": self.config.to_json(), "arrays": arrays,
                 "processes": processes}  # fmt: skip
 
@@ -387,51 +468,56 @@ class Cluster:
             saved = arrays.get(name)
             if saved is None or np.shape(saved) != np.shape(current):
                 return False
-        for name in self.PERSISTED:
-            setattr(self, name, np.array(arrays[name], dtype=getattr(self, name).dtype))
-        # While no daemon ran, energy kept counting (at the last power for the first
-        # seconds: a killed daemon's counters never go back; then idle) and heat decayed.
-        # With margin (at the power limit, and 2 s more than the gap), so that what
-        # clients saw after the last save stays below: a counter must never go back.
-        real_gap = max(0.0, self.time - float(state.get("time", self.time)))
-        gap = real_gap + 2.0
-        working = min(gap, RESTORE_WORKING_S)
-        busy_w = self.power_limit_w
-        self.energy_j = self.energy_j + busy_w * working + self.idle_power_w * (gap - working)
-        # A quick restart (a killed daemon) goes unnoticed by the GPUs; after a long
-        # stop they have cooled down to idle.
-        idle_gap = max(0.0, real_gap - RESTORE_WORKING_S)
-        coefficients = self.coefficients
-        for rise, gains, taus in (
-            ("die_rise_c", self.die_gains, coefficients.die_taus_s),
-            ("memory_rise_c", self.memory_gains, coefficients.memory_taus_s),
-        ):
-            idle = steady_rise_c(self.idle_power_w, gains)
-            current = getattr(self, rise)
-            setattr(self, rise, idle + (current - idle) * pole_decay(taus, idle_gap))
+        for name in (*self.PERSISTED, *self.READINGS):
+            saved = arrays.get(name)
+            if saved is not None and np.shape(saved) == np.shape(getattr(self, name)):
+                setattr(self, name, np.array(saved, dtype=getattr(self, name).dtype))
+        # The model resumes at the saved instant: the caller steps it through the gap
+        # (``Simulator.advance_to``), the surviving processes carrying on in their
+        # phases, so heat and energy evolve as they would have. A change made after the
+        # last save is lost; the energy counter gets the most that interval could have
+        # drawn on top, so that no reading a client saw before the kill is ever undercut.
+        saved_time = float(state.get("time", self.time))
+        if 0 < saved_time < self.time:
+            self.time = saved_time
+        self.energy_j = self.energy_j + self.power_limit_w * RESTORE_ENERGY_MARGIN_S
         self._energy_window.clear()
         before = self.energy_j - self.power_w * POWER_AVERAGE_WINDOW_S
         self._energy_window.append((self.time - POWER_AVERAGE_WINDOW_S, before))
+        self._util_history_due = self.time
         # The processes carry on where they were (the caller drops those whose
         # watched process died meanwhile): the GPUs do not idle through a restart.
         for saved in state.get("processes", []):
-            try:
-                self.attach(
-                    saved["pid"], saved["name"], saved["gpus"], user=saved["user"],
-                    watch_pid=saved["watch_pid"], memory_plan=saved["memory_plan"],
-                    phase=saved["phase"], job=saved["job"],
-                )  # fmt: skip
-                self.set_phase(saved["pid"], saved["phase"], cycle_s=saved["cycle_s"],
-                               intensity=saved["intensity"])  # fmt: skip
-            except (ClusterError, KeyError, TypeError):
-                continue
-            mask = self.slots.pid == saved["pid"]
-            held = np.asarray(saved.get("used_mib", []), dtype=np.float64)
-            if held.shape == self.slots.used_mib[mask].shape:
-                self.slots.used_mib[mask] = held
+            with contextlib.suppress(ClusterError, KeyError, TypeError, ValueError):
+                self._restore_process(saved)
         self._publish_memory()
+        n = self.gpu_count
+        self._raw_readings = (self.power_w.copy(), self.power_w.copy(), np.zeros((2, n)))
         self._published_tick = -1
         return True
+
+    def _restore_process(self, saved: Mapping[str, Any]) -> None:
+        """Attach a saved process again, holding what it held (checked as any attach)."""
+        pid = saved["pid"]
+        self.attach(
+            pid, saved["name"], saved["gpus"], user=saved["user"],
+            watch_pid=saved["watch_pid"], watch_started=saved.get("watch_started"),
+            memory_plan=saved["memory_plan"], phase="context", job=saved["job"],
+        )  # fmt: skip
+        try:
+            self.set_phase(pid, saved["phase"], cycle_s=saved["cycle_s"],
+                           intensity=saved["intensity"])  # fmt: skip
+            mask = self.slots.pid == pid
+            for column in ("target_mib", "used_mib"):
+                held = np.asarray(saved.get(column, []), dtype=np.float64)
+                if held.shape != self.slots.used_mib[mask].shape:
+                    continue
+                others = self._target_per_gpu()[self.slots.gpu[mask]] - self.slots.target_mib[mask]
+                if np.all(others + held <= self.process_memory_limit_mib) and np.all(held >= 0):
+                    getattr(self.slots, column)[mask] = held
+        except (ClusterError, KeyError, TypeError, ValueError):
+            self.detach(pid)
+            raise
 
     def inject(self, gpu: int, fault: str, count: int = 1) -> list[str]:
         """Make a GPU (global index) misbehave; returns its faults now.
@@ -458,12 +544,14 @@ class Cluster:
         elif fault == "xid79":
             self.lost[gpu] = True
             self._xid(gpu, 79)
-        elif fault == "clear":
+        elif fault == CLEAR_FAULTS:
             self.fault_heat_w[gpu] = 0.0
             self.fault_brake[gpu] = False
             self.lost[gpu] = False
         else:
-            raise ClusterError(f"unknown fault {fault!r}; faults: {', '.join(FAULTS)}, clear")
+            raise ClusterError(
+                f"unknown fault {fault!r}; faults: {', '.join(GPU_FAULTS)}, {CLEAR_FAULTS}"
+            )
         self._published_tick = -1
         return self.faults_of(gpu)
 
@@ -499,7 +587,7 @@ class Cluster:
             raise ClusterError(f"pid {pid} is not attached") from None
 
     def _check_memory(self, mib: object, what: str) -> None:
-        usable = self.spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
+        usable = self.process_memory_limit_mib
         if isinstance(mib, bool) or not isinstance(mib, int) or not 0 <= mib <= usable:
             raise ClusterError(
                 f"{what} must be a whole number of MiB from 0 to {usable} "
@@ -517,12 +605,14 @@ class Cluster:
             checked[phase] = int(mib)
         return checked
 
-    def _phase_memory_target(self, process: AttachedProcess, explicit: int | None) -> float:
+    def _phase_memory_target(
+        self, process: AttachedProcess, phase: str, explicit: int | None
+    ) -> float:
         spec = self.spec
         if explicit is not None:
             return float(explicit)
-        if process.phase in process.memory_plan:
-            return float(process.memory_plan[process.phase])
+        if phase in process.memory_plan:
+            return float(process.memory_plan[phase])
         usable = spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
         spread = 1.0 + 0.03 * math.sin(process.pid)  # stable per process
         defaults = {
@@ -532,7 +622,7 @@ class Cluster:
             "free": spec.free_floor_mib,
         }
         # eval, checkpoint and barrier run on what training already holds.
-        return float(defaults.get(process.phase, spec.context_mib))
+        return float(defaults.get(phase, spec.context_mib))
 
     def _slots_changed(self) -> None:
         """Rebuild the per-slot demand table after an attach, phase change or detach."""
@@ -903,6 +993,54 @@ class Cluster:
             "models": {spec.key: specs.model_record(spec)},
             "nodes": [self._node_record(node, detail) for node in wanted],
         }
+
+    def summary(self) -> records.ClusterSummary:
+        """A few figures per GPU for the whole cluster, as columns (a few bytes a GPU):
+        what a cluster-wide view draws where a full snapshot would be megabytes."""
+        self._ensure_published()
+        processes = np.bincount(self.slots.gpu, minlength=self.gpu_count)
+        columns: dict[str, list[int]] = {
+            "utilization_gpu_pct": self.util_gpu_pct.tolist(),
+            "temperature_gpu_c": self.reported_die_c.tolist(),
+            "memory_used_mib": self.memory_used_mib.tolist(),
+            "power_draw_mw": self.reported_power_mw.tolist(),
+            "power_limit_mw": np.rint(self.power_limit_w * 1000.0).astype(np.int64).tolist(),
+            "clock_sm_mhz": self.reported_sm_mhz.tolist(),
+            "lost": self.lost.astype(np.int64).tolist(),
+            "processes": processes.tolist(),
+        }
+        return {
+            "protocol": 1,
+            "tick": self.tick,
+            "time": self.time,
+            "cluster": self.config.to_json(),
+            "model_name": self.spec.name,
+            "memory_total_mib": self.spec.memory_total_mib,
+            "gpus_per_node": self.gpus_per_node,
+            "hostnames": list(self.hostnames),
+            "columns": columns,
+        }
+
+    def consistency_problem(self) -> str | None:
+        """What is wrong with the process table, or None when it is whole."""
+        slots = self.slots
+        lengths = {len(column) for column in (slots.gpu, slots.pid, slots.used_mib,
+                                              slots.target_mib, slots.intensity_bias,
+                                              slots.noise)}  # fmt: skip
+        if len(lengths) != 1:
+            return f"slot columns of different lengths {sorted(lengths)}"
+        counted = dict(zip(*np.unique(slots.pid, return_counts=True), strict=True))
+        for pid, process in self.processes.items():
+            if counted.pop(pid, 0) != len(process.gpus):
+                return f"pid {pid} holds {len(process.gpus)} GPUs but has other slots"
+        if counted:
+            return f"slots of unattached pids {sorted(int(p) for p in counted)[:5]}"
+        if len(self._slot_activity) != len(slots):
+            return "the demand table is out of step with the slots"
+        over = self._target_per_gpu() > self.process_memory_limit_mib + 0.5
+        if over.any():
+            return f"GPU {int(np.flatnonzero(over)[0])} holds more memory than it has"
+        return None
 
     def _node_record(self, node: int, detail: bool = False) -> records.NodeRecord:
         spec = self.spec

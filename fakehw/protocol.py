@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 PROTOCOL_VERSION = 1
-MAX_LINE_BYTES = 1 << 20  # a request line longer than this is refused
+MAX_LINE_BYTES = 1 << 20  # a request line longer than this is refused, and the connection closed
+MAX_ID_DIGITS = 18  # a request id: an integer below 10**18 ...
+MAX_ID_CHARS = 256  # ... or a string this long at most
 MIN_SUBSCRIBE_INTERVAL_MS = 50
 MAX_SUBSCRIBE_INTERVAL_MS = 3_600_000
 
@@ -23,6 +25,7 @@ OPS = (
     "hello",
     "status",
     "snapshot",
+    "summary",
     "subscribe",
     "unsubscribe",
     "attach",
@@ -38,14 +41,27 @@ UNKNOWN_OP = "unknown_op"
 NOT_FOUND = "not_found"  # no such node, pid or subscription
 CONFLICT = "conflict"  # e.g. a pid attached twice
 PROTOCOL_MISMATCH = "protocol_mismatch"
-TOO_LARGE = "too_large"
+TOO_LARGE = "too_large"  # a request line over the limit (then closed), or a reply too big
+OUT_OF_MEMORY = "out_of_memory"  # a process asked for more GPU memory than is free
 INTERNAL = "internal"
 BUSY = "busy"  # the daemon serves as many connections as it will
 UNAUTHORIZED = "unauthorized"  # a TCP client without the right token (then closed)
 FORBIDDEN = "forbidden"  # an op TCP clients may not use: they only view
 
 # What a client reached over TCP may do: look, never change the cluster.
-TCP_OPS = ("hello", "status", "snapshot", "subscribe", "unsubscribe")
+TCP_OPS = ("hello", "status", "snapshot", "summary", "subscribe", "unsubscribe")
+
+MAX_PID = 2**31 - 1
+# A full snapshot costs ~1.4 KB of JSON per GPU: one of more GPUs than this is refused
+# (too_large); the views of a larger cluster ask per node, or for the ``summary``.
+MAX_SNAPSHOT_GPUS = 4096
+# What ``inject`` may do to a GPU (docs/protocol.md): its faults, a crash of the
+# processes on it, and ``clear``.
+GPU_FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
+RANK_CRASH = "rank-crash"
+FAULTS = (*GPU_FAULTS, RANK_CRASH)
+CLEAR_FAULTS = "clear"
+MAX_ECC_COUNT = 1_000_000
 MAX_UNAUTHENTICATED_LINE_BYTES = 4096  # a TCP client's first line (its hello)
 AUTH_TIMEOUT_S = 5.0  # a TCP client must say hello with its token within this
 
@@ -87,19 +103,33 @@ def decode_request(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(BAD_REQUEST, f"not a JSON object: {exc}") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise ProtocolError(BAD_REQUEST, "a number in the request is too long") from None
+    except RecursionError:
+        raise ProtocolError(BAD_REQUEST, "the request is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
     request_id = message.get("id")
-    if request_id is not None and (
-        isinstance(request_id, bool) or not isinstance(request_id, int | str)
-    ):
-        raise ProtocolError(BAD_REQUEST, '"id" must be an integer or a string')
+    if request_id is not None and not _valid_id(request_id):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f'"id" must be an integer of at most {MAX_ID_DIGITS} digits or a string of at most '
+            f"{MAX_ID_CHARS} characters",
+        )
     op = message.get("op")
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, 'a request needs an "op" string', request_id)
     if op not in OPS:
         raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(OPS)}", request_id)
     return message
+
+
+def _valid_id(request_id: object) -> bool:
+    if isinstance(request_id, str):
+        return len(request_id) <= MAX_ID_CHARS
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        return bool(abs(request_id) < 10**MAX_ID_DIGITS)
+    return False
 
 
 def ok(request_id: object, result: Any) -> bytes:
@@ -155,6 +185,13 @@ def arg_optional_str(message: dict[str, Any], name: str, *, max_length: int = 25
     if message.get(name) is None:
         return None
     return arg_str(message, name, max_length=max_length)
+
+
+def arg_choice(message: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or value not in choices:
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be one of {", ".join(choices)}')
+    return value
 
 
 def arg_optional_number(

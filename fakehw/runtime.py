@@ -1,9 +1,10 @@
 """Where a user's daemon lives: its runtime directory, socket, pid and lock files.
 
-``FAKEHW_RUNTIME_DIR`` overrides the location (tests and isolated clusters use
-it); otherwise ``$XDG_RUNTIME_DIR/fakehw``, else ``/tmp/fakehw-$UID``. The
-directory is created mode 0700 and must belong to the current user: a
-directory or socket owned by someone else is refused, never used.
+``FAKEHW_RUNTIME_DIR`` (an absolute path) overrides the location (tests and
+isolated clusters use it); otherwise ``$XDG_RUNTIME_DIR/fakehw``, else
+``/tmp/fakehw-$UID``. The directory is created mode 0700; one that exists must
+belong to the current user and be writable by no one else (it is refused, not
+re-moded). Its files are created 0600 and never opened through a symlink.
 
 On every viewer's start-up path, so it uses ``os.path`` strings rather than
 pathlib (a one-shot ``fake-nvidia-smi`` must start in a few milliseconds).
@@ -11,6 +12,7 @@ pathlib (a one-shot ``fake-nvidia-smi`` must start in a few milliseconds).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -45,19 +47,32 @@ class RuntimePaths:
         return f"RuntimePaths({self.root!r})"
 
 
+# sockaddr_un's sun_path holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+MIN_TOKEN_CHARS = 16
+
+
 def default_root() -> str:
     explicit = os.environ.get("FAKEHW_RUNTIME_DIR")
     if explicit:
-        return explicit
+        if not os.path.isabs(explicit):
+            raise RuntimeDirError(
+                f"FAKEHW_RUNTIME_DIR must be an absolute path, not {explicit!r} (a relative one "
+                "would mean another daemon in every working directory)"
+            )
+        return os.path.normpath(explicit)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg):
+    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         return os.path.join(xdg, "fakehw")
     return f"/tmp/fakehw-{os.getuid()}"
 
 
 def runtime_paths(root: str | os.PathLike[str] | None = None, create: bool = False) -> RuntimePaths:
-    """The runtime paths, checked for ownership; ``create`` makes the directory."""
-    directory = os.fspath(root) if root is not None else default_root()
+    """The runtime paths, checked for ownership; ``create`` makes the directory
+    (mode 0700). A directory that exists is used as it is, never re-moded."""
+    directory = os.path.abspath(os.fspath(root)) if root is not None else default_root()
+    paths = RuntimePaths(directory)
+    check_socket_path(paths.socket)
     if create:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -67,10 +82,22 @@ def runtime_paths(root: str | os.PathLike[str] | None = None, create: bool = Fal
             ) from exc
     if os.path.lexists(directory):
         check_private_dir(directory)
-    return RuntimePaths(directory)
+    return paths
+
+
+def check_socket_path(path: str) -> None:
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise RuntimeDirError(
+            f"the socket path {path} is {size} bytes, more than the {MAX_SOCKET_PATH_BYTES} a "
+            "Unix socket allows: set FAKEHW_RUNTIME_DIR to a shorter directory"
+        )
 
 
 def check_private_dir(root: str) -> None:
+    """The directory must be the user's and writable by nobody else (others could plant
+    or swap the socket, the pid file or a log symlink). It is never chmodded here: fakehw
+    does not change the mode of a directory it did not create."""
     info = os.lstat(root)
     if not stat.S_ISDIR(info.st_mode):
         raise RuntimeDirError(f"runtime path {root} is not a directory")
@@ -79,8 +106,27 @@ def check_private_dir(root: str) -> None:
             f"runtime directory {root} belongs to uid {info.st_uid}, not to you "
             f"(uid {os.getuid()}); set FAKEHW_RUNTIME_DIR to a directory of your own"
         )
-    if info.st_mode & 0o077:
-        os.chmod(root, 0o700)
+    if info.st_mode & 0o022:
+        raise RuntimeDirError(
+            f"runtime directory {root} is writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): fakehw keeps its socket and state only in a "
+            "directory no one else can write; set FAKEHW_RUNTIME_DIR to a new path (it is "
+            "created private) or to a directory of mode 0700"
+        )
+
+
+def open_private(path: str, flags: int) -> int:
+    """Open (creating, mode 0600) a file of the runtime directory; never through a symlink.
+    A file of ours left readable by an older fakehw is made private again."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def check_socket_owner(path: str) -> None:
@@ -92,3 +138,53 @@ def check_socket_owner(path: str) -> None:
         raise RuntimeDirError(
             f"socket {path} belongs to uid {info.st_uid}, not to you; refusing to use it"
         )
+
+
+class TokenError(RuntimeError):
+    """A TCP token file that cannot be used; the message says why."""
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``: its first line. The file must be a regular file of the
+    user's own, private (0600) as an ssh key is, opened without following a symlink;
+    the daemon and the clients apply the same rules."""
+    if not path:
+        raise TokenError("the token file name is empty")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise TokenError(f"token file {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TokenError(f"token file {path} is a symbolic link; refusing it") from None
+        raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenError(f"token file {path} is not a regular file")
+        if info.st_uid != os.getuid():
+            raise TokenError(f"token file {path} belongs to uid {info.st_uid}, not to you")
+        if info.st_mode & 0o077:
+            raise TokenError(f"token file {path} is readable by others: chmod 600 {path}")
+        try:
+            raw = handle.read(4096)
+        except OSError as exc:
+            raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
+    try:
+        token = raw.split(b"\n", 1)[0].strip().decode("ascii")
+    except UnicodeDecodeError:
+        raise TokenError(f"token file {path} does not hold a text token") from None
+    if len(token) < MIN_TOKEN_CHARS or not token.isprintable():
+        raise TokenError(
+            f"token file {path}: the token must be at least {MIN_TOKEN_CHARS} printable characters"
+        )
+    return token
+
+
+def create_token_file(path: str) -> None:
+    """Write a fresh random token (32 random bytes, URL-safe text) to a new file, 0600."""
+    import secrets
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from fakehw.config import ClusterConfig
 from fakehw.devices import DRIVER_OVERHEAD_MIB, Cluster
-from fakehw.workload import Schedule, ScheduledPhase
+from fakehw.workload import Schedule, ScheduledPhase, ScheduleError, check_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +46,20 @@ class SimulationRequest:
         if self.schedule.start is not None:
             return self.schedule.start
         return time.time()
+
+
+def check_request(request: SimulationRequest) -> None:
+    """Refuse (``ScheduleError``) what the model cannot play: a start outside nvidia-smi's
+    calendar, a memory.used the GPU does not have."""
+    schedule = request.schedule
+    check_start_time(request.start, schedule.duration_s, "the start time")
+    spec = request.config.spec
+    for number, entry in enumerate(schedule.phases, 1):
+        if entry.memory_mib is not None and entry.memory_mib > spec.memory_usable_mib:
+            raise ScheduleError(
+                f'phase {number}: "memory_mib" {entry.memory_mib} is more than a {spec.name} '
+                f"has ({spec.memory_usable_mib} MiB usable)"
+            )
 
 
 def samples(request: SimulationRequest) -> Iterator[Snapshot]:

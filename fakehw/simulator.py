@@ -8,6 +8,7 @@ ticks cost one encoding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -23,6 +24,11 @@ from fakehw.devices import AttachedProcess, Cluster
 # long step carries the thermal state (exact for the Foster network).
 CATCH_UP_STEP_S = 0.5
 MAX_CATCH_UP_S = 120.0
+RESTART_CATCH_UP_STEPS = 20  # a restarted daemon crosses the gap in at most this many steps
+
+
+class StateUnreadable(ValueError):
+    """A saved state that cannot be read (corrupt, truncated, not ours)."""
 
 
 class Simulator:
@@ -31,14 +37,20 @@ class Simulator:
         config: ClusterConfig,
         tick_hz: float = 10.0,
         clock: Callable[[], float] = time.time,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.clock = clock
+        # The model thread never dies quietly: whatever ends it is kept here and
+        # handed to ``on_failure`` (the daemon then goes down, loudly).
+        self.failure: BaseException | None = None
+        self._on_failure = on_failure
         self.tick_hz = tick_hz
         self.lock = threading.RLock()
         self.cluster = Cluster(config, start_time=clock())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._cache: dict[tuple[int, tuple[int, ...] | None, bool], bytes] = {}
+        # (tick, the nodes or ("summary",), detail) -> the encoded reply
+        self._cache: dict[tuple[int, tuple[int | str, ...] | None, bool], bytes] = {}
         self.step_seconds_total = 0.0  # CPU spent stepping, for status and benches
         self.steps = 0
 
@@ -57,6 +69,14 @@ class Simulator:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        try:
+            self._tick_until_stopped()
+        except BaseException as exc:  # handed on, not swallowed: the daemon stops on it
+            self.failure = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)
+
+    def _tick_until_stopped(self) -> None:
         period = 1.0 / self.tick_hz
         next_tick = time.monotonic() + period
         while not self._stop.is_set():
@@ -87,6 +107,20 @@ class Simulator:
             self.step_seconds_total += time.thread_time() - began
             self.steps += 1
 
+    def catch_up(self, now: float, steps: int = RESTART_CATCH_UP_STEPS) -> None:
+        """Step a restored model through the time no daemon ran, in a few long steps
+        (the thermal network is exact over any step; a cluster of 65,536 GPUs must not
+        take seconds to start)."""
+        with self.lock:
+            behind = now - self.cluster.time
+            if behind <= 0:
+                return
+            step = max(behind / steps, CATCH_UP_STEP_S)
+            while behind > 1e-6:
+                self.cluster.step(min(step, behind))
+                behind -= step
+            self._cache.clear()
+
     # ------------------------------------------------------------- snapshots
     def snapshot_json(self, nodes: Sequence[int] | None = None, detail: bool = False) -> bytes:
         """The current snapshot (all nodes or some), JSON-encoded, cached per tick."""
@@ -100,6 +134,20 @@ class Simulator:
                     self._cache.clear()
                 self._cache[key] = cached
             return cached
+
+    def summary_json(self) -> bytes:
+        """The whole cluster's summary (``Cluster.summary``), JSON-encoded, cached per tick."""
+        key = (self.cluster.tick, ("summary",), False)
+        with self.lock:
+            cached = self._cache.get(key)
+            if cached is None:
+                cached = json.dumps(self.cluster.summary(), separators=(",", ":")).encode()
+                self._cache[key] = cached
+            return cached
+
+    def consistency_problem(self) -> str | None:
+        with self.lock:
+            return self.cluster.consistency_problem()
 
     def node_index(self, node: int | str) -> int:
         """A node by index or hostname; ``KeyError`` if there is none."""
@@ -132,7 +180,8 @@ class Simulator:
             return process
 
     def save_state(self, path: str) -> None:
-        """Write the cluster's lasting state (atomically: a crash leaves the old one)."""
+        """Write the cluster's lasting state (atomically: a crash, or a full disk, leaves
+        the previous file as it was). Private to the user, as the socket is."""
         import json
 
         import numpy as np
@@ -142,12 +191,19 @@ class Simulator:
         meta = json.dumps({"time": state["time"], "config": state["config"],
                            "processes": state["processes"]}).encode()  # fmt: skip
         temporary = path + ".tmp"
-        with open(temporary, "wb") as handle:
-            np.savez(handle, __meta__=np.frombuffer(meta, dtype=np.uint8), **state["arrays"])
-        os.replace(temporary, path)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, __meta__=np.frombuffer(meta, dtype=np.uint8), **state["arrays"])
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     def load_state(self, path: str) -> bool:
-        """Carry on from a saved state; False if there is none that fits this cluster."""
+        """Carry on from a saved state; False if it is of another cluster.
+        Raises ``StateUnreadable`` for a file that is not a fakehw state."""
         import json
         import zipfile
 
@@ -157,8 +213,12 @@ class Simulator:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["__meta__"]).decode())
                 arrays = {name: data[name] for name in data.files if name != "__meta__"}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            return False
+        except OSError as exc:
+            raise StateUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            raise StateUnreadable(f"{path} is not a fakehw state file ({exc})") from None
+        if not isinstance(meta, dict):
+            raise StateUnreadable(f"{path} is not a fakehw state file")
         with self.lock:
             restored = self.cluster.restore({**meta, "arrays": arrays})
             self._cache.clear()

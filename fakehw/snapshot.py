@@ -145,6 +145,21 @@ if TYPE_CHECKING:
         models: dict[str, dict[str, Any]]
         nodes: list[NodeRecord]
 
+    class ClusterSummary(TypedDict):
+        """The ``summary`` op: per-GPU columns over the whole cluster, in global order."""
+
+        protocol: int
+        tick: int
+        time: float
+        cluster: dict[str, Any]
+        model_name: str
+        memory_total_mib: int
+        gpus_per_node: int
+        hostnames: list[str]
+        # utilization_gpu_pct, temperature_gpu_c, memory_used_mib, power_draw_mw,
+        # power_limit_mw, clock_sm_mhz, lost (0/1), processes (count)
+        columns: dict[str, list[int]]
+
 
 def node_of(snapshot: Snapshot, node: int | str) -> NodeRecord:
     """A node by index or hostname; ``KeyError`` if the snapshot lacks it."""

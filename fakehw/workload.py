@@ -30,6 +30,7 @@ TRAIN_MEMORY_CYCLE = (0.50, 0.52, 0.55, 0.61, 0.62, 0.60)
 # where the SM clock jumps by ~150 MHz on the trace.
 TRAIN_INTENSITY_CYCLE = (0.86, 1.0, 1.0, 1.0, 1.0, 1.0)
 DEFAULT_CYCLE_S = 1.17
+MAX_PHASE_S = 365 * 86400.0  # a schedule's phase lasts at most a year
 
 
 @dataclass(frozen=True)
@@ -215,9 +216,11 @@ class Schedule:
     @classmethod
     def from_file(cls, path: Path) -> Schedule:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ScheduleError(f"cannot read schedule {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise ScheduleError(f"schedule {path} is not a JSON text file (not UTF-8)") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -225,6 +228,8 @@ class Schedule:
                 f"schedule {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                 f"{exc.msg})"
             ) from exc
+        except (ValueError, RecursionError):  # a 5000-digit number, nesting 100000 deep
+            raise ScheduleError(f"schedule {path} is not a schedule (not plain JSON)") from None
         return cls.from_json(data, source=str(path))
 
     @classmethod
@@ -244,11 +249,25 @@ class Schedule:
             _parse_phase(item, f"{source}: phase {n + 1}") for n, item in enumerate(raw_phases)
         )
         start = data.get("start")
-        if start is not None and (
-            isinstance(start, bool) or not isinstance(start, int | float) or start < 0
-        ):
-            raise ScheduleError(f'{source}: "start" must be a unix time in seconds')
-        return cls(phases=phases, start=None if start is None else float(start))
+        if start is not None:
+            if isinstance(start, bool) or not isinstance(start, int | float):
+                raise ScheduleError(f'{source}: "start" must be a unix time in seconds')
+            start = float(start)
+            check_start_time(start, sum(p.seconds for p in phases), f'{source}: "start"')
+        return cls(phases=phases, start=start)
+
+
+# nvidia-smi's timestamps have four-digit years: the last second it can print.
+LAST_UNIX_TIME = 253402300799.0  # 9999-12-31 23:59:59 UTC
+
+
+def check_start_time(start: float, duration_s: float, what: str) -> None:
+    """A run must start after 1970 and end before the year 10000."""
+    if not (math.isfinite(start) and start >= 0 and start + duration_s <= LAST_UNIX_TIME):
+        raise ScheduleError(
+            f"{what} must be a unix time from 0 (1970) to {LAST_UNIX_TIME - duration_s:.0f}, "
+            f"so that the run ends before the year 10000; got {start!r}"
+        )
 
 
 def _parse_phase(item: Any, where: str) -> ScheduledPhase:
@@ -265,9 +284,11 @@ def _parse_phase(item: Any, where: str) -> ScheduledPhase:
         isinstance(seconds, bool)
         or not isinstance(seconds, int | float)
         or not math.isfinite(seconds)
-        or seconds <= 0
+        or not 0 < seconds <= MAX_PHASE_S
     ):
-        raise ScheduleError(f'{where}: "seconds" must be a positive number')
+        raise ScheduleError(
+            f'{where}: "seconds" must be a positive number of at most {MAX_PHASE_S:.0f} (a year)'
+        )
     memory = item.get("memory_mib")
     if memory is not None:
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:

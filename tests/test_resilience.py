@@ -125,3 +125,32 @@ def test_fake_train_attaches_its_ranks_again_when_the_state_is_lost(
     finally:
         train.send_signal(signal.SIGTERM)
         train.wait(timeout=20)
+
+
+def test_the_first_snapshot_after_a_kill_9_follows_on_from_the_last_one(
+    runtime_dir: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A restarted daemon serves, from its very first snapshot (before its first tick),
+    a training GPU that still trains: not 0 %, 70 W, 345 MHz of a fresh start."""
+    assert fakehw("daemon", "start", "--gpus-per-node", "2").returncode == 0
+    with Client.connect(autostart=False) as client:
+        client.request("attach", pid=sleeper.pid, name="python", gpus=[0], phase="train",
+                       memory_plan={"train": 40000})  # fmt: skip
+        wait_for(lambda: client.snapshot(0)["nodes"][0]["gpus"][0]["temperature_gpu_c"] > 60,
+                 timeout=30)  # fmt: skip
+        time.sleep(2.5)  # the periodic save has the warm GPU
+        last = client.snapshot(0)["nodes"][0]["gpus"][0]
+    killed = daemon_pid(runtime_dir)
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: not alive(killed))
+    assert fakehw("daemon", "start", "--gpus-per-node", "2").returncode == 0
+    with Client.connect(autostart=False) as client:
+        first = client.snapshot(0)
+        gpu = first["nodes"][0]["gpus"][0]
+    assert gpu["utilization_gpu_pct"] == 100
+    assert gpu["memory_used_mib"] == last["memory_used_mib"] == 40009
+    assert abs(gpu["power_draw_mw"] - last["power_draw_mw"]) < 60_000
+    assert abs(gpu["clock_sm_mhz"] - last["clock_sm_mhz"]) < 300
+    assert abs(gpu["temperature_gpu_c"] - last["temperature_gpu_c"]) <= 3
+    assert gpu["energy_mj"] >= last["energy_mj"]
+    assert gpu["clocks_event_reasons"] & 0x4  # still held at the power cap

@@ -128,7 +128,7 @@ def test_bad_schedules_are_explained(tmp_path: Path, content: str, message: str)
         (("--format", "xml"), '"xml" is not a valid format', 2),
         (("--gpus", "0"), "--gpus must be between 1 and 16", 2),
         (("--interval-ms", "0"), "--interval-ms must be between", 2),
-        (("--gpu-model", "v100"), "unknown GPU model 'v100'", 1),
+        (("--gpu-model", "v100"), "unknown GPU model 'v100'", 2),
         (("--gpus", "two"), "invalid int value: 'two'", 2),
     ],
 )

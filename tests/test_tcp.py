@@ -217,7 +217,7 @@ def test_token_file_must_be_private_and_bad_addresses_are_explained(tmp_path: Pa
     token.write_text("s3cret-s3cret-s3cret-s3cret\n")
     token.chmod(0o644)
     loose = TcpDaemon("--tcp", "0", "--tcp-token-file", str(token))
-    assert loose.start_result.returncode == 1
+    assert loose.start_result.returncode == 2  # a bad flag value: a usage error
     assert f"readable by others: chmod 600 {token}" in loose.start_result.stderr
     token.chmod(0o600)
     good = TcpDaemon("--tcp", "0", "--tcp-token-file", str(token))

@@ -24,7 +24,7 @@ from fakehw.views.procinfo import HostProcess, ProcessTable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from fakehw.snapshot import NodeRecord, ProcessRecord, Snapshot
+    from fakehw.snapshot import ClusterSummary, NodeRecord, ProcessRecord, Snapshot
 
 
 class NvmlError(Exception):
@@ -211,15 +211,28 @@ class Source:
         except DaemonUnavailable as exc:
             raise NvmlError(f"Driver Not Loaded ({exc})") from None
 
-    def snapshot(self, whole_cluster: bool = False) -> Snapshot:
+    def snapshot(self) -> Snapshot:
+        """The node this view shows."""
         from fakehw.client import DaemonUnavailable, RequestFailed
 
         try:
-            return self.client.snapshot(None if whole_cluster else self.node)
+            return self.client.snapshot(self.node)
         except RequestFailed as exc:
             raise NvmlError(exc.message) from None
         except DaemonUnavailable as exc:
             raise NvmlError(f"Unknown Error ({exc})") from None
+
+    def summary(self) -> ClusterSummary:
+        """A few figures of every GPU of the cluster (the grid's), at any size."""
+        from fakehw.client import DaemonUnavailable, RequestFailed
+
+        try:
+            result: ClusterSummary = self.client.request("summary")
+        except RequestFailed as exc:
+            raise NvmlError(exc.message) from None
+        except DaemonUnavailable as exc:
+            raise NvmlError(f"Unknown Error ({exc})") from None
+        return result
 
     def frame(self) -> Frame:
         snapshot = self.snapshot()
@@ -310,6 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         view.MEMORY_THRESHOLDS = (min(args.mem_util_thresh), max(args.mem_util_thresh))
     if args.interval is not None and args.interval < 0.25:
         build_parser().error(f"the interval {args.interval:0.2g}s is too short")
+    if args.cluster:
+        for flag, value in (("--only", args.only), ("--pid", args.pid), ("--user", args.user)):
+            if value is not None:
+                build_parser().error(
+                    f"argument --cluster: not allowed with {flag} (the grid shows every GPU of "
+                    "every node; the filters apply to one node's view)"
+                )
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     monitor = getattr(args, "monitor", None) if hasattr(args, "monitor") else None
     wants_monitor = hasattr(args, "monitor") or (not args.once and tty)

@@ -2,6 +2,6 @@
 
 import sys
 
-from fakehw.smi.cli import main
+from fakehw.launch import run
 
-sys.exit(main())
+sys.exit(run("fake-nvidia-smi"))

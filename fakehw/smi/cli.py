@@ -25,6 +25,7 @@ from fakehw.smi.common import (
     INVALID_ARGUMENTS,
     NO_DEVICES,
     SmiError,
+    is_ascii_number,
     select_gpus,
     split_ids,
 )
@@ -39,6 +40,13 @@ if TYPE_CHECKING:
 
 
 DEFAULT_LOOP_S = 5
+# The real tool documents no upper bound for -l, -lms, dmon -d or -c (pmon -d: 10 s). The
+# fake takes up to a signed 32-bit count of milliseconds (24.8 days); a larger value is an
+# invalid argument (exit 2), never a failure to reach the driver.
+MAX_LOOP_MS = 2**31 - 1
+MAX_LOOP_S = MAX_LOOP_MS // 1000
+MAX_COUNT = 2**31 - 1
+PMON_MAX_DELAY_S = 10  # pmon -h: "[default=1sec, max=10secs]"
 
 
 def _data(name: str) -> str:
@@ -103,16 +111,20 @@ class Tokens:
     def optional_number(self, inline: str | None) -> str | None:
         if inline is not None:
             return inline
-        if self.position < len(self.argv) and self.argv[self.position].isdigit():
+        if self.position < len(self.argv) and is_ascii_number(self.argv[self.position]):
             self.position += 1
             return self.argv[self.position - 1]
         return None
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+def _number(text: str, maximum: int) -> int:
+    """A count or an interval as nvidia-smi reads one: ASCII digits, from 1 to ``maximum``."""
+    if not is_ascii_number(text) or len(text.lstrip("0")) > len(str(maximum)):
+        raise invalid()  # (the length first: int() refuses more than 4300 digits)
+    value = int(text)
+    if not 1 <= value <= maximum:
         raise invalid()
-    return int(text)
+    return value
 
 
 def parse(argv: list[str]) -> Args:
@@ -138,9 +150,11 @@ def parse(argv: list[str]) -> Args:
             args.filename = tokens.value(option, inline)
         elif option in ("-l", "--loop"):
             seconds = tokens.optional_number(inline)
-            args.loop_ms = 1000 * (DEFAULT_LOOP_S if seconds is None else _positive(seconds))
+            args.loop_ms = 1000 * (
+                DEFAULT_LOOP_S if seconds is None else _number(seconds, MAX_LOOP_S)
+            )
         elif option in ("-lms", "--loop-ms"):
-            args.loop_ms = _positive(tokens.value(option, inline))
+            args.loop_ms = _number(tokens.value(option, inline), MAX_LOOP_MS)
         elif option == "--query-gpu":
             args.query_gpu = tokens.value(option, inline)
         elif option == "--query-compute-apps":
@@ -190,25 +204,54 @@ class Source:
     def stream(
         self, interval_ms: int, detail: bool = False
     ) -> Iterator[tuple[Snapshot, NodeRecord]]:
+        """Snapshots the daemon pushes every ``interval_ms`` (within its subscription range)."""
+        from fakehw import protocol as proto
         from fakehw.client import DaemonUnavailable, RequestFailed
 
+        interval_ms = max(proto.MIN_SUBSCRIBE_INTERVAL_MS, interval_ms)
         try:
-            for snapshot in self.client.subscribe(max(50, interval_ms), self.node, detail):
+            for snapshot in self.client.subscribe(interval_ms, self.node, detail):
                 yield self._pick(snapshot)
         except (DaemonUnavailable, RequestFailed) as exc:
             raise self._failed(exc) from None
+
+    def poll(self, interval_ms: int, detail: bool = False) -> Iterator[tuple[Snapshot, NodeRecord]]:
+        """A snapshot now and one every ``interval_ms`` after, asked for in turn: for intervals
+        longer than a subscription takes. The cadence is kept from the first snapshot, as the
+        daemon keeps a subscription's, so the time a frame takes to fetch and print does not
+        add up."""
+        import time
+
+        interval_s = interval_ms / 1000
+        due = time.monotonic()
+        while True:
+            yield self.snapshot(detail)
+            due = next_due(due, interval_s, time.monotonic())
+            time.sleep(max(0.0, due - time.monotonic()))
 
     def frames(
         self, loop_ms: int | None, detail: bool = False, count: int | None = None
     ) -> Iterator[tuple[Snapshot, NodeRecord]]:
         """One snapshot, or one per interval until interrupted (or ``count``)."""
+        from fakehw import protocol as proto
+
         if loop_ms is None:
             yield self.snapshot(detail)
             return
-        for n, frame in enumerate(self.stream(loop_ms, detail)):
+        if loop_ms > proto.MAX_SUBSCRIBE_INTERVAL_MS:
+            stream = self.poll(loop_ms, detail)
+        else:
+            stream = self.stream(loop_ms, detail)
+        for n, frame in enumerate(stream):
             if count is not None and n >= count:
                 return
             yield frame
+
+
+def next_due(due: float, interval_s: float, now: float) -> float:
+    """The moment after ``due`` on a cadence of ``interval_s``; after a stall, from ``now``."""
+    due += interval_s
+    return due if due > now else now + interval_s
 
 
 # ---------------------------------------------------------------- commands
@@ -358,14 +401,11 @@ def _monitor_args(argv: list[str], allowed: dict[str, str], help_name: str) -> d
 
 
 def _count(values: dict[str, str]) -> int | None:
-    return _positive(values["count"]) if "count" in values else None
+    return _number(values["count"], MAX_COUNT) if "count" in values else None
 
 
-def _delay_ms(values: dict[str, str], maximum: int | None = None) -> int:
-    seconds = _positive(values.get("delay", "1"))
-    if maximum is not None and seconds > maximum:
-        raise invalid()
-    return 1000 * seconds
+def _delay_ms(values: dict[str, str], maximum_s: int = MAX_LOOP_S) -> int:
+    return 1000 * _number(values.get("delay", "1"), maximum_s)
 
 
 def dmon(argv: list[str], out: IO[str]) -> int:
@@ -424,7 +464,7 @@ def pmon(argv: list[str], out: IO[str]) -> int:
         raise invalid()
     stamp = monitors.Stamp(values.get("options", "").upper())
     ids = split_ids(values["ids"]) if "ids" in values else None
-    delay_ms, count = _delay_ms(values, maximum=10), _count(values)
+    delay_ms, count = _delay_ms(values, PMON_MAX_DELAY_S), _count(values)
     header = monitors.pmon_header("m" in select, "u" in select, stamp)
     out.write("\n".join(header) + "\n")
     for snapshot, node in Source().frames(delay_ms, count=count):
@@ -449,13 +489,12 @@ def topo(argv: list[str], out: IO[str]) -> int:
         out.write(_data("topo_help.txt"))
         return EXIT_OK
     snapshot, node = Source().snapshot()
-    color = out.isatty()
     if "p2p" in values:
         if values["p2p"] not in topology.P2P_CAPABILITIES:
             raise invalid()
-        out.write(topology.p2p(snapshot, node, values["p2p"], color))
+        out.write(topology.p2p(snapshot, node, values["p2p"]))
     else:
-        out.write(topology.matrix(snapshot, node, color, pci_only="matrix_pci" in values))
+        out.write(topology.matrix(snapshot, node, pci_only="matrix_pci" in values))
     return EXIT_OK
 
 

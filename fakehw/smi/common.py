@@ -26,6 +26,7 @@ DRIVER_UNREACHABLE = (
 )
 NO_DEVICES = "No devices were found"
 INVALID_ARGUMENTS = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
+ID_BLANKS = " \t"  # ASCII blanks around an -i id are ignored; any other character is part of it
 
 
 class SmiError(Exception):
@@ -58,7 +59,7 @@ def select_gpus(node: NodeRecord, ids: list[str] | None) -> list[GpuRecord]:
         return _reachable(list(gpus))
     chosen: list[GpuRecord] = []
     for raw in ids:
-        ident = raw.strip()
+        ident = raw.strip(ID_BLANKS)
         match = _find(gpus, ident)
         if match is None:
             raise SmiError(NO_DEVICES, EXIT_NOT_FOUND)
@@ -81,10 +82,21 @@ def _reachable(gpus: list[GpuRecord]) -> list[GpuRecord]:
     return gpus
 
 
+def is_ascii_number(text: str) -> bool:
+    """Whether ``text`` is a number as nvidia-smi reads one: ASCII digits only.
+
+    ``str.isdigit`` alone also takes "\u0663" (Arabic-indic three) or "\u00b3" (superscript
+    three), which the real tool does not read as numbers.
+    """
+    return text.isascii() and text.isdigit()
+
+
 def _find(gpus: list[GpuRecord], ident: str) -> GpuRecord | None:
+    if not ident.isascii():  # indexes, UUIDs and PCI bus ids are ASCII
+        return None
     if ident.isdigit():
-        index = int(ident)
-        return next((g for g in gpus if g["index"] == index), None)
+        index = ident.lstrip("0") or "0"  # compared as text: no int() of a 5000-digit id
+        return next((g for g in gpus if str(g["index"]) == index), None)
     lowered = ident.lower()
     if lowered.startswith("gpu-"):
         return next((g for g in gpus if g["uuid"].lower().startswith(lowered)), None)
@@ -99,16 +111,26 @@ def _normal_bus_id(text: str) -> tuple[int, int, int, int] | None:
     parts = text.split(":")
     try:
         if len(parts) == 3:
-            domain, bus, rest = int(parts[0], 16), int(parts[1], 16), parts[2]
+            domain, bus, rest = _hex(parts[0]), _hex(parts[1]), parts[2]
         elif len(parts) == 2:
-            domain, bus, rest = 0, int(parts[0], 16), parts[1]
+            domain, bus, rest = 0, _hex(parts[0]), parts[1]
         else:
             return None
         device, _, function = rest.partition(".")
-        return domain, bus, int(device, 16), int(function or "0", 16)
+        return domain, bus, _hex(device), _hex(function or "0")
     except ValueError:
         return None
 
 
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def _hex(text: str) -> int:
+    """Lower-case ASCII hex digits only: ``int(text, 16)`` would also take " 18", "+18", "1_8"."""
+    if not text or not set(text) <= HEX_DIGITS:
+        raise ValueError(text)
+    return int(text, 16)
+
+
 def split_ids(text: str) -> list[str]:
-    return [part for part in text.split(",") if part.strip()]
+    return [part for part in text.split(",") if part.strip(ID_BLANKS)]

@@ -3,8 +3,9 @@
 SXM parts on an NVSwitch baseboard reach every peer over all their links
 (``NV18`` for H100/H200, ``NV12`` for A100); PCIe cards are bridged in pairs
 (0-1, 2-3, ...) and otherwise talk over PCIe: ``NODE`` within a CPU socket,
-``SYS`` across sockets. The real tool underlines the matrix header with
-terminal codes; like every fakehw view, this one does so only on a terminal.
+``SYS`` across sockets. The real tool underlines the matrix headers with
+terminal codes, to a terminal and to a pipe or file alike (its captures in
+``tests/real/*/static/topo_*.txt`` hold them), and so does this one.
 """
 
 from __future__ import annotations
@@ -69,12 +70,12 @@ def relation(
     return "NODE" if numa[a["index"]] == numa[b["index"]] else "SYS"
 
 
-def matrix(snapshot: Snapshot, node: NodeRecord, color: bool, pci_only: bool = False) -> str:
+def matrix(snapshot: Snapshot, node: NodeRecord, pci_only: bool = False) -> str:
     """``topo -m`` (``-mp``: PCIe paths only, NVLinks left out)."""
     gpus = node["gpus"]
-    on, off = (UNDERLINE, RESET) if color else ("", "")
     columns = [f"GPU{g['index']}" for g in gpus]
-    header = "\t" + on + "\t".join([*columns, "CPU Affinity", "NUMA Affinity", "GPU NUMA ID"]) + off
+    names = "\t".join([*columns, "CPU Affinity", "NUMA Affinity", "GPU NUMA ID"])
+    header = "\t" + UNDERLINE + names + RESET
     lines = [header]
     host = node["host"]
     for gpu in gpus:
@@ -85,10 +86,9 @@ def matrix(snapshot: Snapshot, node: NodeRecord, color: bool, pci_only: bool = F
     return "\n".join(lines) + "\n" + MATRIX_LEGEND
 
 
-def p2p(snapshot: Snapshot, node: NodeRecord, capability: str, color: bool) -> str:
+def p2p(snapshot: Snapshot, node: NodeRecord, capability: str) -> str:
     gpus = node["gpus"]
-    on, off = (UNDERLINE, RESET) if color else ("", "")
-    lines = [" \t" + on + "".join(f"GPU{g['index']}\t" for g in gpus) + off]
+    lines = [" \t" + UNDERLINE + "".join(f"GPU{g['index']}\t" for g in gpus) + RESET]
     for gpu in gpus:
         cells = []
         for other in gpus:
