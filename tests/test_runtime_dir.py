@@ -32,7 +32,9 @@ TOOLS = {
 }
 
 
-def run_tool(argv: list[str], runtime: Path | str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    argv: list[str], runtime: Path | str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
     return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)  # fmt: skip
@@ -87,7 +89,9 @@ def test_a_directory_only_readable_by_others_is_used_as_it_is(
         assert mode_of(directory / name) == 0o600, name
 
 
-def test_every_file_of_the_daemon_is_private(runtime_dir: Path, sleeper: subprocess.Popen[bytes]) -> None:
+def test_every_file_of_the_daemon_is_private(
+    runtime_dir: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
     runtime_dir.mkdir(mode=0o700)
     (runtime_dir / "daemon.log").write_text("left by an older fakehw\n")
     (runtime_dir / "daemon.log").chmod(0o644)
@@ -152,7 +156,9 @@ def unwritable_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("tool", sorted(set(TOOLS) - {"fakehw daemon status"}))  # status only reads
-def test_an_unwritable_runtime_dir_is_explained_by_every_tool(unwritable_dir: Path, tool: str) -> None:
+def test_an_unwritable_runtime_dir_is_explained_by_every_tool(
+    unwritable_dir: Path, tool: str
+) -> None:
     result = run_tool(TOOLS[tool], unwritable_dir)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
@@ -211,6 +217,8 @@ def test_a_disk_that_fills_while_serving_loses_no_service(
         assert not list(full_disk.glob("*.tmp"))
         filler.unlink()
         # with room again, the state is saved again
-        saved = (full_disk / "state.npz").stat().st_mtime if (full_disk / "state.npz").exists() else 0
+        saved = (
+            (full_disk / "state.npz").stat().st_mtime if (full_disk / "state.npz").exists() else 0
+        )
         wait_for(lambda: (full_disk / "state.npz").exists()
                  and (full_disk / "state.npz").stat().st_mtime > saved, timeout=10)  # fmt: skip

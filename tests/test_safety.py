@@ -7,7 +7,6 @@ signal goes only to a process provably attached as itself (PID and start time).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -178,8 +177,10 @@ def test_a_daemon_that_breaks_goes_down_loudly(
     runtime_dir: Path, module: str, cls: str, method: str, after: int
 ) -> None:
     script = BROKEN_DAEMON.format(module=module, cls=cls, method=method, after=after)
-    daemon = subprocess.Popen([sys.executable, "-c", script, str(runtime_dir)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", script, str(runtime_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     wait_for(lambda: (runtime_dir / "daemon.sock").exists(), timeout=15)
     _, stderr = daemon.communicate(timeout=20)
     assert daemon.returncode == 1  # exits non-zero, not half alive
