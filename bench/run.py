@@ -9,6 +9,9 @@ Measures, against real daemon processes in a private runtime directory:
 * daemon CPU (% of one core, user+system, from the kernel's accounting) while
   the model ticks at 10 Hz with every GPU training, for 8, 64, 1024 and 8192
   GPUs; and the daemon's resident memory;
+* scale: a cluster of 8,192 nodes x 8 GPUs (65,536): the daemon's start, CPU and
+  memory idle and with every GPU training, the ``summary`` op, and the wall time of
+  ``fake-nvitop --cluster -1`` (issue 12: within 5 s);
 * snapshot requests per second and p99 latency for one 8-GPU node with 1 and
   with 50 concurrent clients (each client a connection doing request after
   request; clients run in 5 worker processes so they are not one GIL);
@@ -109,6 +112,75 @@ def daemon_cpu(gpus: int, seconds: float) -> dict[str, object]:
         }
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _cpu_over(process: psutil.Process, seconds: float) -> float:
+    """% of one core ``process`` used over the next ``seconds``."""
+    before = process.cpu_times()
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = process.cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    return 100.0 * used / (time.monotonic() - started)
+
+
+def scale(nodes: int, seconds: float) -> list[list[object]]:
+    """A cluster of ``nodes`` x 8 GPUs (issue 12: 8,192 nodes, 65,536 GPUs): the daemon
+    idle and with every GPU training, the cluster summary, and the cluster grid."""
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    gpus = nodes * 8
+    rows: list[list[object]] = []
+    try:
+        began = time.monotonic()
+        pid = start_daemon(runtime, nodes=nodes)
+        rows.append([f"daemon start, {gpus} GPUs", f"{time.monotonic() - began:.2f} s", "", ""])
+        process = psutil.Process(pid)
+        time.sleep(2.0)
+        idle = _cpu_over(process, seconds)
+        rows.append(["daemon CPU, idle", f"{idle:.1f} %", "", ""])
+        rows.append(["daemon RSS, idle", f"{process.memory_info().rss / 2**20:.0f} MiB", "", ""])
+        began = time.monotonic()
+        with Client.connect(root=runtime, autostart=False) as client:
+            for first in range(0, nodes, 512):
+                client.request_many([
+                    ("attach", {"pid": 100000 + node, "watch_pid": os.getpid(), "name": "python3",
+                                "gpus": list(range(node * 8, node * 8 + 8)), "job": "bench",
+                                "phase": "train"})
+                    for node in range(first, min(first + 512, nodes))
+                ])  # fmt: skip
+        rows.append([f"attach {nodes} processes x 8 GPUs", f"{time.monotonic() - began:.2f} s",
+                     "", ""])  # fmt: skip
+        time.sleep(3.0)
+        training = _cpu_over(process, seconds)
+        with Client.connect(root=runtime, autostart=False) as client:
+            status = client.request("status")
+            timings, size = [], 0
+            for _ in range(10):
+                began = time.perf_counter()
+                summary = client.request("summary")
+                timings.append(time.perf_counter() - began)
+                size = len(str(summary))
+        rows.append(["daemon CPU, every GPU training", f"{training:.1f} %",
+                     f"{status['step_cpu_ms_mean']:.1f} ms per step", ""])  # fmt: skip
+        rows.append(["daemon RSS, training", f"{process.memory_info().rss / 2**20:.0f} MiB", "",
+                     ""])  # fmt: skip
+        rows.append(["summary op (whole cluster)", f"{statistics.median(timings) * 1000:.0f} ms",
+                     f"~{size / 1e6:.1f} MB", ""])  # fmt: skip
+        env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime), "COLUMNS": "80"}
+        walls = []
+        for _ in range(3):
+            began = time.monotonic()
+            grid = subprocess.run([sys.executable, "-m", "fakehw.nvitop", "--cluster", "-1"],
+                                  env=env, capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+            walls.append(time.monotonic() - began)
+        lines = grid.stdout.count("\n")
+        wall = statistics.median(walls)
+        rows.append([f"fake-nvitop --cluster -1 ({lines} lines)", f"{wall:.2f} s", "<= 5 s",
+                     "ok" if wall <= 5 else "MISSED"])  # fmt: skip
+        stop_daemon(runtime)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    return rows
 
 
 def _run_threads(target: Callable[[], None], count: int) -> None:
@@ -489,7 +561,7 @@ def monitor_cpu(seconds: float, command: list[str] | None = None) -> dict[str, f
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-SECTIONS = ["daemon", "snapshots", "load", "recovery", "monitors", "startup"]
+SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup"]
 
 
 def main() -> None:
@@ -524,6 +596,11 @@ def main() -> None:
                 rows, headers=["GPUs", "CPU (one core)", "ms per step", "RSS MiB", "target", ""]
             )
         )
+        print()
+
+    if "scale" in sections:
+        print("8,192 nodes x 8 GPUs (65,536), model at 10 Hz")
+        print(tabulate(scale(8192, cpu_window), headers=["", "measured", "", "target"]))
         print()
 
     if "snapshots" in sections:

@@ -121,6 +121,8 @@ def _cluster_from(args: argparse.Namespace) -> tuple[ClusterConfig, DaemonConfig
         if value is not None:
             daemon_changes[setting] = value
     if "tcp_token_file" in daemon_changes:
+        if not daemon_changes["tcp_token_file"]:
+            raise CliError("--tcp-token-file: the token file name is empty", EXIT_USAGE)
         daemon_changes["tcp_token_file"] = os.path.abspath(daemon_changes["tcp_token_file"])
     try:
         return (

@@ -94,8 +94,8 @@ class Client:
         hello: dict[str, Any] = {"protocol": proto.PROTOCOL_VERSION, "client": client_name}
         if remote:
             paths = RuntimePaths(remote)
+            hello["token"] = remote_token()  # a bad token file is said before any connection
             sock = connect_remote(remote)
-            hello["token"] = remote_token()
         else:
             try:
                 paths = runtime_paths(root, create=autostart)

@@ -40,7 +40,7 @@ from typing import Any
 from fakehw import __version__, pidwatch
 from fakehw import protocol as proto
 from fakehw.config import ClusterConfig, DaemonConfig
-from fakehw.devices import ClusterError, OutOfMemory
+from fakehw.devices import MAX_UNSAVED_STATE_S, ClusterError, OutOfMemory
 from fakehw.runtime import (
     RuntimeDirError,
     RuntimePaths,
@@ -61,6 +61,11 @@ MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
 # within CHANGE_SAVE_S; heat and energy, which drift slowly, within SAVE_INTERVAL_S.
 SAVE_INTERVAL_S = 2.0
 CHANGE_SAVE_S = 0.5
+# A big cluster's state takes a while to write (0.3 s at 65,536 GPUs): saves are then
+# spaced to at least this many times their cost, so saving never takes more than a
+# tenth of a core; never more than MAX_UNSAVED_S apart, which restores count on.
+SAVE_COST_FACTOR = 10.0
+MAX_UNSAVED_S = MAX_UNSAVED_STATE_S
 STATE_OPS = frozenset({"attach", "set_phase", "detach", "inject"})
 MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
 MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out local tools
@@ -164,6 +169,7 @@ class Daemon:
         self.tcp_address: str | None = None  # "host:port" actually bound
         self._accept_resume_at: float | None = None  # accepting paused until then
         self._state_changed = False  # since the last save
+        self._last_save_cost_s = 0.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -391,10 +397,15 @@ class Daemon:
             self._lock_handle.close()
 
     # ----------------------------------------------------------------- loop
+    def _save_interval_s(self, wanted: float) -> float:
+        return min(MAX_UNSAVED_S, max(wanted, SAVE_COST_FACTOR * self._last_save_cost_s))
+
     def _save_state(self) -> None:
         self._state_changed = False
+        began = time.monotonic()
         try:
             self.simulator.save_state(self.paths.state_file)
+            self._last_save_cost_s = time.monotonic() - began
         except OSError as exc:
             self.throttle.warning("save", "cannot save the state to %s: %s",
                                   self.paths.state_file, exc.strerror or exc)  # fmt: skip
@@ -429,7 +440,8 @@ class Daemon:
                 next_watch = now + WATCH_INTERVAL_S
                 self._check_idle(now)
             since_save = now - last_save
-            if since_save >= (CHANGE_SAVE_S if self._state_changed else SAVE_INTERVAL_S):
+            if since_save >= self._save_interval_s(CHANGE_SAVE_S if self._state_changed
+                                                   else SAVE_INTERVAL_S):  # fmt: skip
                 self._save_state()
                 last_save = now
 

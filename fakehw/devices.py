@@ -85,9 +85,10 @@ INTENSITY_NOISE_MEMORY = 0.55
 # Rows of the per-GPU normal draw each tick: intensity drift, power sensor,
 # die and memory sensors, PCIe tx and rx wander, NVLink jitter.
 _GPU_DRAWS = 7
-# The longest a daemon's state can go unsaved (daemon.SAVE_INTERVAL_S), with room: what a
-# restart adds to the energy counters at the power limit, so that they never go back.
-RESTORE_ENERGY_MARGIN_S = 2.5
+# The longest a daemon's state goes unsaved (the daemon spaces its saves within this).
+# A restart adds up to this much time at the power limit to the energy counters, so
+# that no reading a client saw before a kill -9 is ever undercut.
+MAX_UNSAVED_STATE_S = 10.0
 BRAKE_CLOCK_SHARE = 0.25  # of the maximum SM clock, under a power brake
 # Hardware thermal slowdown engages at the slowdown temperature and lets go only
 # once the die is this much cooler, so the clocks do not flap tick by tick.
@@ -95,6 +96,14 @@ HW_SLOWDOWN_RELEASE_C = 3.0
 LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
 MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
 _MEMORY_CYCLE = np.array(TRAIN_MEMORY_CYCLE) / np.mean(TRAIN_MEMORY_CYCLE)
+# Each phase's demand figures as arrays over the phases, for the vectorised demand table.
+_PHASE_ROW = {name: row for row, name in enumerate(PHASES)}
+_PROFILE_TABLE: dict[str, FloatArray] = {
+    field: np.array([float(getattr(profile, field)) for profile in PHASES.values()])
+    for field in ("activity", "activity_while_allocating", "intensity", "intensity_jitter",
+                  "memory_activity", "memory_activity_jitter", "cycled", "stall_rate_hz",
+                  "pcie_tx_mb_s", "pcie_rx_mb_s", "nvlink_share", "allocation_rate_mib_s")
+}  # fmt: skip
 _INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
 
 
@@ -144,10 +153,14 @@ class SlotTable:
     """One row per (process, GPU): the state a process keeps on each of its GPUs.
 
     Columns live in parallel arrays for vectorised ticks; rows are only added
-    and removed here, so the columns can never fall out of step.
+    and removed here, and targets only set here, so the columns and the per-GPU
+    sum of targets can never fall out of step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gpu_count: int) -> None:
+        # what the processes on each GPU hold or are growing to: checked at every attach
+        self.target_per_gpu = np.zeros(gpu_count)
+        self.processes_per_gpu = np.zeros(gpu_count, dtype=np.int64)
         self.gpu = np.zeros(0, dtype=np.int64)
         self.pid = np.zeros(0, dtype=np.int64)
         self.used_mib = np.zeros(0)  # what the process holds there now
@@ -160,15 +173,23 @@ class SlotTable:
 
     def add(self, pid: int, gpus: Sequence[int], intensity_bias: FloatArray) -> None:
         count = len(gpus)
-        self.gpu = np.concatenate([self.gpu, np.asarray(gpus, dtype=np.int64)])
+        index = np.asarray(gpus, dtype=np.int64)
+        np.add.at(self.processes_per_gpu, index, 1)
+        self.gpu = np.concatenate([self.gpu, index])
         self.pid = np.concatenate([self.pid, np.full(count, pid, dtype=np.int64)])
         self.used_mib = np.concatenate([self.used_mib, np.zeros(count)])
         self.target_mib = np.concatenate([self.target_mib, np.zeros(count)])
         self.intensity_bias = np.concatenate([self.intensity_bias, intensity_bias])
         self.noise = np.concatenate([self.noise, np.zeros(count)])
 
+    def set_target(self, rows: npt.NDArray[np.bool_], target_mib: FloatArray) -> None:
+        np.add.at(self.target_per_gpu, self.gpu[rows], target_mib - self.target_mib[rows])
+        self.target_mib[rows] = target_mib
+
     def remove(self, pid: int) -> None:
         keep = self.pid != pid
+        np.subtract.at(self.target_per_gpu, self.gpu[~keep], self.target_mib[~keep])
+        np.subtract.at(self.processes_per_gpu, self.gpu[~keep], 1)
         self.gpu = self.gpu[keep]
         self.pid = self.pid[keep]
         self.used_mib = self.used_mib[keep]
@@ -273,7 +294,7 @@ class Cluster:
         past_energy = self.energy_j - self.power_w * POWER_AVERAGE_WINDOW_S
         self._energy_window.append((self.time - POWER_AVERAGE_WINDOW_S, past_energy))
         self._decay_cache: dict[float, tuple[FloatArray, FloatArray]] = {}
-        self.slots = SlotTable()
+        self.slots = SlotTable(n)
         self._util_history = np.zeros((UTILIZATION_HISTORY, 2, n), dtype=np.uint8)
         self._util_history_times = np.full(UTILIZATION_HISTORY, np.nan)
         self._util_history_due = self.time
@@ -352,7 +373,7 @@ class Cluster:
         process.cycle_offset = float(self._rng.random())
         self.processes[pid] = process
         self.slots.add(pid, process.gpus, self._rng.normal(1.0, 0.03, len(process.gpus)))
-        self.slots.target_mib[self.slots.pid == pid] = target
+        self.slots.set_target(self.slots.pid == pid, target)
         self._slots_changed()
         return process
 
@@ -382,7 +403,7 @@ class Cluster:
             process.cycle_s = cycle_s
         if intensity is not None:
             process.intensity_scale = intensity
-        self.slots.target_mib[mask] = target
+        self.slots.set_target(mask, target)
         self._slots_changed()
 
     def _fitted_target(
@@ -418,10 +439,7 @@ class Cluster:
 
     def _target_per_gpu(self) -> FloatArray:
         """MiB the processes on each GPU hold or are growing to (their targets)."""
-        totals = np.bincount(
-            self.slots.gpu, weights=self.slots.target_mib, minlength=self.gpu_count
-        )
-        return np.asarray(totals, dtype=np.float64)
+        return self.slots.target_per_gpu
 
     @property
     def process_memory_limit_mib(self) -> int:
@@ -444,17 +462,19 @@ class Cluster:
             name: np.array(getattr(self, name), copy=True)
             for name in (*self.PERSISTED, *self.READINGS)
         }
-        processes = []
-        for p in self.processes.values():
-            mask = self.slots.pid == p.pid
-            processes.append(
-                {"pid": p.pid, "name": p.name, "gpus": list(p.gpus), "user": p.user,
-                 "watch_pid": p.watch_pid, "watch_started": p.watch_started,
-                 "memory_plan": p.memory_plan, "job": p.job, "phase": p.phase,
-                 "cycle_s": p.cycle_s, "intensity": p.intensity_scale,
-                 "used_mib": self.slots.used_mib[mask].tolist(),
-                 "target_mib": self.slots.target_mib[mask].tolist()}
-            )  # fmt: skip
+        rows: dict[int, list[int]] = {}  # pid -> its slots, in one pass over the table
+        for row, pid in enumerate(self.slots.pid.tolist()):
+            rows.setdefault(pid, []).append(row)
+        used, target = self.slots.used_mib.tolist(), self.slots.target_mib.tolist()
+        processes = [
+            {"pid": p.pid, "name": p.name, "gpus": list(p.gpus), "user": p.user,
+             "watch_pid": p.watch_pid, "watch_started": p.watch_started,
+             "memory_plan": p.memory_plan, "job": p.job, "phase": p.phase,
+             "cycle_s": p.cycle_s, "intensity": p.intensity_scale,
+             "used_mib": [used[r] for r in rows.get(p.pid, [])],
+             "target_mib": [target[r] for r in rows.get(p.pid, [])]}
+            for p in self.processes.values()
+        ]  # fmt: skip
         return {"time": self.time, "config": self.config.to_json(), "arrays": arrays,
                 "processes": processes}  # fmt: skip
 
@@ -478,9 +498,10 @@ class Cluster:
         # last save is lost; the energy counter gets the most that interval could have
         # drawn on top, so that no reading a client saw before the kill is ever undercut.
         saved_time = float(state.get("time", self.time))
+        unsaved_s = min(max(0.0, self.time - saved_time), MAX_UNSAVED_STATE_S)
         if 0 < saved_time < self.time:
             self.time = saved_time
-        self.energy_j = self.energy_j + self.power_limit_w * RESTORE_ENERGY_MARGIN_S
+        self.energy_j = self.energy_j + self.power_limit_w * unsaved_s
         self._energy_window.clear()
         before = self.energy_j - self.power_w * POWER_AVERAGE_WINDOW_S
         self._energy_window.append((self.time - POWER_AVERAGE_WINDOW_S, before))
@@ -513,8 +534,12 @@ class Cluster:
                 if held.shape != self.slots.used_mib[mask].shape:
                     continue
                 others = self._target_per_gpu()[self.slots.gpu[mask]] - self.slots.target_mib[mask]
-                if np.all(others + held <= self.process_memory_limit_mib) and np.all(held >= 0):
-                    getattr(self.slots, column)[mask] = held
+                if not (np.all(others + held <= self.process_memory_limit_mib) and held.min() >= 0):
+                    continue
+                if column == "target_mib":
+                    self.slots.set_target(mask, held)
+                else:
+                    self.slots.used_mib[mask] = held
         except (ClusterError, KeyError, TypeError, ValueError):
             self.detach(pid)
             raise
@@ -625,46 +650,57 @@ class Cluster:
         return float(defaults.get(phase, spec.context_mib))
 
     def _slots_changed(self) -> None:
-        """Rebuild the per-slot demand table after an attach, phase change or detach."""
-        procs = [self.processes[int(pid)] for pid in self.slots.pid]
-        profiles = [p.profile for p in procs]
-
-        def column(values: list[float]) -> FloatArray:
-            return np.array(values, dtype=np.float64)
-
-        self._slot_activity = column([pr.activity for pr in profiles])
-        self._slot_alloc_activity = column([pr.activity_while_allocating for pr in profiles])
-        self._slot_intensity = column(
-            [pr.intensity * p.intensity_scale for pr, p in zip(profiles, procs, strict=True)]
-        )
-        self._slot_intensity_jitter = column([pr.intensity_jitter for pr in profiles])
-        self._slot_memory_activity = column([pr.memory_activity for pr in profiles])
-        self._slot_memory_jitter = column([pr.memory_activity_jitter for pr in profiles])
-        self._slot_cycled = np.array([pr.cycled for pr in profiles], dtype=bool)
-        self._slot_cycle_s = column([p.cycle_s for p in procs])
-        self._slot_cycle_offset = column([p.cycle_offset for p in procs])
-        self._slot_phase_started = column([p.phase_started for p in procs])
-        self._slot_stall_hz = column([pr.stall_rate_hz for pr in profiles])
-        self._slot_pcie = np.array(
-            [[pr.pcie_tx_mb_s for pr in profiles], [pr.pcie_rx_mb_s for pr in profiles]]
-        ).reshape(2, len(profiles))
-        job_gpus: dict[str, int] = {}
-        for process in self.processes.values():
-            job_gpus[process.job] = job_gpus.get(process.job, 0) + len(process.gpus)
-        spans = column([1.0 if job_gpus[p.job] > 1 else 0.0 for p in procs])
-        self._slot_nvlink_share = column([pr.nvlink_share for pr in profiles]) * spans
-        self._slot_alloc_rate = column([pr.allocation_rate_mib_s for pr in profiles])
-        self._slot_count_per_gpu = np.bincount(self.slots.gpu, minlength=self.gpu_count)
-        self.host_load.set_processes(
-            (p.gpus[0] // self.gpus_per_node, p.phase) for p in self.processes.values()
-        )
+        """After an attach, phase change or detach: what the next check needs now, and
+        the demand table marked for a rebuild before the next tick (a job attaching
+        8,192 processes rebuilds it once, not 8,192 times)."""
+        self._slot_count_per_gpu = self.slots.processes_per_gpu
         self.has_context = self._slot_count_per_gpu > 0
+        self._demand_stale = True
+
+    def _refresh_demand(self) -> None:
+        """Rebuild the per-slot demand table, if the processes changed since it was built:
+        per process once, then spread to its slots (65,536 slots cost milliseconds)."""
+        if not self._demand_stale:
+            return
+        self._demand_stale = False
+        procs = list(self.processes.values())
+        row_of = {p.pid: row for row, p in enumerate(procs)}
+        proc = np.array([row_of[pid] for pid in self.slots.pid.tolist()], dtype=np.int64)
+        phase = np.array([_PHASE_ROW[p.phase] for p in procs], dtype=np.int64)[proc]
+        table = _PROFILE_TABLE
+
+        def per_process(values: list[float]) -> FloatArray:
+            column: FloatArray = np.array(values, dtype=np.float64)[proc]
+            return column
+
+        self._slot_activity = table["activity"][phase]
+        self._slot_alloc_activity = table["activity_while_allocating"][phase]
+        self._slot_intensity = table["intensity"][phase] * per_process(
+            [p.intensity_scale for p in procs]
+        )
+        self._slot_intensity_jitter = table["intensity_jitter"][phase]
+        self._slot_memory_activity = table["memory_activity"][phase]
+        self._slot_memory_jitter = table["memory_activity_jitter"][phase]
+        self._slot_cycled = table["cycled"][phase] > 0
+        self._slot_cycle_s = per_process([p.cycle_s for p in procs])
+        self._slot_cycle_offset = per_process([p.cycle_offset for p in procs])
+        self._slot_phase_started = per_process([p.phase_started for p in procs])
+        self._slot_stall_hz = table["stall_rate_hz"][phase]
+        self._slot_pcie = np.stack([table["pcie_tx_mb_s"][phase], table["pcie_rx_mb_s"][phase]])
+        job_gpus: dict[str, int] = {}
+        for process in procs:
+            job_gpus[process.job] = job_gpus.get(process.job, 0) + len(process.gpus)
+        spans = per_process([1.0 if job_gpus[p.job] > 1 else 0.0 for p in procs])
+        self._slot_nvlink_share = table["nvlink_share"][phase] * spans
+        self._slot_alloc_rate = table["allocation_rate_mib_s"][phase]
+        self.host_load.set_processes((p.gpus[0] // self.gpus_per_node, p.phase) for p in procs)
 
     # ------------------------------------------------------------------- tick
     def step(self, dt_s: float) -> None:
         """Advance every GPU by ``dt_s`` seconds."""
         if not dt_s > 0:
             raise ValueError("dt must be positive")
+        self._refresh_demand()
         self.time += dt_s
         self.tick += 1
         rng, spec, n = self._rng, self.spec, self.gpu_count
@@ -1035,8 +1071,15 @@ class Cluster:
                 return f"pid {pid} holds {len(process.gpus)} GPUs but has other slots"
         if counted:
             return f"slots of unattached pids {sorted(int(p) for p in counted)[:5]}"
+        self._refresh_demand()
         if len(self._slot_activity) != len(slots):
             return "the demand table is out of step with the slots"
+        recount = np.bincount(slots.gpu, weights=slots.target_mib, minlength=self.gpu_count)
+        if np.abs(recount - slots.target_per_gpu).max(initial=0.0) > 0.5:
+            return "the per-GPU memory sums are out of step with the slots"
+        if not np.array_equal(np.bincount(slots.gpu, minlength=self.gpu_count),
+                              slots.processes_per_gpu):  # fmt: skip
+            return "the per-GPU process counts are out of step with the slots"
         over = self._target_per_gpu() > self.process_memory_limit_mib + 0.5
         if over.any():
             return f"GPU {int(np.flatnonzero(over)[0])} holds more memory than it has"

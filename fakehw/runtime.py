@@ -158,18 +158,19 @@ def read_token_file(path: str) -> str:
         if exc.errno == errno.ELOOP:
             raise TokenError(f"token file {path} is a symbolic link; refusing it") from None
         raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise TokenError(f"token file {path} is not a regular file")
         if info.st_uid != os.getuid():
             raise TokenError(f"token file {path} belongs to uid {info.st_uid}, not to you")
         if info.st_mode & 0o077:
             raise TokenError(f"token file {path} is readable by others: chmod 600 {path}")
-        try:
-            raw = handle.read(4096)
-        except OSError as exc:
-            raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
+        raw = os.read(fd, 4096)
+    except OSError as exc:
+        raise TokenError(f"cannot read token file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     try:
         token = raw.split(b"\n", 1)[0].strip().decode("ascii")
     except UnicodeDecodeError:

@@ -99,3 +99,103 @@ def test_bad_flags_and_values(program: str, args: list[str], code: int, message:
     assert result.returncode == code, (result.stdout, result.stderr)
     assert message in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------- issue 12: more bad input
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b'[cluster]\ngpu_model = "h100\xff"\n', "is not UTF-8 text"),
+        (b"[cluster]\ngpu_model = 5\n", "gpu_model must be a model name"),
+        (b'[cluster]\ngpu_model = ["h100"]\n', "gpu_model must be a model name"),
+    ],
+    ids=["not utf-8", "a number", "a list"],
+)
+def test_a_config_file_of_the_wrong_kind_is_named(tmp_path: Path, text: bytes, message: str) -> None:
+    config = tmp_path / "fakehw.toml"
+    config.write_bytes(text)
+    schedule = tmp_path / "schedule.json"
+    schedule.write_text('{"phases": [{"phase": "train", "seconds": 1}]}')
+    for program, args in (("fakehw", ["daemon", "start"]), ("fake-train", ["--seed", "1"]),
+                          ("fakehw", ["simulate", "--schedule", str(schedule)])):  # fmt: skip
+        result = run(program, *args, config=config)
+        assert result.returncode == 1, (program, result.stderr)
+        assert message in result.stderr and str(config) in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def schedule(tmp_path: Path) -> Path:
+    path = tmp_path / "schedule.json"
+    path.write_text('{"phases": [{"phase": "train", "seconds": 1}]}')
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "message"),
+    [
+        ([], b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a JSON text file"),
+        ([], b'{"phases": [{"phase": "train", "seconds": 1}], "start": 1e17}', '"start" must be'),
+        ([], b'{"phases": [{"phase": "train", "seconds": 1}], "start": -5}', '"start" must be'),
+        ([], b'{"phases": [{"phase": "train", "seconds": 1e300}]}', '"seconds" must be'),
+        ([], b'{"phases": [{"phase": "train", "seconds": 1, "memory_mib": 999999}]}',
+         '"memory_mib" 999999 is more than'),
+        ([], b'{"phases": [' + b"[" * 100000 + b"]" * 100000 + b"]}", "not plain JSON"),
+        ([], b'{"phases": [{"phase": "train", "seconds": 1' + b"0" * 5000 + b"}]}",
+         "not plain JSON"),
+        (["--start", "nan"], None, "--start must be a unix time"),
+        (["--start", "inf"], None, "--start must be a unix time"),
+        (["--start", "1e300"], None, "--start must be a unix time"),
+        (["--start=-1e10"], None, "--start must be a unix time"),
+        (["--seed", "-1"], None, "--seed must be between 0 and"),
+    ],
+    ids=["binary file", "start 1e17", "start < 0", "seconds 1e300", "memory beyond the GPU",
+         "nested 100000 deep", "5000 digits", "--start nan", "--start inf", "--start 1e300",
+         "--start -1e10", "--seed -1"],
+)  # fmt: skip
+def test_simulate_refuses_what_it_cannot_play(
+    schedule: Path, extra: list[str], body: bytes | None, message: str
+) -> None:
+    if body is not None:
+        schedule.write_bytes(body)
+    result = run("fakehw", "simulate", "--schedule", str(schedule), *extra)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_simulate_prints_every_timestamp_of_a_run_in_the_last_year_nvidia_smi_can_print(
+    schedule: Path,
+) -> None:
+    result = run("fakehw", "simulate", "--schedule", str(schedule), "--start", "253402300700",
+                 "--query-gpu", "timestamp,power.draw", "--format", "csv,noheader")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first, *_, last = result.stdout.splitlines()
+    assert first.startswith("9999/12/31 23:58:20.000, ") and last.startswith("9999/12/31 23:58:21")
+    assert all(float(line.split(", ")[1].split()[0]) < 800 for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["inject", "ecc", "--count", "0"], "--count must be between 1 and 1000000"),
+        (["inject", "thermal", "--gpu", "٣"], "invalid int value: '٣'"),
+        (["daemon", "start", "--tcp-token-file", "/tmp"], "--tcp-token-file needs --tcp"),
+        (["daemon", "start", "--tcp", "0", "--tcp-token-file", "/tmp"], "is not a regular file"),
+        (["daemon", "start", "--tcp", "0", "--tcp-token-file", ""], "the token file name is empty"),
+        (["daemon", "start", "--nodes", "٣"], "invalid int value: '٣'"),
+    ],
+    ids=["--count 0", "unicode digit --gpu", "token file without --tcp", "token file a directory",
+         "token file ''", "unicode digit --nodes"],
+)  # fmt: skip
+def test_fakehw_flags_say_which_flag_is_wrong(args: list[str], message: str) -> None:
+    result = run("fakehw", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--only", "3"], ["--pid", "1"], ["--user", "root"]])
+def test_the_cluster_grid_refuses_filters_it_would_ignore(flags: list[str]) -> None:
+    result = run("fake-nvitop", "--cluster", "-1", *flags)
+    assert result.returncode == 2
+    assert f"argument --cluster: not allowed with {flags[0]}" in result.stderr
