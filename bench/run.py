@@ -170,8 +170,9 @@ def scale(nodes: int, seconds: float) -> list[list[object]]:
         walls = []
         for _ in range(3):
             began = time.monotonic()
-            grid = subprocess.run([sys.executable, "-m", "fakehw.nvitop", "--cluster", "-1"],
-                                  env=env, capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+            command = [sys.executable, "-m", "fakehw.nvitop", "--cluster", "-1"]
+            grid = subprocess.run(command, env=env, capture_output=True, text=True, check=True,
+                                  cwd=ROOT)  # fmt: skip
             walls.append(time.monotonic() - began)
         lines = grid.stdout.count("\n")
         wall = statistics.median(walls)

@@ -111,7 +111,9 @@ def test_bad_flags_and_values(program: str, args: list[str], code: int, message:
     ],
     ids=["not utf-8", "a number", "a list"],
 )
-def test_a_config_file_of_the_wrong_kind_is_named(tmp_path: Path, text: bytes, message: str) -> None:
+def test_a_config_file_of_the_wrong_kind_is_named(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
     config = tmp_path / "fakehw.toml"
     config.write_bytes(text)
     schedule = tmp_path / "schedule.json"
