@@ -247,8 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serves every GPU of the fake cluster at /metrics with the DCGM exporter's "
         "metric names, types, help texts and labels (for Prometheus and Grafana).",
     )
-    exporter.add_argument("--listen", default="127.0.0.1:9400", metavar="HOST:PORT",
-                          help="where to listen (default 127.0.0.1:9400)")  # fmt: skip
+    exporter.add_argument(
+        "--listen",
+        default="127.0.0.1:9400",
+        metavar="HOST:PORT",
+        help="where to listen, as dcgm-exporter's --address: HOST:PORT, [IPV6]:PORT, or :PORT "
+        "for every interface (IPv4 and IPv6, as Go reads it); default 127.0.0.1:9400, loopback "
+        "only. /metrics serves every node (up to 8,192 GPUs), /metrics?node=N one node",
+    )
     exporter.add_argument("--host-label", choices=("hostname", "Hostname", "both"),
                           default="hostname",
                           help="the node label: hostname (dcgm-exporter since May 2026, the "
@@ -778,7 +784,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
-    from fakehw.client import Client
     from fakehw.exporter import serve
 
     try:
@@ -787,13 +792,12 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror}", EXIT_FAILURE) from None
-    try:  # as dcgm-exporter fails at start without DCGM, not at the first scrape
-        Client.connect(client_name="fakehw-exporter").close()
-    except DaemonUnavailable:
+    try:  # as dcgm-exporter fails at start without DCGM; warns if too large for one scrape
+        server.app.start()
+    except BaseException:
         server.server_close()
         raise
-    host, port = str(server.server_address[0]), int(server.server_address[1])
-    print(f"fakehw exporter: http://{host}:{port}/metrics", flush=True)
+    print(f"fakehw exporter: {server.url}", flush=True)
     raise_on_termination()
     try:
         server.serve_forever()

@@ -285,7 +285,8 @@ class Cluster:
         self.fault_brake = np.zeros(n, dtype=bool)
         self.lost = np.zeros(n, dtype=bool)
         self.hw_slowdown = np.zeros(n, dtype=bool)  # hardware thermal slowdown engaged
-        self.ecc_uncorrected = np.zeros(n, dtype=np.int64)
+        self.ecc_uncorrected = np.zeros(n, dtype=np.int64)  # since the board was made
+        self.ecc_uncorrected_volatile = np.zeros(n, dtype=np.int64)  # since the last reset
         self.memory_activity = np.zeros(n)
         self.activity = np.zeros(n)
         self.has_context = np.zeros(n, dtype=bool)
@@ -450,9 +451,11 @@ class Cluster:
     PERSISTED = ("energy_j", "die_rise_c", "memory_rise_c", "ecc_volatile", "ecc_uncorrected",
                  "xid_count", "last_xid", "fault_heat_w", "fault_brake", "lost", "counters_us",
                  "nvlink_kib_total", "power_limit_w", "power_w")  # fmt: skip
-    # The last readings, so that the first snapshot after a restart is the last one
-    # before it (optional: a state saved by an older fakehw restores without them).
-    READINGS = ("sm_clock_mhz", "demand_seen_w", "activity", "memory_activity",
+    # Restored when saved (a state saved by an older fakehw restores without them): the
+    # counters a reset moves between volatile and aggregate, and the last readings, so
+    # that the first snapshot after a restart is the last one before it.
+    READINGS = ("ecc_history", "ecc_uncorrected_volatile",
+                "sm_clock_mhz", "demand_seen_w", "activity", "memory_activity",
                 "util_gpu_pct", "util_mem_pct", "util_window_s", "util_gpu_acc", "util_mem_acc",
                 "clocks_event_reasons", "hw_slowdown", "pcie_kbps", "nvlink_kbps")  # fmt: skip
 
@@ -551,7 +554,8 @@ class Cluster:
         ``power-brake``: clocks held near their floor; ``ecc``: ``count``
         corrected single-bit errors; ``ecc-uncorrectable``: a double-bit error
         (XID 48); ``xid79``: the GPU falls off the bus; ``clear``: all undone,
-        as after a reset or a reboot.
+        as after a reset: the volatile error counts start again from zero, the
+        aggregate ones keep every error.
         """
         if not 0 <= gpu < self.gpu_count:
             raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
@@ -565,14 +569,18 @@ class Cluster:
             self.ecc_volatile[gpu] += count
         elif fault == "ecc-uncorrectable":
             self.ecc_uncorrected[gpu] += 1
+            self.ecc_uncorrected_volatile[gpu] += 1
             self._xid(gpu, 48)
         elif fault == "xid79":
             self.lost[gpu] = True
             self._xid(gpu, 79)
-        elif fault == CLEAR_FAULTS:
+        elif fault == CLEAR_FAULTS:  # a GPU reset: volatile counts go to the aggregate ones
             self.fault_heat_w[gpu] = 0.0
             self.fault_brake[gpu] = False
             self.lost[gpu] = False
+            self.ecc_history[gpu] += self.ecc_volatile[gpu]
+            self.ecc_volatile[gpu] = 0
+            self.ecc_uncorrected_volatile[gpu] = 0
         else:
             raise ClusterError(
                 f"unknown fault {fault!r}; faults: {', '.join(GPU_FAULTS)}, {CLEAR_FAULTS}"
@@ -590,7 +598,7 @@ class Cluster:
             faults.append("thermal")
         if self.fault_brake[gpu]:
             faults.append("power-brake")
-        if self.ecc_uncorrected[gpu]:
+        if self.ecc_uncorrected_volatile[gpu]:
             faults.append("ecc-uncorrectable")
         if self.lost[gpu]:
             faults.append("xid79")
@@ -1112,6 +1120,7 @@ class Cluster:
         ecc_volatile, ecc_history = ints(self.ecc_volatile), ints(self.ecc_history)
         xid_count, last_xid = ints(self.xid_count), ints(self.last_xid)
         ecc_uncorrected = ints(self.ecc_uncorrected)
+        ecc_uncorrected_volatile = ints(self.ecc_uncorrected_volatile)
         lost = self.lost[section].tolist()
         faults = [self.faults_of(g) for g in range(lo, hi)]
         gpus: list[records.GpuRecord] = []
@@ -1162,7 +1171,7 @@ class Cluster:
                     "nvlink_rx_kib_total": nv_rx_total[k],
                     "ecc": {
                         "volatile_dram_corrected": ecc_volatile[k],
-                        "volatile_dram_uncorrected": ecc_uncorrected[k],
+                        "volatile_dram_uncorrected": ecc_uncorrected_volatile[k],
                         "volatile_sram_corrected": 0,
                         "volatile_sram_uncorrected": 0,
                         "aggregate_dram_corrected": ecc_history[k] + ecc_volatile[k],
@@ -1231,6 +1240,7 @@ class Cluster:
                     "used_memory_mib": round(float(self.slots.used_mib[slot])),
                     "type": "C",
                     "phase": process.phase,
+                    "host_process": process.is_host_process,
                     # Process samples count kernel time a little short of the
                     # device's (pmon shows 99 % on a saturated GPU, memory lower).
                     "sm_util_pct": int(self.util_gpu_pct[gpu] * PROCESS_SM_SHARE) // sharing,

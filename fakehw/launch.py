@@ -2,8 +2,11 @@
 
 Ctrl-C while a program is still starting — importing its modules, before its
 own ``except KeyboardInterrupt`` is in place — ends it quietly with 130, as
-Ctrl-C ends any program, instead of a Python traceback. Nothing has touched
-the terminal by then, so there is nothing to restore. Imports only ``signal``.
+Ctrl-C ends any program, instead of a Python traceback; so does a Ctrl-C (or
+a SIGTERM the program turned into ``Terminated``) that gets past the program's
+own handling. Nothing has touched the terminal while starting, and ``finally``
+blocks restore it after: there is nothing left to restore. Imports only
+``signal`` and ``fakehw.signals``.
 """
 
 from __future__ import annotations
@@ -34,9 +37,16 @@ def run(program: str) -> int:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
     import importlib
 
+    from fakehw.signals import EXIT_INTERRUPTED, Terminated
+
     main = importlib.import_module(PROGRAMS[program]).main
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    code: int = main()
+    try:
+        code: int = main()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Terminated as exc:
+        return exc.exit_code
     return code
 
 

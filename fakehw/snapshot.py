@@ -110,6 +110,9 @@ if TYPE_CHECKING:
         phase: str
         sm_util_pct: int
         mem_util_pct: int
+        # a process of the daemon's machine (psutil may describe it), or a record
+        # standing for one elsewhere (a rank on another node): never looked up locally
+        host_process: NotRequired[bool]
 
     class HostRecord(TypedDict):
         product: str

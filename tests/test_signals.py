@@ -48,3 +48,38 @@ def test_a_signal_leaves_the_terminal_as_it_was(tmux, program: str, how: str) ->
     assert "Traceback" not in screen(tmux)
     assert tmux("display", "-p", "-t", "t", "#{alternate_on}").strip() == "0"
     assert tmux("display", "-p", "-t", "t", "#{cursor_flag}").strip() == "1"
+
+
+STARTING = {
+    "fake-nvidia-smi": ["fake-nvidia-smi"],
+    "fake-gpustat": ["fake-gpustat"],
+    "fake-nvitop -1": ["fake-nvitop", "-1"],
+    "fakehw daemon status": ["fakehw", "daemon", "status"],
+    "fake-train": ["fake-train", "--gpus", "8", "--exit-after-steps", "1"],
+}
+# A traceback through fakehw's own modules (the launcher's import aside: before it
+# runs, Ctrl-C belongs to the interpreter's start-up, as for any Python program).
+OURS = re.compile(r'File "[^"]*/fakehw/(?!launch\.py|__init__\.py)[^"]*"')
+
+
+@pytest.mark.parametrize("program", list(STARTING))
+def test_ctrl_c_while_a_program_starts_ends_it_quietly(runtime_dir, program: str) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import time
+    from pathlib import Path
+
+    assert subprocess.run([sys.executable, "-m", "fakehw", "daemon", "start"],
+                          capture_output=True, check=False).returncode == 0  # fmt: skip
+    script = Path(sys.executable).parent / STARTING[program][0]
+    outcomes = []
+    for delay_ms in range(0, 150, 6):
+        process = subprocess.Popen([str(script), *STARTING[program][1:]], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(delay_ms / 1000)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert not OURS.search(stderr), (delay_ms, stderr[-1500:])
+        if "Traceback" not in stderr:
+            assert process.returncode in (0, 130, -signal.SIGINT), (delay_ms, stderr)
+        outcomes.append(process.returncode)
+    assert 130 in outcomes  # some of the signals did land in the program's start-up

@@ -51,7 +51,8 @@ examples:
   fake-train --task sft --gpu-model a100-80gb --nodes 2 --speed-factor 20
   fake-train --exit-after-steps 200 --metrics-jsonl run.jsonl > train.log
 
-Ctrl-C saves a checkpoint and ends the run (press it twice to skip the save).
+Ctrl-C saves a checkpoint and ends the run; during a save, it lets that save
+finish first. Ctrl-C again abandons the save (the last complete one is named).
 A daemon already running keeps its cluster: without --gpus/--nodes/--gpu-model
 the run uses it; `fakehw daemon stop` lets the next run start its own."""
 
@@ -398,7 +399,31 @@ def _restart_daemon(client: Client, cluster: ClusterConfig) -> Client:
 
 
 # ------------------------------------------------------------------- main
+def closed_output() -> int | None:
+    """``fake-train >&-``: with standard output or error closed there is no log or
+    no way to report an error (and the next file opened would take its place).
+    Says so where it still can and returns the exit code; None when both are open."""
+    closed = [
+        name
+        for name, stream in (("standard output", sys.stdout), ("standard error", sys.stderr))
+        if stream is None
+    ]
+    if not closed:
+        return None
+    what = " and ".join(closed)
+    verb = "are" if len(closed) > 1 else "is"
+    message = (
+        f"fake-train: {what} {verb} closed: redirect it to a file or /dev/null instead "
+        "(nothing was started)"
+    )
+    print(message, file=sys.stderr or sys.stdout)
+    return EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    refused = closed_output()
+    if refused is not None:
+        return refused
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list_models:
@@ -429,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from fakehw.train.catalog import UnknownModel
-    from fakehw.train.engine import Engine, JobFailed, Options
+    from fakehw.train.engine import Engine, JobFailed, Options, SaveAbandoned
     from fakehw.train.metrics import MetricsWriter
     from fakehw.train.plan import PlanError, make_plan
     from fakehw.train.styles import STYLES
@@ -482,13 +507,15 @@ def run(args: argparse.Namespace) -> int:
             term.line(term.paint(f"fake-train: {notice}", "yellow"))
         try:
             engine.run()
+        except SaveAbandoned:  # Ctrl-C twice during a save: it said what was lost
+            code = EXIT_INTERRUPTED
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
             engine.interrupted()
         except Terminated as exc:
             code = exc.exit_code
     except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED  # Ctrl-C again while saving: abandon the save
+        code = EXIT_INTERRUPTED  # Ctrl-C again while saving (abandoned), or while ending
     except Terminated as exc:
         code = exc.exit_code
     except WorldError as exc:

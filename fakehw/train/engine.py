@@ -17,8 +17,11 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from types import FrameType
 
 from fakehw.train import arithmetic as ar
 from fakehw.train.events import (
@@ -65,6 +68,36 @@ class RankDied(Exception):
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM during the run."""
+
+
+class SaveAbandoned(KeyboardInterrupt):
+    """Ctrl-C again while a checkpoint was being written: the save is given up."""
+
+
+class SaveGuard:
+    """While a checkpoint is written, Ctrl-C does not cut it short (as a careful
+    trainer's signal handler does): the first press is only noted (``pressed``)
+    and the save goes on; another press raises ``SaveAbandoned``, and so does
+    the first one with ``abandon_at_once`` (the save Ctrl-C itself started)."""
+
+    def __init__(self, abandon_at_once: bool = False) -> None:
+        self.abandon_at_once = abandon_at_once
+        self.pressed = False
+        self._previous: Callable[[int, FrameType | None], object] | int | None = None
+
+    def __enter__(self) -> SaveGuard:
+        if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:  # ignored stays ignored
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self.pressed or self.abandon_at_once:
+            raise SaveAbandoned
+        self.pressed = True
 
 
 @dataclass
@@ -128,13 +161,18 @@ class Engine:
         self.launch: LaunchInfo | None = None
         self.training_since = time.monotonic()
         self.finishing = False  # the wrap-up after training: save, export, summary
+        self.interrupt_told = False  # Ctrl-C came during a save, which said what happens
         self.crash_causes: dict[int, int] = {}  # rank: the XID that killed it
         self.injected: set[tuple[str, int, int]] = set()
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
 
     # --------------------------------------------------------------- pacing
     def wait(self, story_seconds: float, check: bool = True) -> None:
-        """Let ``story_seconds`` pass (sleeping story/speed), watching the ranks.
+        """Let ``story_seconds`` pass (sleeping story/speed), watching the ranks."""
+        self.wait_until(self.deadline(story_seconds), check)
+
+    def deadline(self, story_seconds: float) -> float:
+        """The monotonic time at which ``story_seconds`` from now have passed.
 
         Once ``--exit-after-time`` is up, the wrap-up still plays in full but
         without sleeping: the story clock jumps over what was not slept, so the
@@ -146,7 +184,16 @@ class Engine:
             if deadline > hard:
                 self.clock.jump((deadline - hard) * self.options.speed)
                 deadline = hard
+        return deadline
+
+    def wait_until(
+        self, deadline: float, check: bool = True, stop: Callable[[], bool] | None = None
+    ) -> bool:
+        """Sleep until ``deadline`` (monotonic), watching the ranks if ``check``;
+        False if ``stop()`` came true first."""
         while True:
+            if stop is not None and stop():
+                return False
             if check:
                 crashed = self.world.crashed_by_xid()
                 self.crash_causes.update(crashed)
@@ -155,7 +202,7 @@ class Engine:
                     raise RankDied(dead)
             left = deadline - time.monotonic()
             if left <= 0:
-                return
+                return True
             time.sleep(min(left, 0.1))
 
     # ----------------------------------------------------------------- run
@@ -165,22 +212,28 @@ class Engine:
         while True:
             try:
                 outcome = self.train()
+                self.final_checkpoint()
                 break
-            except RankDied as exc:
+            except RankDied as exc:  # in training or in the final save
                 self.recover(exc.ranks)
         self.finish(interrupted=False)
         return outcome
 
     def interrupted(self) -> None:
-        """Ctrl-C: save what we have, as a careful training script does."""
-        self.style.term.clear_status()
-        saving = bool(self.world.pids and self.steps_done)
-        message = (
-            "interrupted: saving a checkpoint before exiting (Ctrl-C again to abandon it)"
-            if saving
-            else "interrupted before the first step: nothing to save"
-        )
-        self.style.say(self.clock.now(), "signal", self.style.term.paint(message, "yellow"))
+        """Ctrl-C: save what is not saved yet, as a careful training script does."""
+        term = self.style.term
+        term.clear_status()
+        saving = bool(self.world.pids) and self.unsaved_steps() > 0
+        if saving:
+            message = "interrupted: saving a checkpoint before exiting (Ctrl-C again to abandon it)"
+        elif not self.steps_done:
+            message = "interrupted before the first step: nothing to save"
+        elif not self.unsaved_steps():
+            message = f"interrupted: nothing new to save; {self.last_complete()}"
+        else:
+            message = f"interrupted while no worker runs: nothing to save; {self.last_complete()}"
+        if not self.interrupt_told:  # else the save it came during said what happens
+            self.style.say(self.clock.now(), "signal", term.paint(message, "yellow"))
         if saving:
             self.checkpoint(reason="interrupt")
         self.finish(interrupted=True)
@@ -245,6 +298,7 @@ class Engine:
                 "optimizer, scheduler and RNG states",
             )
         style.gpu_check(self.clock.now(), world.cells())
+        self.check_lost_gpus()
         style.parallelism(self.clock.now())
         style.training_start(self.clock.now())
 
@@ -629,7 +683,42 @@ class Engine:
     def checkpoint_name(self, step: int) -> str:
         return self.style.checkpoint_dir(step)
 
+    def checkpoint_path(self, step: int) -> str:
+        return f"{self.plan.save_dir}/{self.checkpoint_name(step)}"
+
+    def unsaved_steps(self) -> int:
+        """Training steps since the last complete checkpoint (or since step 0)."""
+        return self.step - (self.last_checkpoint or 0)
+
+    def last_complete(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint is complete: the run would start again from step 0"
+        return (
+            f"the last complete checkpoint is {self.checkpoint_path(self.last_checkpoint)} "
+            f"(step {self.last_checkpoint:,})"
+        )
+
+    def final_checkpoint(self) -> None:
+        """The save at the end of training, of what is not saved yet."""
+        self.finishing = True
+        if self.unsaved_steps() > 0:
+            self.checkpoint(reason="final")
+
     def checkpoint(self, reason: str = "periodic") -> CheckpointInfo:
+        """Write a checkpoint of this step. Ctrl-C while it is written lets it finish,
+        then ends the run (``KeyboardInterrupt``); Ctrl-C again abandons it."""
+        try:
+            with SaveGuard(abandon_at_once=reason == "interrupt") as guard:
+                info = self.write_checkpoint(reason, guard)
+        except SaveAbandoned:
+            if self.last_checkpoint != self.step:  # else it was complete after all
+                self.abandoned()
+            raise
+        if guard.pressed:
+            raise KeyboardInterrupt
+        return info
+
+    def write_checkpoint(self, reason: str, guard: SaveGuard) -> CheckpointInfo:
         plan, world, style = self.plan, self.world, self.style
         style.term.clear_status()
         if plan.par.sharded_checkpoint:
@@ -637,14 +726,23 @@ class Engine:
         else:
             world.phase("barrier")  # the others wait in a collective while rank 0 writes
             world.phase("checkpoint", ranks=[0])
-        path = f"{plan.save_dir}/{self.checkpoint_name(self.step)}"
+        path = self.checkpoint_path(self.step)
         started = self.clock.now()
         style.checkpoint_start(started, self.step, path, reason)
         total = plan.checkpoint_bytes
         writers = plan.nodes if plan.par.sharded_checkpoint else 1
         seconds = total / (WRITE_GBPS_PER_NODE * 1e9 * writers) * self.rng.uniform(0.9, 1.15)
         seconds = max(2.0, seconds)
-        self.wait(seconds, check=reason != "interrupt")
+        deadline = self.deadline(seconds)
+        if not self.wait_until(deadline, check=reason != "interrupt", stop=lambda: guard.pressed):
+            self.interrupt_told = True
+            style.term.clear_status()
+            message = (
+                f"interrupted: letting the checkpoint of step {self.step:,} finish, then "
+                "exiting (Ctrl-C again to abandon it)"
+            )
+            style.say(self.clock.now(), "signal", style.term.paint(message, "yellow"))
+            self.wait_until(deadline, check=False)
         info = CheckpointInfo(
             step=self.step,
             path=path,
@@ -654,17 +752,31 @@ class Engine:
             time=self.clock.now(),
             reason=reason,
         )
-        style.checkpoint_done(info)
-        self.metrics.checkpoint(info)
         self.checkpoints.append(info)
         self.last_checkpoint = self.step
+        style.checkpoint_done(info)
+        self.metrics.checkpoint(info)
         return info
+
+    def abandoned(self) -> None:
+        """Say what a save given up costs: the checkpoint, and the steps since the last."""
+        term = self.style.term
+        term.clear_status()
+        first = (self.last_checkpoint or 0) + 1
+        lost = f"steps {first:,}-{self.step:,} are" if first < self.step else f"step {first:,} is"
+        message = (
+            f"Ctrl-C again: abandoned the checkpoint of step {self.step:,}; "
+            f"{self.checkpoint_path(self.step)} is incomplete and {lost} lost; "
+            f"{self.last_complete()}"
+        )
+        self.style.say(self.clock.now(), "signal", term.paint(message, "red"))
 
     # -------------------------------------------------------------- failure
     def recover(self, dead: list[int]) -> None:
         """A worker died: the collectives hang, the watchdog fires, torchrun restarts."""
         plan, world, style = self.plan, self.world, self.style
         style.term.clear_status()
+        self.finishing = False  # a rank died in the final save: training resumes first
         alive = [r for r in world.pids if r not in dead]
         world.phase("barrier", ranks=alive)  # stuck in NCCL: 100 % utilization, low power
         self.wait(min(4.0 * self.options.speed, 60.0), check=False)
@@ -683,18 +795,7 @@ class Engine:
         self.wait(3.0, check=False)
         resume_from = self.last_checkpoint or plan.start_step
         style.rank_failure(self.restart_lines(resume_from))
-        lost = world.lost_gpus()
-        if lost:
-            # A GPU off the bus stays off until the machine reboots: CUDA cannot start.
-            raise JobFailed([
-                *(f"[rank{rank}]: RuntimeError: CUDA error: unknown error" for rank in lost),
-                f"E{tag}.950000 {os.getpid()} torch/distributed/elastic/multiprocessing/api.py:"
-                f"882] failed (exitcode: 1) local_rank: {lost[0]} of binary: "
-                f"{world.process_name}",
-                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "
-                f"{self.script().split()[0]} FAILED (GPU {lost[0]} fell off the bus: XID 79; "
-                "the node needs a reboot)",
-            ])  # fmt: skip
+        self.check_lost_gpus()
         world.spawn()
         world.attach(self.memory_plan())
         world.watch_xids()
@@ -714,6 +815,23 @@ class Engine:
             f"restarted worker group ({self.restarts}/{MAX_RESTARTS}); resuming from "
             f"step {resume_from:,}",
         )
+
+    def check_lost_gpus(self) -> None:
+        """A GPU off the bus stays off until the machine reboots: CUDA cannot start on
+        it, at a restart or at the start of a run (a fault injected from outside)."""
+        lost = self.world.lost_gpus()
+        if not lost:
+            return
+        tag = time.strftime("%m%d %H:%M:%S", time.localtime(self.clock.now()))
+        raise JobFailed([
+            *(f"[rank{rank}]: RuntimeError: CUDA error: unknown error" for rank in lost),
+            f"E{tag}.950000 {os.getpid()} torch/distributed/elastic/multiprocessing/api.py:"
+            f"882] failed (exitcode: 1) local_rank: {lost[0]} of binary: "
+            f"{self.world.process_name}",
+            "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "
+            f"{self.script().split()[0]} FAILED (GPU {lost[0]} fell off the bus: XID 79; "
+            "the node needs a reboot)",
+        ])  # fmt: skip
 
     def failure_lines(self, dead: list[int]) -> list[str]:
         """What PyTorch prints when a rank dies mid-collective (NCCL watchdog, torchrun)."""
@@ -779,8 +897,6 @@ class Engine:
         style.term.clear_status()
         self.finishing = True
         if not interrupted:
-            if self.steps_done and self.last_checkpoint != self.step:
-                self.checkpoint(reason="final")
             world.phase("free")
             self.export()
             world.phase("eval")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fakehw import snapshot as records
+
 
 @dataclass(frozen=True)
 class StepMetrics:
@@ -87,6 +89,26 @@ class GpuCell:
     lost: bool = False  # fallen off the bus (XID 79)
     xid_count: int = 0
     last_xid: int = 0
+    faults: tuple[str, ...] = ()  # injected faults in force, as the daemon reports them
+    clock_sm_mhz: int = 0
+    clock_reasons: int = 0  # NVML clock event reason bits
+
+    @property
+    def problem(self) -> str:
+        """What a pre-flight GPU check reports about this GPU ("" when it is healthy):
+        off the bus, thermal slowdown, failed cooling, a power brake, an ECC error."""
+        problems = []
+        if self.lost or "xid79" in self.faults:
+            problems.append("fallen off the bus (XID 79)")
+        if self.clock_reasons & (records.REASON_HW_THERMAL | records.REASON_SW_THERMAL):
+            problems.append(f"thermal slowdown at {self.temp} C (SM clock {self.clock_sm_mhz} MHz)")
+        elif "thermal" in self.faults:
+            problems.append(f"cooling failure ({self.temp} C)")
+        if self.clock_reasons & records.REASON_HW_POWER_BRAKE or "power-brake" in self.faults:
+            problems.append(f"HW power brake (SM clock {self.clock_sm_mhz} MHz)")
+        if "ecc-uncorrectable" in self.faults:
+            problems.append("uncorrectable ECC error (XID 48)")
+        return ", ".join(problems)
 
 
 @dataclass(frozen=True)

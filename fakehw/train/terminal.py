@@ -30,6 +30,11 @@ HIDE_CURSOR, SHOW_CURSOR, CLEAR_LINE = "\x1b[?25l", "\x1b[?25h", "\r\x1b[2K"
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+class OutputError(RuntimeError):
+    """The log cannot be written (``1</dev/null``: a descriptor not open for writing;
+    a terminal gone: EIO). A reader that went away stays a ``BrokenPipeError``."""
+
+
 def visible_len(text: str) -> int:
     """Characters a terminal shows for ``text`` (colour codes take no room)."""
     return len(ESCAPE.sub("", text))
@@ -75,11 +80,19 @@ class Terminal:
     def line(self, text: str = "") -> None:
         """Print a log line; the live status line, if any, is redrawn under it."""
         if self._status:
-            self.stream.write(CLEAR_LINE)
-        self.stream.write(text + "\n")
-        if self._status:
-            self.stream.write(self._status)
-        self.stream.flush()
+            self._write(CLEAR_LINE, text + "\n", self._status)
+        else:
+            self._write(text + "\n")
+
+    def _write(self, *parts: str) -> None:
+        try:
+            for part in parts:
+                self.stream.write(part)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the log: {exc.strerror or exc}") from None
 
     def lines(self, texts: list[str]) -> None:
         for text in texts:
@@ -89,18 +102,15 @@ class Terminal:
         """Show (on a terminal) or drop (elsewhere) a line that updates in place."""
         if not self.tty:
             return
-        if not self._cursor_hidden:
-            self.stream.write(HIDE_CURSOR)
-            self._cursor_hidden = True
+        hide = "" if self._cursor_hidden else HIDE_CURSOR
+        self._cursor_hidden = True
         self._status = fit(text, self.width - 1)
-        self.stream.write(CLEAR_LINE + self._status)
-        self.stream.flush()
+        self._write(hide + CLEAR_LINE + self._status)
 
     def clear_status(self) -> None:
         if self._status:
-            self.stream.write(CLEAR_LINE)
             self._status = ""
-            self.stream.flush()
+            self._write(CLEAR_LINE)
 
     def close(self) -> None:
         """Restore the terminal: no status line, cursor visible, attributes reset."""
@@ -109,5 +119,5 @@ class Terminal:
             if self.tty:
                 self.stream.write(RESET + SHOW_CURSOR)
             self.stream.flush()
-        except (OSError, ValueError):
+        except (OSError, OutputError, ValueError):
             pass  # the reader or the terminal is gone (a closed pipe, a closed pane: EIO)

@@ -3,9 +3,14 @@
 Each GPU of the local node (node 0) gets a light child process: a real PID
 that ``ps`` lists and fake-nvidia-smi shows, exactly as torchrun's workers.
 Ranks on the other (imaginary) nodes are attached with PIDs of their own and
-watched through this launcher's PID. The daemon frees a rank's memory the
-moment its process dies; the engine learns of a dead rank from ``dead_ranks``
-and plays what a real job does.
+watched through this launcher's PID: they are records in the daemon, and one
+whose record vanishes (``fakehw inject rank-crash`` on that node detaches it)
+is dead. The daemon frees a rank's memory the moment its process dies; the
+engine learns of a dead rank from ``dead_ranks`` and plays what a real job does.
+
+Faults the run injects itself (``--inject``) are the run's: ``close`` clears
+them, whatever ended the run. Faults injected from outside stay, as hardware
+faults do, and the next run's GPU check reports them.
 """
 
 from __future__ import annotations
@@ -20,16 +25,21 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import psutil
+
 from fakehw.client import Client, DaemonUnavailable, RequestFailed, ResilientClient
+from fakehw.protocol import MAX_SNAPSHOT_GPUS
 from fakehw.train.events import GpuCell
 from fakehw.train.plan import RunPlan
 
 if TYPE_CHECKING:
-    from fakehw.snapshot import GpuRecord
+    from fakehw.snapshot import GpuRecord, Snapshot
 
 # A rank: sleeps, and leaves as soon as its launcher does (prctl death signal,
 # and polling the parent for platforms without it). It runs as ``train.py`` so
 # that ps, gpustat -f and nvitop show the command line of a torchrun worker.
+# Ctrl-C reaches the whole foreground process group; the launcher decides what
+# it means (finish a save, then stop the ranks), so a rank ignores it.
 RANK_PROGRAM = """\
 import ctypes, os, signal, sys, time
 parent = os.getppid()
@@ -38,11 +48,17 @@ try:
 except Exception:
     pass
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 while os.getppid() == parent:
     time.sleep(0.5)
 """
 CONTROL_STALE_S = 1.0
 FATAL_XIDS = (48, 79)  # double-bit ECC error; GPU fallen off the bus
+# Faults that stay in force once injected (the daemon's ``clear`` undoes them, as a GPU
+# reset does); of those, the ones that can be injected again exactly as they were (the
+# others would count another error and raise another XID).
+LASTING_FAULTS = frozenset({"thermal", "power-brake", "xid79", "ecc-uncorrectable"})
+REINJECTABLE_FAULTS = frozenset({"thermal", "power-brake"})
 PHASE_SETTLE_S = 0.3  # the daemon applies a phase at its next tick (10 Hz)
 
 
@@ -70,6 +86,8 @@ class World:
         self._script_dir: str | None = None
         self._xids_seen: dict[int, int] = {}
         self._remote_dead: set[int] = set()
+        self._remote_attached: set[int] = set()  # remote ranks the daemon holds a record of
+        self._injected: dict[int, set[str]] = {}  # GPU -> faults this run put there
         self.phase_now = ""
 
     @property
@@ -106,9 +124,16 @@ class World:
             self.children[rank] = child
             self.pids[rank] = child.pid
         base = 1000 + self.plan.seed % 50000
+        taken = set(self.pids.values())
         for rank in range(self.plan.gpus_per_node, self.plan.gpus):
             node, local = divmod(rank, self.plan.gpus_per_node)
-            self.pids[rank] = base + 97 * node + local
+            pid = base + 97 * node + local
+            # A record's PID is another host's, but it must not be one of this host's live
+            # processes (the views would describe that program) nor another rank's.
+            while pid in taken or psutil.pid_exists(pid):
+                pid += 1
+            taken.add(pid)
+            self.pids[rank] = pid
 
     def attach(self, memory_plan: dict[str, int]) -> None:
         """Put every rank on its GPU with a bare CUDA context."""
@@ -131,10 +156,12 @@ class World:
             for rank, pid in self.pids.items()
         ]
         for rank, result in zip(self.pids, self._request_many(requests), strict=True):
-            if isinstance(result, RequestFailed) and result.code == "conflict":
-                continue  # a restarted daemon restored it already
-            if isinstance(result, RequestFailed) and rank not in self.dead_ranks():
-                raise WorldError(f"the daemon refused rank {rank}: {result.message}")
+            # A conflict: a restarted daemon restored the rank already.
+            if isinstance(result, RequestFailed) and result.code != "conflict":
+                if rank not in self.dead_ranks():
+                    raise WorldError(f"the daemon refused rank {rank}: {result.message}")
+            elif rank not in self.children:
+                self._remote_attached.add(rank)
         self.phase_now = "context"
 
     def phase(self, phase: str, ranks: Iterable[int] | None = None, **options: object) -> None:
@@ -186,9 +213,33 @@ class World:
             self._remote_dead.add(rank)
 
     def inject(self, rank: int, fault: str) -> None:
-        """Make a job GPU misbehave (its GPU is the job's global index ``rank``)."""
+        """Make a job GPU misbehave (its GPU is the job's global index ``rank``).
+        A fault that was not in force already is the run's, to clear at the end."""
+        before = self._faults_now().get(rank, set())
         self._request_many([("inject", {"gpu": rank, "fault": fault})])
+        if fault in LASTING_FAULTS and fault not in before:
+            self._injected.setdefault(rank, set()).add(fault)
         self._read_at = 0.0
+
+    def clear_injected(self) -> None:
+        """Undo the faults this run injected, keeping those injected from outside:
+        the daemon's ``clear`` undoes all of a GPU's, so the others are put back. Where
+        one from outside could not be put back as it was (an XID 79, an uncorrectable
+        ECC error), the GPU is left as it is: an outside fault is never lost."""
+        if not self._injected:
+            return
+        now = self._faults_now()
+        requests: list[tuple[str, dict[str, object]]] = []
+        for gpu, ours in sorted(self._injected.items()):
+            keep = now.get(gpu, set()) - ours
+            if keep - REINJECTABLE_FAULTS:
+                continue
+            requests.append(("inject", {"gpu": gpu, "fault": "clear"}))
+            requests += [
+                ("inject", {"gpu": gpu, "fault": f}) for f in sorted(keep & REINJECTABLE_FAULTS)
+            ]
+        self._request_many(requests)
+        self._injected.clear()
 
     def lost_gpus(self) -> list[int]:
         """Ranks whose GPU fell off the bus."""
@@ -209,8 +260,12 @@ class World:
         self.children.clear()
         self.pids.clear()
         self._remote_dead.clear()
+        self._remote_attached.clear()
 
     def close(self) -> None:
+        """The run is over, however it ended: its faults cleared, its ranks gone."""
+        with contextlib.suppress(WorldError, OSError):
+            self.clear_injected()
         with contextlib.suppress(WorldError, OSError):
             self.take_down()
         self.client.close()
@@ -227,10 +282,8 @@ class World:
         if not fresh and now < self._phase_at + PHASE_SETTLE_S and self._cells:
             return  # too early to see the new phase: keep what we have
         self._read_at = now
-        try:
-            snap = self.client.snapshot()
-        except DaemonUnavailable as exc:
-            raise WorldError(f"lost the fakehw daemon: {exc}") from None
+        generation = self.client.generation
+        snap = self._snapshot()
         self._check_generation()
         cells, clocks = [], []
         for node in snap["nodes"]:
@@ -240,6 +293,53 @@ class World:
                 cells.append(_cell(node["hostname"], gpu))
                 clocks.append(gpu["clock_sm_mhz"])
         self._cells, self._clocks = cells, clocks
+        if generation == self.client.generation:  # else: taken before the ranks came back
+            self._remote_dead |= self._vanished_remote_ranks(snap)
+
+    def _vanished_remote_ranks(self, snap: Snapshot) -> set[int]:
+        """Remote ranks whose record the daemon no longer holds on their GPU: their
+        process is gone (``fakehw inject rank-crash`` on another node detaches it)."""
+        held = {
+            (node["index"], p["gpu_index"], p["pid"])
+            for node in snap["nodes"]
+            for p in node["processes"]
+        }
+        per_node = self.plan.gpus_per_node
+        return {
+            rank
+            for rank in self._remote_attached
+            if (rank // per_node, rank % per_node, self.pids[rank]) not in held
+        }
+
+    def _snapshot(self) -> Snapshot:
+        """The job's nodes (not the whole cluster, which may be far larger), in as few
+        pipelined requests as the daemon's snapshot limit allows."""
+        per_request = max(1, MAX_SNAPSHOT_GPUS // self.plan.gpus_per_node)
+        nodes = list(range(self.plan.nodes))
+        requests: list[tuple[str, dict[str, object]]] = [
+            ("snapshot", {"nodes": nodes[first : first + per_request]})
+            for first in range(0, len(nodes), per_request)
+        ]
+        try:
+            parts = self.client.request_many(requests)
+        except DaemonUnavailable as exc:
+            raise WorldError(f"lost the fakehw daemon: {exc}") from None
+        for part in parts:
+            if isinstance(part, RequestFailed):
+                raise WorldError(f"the daemon refused a snapshot: {part.message}")
+        snapshot: Snapshot = parts[0]
+        for part in parts[1:]:
+            snapshot["nodes"].extend(part["nodes"])
+        return snapshot
+
+    def _faults_now(self) -> dict[int, set[str]]:
+        """The faults in force on each job GPU, read from the daemon now."""
+        return {
+            gpu["global_index"]: set(gpu.get("faults", ()))
+            for node in self._snapshot()["nodes"]
+            for gpu in node["gpus"]
+            if gpu["global_index"] < self.plan.gpus
+        }
 
     def holders(self, gpu: int) -> list[tuple[int, int]]:
         """(pid, MiB) of every process on one of this node's GPUs, from the daemon."""
@@ -296,4 +396,7 @@ def _cell(host: str, gpu: GpuRecord) -> GpuCell:
         lost=bool(gpu.get("lost")),
         xid_count=gpu["xid_count"],
         last_xid=gpu["last_xid"],
+        faults=tuple(gpu.get("faults", ())),
+        clock_sm_mhz=gpu["clock_sm_mhz"],
+        clock_reasons=gpu["clocks_event_reasons"],
     )

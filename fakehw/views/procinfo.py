@@ -2,7 +2,8 @@
 
 Real tools ask psutil about each PID the driver reports. The fake GPUs' ranks
 are real processes (fake-train starts them), so psutil answers for them too;
-for a PID that is not on this machine (a rank on another fake node) the
+for a record that stands for a process elsewhere (a rank on another fake node,
+``host_process`` false: its PID may well be another program's here) the
 daemon's record stands in: its name as the command, no CPU figures.
 """
 
@@ -65,6 +66,8 @@ class ProcessTable:
         pid = record["pid"]
         handle = self._handles.get(pid)
         try:
+            if not record.get("host_process", True):
+                raise psutil.NoSuchProcess(pid)  # not this machine's: the record stands in
             if handle is None:
                 handle = self._handles[pid] = psutil.Process(pid)
                 handle.cpu_percent()  # start the measurement

@@ -31,6 +31,7 @@ from fakehw.train.terminal import Terminal, visible_len
 
 NCCL_VERSION = "2.28.9+cuda13.0"
 BAR_CELLS = " ▏▎▍▌▋▊▉█"
+GPU_PROBLEMS_SHOWN = 8  # unhealthy GPUs the pre-flight check lists one by one
 
 
 @dataclass(frozen=True)
@@ -303,13 +304,20 @@ class Style:
         plan = self.plan
         link = f"NVLink NV{plan.gpu.nvlink_count}" if plan.gpu.nvlink_topology == "all" else "PCIe"
         net = " · InfiniBand 8x400G per node" if plan.nodes > 1 else ""
-        healthy = sum(1 for c in cells if c.memory_total_mib)
+        unhealthy = [c for c in cells if c.problem]
+        healthy = sum(1 for c in cells if c.memory_total_mib and not c.problem)
         self.say(
             t,
             "gpus",
-            self.term.paint(f"{healthy}/{plan.gpus} healthy", "green")
+            self.term.paint(f"{healthy}/{plan.gpus} healthy", "yellow" if unhealthy else "green")
             + f": {plan.gpu.name} · {plan.gpu.memory_total_mib} MiB · {link}{net}",
         )
+        for c in unhealthy[:GPU_PROBLEMS_SHOWN]:
+            where = f"{c.node} " if plan.nodes > 1 else ""
+            self.say(t, "gpus", self.term.paint(f"{where}GPU {c.index}: {c.problem}", "red"))
+        if len(unhealthy) > GPU_PROBLEMS_SHOWN:
+            more = len(unhealthy) - GPU_PROBLEMS_SHOWN
+            self.say(t, "gpus", self.term.paint(f"... and {more} more unhealthy GPUs", "red"))
         self.term.lines(grid_lines(self.term, cells, "  GPU check (util temp power memory)"))
 
     def parallelism(self, t: float) -> None:
