@@ -63,8 +63,8 @@ SAVE_INTERVAL_S = 2.0
 CHANGE_SAVE_S = 0.5
 # A big cluster's state takes a while to write (0.3 s at 65,536 GPUs): saves are then
 # spaced to at least this many times their cost, so saving never takes more than a
-# tenth of a core; never more than MAX_UNSAVED_S apart, which restores count on.
-SAVE_COST_FACTOR = 10.0
+# twentieth of a core; never more than MAX_UNSAVED_S apart, which restores count on.
+SAVE_COST_FACTOR = 20.0
 MAX_UNSAVED_S = MAX_UNSAVED_STATE_S
 STATE_OPS = frozenset({"attach", "set_phase", "detach", "inject"})
 MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
