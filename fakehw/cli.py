@@ -504,7 +504,7 @@ def _daemon_status(args: argparse.Namespace) -> int:
         f"  uptime:    {status['uptime_s']:.0f} s, {status['ticks']} ticks at "
         f"{status['tick_hz']:g} Hz, {status['step_cpu_ms_mean']:.3f} ms CPU per step",
         f"  clients:   {status['clients']} connected, {status['subscriptions']} subscriptions",
-        f"  processes: {len(status['processes'])} attached",
+        f"  processes: {status.get('process_count', len(status['processes']))} attached",
     ]
     if status.get("tcp"):
         tcp_clients = status.get("tcp_clients", 0)
@@ -518,8 +518,9 @@ def _daemon_status(args: argparse.Namespace) -> int:
             f"    pid {process['pid']:>7}  {process['phase']:<10} GPUs "
             f"{','.join(map(str, process['gpus']))}  {process['name']}"
         )
-    if len(status["processes"]) > 20:
-        lines.append(f"    ... and {len(status['processes']) - 20} more")
+    count = status.get("process_count", len(status["processes"]))
+    if count > 20:
+        lines.append(f"    ... and {count - 20} more")
     print("\n".join(lines))
     return EXIT_OK
 

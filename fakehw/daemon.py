@@ -268,7 +268,9 @@ class Daemon:
                 raise StartFailed(str(exc)) from None
             self._loop()
             if self._failure is not None:
-                raise DaemonFailed(f"the model thread died: {self._failure!r}")
+                raise DaemonFailed(
+                    f"the daemon failed: {self._failure!r} (see {self.paths.log_file})"
+                )
         except (StartFailed, DaemonFailed):
             raise
         except Exception as exc:
@@ -713,6 +715,7 @@ class Daemon:
             "idle_timeout_s": self.settings.idle_timeout_s,
             "clients": len(self.connections),
             "subscriptions": sum(len(c.subscriptions) for c in self.connections.values()),
+            "process_count": len(sim.cluster.processes),
             "processes": [
                 {
                     "pid": p.pid,
@@ -724,7 +727,7 @@ class Daemon:
                     "host_process": p.is_host_process,
                     "job": p.job,
                 }
-                for p in sim.processes()
+                for p in sim.processes()[: proto.MAX_STATUS_PROCESSES]
             ],
             "socket": str(self.paths.socket),
             "tcp": self.tcp_address,

@@ -55,6 +55,7 @@ MAX_PID = 2**31 - 1
 # A full snapshot costs ~1.4 KB of JSON per GPU: one of more GPUs than this is refused
 # (too_large); the views of a larger cluster ask per node, or for the ``summary``.
 MAX_SNAPSHOT_GPUS = 4096
+MAX_STATUS_PROCESSES = 1024  # ``status`` lists this many processes (and counts them all)
 # What ``inject`` may do to a GPU (docs/protocol.md): its faults, a crash of the
 # processes on it, and ``clear``.
 GPU_FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")

@@ -69,10 +69,10 @@ def test_a_directory_others_can_write_is_refused_and_left_as_it_was(
     before = mode_of(directory)
     for tool in ("fakehw daemon status", "fakehw daemon start", "fake-nvidia-smi"):
         result = run_tool(TOOLS[tool], directory)
+        assert mode_of(directory) == before, tool  # never re-moded
         assert result.returncode != 0, tool
         assert "is writable by others" in result.stderr + result.stdout, tool
         assert "Traceback" not in result.stderr, tool
-    assert mode_of(directory) == before  # never re-moded
     assert list(directory.iterdir()) == []  # and nothing planted in it
 
 
@@ -109,16 +109,19 @@ def test_every_file_of_the_daemon_is_private(
 
 
 def test_a_relative_runtime_dir_is_refused(tmp_path: Path) -> None:
-    for tool in ("fakehw daemon start", "fake-nvidia-smi", "fake-gpustat"):
-        result = subprocess.run([sys.executable, *TOOLS[tool]], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=30, check=False,
-                                env={**os.environ, "FAKEHW_RUNTIME_DIR": "rt"})  # fmt: skip
-        assert result.returncode != 0, tool
-        assert "FAKEHW_RUNTIME_DIR must be an absolute path, not 'rt'" in (
-            result.stderr + result.stdout
-        ), tool
-        assert "Traceback" not in result.stderr
-    assert not (tmp_path / "rt").exists()
+    try:
+        for tool in ("fakehw daemon start", "fake-nvidia-smi", "fake-gpustat"):
+            result = subprocess.run([sys.executable, *TOOLS[tool]], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=30, check=False,
+                                    env={**os.environ, "FAKEHW_RUNTIME_DIR": "rt"})  # fmt: skip
+            assert result.returncode != 0, tool
+            assert "FAKEHW_RUNTIME_DIR must be an absolute path, not 'rt'" in (
+                result.stderr + result.stdout
+            ), tool
+            assert "Traceback" not in result.stderr
+        assert not (tmp_path / "rt").exists()
+    finally:  # code that took the path would have left a daemon there
+        fakehw("daemon", "stop", env={**os.environ, "FAKEHW_RUNTIME_DIR": str(tmp_path / "rt")})
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_explained() -> None:
@@ -203,7 +206,7 @@ def test_a_full_disk_at_start_is_explained_and_leaves_nothing_half_written(full_
     assert "Traceback" not in shimmed.stderr and not list(full_disk.rglob("*.tmp"))
 
 
-def test_a_disk_that_fills_while_serving_loses_no_service(
+def test_a_disk_that_fills_while_serving_leaves_no_half_written_state_and_saves_again(
     full_disk: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
     filler = full_disk.parent / "filler"

@@ -6,6 +6,7 @@ signal goes only to a process provably attached as itself (PID and start time).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -85,40 +86,70 @@ def test_an_attach_with_a_bad_phase_leaves_no_trace_and_the_daemon_lives(
 
 STATE_FUZZ = settings(max_examples=120, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-_names = st.sampled_from(["train", "eval", "context", "free", "dance", "", "TRAIN", "idle"])
-_gpu_lists = st.one_of(
-    st.lists(st.integers(-2, 9), min_size=0, max_size=4),
-    st.just([0, 0]),
-    st.just(["0"]),
-)
-_mib = st.one_of(st.none(), st.integers(-5, 200_000), st.floats(-1, 1e6), st.text(max_size=3))
-_plans = st.one_of(
-    st.none(),
-    st.dictionaries(_names, _mib, max_size=3),
-    st.just([1, 2]),
-    st.just({"train": True}),
-)
+# Wrong values for each argument of each op; a request is a valid one with one (or, now
+# and then, two) of its arguments replaced by a wrong value, so that most requests get
+# past the protocol's type checks and reach the cluster's own checks.
+WRONG: dict[str, list[object]] = {
+    "pid": [0, -3, 1, 999_999_999, 2**40, "12", True, None],
+    "name": ["", "x" * 300, 5, None],
+    "gpus": [[], [-1], [4], [9], [0, 0], ["0"], [True], 0, None],
+    "phase": ["dance", "", "TRAIN", "idle", 3, None],
+    "memory_plan": [{"train": 200_000}, {"dance": 10}, {"train": -5}, {"train": 1.5},
+                    {"train": True}, [1, 2], "train"],
+    "watch_pid": [0, 999_999_999, -1, "1"],
+    "user": ["", 5, "x" * 100],
+    "job": [7, "x" * 200],
+    "memory_mib": [-1, 81071, 200_000, 1.5, "1", True],
+    "cycle_s": [0, 0.01, 601, "1", -1e300],
+    "intensity": [-0.1, 1.6, "1", True],
+    "gpu": [-1, 4, 9, "0", True, None],
+    "fault": ["meltdown", "", "CLEAR", 5, None],
+    "count": [0, -1, 2_000_000, 1.5, "2"],
+}  # fmt: skip
 
 
-def _requests(live_pid: int, other_pid: int) -> st.SearchStrategy[dict[str, Any]]:
-    pids = st.sampled_from([live_pid, other_pid, 1, 999_999_999, -3, 0])
-    attach = st.fixed_dictionaries(
-        {"op": st.just("attach"), "pid": pids, "name": st.sampled_from(["p", "", "x" * 300]),
-         "gpus": _gpu_lists},
-        optional={"phase": _names, "memory_plan": _plans, "watch_pid": pids,
-                  "user": st.sampled_from(["u", "", 5]), "job": st.sampled_from(["j", 7])},
-    )  # fmt: skip
-    set_phase = st.fixed_dictionaries(
-        {"op": st.just("set_phase"), "pid": pids, "phase": _names},
-        optional={"memory_mib": _mib, "cycle_s": _mib, "intensity": _mib},
-    )
-    detach = st.fixed_dictionaries({"op": st.just("detach"), "pid": pids})
-    inject = st.fixed_dictionaries(
-        {"op": st.just("inject"), "gpu": st.integers(-1, 9),
-         "fault": st.sampled_from(["thermal", "ecc", "meltdown", "", "clear", "rank-crash"])},
-        optional={"count": _mib},
-    )  # fmt: skip
-    return st.one_of(attach, set_phase, detach, inject)
+RESIDENT = 7_000_001  # a record attached before each example: what set_phase and detach aim at
+
+
+def _requests(job: int) -> st.SearchStrategy[dict[str, Any]]:
+    """State-changing requests, valid but for one or two wrong arguments. Attaches are
+    records watched through ``job`` (a live process), each under a fresh PID."""
+
+    @st.composite
+    def one(draw: st.DrawFn) -> dict[str, Any]:
+        op = draw(st.sampled_from(["attach", "attach", "set_phase", "detach", "inject"]))
+        if op == "attach":
+            request: dict[str, Any] = {
+                "op": "attach", "pid": draw(st.integers(8_000_000, 9_000_000)), "name": "p",
+                "gpus": draw(st.sampled_from([[0], [1], [2], [3], [0, 1], [2, 3]])),
+                "phase": draw(st.sampled_from(["context", "train", "eval"])),
+                "memory_plan": {"train": draw(st.integers(1000, 40000))}, "watch_pid": job,
+                "user": "u", "job": "j",
+            }  # fmt: skip
+        elif op == "set_phase":
+            request = {"op": "set_phase", "pid": RESIDENT,
+                       "phase": draw(st.sampled_from(["train", "eval", "free", "checkpoint"])),
+                       "memory_mib": draw(st.integers(0, 40000)), "cycle_s": 1.0,
+                       "intensity": 1.0}  # fmt: skip
+        elif op == "detach":
+            request = {"op": "detach", "pid": RESIDENT}
+        else:
+            request = {
+                "op": "inject",
+                "gpu": draw(st.integers(0, 3)),
+                "fault": draw(st.sampled_from(["ecc", "thermal", "clear"])),
+                "count": 2,
+            }
+        names = sorted(set(request) - {"op"})
+        for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True)):
+            wrong = draw(st.sampled_from([*WRONG[name], "omitted"]))
+            if wrong == "omitted":
+                request.pop(name)
+            else:
+                request[name] = wrong
+        return request
+
+    return one()
 
 
 @STATE_FUZZ
@@ -135,11 +166,9 @@ def test_fuzzed_state_changes_are_all_or_nothing(
         start_daemon("--gpus-per-node", "4").close()
     with Client.connect(autostart=False) as client:
         daemon_pid = client.hello["daemon_pid"]
-        for request in data.draw(st.lists(_requests(job.pid, bystander.pid), max_size=6)):
-            if request.get("fault") == "rank-crash":
-                request["gpu"] = 3  # never a GPU the sleepers may be attached to ...
-            elif request["op"] == "attach" and isinstance(request["gpus"], list):
-                request["gpus"] = [2 if gpu == 3 else gpu for gpu in request["gpus"]]
+        with contextlib.suppress(RequestFailed):  # there already, or the GPU is full
+            client.request("attach", pid=RESIDENT, watch_pid=job.pid, name="p", gpus=[3])
+        for request in data.draw(st.lists(_requests(job.pid), min_size=1, max_size=6)):
             before = cluster_view(client)
             try:
                 client.request(**request)
@@ -147,7 +176,7 @@ def test_fuzzed_state_changes_are_all_or_nothing(
                 assert refused.code in ("bad_request", "not_found", "conflict", "out_of_memory")
                 assert cluster_view(client) == before, request
         assert client.request("status")["daemon_pid"] == daemon_pid
-    assert alive(job.pid) and alive(bystander.pid)  # ... and no one was signalled
+    assert alive(job.pid) and alive(bystander.pid)  # no one was signalled
     assert "Traceback" not in log_text(runtime_dir)
 
 
@@ -226,9 +255,11 @@ def test_rank_crash_on_another_node_signals_nothing(
     client.close()
 
 
-def test_rank_crash_kills_a_local_rank_after_checking_it_is_the_same_process(
+def test_rank_crash_still_kills_a_local_rank_it_has_verified(
     runtime_dir: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
+    """A guard, the counterpart of the two tests around it: a process attached as itself,
+    whose start time the daemon recorded, is still the one rank-crash kills."""
     client = start_daemon("--gpus-per-node", "2")
     client.request("attach", pid=sleeper.pid, name="python", gpus=[0], phase="train")
     recorded = client.request("status")["processes"][0]
@@ -241,15 +272,16 @@ def test_rank_crash_kills_a_local_rank_after_checking_it_is_the_same_process(
     client.close()
 
 
-def _rewrite_saved_start_time(state_file: Path, pid: int, shift_s: float) -> None:
-    """Make the saved record of ``pid`` say its process started ``shift_s`` earlier:
-    what the saved state holds when the PID has since been given to another program."""
+def _give_saved_record_to(state_file: Path, old_pid: int, new_pid: int) -> None:
+    """Make the saved record of ``old_pid`` name ``new_pid`` instead: what the saved state
+    says when the PID has since been given to another program (``new_pid``, started
+    well after the recorded start time)."""
     with np.load(state_file) as data:
         arrays = {name: data[name] for name in data.files}
     meta = json.loads(bytes(arrays["__meta__"]).decode())
     for process in meta["processes"]:
-        if process["pid"] == pid:
-            process["watch_started"] -= shift_s
+        if process["pid"] == old_pid:
+            process["pid"] = process["watch_pid"] = new_pid
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with open(state_file, "wb") as handle:
         np.savez(handle, **arrays)
@@ -264,20 +296,28 @@ def test_a_pid_reused_across_a_daemon_restart_is_not_restored_nor_signalled(
                    memory_plan={"train": 30000})  # fmt: skip
     client.close()
     assert fakehw("daemon", "stop").returncode == 0
-    _rewrite_saved_start_time(runtime_dir / "state.npz", sleeper.pid, shift_s=3600)
-    client = start_daemon("--gpus-per-node", "2")
-    node = client.snapshot(0)["nodes"][0]
-    assert node["processes"] == [] and node["gpus"][1]["memory_used_mib"] == 0
-    assert "is now another program: detached" in log_text(runtime_dir)
-    crashed = fakehw("inject", "rank-crash", "--gpu", "1")
-    assert crashed.returncode == 1 and "no process runs on GPU 1" in crashed.stderr
-    assert alive(sleeper.pid)
-    client.close()
+    while time.time() - psutil.Process(sleeper.pid).create_time() < 2.5:
+        time.sleep(0.1)  # the program the PID now names starts well after the recorded one
+    newcomer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _give_saved_record_to(runtime_dir / "state.npz", sleeper.pid, newcomer.pid)
+        client = start_daemon("--gpus-per-node", "2")
+        node = client.snapshot(0)["nodes"][0]
+        assert node["processes"] == [] and node["gpus"][1]["memory_used_mib"] == 0
+        assert "is now another program: detached" in log_text(runtime_dir)
+        crashed = fakehw("inject", "rank-crash", "--gpu", "1")
+        assert crashed.returncode == 1 and "no process runs on GPU 1" in crashed.stderr
+        assert alive(newcomer.pid)
+        client.close()
+    finally:
+        newcomer.kill()
+        newcomer.wait()
 
 
 def test_a_process_still_alive_across_a_restart_is_restored(
     runtime_dir: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
+    """A guard: the start-time check must not drop a process that did survive."""
     client = start_daemon("--gpus-per-node", "2")
     client.request("attach", pid=sleeper.pid, name="python", gpus=[1], phase="train",
                    memory_plan={"train": 30000})  # fmt: skip
