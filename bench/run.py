@@ -210,7 +210,10 @@ def _live_grid_first_frame(env: dict[str, str], heading: str) -> float:
             seen += os.read(leader, 65536)
         shown = time.monotonic() - began
         os.write(leader, b"q")
-        monitor.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while monitor.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # keep draining, or its writes block
+                os.read(leader, 65536)
     finally:
         if monitor.poll() is None:
             monitor.kill()
