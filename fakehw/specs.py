@@ -33,6 +33,9 @@ class HostSpec:
     gpus_per_numa: int
     # PCI bus numbers of the GPUs of one baseboard, in nvidia-smi order.
     bus_numbers: tuple[int, ...]
+    # The compute network: InfiniBand line rate per GPU (one rail per GPU on a DGX:
+    # 8 x ConnectX-7 NDR 400 Gb/s on DGX H100, 8 x HDR 200 Gb/s on DGX A100).
+    nic_gbits_per_gpu: int = 400
 
     @property
     def logical_cpus(self) -> int:
@@ -165,6 +168,7 @@ DGX_A100 = HostSpec(
     memory_gib=1024,
     gpus_per_numa=4,
     bus_numbers=(0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD),
+    nic_gbits_per_gpu=200,
 )
 PCIE_SERVER = HostSpec(
     product="PCIe GPU server",
@@ -175,6 +179,7 @@ PCIE_SERVER = HostSpec(
     memory_gib=1536,
     gpus_per_numa=4,
     bus_numbers=(0x01, 0x21, 0x41, 0x61, 0x81, 0xA1, 0xC1, 0xE1),
+    nic_gbits_per_gpu=100,  # two 400G NICs shared by eight cards
 )
 
 # Read off the H100 and H200 captures (q.txt: T.Limit 45 C at 42 C).

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from fakehw.specs import GpuSpec
 from fakehw.train.catalog import Architecture
 
 GIB = 1024**3
@@ -44,15 +45,46 @@ class Parallelism:
     grad_accum: int
     recompute: bool
     ep: int = 1  # expert parallelism (MoE)
+    # ZeRO/FSDP shard group: dp (full shard), or the data-parallel ranks of one node
+    # (hybrid shard: shard within a node, replicate across nodes). 0 means dp.
+    shard_ranks: int = 0
 
     @property
     def world(self) -> int:
         return self.tp * self.pp * self.dp
 
     @property
+    def shard_group(self) -> int:
+        return self.shard_ranks or self.dp
+
+    @property
+    def replicas(self) -> int:
+        """Data-parallel copies of each shard (1 unless hybrid sharding)."""
+        return self.dp // self.shard_group
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per optimizer step on each data-parallel rank (a pipeline's m)."""
+        return self.grad_accum
+
+    @property
     def sharded_checkpoint(self) -> bool:
         """Every rank writes its own shard (else rank 0 writes, the others wait)."""
         return self.zero_stage >= 1 or self.tp * self.pp > 1
+
+
+def local_params(arch: Architecture, par: Parallelism, trainable: int) -> tuple[float, float]:
+    """(parameters, trainable parameters) one GPU's model-parallel shard holds before
+    ZeRO sharding: split by tensor and pipeline parallelism, and, for MoE experts, by
+    expert parallelism. Weights and gradients of the trained parameters follow the
+    same split (so under any ZeRO stage they are the same bytes)."""
+    model_split = par.tp * par.pp
+    total = float(arch.params)
+    if par.ep > 1 and arch.is_moe:
+        experts = arch.expert_params
+        total = (arch.params - experts) + experts / par.ep
+    local = total / model_split
+    return local, local * (trainable / arch.params)
 
 
 def memory_breakdown(
@@ -62,20 +94,13 @@ def memory_breakdown(
     trainable: int,
     activation_dtype_bytes: int = BF16,
 ) -> dict[str, int]:
-    """Bytes each GPU holds, by kind (what ``torch.cuda.memory_reserved`` would show)."""
-    model_split = par.tp * par.pp
-    weights = BF16 * arch.params / model_split
-    if par.ep > 1 and arch.is_moe:
-        dense = arch.active_params
-        weights = BF16 * (dense + (arch.params - dense) / par.ep) / model_split
-    grads = BF16 * trainable / model_split
-    optimizer = ADAM_BYTES * trainable / model_split
-    if par.zero_stage >= 1:
-        optimizer /= par.dp
-    if par.zero_stage >= 2:
-        grads /= par.dp
-    if par.zero_stage >= 3:
-        weights /= par.dp
+    """Bytes each GPU holds, by kind (what ``torch.cuda.memory_reserved`` would show):
+    one formula for every parallelism (DP, TP, PP, EP; ZeRO 1/2/3, hybrid shard)."""
+    local, local_trainable = local_params(arch, par, trainable)
+    shard = par.shard_group
+    weights = BF16 * local / (shard if par.zero_stage >= 3 else 1)
+    grads = BF16 * local_trainable / (shard if par.zero_stage >= 2 else 1)
+    optimizer = ADAM_BYTES * local_trainable / (shard if par.zero_stage >= 1 else 1)
     s, b, h = seq, par.micro_batch, arch.hidden
     per_layer = (2 if par.recompute else 34) * s * b * h * activation_dtype_bytes / 2
     activations = per_layer * arch.layers / par.pp / par.tp
@@ -217,8 +242,328 @@ def benchmark_info(task: str) -> tuple[str, int]:
     return metric, shots
 
 
-def allreduce_time_s(size_bytes: float, ranks: int, bus_gbps: float) -> float:
-    """Ring all-reduce time for ``size_bytes`` at a bus bandwidth (GB/s, nccl-tests' busbw)."""
-    if ranks < 2:
-        return 0.0
-    return size_bytes * 2 * (ranks - 1) / ranks / (bus_gbps * 1e9)
+# ------------------------------------------------------------------ the step
+# What one optimizer step costs, from the model, the parallelism and the fabric:
+# compute at the kernels' efficiency, the pipeline bubble, the collectives (their
+# sizes from the sharding, their times from the links' bus bandwidth, less what
+# overlaps with compute), and the optimizer update. MFU, tokens/s, TFLOP/s and
+# every time the log prints come out of this; none is set by hand.
+
+# nccl-tests' bus bandwidth of a large ring collective, as a share of the hardware's:
+NVLINK_EFFICIENCY = 0.80  # of the NVLinks' one-way rate (H100 NV18: 18 x 26.6 GB/s -> ~380)
+NETWORK_EFFICIENCY = 0.90  # of the InfiniBand line rate per GPU (NDR 400 Gb/s -> 45 GB/s)
+PCIE_BUSBW_GBPS = 21.0  # a PCIe Gen5 x16 ring through host bridges
+ALL_TO_ALL_EFFICIENCY = 0.60  # an all-to-all reaches less of the links than a ring
+COLLECTIVE_LATENCY_S = 25e-6  # per call, plus a few microseconds per rank
+RANK_LATENCY_S = 2e-6
+BUCKET_BYTES = 25 * 1024**2  # DDP's gradient buckets
+HBM_EFFICIENCY = 0.7  # the optimizer update streams the states at this share of HBM bandwidth
+HBM_GBPS = {"Hopper": 3350.0, "Ampere": 2039.0}
+# How much of a collective hides behind the compute it can overlap with (bucketed
+# gradient reduction during backward, FSDP prefetching, async pipeline sends).
+OVERLAP = {"gradients": 0.90, "parameters": 0.85, "pipeline": 0.5, "experts": 0.2,
+           "tensor": 0.0}  # fmt: skip
+BUS_FACTOR = {"AllReduce": 2.0, "ReduceScatter": 1.0, "AllGather": 1.0, "AllToAll": 1.0}
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """The links a collective can use: within a node, and from node to node."""
+
+    intra: str  # "NVLink" or "PCIe"
+    intra_gbps: float  # bus bandwidth of a ring within one node
+    inter_gbps: float  # per GPU, of a ring across nodes
+    gpus_per_node: int
+    nodes: int
+
+    @classmethod
+    def of(cls, gpu: GpuSpec, gpus_per_node: int, nodes: int) -> Fabric:
+        if gpu.nvlink_topology == "all":
+            intra, gbps = "NVLink", NVLINK_EFFICIENCY * gpu.nvlink_count * gpu.nvlink_link_gbps
+        else:  # bridged pairs: a ring over eight cards goes through PCIe
+            intra, gbps = "PCIe", PCIE_BUSBW_GBPS
+        network = NETWORK_EFFICIENCY * gpu.host.nic_gbits_per_gpu / 8
+        return cls(intra, gbps, network, gpus_per_node, nodes)
+
+    def link(self, ranks: int, stride: int) -> tuple[str, float]:
+        """Transport and bus bandwidth of a group of ``ranks`` ranks, ``stride`` apart in
+        the global order (a group that does not fit one node crosses the network)."""
+        if ranks * stride <= self.gpus_per_node:
+            return self.intra, self.intra_gbps
+        return "InfiniBand", min(self.inter_gbps, self.intra_gbps)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """One kind of collective of a step: its buffer, how often, over which ranks."""
+
+    op: str  # AllReduce, ReduceScatter, AllGather, AllToAll, SendRecv
+    purpose: str  # gradients, parameters, tensor, pipeline, experts
+    nbytes: int  # the buffer of one call, as NCCL's NumelIn x element size
+    calls: int  # per optimizer step, per GPU
+    ranks: int
+    transport: str
+    busbw_gbps: float
+    overlap: float  # the share that hides behind compute
+    element_bytes: int = BF16
+
+    @property
+    def call_s(self) -> float:
+        if self.op == "SendRecv":
+            moved = float(self.nbytes)
+        else:
+            moved = self.nbytes * BUS_FACTOR[self.op] * (self.ranks - 1) / self.ranks
+        bandwidth = self.busbw_gbps * (ALL_TO_ALL_EFFICIENCY if self.op == "AllToAll" else 1.0)
+        latency = COLLECTIVE_LATENCY_S + RANK_LATENCY_S * self.ranks
+        return moved / (bandwidth * 1e9) + latency
+
+    @property
+    def seconds(self) -> float:
+        return self.calls * self.call_s
+
+    @property
+    def exposed_s(self) -> float:
+        return self.seconds * (1.0 - self.overlap)
+
+    @property
+    def algbw_gbps(self) -> float:
+        """nccl-tests' algorithm bandwidth: the buffer over the time of one call."""
+        return self.nbytes / self.call_s / 1e9
+
+    @property
+    def achieved_busbw_gbps(self) -> float:
+        factor = (
+            1.0 if self.op == "SendRecv" else BUS_FACTOR[self.op] * (self.ranks - 1) / self.ranks
+        )
+        return self.algbw_gbps * factor
+
+    @property
+    def numel(self) -> int:
+        return self.nbytes // self.element_bytes
+
+
+@dataclass(frozen=True)
+class StepPerformance:
+    """One optimizer step of a run, broken down; the figures the log prints."""
+
+    tokens: int  # per optimizer step
+    gpus: int
+    peak_flops: float  # per GPU, dense BF16
+    model_flops: float  # model_flops_per_token x tokens (what MFU counts)
+    compute_s: float  # kernels, at the full clock the plan assumes
+    bubble_s: float  # pipeline stages waiting for each other
+    optimizer_s: float  # the AdamW update
+    traffic: tuple[Traffic, ...]
+    kernel_efficiency: float  # achieved share of peak while kernels run
+    eval_compute_s: float  # one validation batch (the same tokens, forward only)
+    eval_exposed_s: float
+    eval_bubble_s: float
+
+    @property
+    def exposed_comm_s(self) -> float:
+        return sum(t.exposed_s for t in self.traffic)
+
+    def step_s(self, compute_speed: float = 1.0) -> float:
+        """The step's time when the kernels run at ``compute_speed`` of the plan's pace
+        (the SM clocks: a power-capped or throttled GPU computes slower)."""
+        speed = max(compute_speed, 1e-6)
+        return (self.compute_s + self.bubble_s) / speed + self.exposed_comm_s + self.optimizer_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.step_s()
+
+    @property
+    def bubble_fraction(self) -> float:
+        return self.bubble_s / max(self.compute_s + self.bubble_s, 1e-12)
+
+    def mfu(self, step_s: float) -> float:
+        return self.model_flops / (step_s * self.gpus * self.peak_flops)
+
+    def tflops_per_gpu(self, step_s: float) -> float:
+        return self.model_flops / step_s / self.gpus / 1e12
+
+    def eval_batch_s(self, compute_speed: float = 1.0) -> float:
+        speed = max(compute_speed, 1e-6)
+        return (self.eval_compute_s + self.eval_bubble_s) / speed + self.eval_exposed_s
+
+    @property
+    def eval_tokens_per_s(self) -> float:
+        return self.tokens / self.eval_batch_s()
+
+    def largest(self, purpose: str | None = None) -> Traffic | None:
+        """The collective that takes longest in a step (of one purpose, if given)."""
+        chosen = [t for t in self.traffic if purpose is None or t.purpose == purpose]
+        return max(chosen, key=lambda t: t.seconds, default=None)
+
+
+def kernel_efficiency(arch: Architecture) -> float:
+    """The share of peak BF16 a training step's kernels reach: wide GEMMs do best
+    (~0.6 of peak at hidden 8192 on H100), a 2048-wide model less; MoE's grouped
+    expert GEMMs and routing cost a quarter. Published MFUs: 38-55 % for dense
+    models on H100/A100 (Llama 3: 38-43 % at 16k GPUs; MegaScale 55 % at 175B)."""
+    width = 0.40 + 0.06 * math.log2(max(arch.hidden, 1024) / 2048)
+    width = min(0.62, max(0.36, width))
+    return width * (0.72 if arch.is_moe else 1.0)
+
+
+def model_flops_per_token(arch: Architecture, task: str) -> float:
+    """The work a token of the task needs, what MFU counts: 6·N (2·N forward, 4·N
+    backward); LoRA's frozen weights get no gradients of their own (4·N); DPO also
+    runs the reference model forward (8·N). N: parameters active per token."""
+    n = float(arch.active_params)
+    return {"lora": 4.0, "dpo": 8.0}.get(task, 6.0) * n
+
+
+def hardware_flops_per_token(arch: Architecture, task: str, recompute: bool) -> float:
+    """What the GPUs compute per token: the model's FLOPs, plus a second forward (2·N)
+    when activations are recomputed (hardware, not model, FLOPs: MFU leaves it out)."""
+    return model_flops_per_token(arch, task) + (2.0 * arch.active_params if recompute else 0.0)
+
+
+def eval_flops_per_token(arch: Architecture, task: str) -> float:
+    """A validation token: forward only (2·N; DPO: the policy and the reference, 4·N)."""
+    return (4.0 if task == "dpo" else 2.0) * arch.active_params
+
+
+def step_performance(
+    arch: Architecture,
+    par: Parallelism,
+    task: str,
+    seq: int,
+    trainable: int,
+    tokens_per_step: int,
+    gpu: GpuSpec,
+    fabric: Fabric,
+    efficiency: float,
+) -> StepPerformance:
+    """The step's time, piece by piece, for this model on this parallelism and fabric."""
+    gpus = par.world
+    peak = gpu.bf16_dense_tflops * 1e12
+    tokens_per_gpu_compute = tokens_per_step / gpus
+    compute_s = hardware_flops_per_token(arch, task, par.recompute) * tokens_per_gpu_compute
+    compute_s /= peak * efficiency
+    m = par.micro_batches
+    per_micro_s = compute_s / m
+    bubble_s = per_micro_s * (par.pp - 1)  # 1F1B: (p-1)/(m+p-1) of the pipeline's time
+    traffic = _step_traffic(arch, par, task, seq, trainable, fabric, per_micro_s)
+    local_trainable = local_params(arch, par, trainable)[1]
+    states = (2 * BF16 + ADAM_BYTES) * local_trainable
+    if par.zero_stage >= 1:
+        states /= par.shard_group
+    optimizer_s = 2 * states / (HBM_GBPS.get(gpu.architecture, 2000.0) * 1e9 * HBM_EFFICIENCY)
+    eval_compute_s = eval_flops_per_token(arch, task) * tokens_per_gpu_compute
+    eval_compute_s /= peak * efficiency
+    eval_traffic = _eval_traffic(traffic, par)
+    return StepPerformance(
+        tokens=tokens_per_step,
+        gpus=gpus,
+        peak_flops=peak,
+        model_flops=model_flops_per_token(arch, task) * tokens_per_step,
+        compute_s=compute_s,
+        bubble_s=bubble_s,
+        optimizer_s=optimizer_s,
+        traffic=tuple(traffic),
+        kernel_efficiency=efficiency,
+        eval_compute_s=eval_compute_s,
+        eval_exposed_s=sum(t.exposed_s for t in eval_traffic),
+        eval_bubble_s=eval_compute_s / m * (par.pp - 1),
+    )
+
+
+def _step_traffic(
+    arch: Architecture,
+    par: Parallelism,
+    task: str,
+    seq: int,
+    trainable: int,
+    fabric: Fabric,
+    per_micro_s: float,
+) -> list[Traffic]:
+    """Every collective of one step. Ranks are laid out tensor-parallel innermost, then
+    data-parallel, then pipeline stages (Megatron's order), experts within a node."""
+    local, local_trainable = local_params(arch, par, trainable)
+    grads = int(BF16 * local_trainable)
+    params = int(BF16 * local)
+    m = par.micro_batches
+    activations = seq * par.micro_batch * arch.hidden * BF16  # one micro-batch's hidden states
+    found: list[Traffic] = []
+
+    def add(op: str, purpose: str, nbytes: int, calls: int, ranks: int, stride: int,
+            overlap: float | None = None) -> None:  # fmt: skip
+        if ranks < 2 or calls < 1 or nbytes < 1:
+            return
+        transport, gbps = fabric.link(ranks, stride)
+        share = OVERLAP[purpose] if overlap is None else overlap
+        found.append(Traffic(op, purpose, nbytes, calls, ranks, transport, gbps, share))
+
+    shard, replicas = par.shard_group, par.replicas
+    # The backward of the last micro-batch is what gradient reduction can hide behind.
+    backward_s = per_micro_s * 2 / 3
+    if par.zero_stage == 0:
+        buckets = max(1, math.ceil(grads / BUCKET_BYTES))
+        reduce = Traffic("AllReduce", "gradients", grads, 1, par.dp,
+                         *fabric.link(par.dp, par.tp), 0.0)  # fmt: skip
+        add("AllReduce", "gradients", -(-grads // buckets), buckets, par.dp, par.tp,
+            _hidden_share(reduce.seconds, backward_s, OVERLAP["gradients"]))  # fmt: skip
+    elif par.zero_stage in (1, 2):
+        scatter = Traffic("ReduceScatter", "gradients", grads, 1, shard,
+                          *fabric.link(shard, par.tp), 0.0)  # fmt: skip
+        add("ReduceScatter", "gradients", grads, 1, shard, par.tp,
+            _hidden_share(scatter.seconds, backward_s, OVERLAP["gradients"]))  # fmt: skip
+        # the updated parameters, gathered while the next step's first forward runs
+        gather = Traffic("AllGather", "parameters", params, 1, shard,
+                         *fabric.link(shard, par.tp), 0.0)  # fmt: skip
+        add("AllGather", "parameters", params, 1, shard, par.tp,
+            _hidden_share(gather.seconds, per_micro_s / 3, OVERLAP["parameters"]))  # fmt: skip
+    else:  # FSDP: gather the parameters for forward and backward, scatter the gradients
+        gathers = Traffic("AllGather", "parameters", params, 2 * m, shard,
+                          *fabric.link(shard, par.tp), 0.0)  # fmt: skip
+        scatters = Traffic("ReduceScatter", "gradients", grads, m, shard,
+                           *fabric.link(shard, par.tp), 0.0)  # fmt: skip
+        window = per_micro_s * m
+        total = gathers.seconds + scatters.seconds
+        share = _hidden_share(total, window, OVERLAP["parameters"])
+        add("AllGather", "parameters", params, 2 * m, shard, par.tp, share)
+        add("ReduceScatter", "gradients", grads, m, shard, par.tp, share)
+    if replicas > 1:  # hybrid shard: the shards' gradients summed across nodes, once a step
+        replicated = Traffic("AllReduce", "gradients", grads // shard, 1, replicas,
+                             *fabric.link(replicas, par.tp * shard), 0.0)  # fmt: skip
+        add("AllReduce", "gradients", grads // shard, 1, replicas, par.tp * shard,
+            _hidden_share(replicated.seconds, backward_s, OVERLAP["gradients"]))  # fmt: skip
+    layers = arch.layers // par.pp
+    if par.tp > 1:  # two all-reduces forward and two backward in every layer
+        add("AllReduce", "tensor", activations, 4 * layers * m, par.tp, 1)
+    if par.pp > 1:  # activations forward, their gradients backward, at each stage boundary
+        add("SendRecv", "pipeline", activations // par.tp, 2 * m, 2, par.tp * par.dp)
+    if arch.is_moe and par.ep > 1:  # dispatch and combine, forward and backward
+        routed = activations * arch.top_k // par.tp
+        add("AllToAll", "experts", routed, 4 * layers * m, par.ep, 1)
+    return found
+
+
+def _hidden_share(seconds: float, window_s: float, best: float) -> float:
+    """The share of ``seconds`` of communication that hides behind ``window_s`` of
+    compute: at most ``best`` of it (the last bucket, the first gather never hide)."""
+    if seconds <= 0:
+        return best
+    return min(best, best * window_s / seconds)
+
+
+def _eval_traffic(traffic: list[Traffic], par: Parallelism) -> list[Traffic]:
+    """A validation batch's collectives: forward only (no gradients): half the tensor-
+    parallel and pipeline traffic, one parameter gather per micro-batch under FSDP."""
+    kept = []
+    for t in traffic:
+        if t.purpose == "gradients":
+            continue
+        forward_half = t.purpose in ("tensor", "pipeline", "experts") or (
+            t.purpose == "parameters" and par.zero_stage >= 3
+        )
+        if forward_half:
+            kept.append(replace(t, calls=max(1, t.calls // 2)))
+    return kept
+
+
+def checkpoint_seconds(nbytes: int, writers: int, gbps_per_writer: float) -> float:
+    return max(2.0, nbytes / (gbps_per_writer * 1e9 * max(1, writers)))

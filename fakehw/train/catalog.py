@@ -8,6 +8,7 @@ never typed in, so a parody of Llama 3 8B has Llama 3 8B's 8.03 B parameters.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 
@@ -28,6 +29,8 @@ class Architecture:
     reasoning: bool = False
     head_size: int = 0  # 0: hidden // heads (Qwen3 uses 128 whatever the width)
     qk_norm: bool = False  # RMSNorm on queries and keys (Qwen3)
+    dense_layers: int = 0  # MoE: leading layers with a dense FFN (DeepSeekMoE: the first)
+    dense_ffn: int = 0  # their intermediate size
 
     @property
     def head_dim(self) -> int:
@@ -44,13 +47,19 @@ class Architecture:
     def _embeddings(self) -> int:
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
+    def _dense_layers(self) -> int:
+        """What the leading dense layers of an MoE hold."""
+        per_layer = self._attention() + 3 * self.hidden * self.dense_ffn + self._norms()
+        return self.dense_layers * per_layer
+
     @property
     def params(self) -> int:
         """All parameters: embeddings, attention, MLPs (every expert), norms."""
         experts = max(1, self.experts) + self.shared_experts
         router = self.hidden * self.experts
         per_layer = self._attention() + self._mlp(experts) + router + self._norms()
-        return self._embeddings() + self.layers * per_layer + self.hidden
+        moe_layers = self.layers - self.dense_layers
+        return self._embeddings() + moe_layers * per_layer + self._dense_layers() + self.hidden
 
     def _norms(self) -> int:
         return 2 * self.hidden + (2 * self.head_dim if self.qk_norm else 0)
@@ -63,7 +72,13 @@ class Architecture:
         experts = self.top_k + self.shared_experts
         router = self.hidden * self.experts
         per_layer = self._attention() + self._mlp(experts) + router + self._norms()
-        return self._embeddings() + self.layers * per_layer + self.hidden
+        moe_layers = self.layers - self.dense_layers
+        return self._embeddings() + moe_layers * per_layer + self._dense_layers() + self.hidden
+
+    @property
+    def expert_params(self) -> int:
+        """The routed experts' parameters (what expert parallelism splits)."""
+        return (self.layers - self.dense_layers) * self._mlp(self.experts)
 
     @property
     def is_moe(self) -> bool:
@@ -92,8 +107,9 @@ QWEN3_4B = Architecture(
 )
 MIXTRAL_8X7B = Architecture("mixtral", 32, 4096, 32, 8, 14336, 32000, 8192, experts=8, top_k=2)
 DEEPSEEK_MOE_16B = Architecture(
-    "deepseek", 28, 2048, 16, 16, 1408, 102400, 4096, experts=64, top_k=6, shared_experts=2
-)
+    "deepseek", 28, 2048, 16, 16, 1408, 102400, 4096, experts=64, top_k=6, shared_experts=2,
+    dense_layers=1, dense_ffn=10944,
+)  # fmt: skip
 OLMO2_13B = Architecture("olmo", 40, 5120, 40, 40, 13824, 100352, 4096)
 
 
@@ -106,8 +122,16 @@ class ModelEntry:
 
     @property
     def size_label(self) -> str:
-        billions = self.arch.params / 1e9
-        return f"{billions:.1f}B" if billions < 10 else f"{billions:.0f}B"
+        """The parameter count to one decimal, as model cards give it (Qwen2.5-14B has
+        14.8B parameters, Llama-3.1-8B 8.0B, DeepSeekMoE-16B 16.4B)."""
+        return f"{self.arch.params / 1e9:.1f}B"
+
+    @property
+    def name_size(self) -> str:
+        """The size as the model's name states it ("14B", "8x7B"), which run names use;
+        the parameter count where the name gives none."""
+        sizes = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?(?:x\d+)?)B(?![a-z])", self.name)
+        return f"{sizes[-1]}B" if sizes else self.size_label
 
 
 MODELS: tuple[ModelEntry, ...] = (

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 
 from fakehw.train import arithmetic as ar
+from fakehw.train import nccl
 from fakehw.train.events import (
     BenchmarkRow,
     CheckpointInfo,
@@ -36,7 +37,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.metrics import MetricsWriter
 from fakehw.train.plan import RunPlan
-from fakehw.train.styles.base import LaunchInfo, Style, nccl_init_lines, perplexity, size
+from fakehw.train.styles.base import LaunchInfo, Style, perplexity, size
 from fakehw.train.world import World
 
 # The mean SM clock of a power-capped GPU under training, as a share of its
@@ -50,6 +51,7 @@ WATCHDOG_TIMEOUT_S = 600.0  # NCCL's default collective timeout, story seconds
 WRITE_GBPS_PER_NODE = 1.8  # checkpoint write bandwidth to a parallel filesystem
 EXPORT_MAX_S = 90.0  # a conversion step, story seconds (big GGUF files take longer)
 LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
+WARMUP_STEPS = 0.8  # steps over which the first steps' extra time decays (e-fold)
 
 
 class JobFailed(Exception):
@@ -164,6 +166,8 @@ class Engine:
         self.interrupt_told = False  # Ctrl-C came during a save, which said what happens
         self.crash_causes: dict[int, int] = {}  # rank: the XID that killed it
         self.injected: set[tuple[str, int, int]] = set()
+        self.steps_since_start = 0  # since the job (re)started: the warm-up
+        self.warmup_amplitude = self.rng.uniform(2.0, 3.5)
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
 
     # --------------------------------------------------------------- pacing
@@ -260,8 +264,10 @@ class Engine:
         self.check_memory()
         world.attach(self.memory_plan())
         world.watch_xids()
-        self.wait(1.0)
-        style.nccl_init(nccl_init_lines(plan, self.launch))
+        self.wait(nccl.init_seconds(plan)["total"] + 0.6)
+        style.nccl_init(
+            nccl.init_lines(plan, self.launch.hostnames[0], self.launch.ip, world.local_pids)
+        )
         self.load("tokenizer", plan.model.arch.vocab, "tokens", 2.0)
         style.loaded(
             self.clock.now(),
@@ -411,7 +417,14 @@ class Engine:
         return min(0.4 * self.options.exit_after_time, story / self.options.speed)
 
     def expected_step_time(self) -> float:
-        return self.plan.tokens_per_step / self.plan.base_tokens_per_s
+        return self.plan.step_s
+
+    def warmup_factor(self) -> float:
+        """The first steps after a (re)start are slower: the caching allocator grows,
+        cuBLAS and NCCL pick algorithms and connect their peers. Step 1 takes a few
+        times a steady step, step 3 is within a few per cent."""
+        k = self.steps_since_start
+        return 1.0 + self.warmup_amplitude * math.exp(-(k - 1) / WARMUP_STEPS)
 
     def clock_factor(self) -> tuple[float, int, int]:
         """Throughput relative to the plan's, from the GPUs' SM clocks as the daemon
@@ -437,15 +450,18 @@ class Engine:
         straggle = 1.0
         if self.rng.random() < 1 / 3000:
             straggle = self.rng.uniform(1.2, 1.5)
+            rank = self.rng.randrange(plan.gpus)
             self.incident(
                 "slow_rank",
-                rank=self.rng.randrange(plan.gpus),
-                host=self.world.hostnames[self.rng.randrange(plan.nodes)],
+                rank=rank,
+                host=self.world.hostnames[rank // plan.gpus_per_node],
                 slowdown=100 * (straggle - 1),
                 reason="data loader stall",
             )
-        tokens_per_s = plan.base_tokens_per_s * factor * jitter / straggle
-        step_time = plan.tokens_per_step / tokens_per_s
+        self.steps_since_start += 1
+        perf = plan.performance
+        step_time = perf.step_s(factor) * self.warmup_factor() * jitter * straggle
+        tokens_per_s = plan.tokens_per_step / step_time
         self.wait(step_time)
         self.step += 1
         self.steps_done += 1
@@ -458,7 +474,6 @@ class Engine:
             return None
         epoch_fraction = self.step / plan.steps_per_epoch
         mean_step = sum(self.step_times) / len(self.step_times)
-        tflops = ar.tflops_per_gpu(tokens_per_s, plan.active_params, plan.gpus)
         extra = self.dpo_metrics() if plan.task == "dpo" else {}
         return StepMetrics(
             step=self.step,
@@ -466,7 +481,7 @@ class Engine:
             epoch=min(plan.epochs - 1, int(epoch_fraction)),
             epochs=plan.epochs,
             epoch_fraction=epoch_fraction,
-            tokens_seen=self.step * plan.tokens_per_step,
+            tokens_seen=self.step * plan.trained_tokens_per_step,
             samples_seen=self.step * plan.global_batch,
             loss=loss,
             ppl=perplexity(loss),
@@ -477,8 +492,8 @@ class Engine:
             step_time_s=step_time,
             elapsed_s=self.clock.elapsed(),
             eta_s=(plan.total_steps - self.step) * mean_step,
-            tflops_per_gpu=tflops,
-            mfu=tflops / plan.gpu.bf16_dense_tflops,
+            tflops_per_gpu=perf.tflops_per_gpu(step_time),
+            mfu=perf.mfu(step_time),
             gpus=plan.gpus,
             global_batch=plan.global_batch,
             global_batch_tokens=plan.tokens_per_step,
@@ -487,6 +502,12 @@ class Engine:
             skipped_steps=self.skipped if skipped or self.loss_scale is not None else 0,
             time=self.clock.now(),
             memory_gib=plan.memory_mib / 1024,
+            compute_s=step_time
+            - perf.exposed_comm_s
+            - perf.optimizer_s
+            - perf.bubble_s / max(factor, 1e-6),
+            exposed_comm_s=perf.exposed_comm_s,
+            bubble_fraction=perf.bubble_fraction,
             extra=extra,
         )
 
@@ -617,35 +638,27 @@ class Engine:
             style.gpu_grid(self.world.cells(), m)
 
     def collective(self, m: StepMetrics) -> None:
-        plan = self.plan
-        par = plan.par
-        dp = par.dp
-        if dp < 2:
+        """NCCL's timing of the step's heaviest collective, as the model sized it."""
+        traffic = self.plan.performance.largest()
+        if traffic is None:
             return
-        size_bytes = int(ar.BF16 * plan.trainable / (par.tp * par.pp))
-        intra = dp <= plan.gpus_per_node
-        if intra and plan.gpu.nvlink_topology == "all":
-            transport, busbw = "NVLink", 370.0 if plan.gpu.nvlink_count >= 18 else 235.0
-        elif intra:
-            transport, busbw = "PCIe", 21.0
-        else:
-            transport, busbw = "InfiniBand", 46.0 if plan.gpu.architecture == "Hopper" else 23.0
-        busbw *= math.exp(self.rng.gauss(0, 0.04))
-        op = "AllReduce" if par.zero_stage < 2 else "ReduceScatter"
-        factor = 2 * (dp - 1) / dp if op == "AllReduce" else (dp - 1) / dp
-        algbw = busbw / factor
-        time_ms = size_bytes / (algbw * 1e9) * 1000
+        jitter = math.exp(self.rng.gauss(0, 0.03))
+        time_ms = 1000 * traffic.call_s * jitter
         self.style.collective(
             CollectiveTiming(
                 self.step,
-                op,
-                size_bytes,
-                dp,
+                traffic.op,
+                traffic.nbytes,
+                traffic.ranks,
                 time_ms,
-                algbw,
-                busbw,
-                transport,
+                traffic.algbw_gbps / jitter,
+                traffic.achieved_busbw_gbps / jitter,
+                traffic.transport,
                 m.time,
+                calls=traffic.calls,
+                purpose=traffic.purpose,
+                hidden=traffic.overlap,
+                step_s=m.step_time_s,
             )
         )
 
@@ -656,7 +669,7 @@ class Engine:
         self.world.phase("eval")
         started = self.clock.now()
         style.eval_start(started, self.step, plan.eval_batches)
-        batch_s = 0.12 * self.expected_step_time()
+        batch_s = plan.performance.eval_batch_s(self.clock_factor()[0])
         for k in range(1, plan.eval_batches + 1):
             self.wait(batch_s)
             if k % max(1, plan.eval_batches // 20) == 0 or k == plan.eval_batches:
@@ -673,6 +686,10 @@ class Engine:
             samples=plan.eval_batches * plan.global_batch,
             runtime_s=self.clock.now() - started,
             time=self.clock.now(),
+            batches=plan.eval_batches,
+            tokens_per_s=plan.eval_batches
+            * plan.tokens_per_step
+            / max(self.clock.now() - started, 1e-9),
             extra=extra,
         )
         self.last_eval = loss
@@ -851,13 +868,7 @@ class Engine:
                     "other API call, so the stacktrace below might be incorrect.",
                 ]
         survivors = [r for r in range(self.plan.gpus) if r not in dead][:3]
-        for rank in survivors:
-            lines.append(
-                f"[rank{rank}]:[E{tag}.{rank:06d}321 ProcessGroupNCCL.cpp:685] [Rank {rank}] "
-                f"Watchdog caught collective operation timeout: WorkNCCL(SeqNum={seq}, "
-                f"OpType=ALLREDUCE, NumelIn=262144000, NumelOut=262144000, Timeout(ms)=600000) "
-                f"ran for {int(WATCHDOG_TIMEOUT_S * 1000) + 13} milliseconds before timing out."
-            )
+        lines += [nccl.watchdog_line(self.plan, rank, seq, now) for rank in survivors]
         pid = os.getpid()
         binary = self.world.process_name
         for rank in dead:

@@ -39,6 +39,11 @@ class StepMetrics:
     skipped_steps: int
     time: float  # unix time in the run's own (possibly accelerated) clock
     memory_gib: float  # what this rank holds (torch.cuda.max_memory_reserved)
+    # The step's time, piece by piece (arithmetic.StepPerformance): kernels, the
+    # pipeline's idle share, communication not hidden behind compute.
+    compute_s: float = 0.0
+    exposed_comm_s: float = 0.0
+    bubble_fraction: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)  # DPO rewards and the like
 
 
@@ -50,6 +55,8 @@ class EvalResult:
     samples: int
     runtime_s: float
     time: float
+    batches: int = 0
+    tokens_per_s: float = 0.0  # forward only: ~3x training's
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -75,6 +82,10 @@ class CollectiveTiming:
     busbw_gbps: float
     transport: str  # "NVLink" or "InfiniBand"
     time: float
+    calls: int = 1  # of this collective per optimizer step
+    purpose: str = "gradients"  # gradients, parameters, tensor, pipeline, experts
+    hidden: float = 0.0  # the share that overlaps with compute
+    step_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
 """What a run will be: model, data, parallelism, batch, schedule. Seeded, so repeatable.
 
 ``make_plan`` turns the command line into a ``RunPlan``: it picks what was not
-given (from ``--seed``), then sizes the job the way an engineer would: enough
-tensor/pipeline parallelism and ZeRO sharding that a GPU holds its share, the
-largest micro-batch that fits in ~88 % of memory, and a global batch that makes
-a step take one to three seconds at the expected throughput.
+given (from ``--seed``), then sizes the job the way an engineer would: of the
+layouts the framework offers (tensor/pipeline/expert parallelism, ZeRO or FSDP,
+sharded within a node or across all), each with the largest micro-batch that
+fits in ~88 % of memory, the one whose modelled step is fastest
+(``arithmetic.step_performance``: compute, pipeline bubble, exposed
+communication); a global batch that makes a step take seconds and keeps a
+pipeline's bubble small; and epochs and steps from what the dataset holds.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fakehw.specs import GpuSpec
 from fakehw.train import arithmetic as ar
@@ -19,6 +22,7 @@ from fakehw.train.catalog import (
     DATASET_KIND,
     DATASETS,
     MODELS,
+    Architecture,
     Dataset,
     ModelEntry,
     find_dataset,
@@ -62,7 +66,9 @@ class RunPlan:
     peak_lr: float
     schedule: str
     precision: str
-    mfu: float
+    efficiency: float  # the share of peak the step's kernels reach
+    fabric: ar.Fabric
+    performance: ar.StepPerformance  # one steady optimizer step, piece by piece
     trainable: int
     lora: LoraConfig | None
     eval_every: int
@@ -90,14 +96,29 @@ class RunPlan:
 
     @property
     def tokens_per_step(self) -> int:
-        pairs = 2 if self.task == "dpo" else 1  # chosen and rejected
-        return self.global_batch * self.seq * pairs
+        """Tokens a step computes on (DPO: chosen and rejected, padded to ``seq``)."""
+        return self.global_batch * self.seq * sequences_per_sample(self.task)
+
+    @property
+    def trained_tokens_per_step(self) -> int:
+        """Tokens of the dataset a step consumes (packed data: every computed token;
+        DPO pairs: their real length, without the padding)."""
+        if self.task == "dpo":
+            return round(self.global_batch * self.dataset.tokens / self.dataset.samples)
+        return self.tokens_per_step
 
     @property
     def base_tokens_per_s(self) -> float:
-        return ar.tokens_per_second(
-            self.gpus, self.gpu.bf16_dense_tflops, self.mfu, self.active_params
-        )
+        return self.performance.tokens_per_s
+
+    @property
+    def step_s(self) -> float:
+        """A steady step at the clocks the plan assumes."""
+        return self.performance.step_s()
+
+    @property
+    def mfu(self) -> float:
+        return self.performance.mfu(self.step_s)
 
     @property
     def memory_mib(self) -> int:
@@ -127,9 +148,10 @@ def _choose_model(task: str, gpus: int, gpu: GpuSpec, rng: random.Random) -> Mod
         return rng.choice([m for m in MODELS if m.arch.reasoning])
     per_gpu = gpu.memory_usable_mib * MIB
 
-    def step_s(entry: ModelEntry) -> float:
+    def step_s(entry: ModelEntry) -> float:  # half a million tokens, at 85 % of the kernels'
         flops = ar.flops_per_token(entry.arch.active_params) * 512 * 1024
-        return flops / (gpus * gpu.bf16_dense_tflops * 1e12 * 0.4)
+        efficiency = 0.85 * ar.kernel_efficiency(entry.arch)
+        return flops / (gpus * gpu.bf16_dense_tflops * 1e12 * efficiency)
 
     candidates = [
         entry
@@ -154,6 +176,49 @@ def _fits(memory: dict[str, int], gpu: GpuSpec, context_mib: int) -> bool:
     return ar.reserved_bytes(memory) <= MEMORY_TARGET * usable
 
 
+@dataclass(frozen=True)
+class _Layout:
+    par: ar.Parallelism
+    memory: dict[str, int]
+    performance: ar.StepPerformance
+    global_batch: int
+
+
+def _layouts(
+    entry: ModelEntry, task: str, style: str, gpus: int, per_node: int
+) -> list[tuple[int, int, int, int]]:
+    """(tp, pp, zero stage, shard group) the style's framework would offer for this job:
+    Megatron: TP x PP with its distributed optimizer (ZeRO-1); DeepSpeed: ZeRO-2 or 3;
+    FSDP (hf, default): full shard, or hybrid shard within a node, TP for pretraining;
+    LoRA: plain DDP (the adapters are small)."""
+    nodes = max(1, gpus // per_node)
+    found = []
+    for tp in (1, 2, 4, 8):
+        if tp > per_node or gpus % tp:
+            continue
+        for pp in (1, 2, 4, 8):
+            if gpus % (tp * pp) or (pp > 1 and style != "megatron"):
+                continue
+            if tp > 1 and style in ("hf", "default") and task != "pretrain":
+                continue
+            if tp > 1 and style == "deepspeed":
+                continue
+            dp = gpus // (tp * pp)
+            if task == "lora":
+                stages = [(0, 0)]
+            elif style == "megatron":
+                stages = [(1, 0)]
+            elif style == "deepspeed":
+                stages = [(2, 0), (3, 0)]
+            else:
+                stages = [(3, 0)]
+                local = per_node // tp
+                if nodes > 1 and 1 < local < dp and dp % local == 0:
+                    stages.append((3, local))  # HYBRID_SHARD
+            found += [(tp, pp, zero, shard) for zero, shard in stages]
+    return found
+
+
 def _parallelism(
     entry: ModelEntry,
     task: str,
@@ -163,50 +228,83 @@ def _parallelism(
     gpu: GpuSpec,
     seq: int,
     trainable: int,
-) -> tuple[ar.Parallelism, dict[str, int]]:
+    fabric: ar.Fabric,
+    efficiency: float,
+) -> _Layout:
+    """The fastest layout that fits (ties: the simplest), with its batch."""
     arch = entry.arch
-    zero_default = {"megatron": 1, "deepspeed": 2, "hf": 3, "default": 3}[style]
-    if task == "lora":
-        zero_default = 0
-    options = []
-    for tp in (1, 2, 4, 8):
-        if tp > per_node or gpus % tp:
-            continue
-        for pp in (1, 2, 4, 8):
-            if gpus % (tp * pp) or (pp > 1 and style != "megatron"):
-                continue
-            if tp > 1 and style in ("hf", "default") and task != "pretrain":
-                continue
-            for zero in sorted({zero_default, 3} if style != "megatron" else {1}):
-                options.append((tp, pp, zero))
     ep = min(arch.experts, per_node) if arch.is_moe else 1
-    for tp, pp, zero in options:
+    best: tuple[float, int, _Layout] | None = None
+    for tp, pp, zero, shard in _layouts(entry, task, style, gpus, per_node):
         dp = gpus // (tp * pp)
-        for recompute in (False, True):
-            for micro in (16, 8, 4, 2, 1):
-                if micro * seq > 131072 and micro > 1:
-                    continue
-                par = ar.Parallelism(tp, pp, dp, zero, micro, 1, recompute, ep)
-                memory = ar.memory_breakdown(arch, par, seq, trainable)
-                if _fits(memory, gpu, gpu.context_mib):
-                    return par, memory
-    raise PlanError(
-        f"{entry.name} ({entry.size_label} parameters) does not fit on {gpus} x {gpu.name} "
-        f"even with tensor/pipeline parallelism and full recomputation; use more GPUs "
-        f"(--nodes) or a smaller --model"
-    )
+        fitted = _fitting_micro_batch(arch, tp, pp, dp, zero, shard, ep, gpu, seq, trainable)
+        if fitted is None:
+            continue
+        par, _ = fitted
+        layout = _with_batch(par, arch, task, seq, trainable, gpu, fabric, efficiency)
+        rank = (-layout.performance.tokens_per_s, tp * pp * (2 if shard else 1))
+        if best is None or rank < best[:2]:
+            best = (*rank, layout)
+    if best is None:
+        raise PlanError(
+            f"{entry.name} ({entry.size_label} parameters) does not fit on {gpus} x {gpu.name} "
+            f"even with tensor/pipeline parallelism and full recomputation; use more GPUs "
+            f"(--nodes) or a smaller --model"
+        )
+    return best[2]
 
 
-def _global_batch(par: ar.Parallelism, seq: int, tokens_per_s: float, task: str) -> int:
-    """A power of two of sequences: steps of 1-3 s, never below one micro-batch per rank."""
+def _fitting_micro_batch(
+    arch: Architecture, tp: int, pp: int, dp: int, zero: int, shard: int, ep: int,
+    gpu: GpuSpec, seq: int, trainable: int,
+) -> tuple[ar.Parallelism, dict[str, int]] | None:  # fmt: skip
+    """The largest micro-batch that fits, without recomputation if it can."""
+    for recompute in (False, True):
+        for micro in (16, 8, 4, 2, 1):
+            if micro * seq > 131072 and micro > 1:
+                continue
+            par = ar.Parallelism(tp, pp, dp, zero, micro, 1, recompute, ep, shard)
+            memory = ar.memory_breakdown(arch, par, seq, trainable)
+            if _fits(memory, gpu, gpu.context_mib):
+                return par, memory
+    return None
+
+
+def _with_batch(
+    par: ar.Parallelism, arch: Architecture, task: str, seq: int, trainable: int,
+    gpu: GpuSpec, fabric: ar.Fabric, efficiency: float,
+) -> _Layout:  # fmt: skip
+    """The layout with a global batch: a power of two of sequences making a step take
+    the task's usual seconds, at least 4 x PP micro-batches per rank under a pipeline
+    (a 1F1B bubble of (p-1)/(m+p-1) under 16 %), never below one micro-batch per rank."""
+
+    def performance(accum: int) -> ar.StepPerformance:
+        layout = replace(par, grad_accum=accum)
+        tokens = layout.dp * layout.micro_batch * accum * seq * sequences_per_sample(task)
+        return ar.step_performance(arch, layout, task, seq, trainable, tokens, gpu, fabric,
+                                   efficiency)  # fmt: skip
+
+    least_accum = 4 * par.pp if par.pp > 1 else 1
+    # Fine-tuning recipes keep global batches small: at most this many sequences
+    # (pairs for DPO), whatever the cluster could take; the micro-batch shrinks to fit.
+    most = {"pretrain": 4096, "sft": 512, "dpo": 256, "lora": 128}[task]
+    while par.micro_batch > 1 and par.dp * par.micro_batch * least_accum > most:
+        par = replace(par, micro_batch=par.micro_batch // 2)
     smallest = par.dp * par.micro_batch
     target_s = {"pretrain": 2.0, "sft": 2.5, "dpo": 3.0, "lora": 2.0}[task]
-    pairs = 2 if task == "dpo" else 1
-    wanted = tokens_per_s * target_s / (seq * pairs)
+    first = performance(least_accum)
+    wanted = first.tokens_per_s * target_s / (seq * sequences_per_sample(task))
     batch: int = 2 ** max(0, round(math.log2(max(1.0, wanted))))
-    batch = max(batch, smallest)
-    batch = min(batch, 4096)
-    return max(smallest, batch - batch % smallest)
+    batch = min(max(batch, smallest * least_accum), max(most, smallest * least_accum))
+    batch = max(smallest, batch - batch % smallest)
+    accum = batch // smallest
+    final = replace(par, grad_accum=accum)
+    return _Layout(final, ar.memory_breakdown(arch, final, seq, trainable), performance(accum),
+                   batch)  # fmt: skip
+
+
+def sequences_per_sample(task: str) -> int:
+    return 2 if task == "dpo" else 1  # a preference pair: chosen and rejected
 
 
 def _nice_floor(value: float) -> int:
@@ -245,6 +343,9 @@ def make_plan(
     data = find_dataset(dataset) if dataset else _choose_dataset(task, rng)
     arch = entry.arch
     seq = {"pretrain": 4096, "sft": 4096, "dpo": 2048, "lora": 8192}[task]
+    if task == "dpo":  # pairs are padded to the batch's longest, not packed
+        per_sequence = data.tokens / data.samples / 2
+        seq = min(seq, 256 * math.ceil(1.6 * per_sequence / 256))
     seq = min(seq, arch.max_seq)
     lora = None
     trainable = arch.params
@@ -252,26 +353,16 @@ def make_plan(
         rank = rng.choice((16, 32, 64))
         lora = LoraConfig(rank, 2 * rank, LORA_TARGETS)
         trainable = ar.lora_params(arch, rank, LORA_TARGETS)
-    par, memory = _parallelism(entry, task, style, gpus, gpus_per_node, gpu, seq, trainable)
-    mfu_base = {"pretrain": 0.44, "sft": 0.40, "dpo": 0.31, "lora": 0.27}[task]
-    if arch.is_moe:
-        mfu_base -= 0.10
-    if par.tp * par.pp > 1:
-        mfu_base -= 0.03
-    if par.recompute:
-        mfu_base -= 0.06
-    if arch.params < 2e9:
-        mfu_base -= 0.08
-    mfu = round(max(0.2, mfu_base * rng.uniform(0.94, 1.06)), 4)
-    tokens_per_s = ar.tokens_per_second(gpus, gpu.bf16_dense_tflops, mfu, arch.active_params)
-    global_batch = _global_batch(par, seq, tokens_per_s, task)
-    grad_accum = max(1, global_batch // (par.dp * par.micro_batch))
-    par = ar.Parallelism(
-        par.tp, par.pp, par.dp, par.zero_stage, par.micro_batch, grad_accum, par.recompute, par.ep
+    fabric = ar.Fabric.of(gpu, gpus_per_node, nodes)
+    efficiency = round(ar.kernel_efficiency(arch) * rng.uniform(0.95, 1.05), 4)
+    layout = _parallelism(
+        entry, task, style, gpus, gpus_per_node, gpu, seq, trainable, fabric, efficiency
     )
-    memory = ar.memory_breakdown(arch, par, seq, trainable)
-    pairs = 2 if task == "dpo" else 1
-    tokens_per_step = global_batch * seq * pairs
+    par, memory, performance = layout.par, layout.memory, layout.performance
+    global_batch = layout.global_batch
+    tokens_per_s = performance.tokens_per_s
+    step_s = performance.step_s()
+    tokens_per_step = performance.tokens
     if task == "pretrain":
         # Chinchilla-optimal or 300B tokens, whichever is more, within what
         # the data holds and three weeks on this cluster allow.
@@ -286,21 +377,26 @@ def make_plan(
         warmup = min(2000, _nice_floor(steps_per_epoch / 50))
     else:
         epochs = {"sft": 3, "dpo": 1, "lora": 2}[task]
-        steps_per_epoch = max(50, data.samples // global_batch)
+        if task == "dpo":  # pairs, one sample each: steps from the sample count
+            steps_per_epoch = max(1, data.samples // global_batch)
+        else:  # packed: an epoch is the dataset's tokens in sequences of ``seq``
+            steps_per_epoch = max(1, data.tokens // tokens_per_step)
         peak_lr = {"sft": 2e-5, "dpo": 5e-7, "lora": 1e-4}[task]
         schedule = "cosine" if task != "dpo" else "linear"
-        warmup = max(10, math.ceil(0.03 * steps_per_epoch * epochs))  # warmup_ratio 0.03
+        warmup = max(1, math.ceil(0.03 * steps_per_epoch * epochs))  # warmup_ratio 0.03
     total_steps = steps_per_epoch * epochs
-    step_s = tokens_per_step / tokens_per_s
-    eval_every = _nice(300.0 / step_s)
+    eval_every = min(_nice(300.0 / step_s), _nice_floor(steps_per_epoch / 4))
     # Saves land on evaluation steps, as configs usually have it.
     checkpoint_every = eval_every * max(2, round(_nice(900.0 / step_s) / eval_every))
+    # Validation takes ~5 % of the time between two of them, 10-200 batches.
+    eval_batches = round(0.05 * eval_every * step_s / performance.eval_batch_s())
+    eval_batches = min(200, max(10, eval_batches))
     start_step = 0
     if resume:
         start_step = checkpoint_every * rng.randint(3, 40)
         start_step = min(start_step, total_steps // 2 - total_steps // 2 % checkpoint_every)
     family = entry.name.split("-")[0].lower()
-    run_name = f"{family}-{entry.size_label.lower()}-{task}-{rng.randrange(16**4):04x}"
+    run_name = f"{family}-{entry.name_size.lower()}-{task}-{rng.randrange(16**4):04x}"
     root = rng.choice(("/checkpoints", "/lustre/fsx/runs", "/mnt/weka/ckpt", "/scratch/llm"))
     return RunPlan(
         seed=seed,
@@ -321,13 +417,13 @@ def make_plan(
         peak_lr=peak_lr,
         schedule=schedule,
         precision=precision,
-        mfu=mfu,
+        efficiency=efficiency,
+        fabric=fabric,
+        performance=performance,
         trainable=trainable,
         lora=lora,
         eval_every=eval_every,
-        # validation takes ~5 % of the time between two of them (a batch
-        # costs ~0.12 of a training step)
-        eval_batches=min(rng.choice((50, 100, 200)), max(20, round(0.4 * eval_every))),
+        eval_batches=eval_batches,
         checkpoint_every=checkpoint_every,
         run_name=run_name,
         save_dir=f"{root}/{run_name}",

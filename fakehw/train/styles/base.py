@@ -4,8 +4,8 @@ A style receives events (``fakehw.train.events``) and prints them; it never
 computes a figure. ``Style`` itself is the default style; framework styles
 (Megatron-LM, Hugging Face Trainer, DeepSpeed) subclass it and replace what
 their real logs print differently, keeping the shared pieces: the NCCL init
-lines (NCCL's own format, ``tests/real/h200x2/load/train.log``), torchrun's
-warnings, the GPU grid, progress bars and time formats.
+lines (``fakehw.train.nccl``), torchrun's warnings, the GPU grid, progress
+bars and time formats.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from fakehw.train.events import (
 from fakehw.train.plan import RunPlan
 from fakehw.train.terminal import Terminal, visible_len
 
-NCCL_VERSION = "2.28.9+cuda13.0"
 BAR_CELLS = " ▏▎▍▌▋▊▉█"
 GPU_PROBLEMS_SHOWN = 8  # unhealthy GPUs the pre-flight check lists one by one
 
@@ -107,79 +106,6 @@ def torchrun_warning(launch: LaunchInfo) -> list[str]:
         "for optimal performance in your application as needed. ",
         head + "*****************************************",
     ]
-
-
-def nccl_init_lines(plan: RunPlan, launch: LaunchInfo, ranks_shown: int = 2) -> list[str]:
-    """NCCL's INFO lines during communicator set-up, for the first local ranks."""
-    host = launch.hostnames[launch.node_rank]
-    nranks, nnodes = plan.gpus, plan.nodes
-    channels = 24 if plan.gpu.nvlink_count else 4
-    comm_id = f"0x{abs(hash((plan.seed, plan.run_name))) % (1 << 64):016x}"
-    lines = []
-    shown = launch.local_pids[:ranks_shown]
-    for local, pid in enumerate(shown):
-        p = f"{host}:{pid}:{pid} [{local}] NCCL INFO "
-        rank = launch.node_rank * plan.gpus_per_node + local
-        lines += [
-            p + "ENV/Plugin: Could not find: libnccl-env.so",
-            p + f"Bootstrap: Using eth0:{launch.ip}<0>",
-            p + "cudaDriverVersion 13000",
-            p + f"NCCL version {NCCL_VERSION}",
-            p + "Comm config Blocking set to 1",
-        ]
-        if nnodes > 1:
-            lines += [
-                p + "NET/Plugin: Loaded net plugin NCCL RDMA Plugin v10 (v10)",
-                p + "NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
-                "[3]mlx5_3:1/IB [4]mlx5_4:1/IB [5]mlx5_5:1/IB [6]mlx5_6:1/IB [7]mlx5_7:1/IB "
-                f"[RO]; OOB eth0:{launch.ip}<0>",
-                p + "Initialized NET plugin IB",
-                p + "Assigned NET plugin IB to comm",
-                p + "Using network IB",
-            ]
-        else:
-            lines += [
-                p + "NET/IB : No device found.",
-                p + f"NET/Socket : Using [0]eth0:{launch.ip}<0>",
-                p + "Initialized NET plugin Socket",
-                p + "Using network Socket",
-            ]
-        bus = f"{0x18 + 0x12 * local:x}000"
-        lines.append(
-            p + f"ncclCommInitRankConfig comm 0x{0x3508FA60 + 0x1F00000 * local:x} rank {rank} "
-            f"nranks {nranks} cudaDev {local} nvmlDev {local} busId {bus} commId {comm_id} "
-            "- Init START"
-        )
-    if shown:
-        p = f"{host}:{shown[0]}:{shown[0]} [0] NCCL INFO "
-        lines += [
-            p + f"comm 0x3508fa60 rank 0 nRanks {nranks} nNodes {nnodes} localRanks "
-            f"{plan.gpus_per_node} localRank 0 MNNVL 0",
-            *(
-                p + f"Channel {c:02d}/{channels} : " + " ".join(str(r) for r in _ring(plan, c))
-                for c in range(min(channels, 4))
-            ),
-            p + "P2P Chunksize set to 524288",
-            p + "Check P2P Type isAllDirectP2p 1 directMode 0 isAllCudaP2p 1",
-            p + f"{channels} coll channels, {channels} collnet channels, 0 nvls channels, "
-            "32 p2p channels, 32 p2p channels per peer",
-            p + f"ncclCommInitRankConfig comm 0x3508fa60 rank 0 nranks {nranks} cudaDev 0 "
-            f"nvmlDev 0 busId 18000 commId {comm_id} - Init COMPLETE",
-            p + f"Init timings - ncclCommInitRankConfig: rank 0 nranks {nranks} total "
-            f"{0.35 + 0.02 * nnodes:.2f} (kernels 0.29, alloc 0.01, bootstrap "
-            f"{0.01 * nnodes:.2f}, allgathers 0.00, topo 0.03, graphs 0.00, connections "
-            "0.01, rest 0.00)",
-            p + "Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM"
-            if plan.gpu.nvlink_count
-            else p + "Channel 00/0 : 0[0] -> 1[1] via SHM/direct",
-        ]
-    return lines
-
-
-def _ring(plan: RunPlan, channel: int) -> list[int]:
-    order = list(range(min(plan.gpus, 16)))
-    shift = channel % max(1, len(order))
-    return order[shift:] + order[:shift]
 
 
 def grid_lines(

@@ -10,6 +10,8 @@ iteration line with samples/s, tokens per GPU per second and TFLOPs.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 from fakehw.train.events import (
@@ -51,11 +53,12 @@ class DeepSpeedStyle(Style):
         plan, t = self.plan, launch.time
         hosts = launch.hostnames
         world = {h: list(range(plan.gpus_per_node)) for h in hosts}
+        # as deepspeed.launcher.runner.encode_world_info encodes it
+        world_info = base64.urlsafe_b64encode(json.dumps(world).encode()).decode()
         self.ds(
             t,
             "runner.py:607:main",
-            f"cmd = /usr/bin/python3 -u -m deepspeed.launcher.launch --world_info=eyJ"
-            f"{'kZ3gtaDEwMC0wMSI6IFswLCAxLCAyLCAzLCA0LCA1LCA2LCA3XX0='} "
+            f"cmd = /usr/bin/python3 -u -m deepspeed.launcher.launch --world_info={world_info} "
             f"--master_addr={launch.master_addr} --master_port={launch.master_port} "
             f"--enable_each_rank_log=None {launch.script}",
         )
