@@ -17,7 +17,6 @@ Pure functions: no state, no randomness (callers pass their own noise).
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -200,46 +199,51 @@ def lora_params(arch: Architecture, rank: int, targets: tuple[str, ...]) -> int:
     return per_layer * arch.layers
 
 
-# lm-evaluation-harness scores of well-trained base models, by size (log10 params).
-_BENCHMARKS = {
-    # task: ((log10 N, score) points, metric, shots)
-    "hellaswag": (
-        ((9.0, 0.46), (9.6, 0.62), (9.9, 0.79), (10.2, 0.82), (10.85, 0.86)),
-        "acc_norm",
-        0,
-    ),
-    "arc_easy": (((9.0, 0.62), (9.6, 0.74), (9.9, 0.81), (10.2, 0.84), (10.85, 0.88)), "acc", 0),
-    "mmlu": (((9.0, 0.31), (9.6, 0.55), (9.9, 0.65), (10.2, 0.74), (10.85, 0.79)), "acc", 5),
-    "gsm8k": (
-        ((9.0, 0.06), (9.6, 0.36), (9.9, 0.52), (10.2, 0.68), (10.85, 0.82)),
-        "exact_match",
-        5,
-    ),
-}
-BENCHMARK_TASKS = tuple(_BENCHMARKS)
+# ------------------------------------------------------------- benchmarks
+@dataclass(frozen=True)
+class BenchmarkTask:
+    """An lm-evaluation-harness task as its table reports it."""
+
+    name: str
+    version: int
+    metric: str
+    shots: int
+    items: int  # questions scored: every value is a count of them over this
+    chance: float
+    # How the score comes with the loss of a model trained from scratch: half-way
+    # from chance to the model's full-training score at ``midpoint_loss``, over
+    # ``width`` of loss (MMLU and GSM8K appear late: near chance until the loss is low).
+    midpoint_loss: float
+    width: float
 
 
-def benchmark_score(task: str, params: float, reasoning: bool = False) -> float:
-    points, _, _ = _BENCHMARKS[task]
-    x = math.log10(max(params, 1e8))
-    if x <= points[0][0]:
-        score = points[0][1]
-    elif x >= points[-1][0]:
-        score = points[-1][1]
-    else:
-        score = points[0][1]
-        for (x0, y0), (x1, y1) in itertools.pairwise(points):
-            if x0 <= x <= x1:
-                score = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-                break
-    if reasoning and task == "gsm8k":
-        score = min(0.95, score + 0.25)
-    return score
+BENCHMARK_TASKS = (
+    BenchmarkTask("hellaswag", 1, "acc_norm", 0, 10042, 0.25, 2.45, 0.30),
+    BenchmarkTask("arc_easy", 1, "acc", 0, 2376, 0.25, 2.50, 0.30),
+    BenchmarkTask("mmlu", 2, "acc", 5, 14042, 0.25, 2.05, 0.10),
+    BenchmarkTask("gsm8k", 3, "exact_match", 5, 1319, 0.0, 1.95, 0.10),
+)
 
 
-def benchmark_info(task: str) -> tuple[str, int]:
-    _, metric, shots = _BENCHMARKS[task]
-    return metric, shots
+def benchmark_expected(task: BenchmarkTask, full_training: float, loss: float | None) -> float:
+    """The expected score: the published score of the model's full training
+    (``full_training``) when the run starts from it (``loss`` None: fine-tuning),
+    else where the run's loss has brought a model trained from scratch."""
+    if loss is None:
+        return full_training
+    progress = 1.0 / (1.0 + math.exp((loss - task.midpoint_loss) / task.width))
+    return task.chance + (full_training - task.chance) * progress
+
+
+def benchmark_result(task: BenchmarkTask, expected: float, noise: float) -> tuple[float, float]:
+    """(value, stderr) as the harness reports them: ``k`` of the task's items right,
+    ``noise`` standard deviations of sampling from ``expected``; the stderr of a mean
+    of 0/1 scores, sqrt(p (1 - p) / (n - 1))."""
+    n = task.items
+    spread = math.sqrt(max(expected * (1 - expected), 1e-9) / n)
+    right = min(n, max(0, round((expected + noise * spread) * n)))
+    value = right / n
+    return value, math.sqrt(value * (1 - value) / (n - 1))
 
 
 # ------------------------------------------------------------------ the step
@@ -565,5 +569,75 @@ def _eval_traffic(traffic: list[Traffic], par: Parallelism) -> list[Traffic]:
     return kept
 
 
-def checkpoint_seconds(nbytes: int, writers: int, gbps_per_writer: float) -> float:
-    return max(2.0, nbytes / (gbps_per_writer * 1e9 * max(1, writers)))
+# ---------------------------------------------------------------- I/O, start-up
+# A parallel filesystem (Lustre, Weka) as one node sees it: reads are faster than writes.
+FS_WRITE_GBPS_PER_NODE = 1.8
+FS_READ_GBPS_PER_NODE = 4.0
+TOKENIZE_SAMPLES_PER_S = 4000.0  # per tokenizer process (a fast tokenizer, packing)
+TOKENIZE_PROCESSES = 32
+SHARD_INDEX_S = 0.0012  # to open one pre-tokenized shard's index (memory-mapped)
+
+
+SAFETENSORS_SHARD_BYTES = 5 * 10**9  # save_pretrained's max_shard_size
+
+
+def safetensor_shards(total: int) -> list[tuple[str, int]]:
+    """The weight files of a Hugging Face checkpoint of ``total`` bytes, as
+    ``save_pretrained`` splits it (5 GB shards, ``model-00001-of-00004``...)."""
+    count = max(1, math.ceil(total / SAFETENSORS_SHARD_BYTES))
+    if count == 1:
+        return [("model.safetensors", total)]
+    return [
+        (f"model-{i:05d}-of-{count:05d}.safetensors", total // count) for i in range(1, count + 1)
+    ]
+
+
+def checkpoint_write_s(nbytes: int, writers: int) -> float:
+    """A checkpoint's save: its bytes over the writing nodes' bandwidth (every node
+    writes its ranks' shards when the state is sharded, else rank 0 writes it all)."""
+    return max(2.0, nbytes / (FS_WRITE_GBPS_PER_NODE * 1e9 * max(1, writers)))
+
+
+def checkpoint_read_s(nbytes: int, nodes: int) -> float:
+    """Loading a checkpoint: each node reads its ranks' share."""
+    return 1.5 + nbytes / (FS_READ_GBPS_PER_NODE * 1e9 * max(1, nodes))
+
+
+def weights_read_s(params: int) -> float:
+    """Loading pretrained bf16 weights: every node reads all of them, then shards."""
+    return 1.5 + BF16 * params / (FS_READ_GBPS_PER_NODE * 1e9)
+
+
+def model_init_s(params: int) -> float:
+    """A model built from scratch: allocated on the GPUs and initialised in place."""
+    return 1.0 + params / 2e10
+
+
+# Conversions after training (story seconds): writing, llama.cpp's converter and
+# quantizer (CPU-bound, parameters per second), GPTQ's layer-by-layer calibration
+# (about a minute and a half per billion parameters on one H100).
+GGUF_CONVERT_GBPS = 1.0
+GGUF_QUANTIZE_PARAMS_PER_S = {"Q8_0": 4e8, "Q4_K_M": 1.2e8}
+GPTQ_S_PER_PARAM = 90.0 / 1e9
+BITSANDBYTES_S = 12.0
+
+
+def export_s(kind: str, detail: str, nbytes: int, params: int) -> float:
+    """How long an export takes: ``kind`` safetensors, gguf, int8, int4 or gptq."""
+    if kind == "safetensors":
+        return 1.0 + nbytes / (FS_WRITE_GBPS_PER_NODE * 1e9)
+    if kind == "gguf":
+        if detail == "F16":
+            return 2.0 + 2 * nbytes / (GGUF_CONVERT_GBPS * 1e9)
+        return 2.0 + params / GGUF_QUANTIZE_PARAMS_PER_S.get(detail, 2e8)
+    if kind == "gptq":
+        return 20.0 + params * GPTQ_S_PER_PARAM
+    return BITSANDBYTES_S + BF16 * params / (FS_READ_GBPS_PER_NODE * 1e9)
+
+
+def dataset_open_s(task: str, shards: int, samples: int) -> float:
+    """Opening the data: a pretraining corpus's shard indexes (pre-tokenized), or a
+    fine-tuning set tokenized and packed by the tokenizer processes."""
+    if task == "pretrain":
+        return 1.0 + SHARD_INDEX_S * shards
+    return 1.0 + samples / (TOKENIZE_SAMPLES_PER_S * TOKENIZE_PROCESSES)

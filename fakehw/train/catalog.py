@@ -113,12 +113,34 @@ DEEPSEEK_MOE_16B = Architecture(
 OLMO2_13B = Architecture("olmo", 40, 5120, 40, 40, 13824, 100352, 4096)
 
 
+# lm-evaluation-harness scores of the real base models, as their model cards and
+# technical reports give them (hellaswag acc_norm 0-shot, arc_easy acc 0-shot, mmlu
+# 5-shot, gsm8k 5-shot exact match; approximations where a report used other settings).
+PUBLISHED_SCORES: dict[str, dict[str, float]] = {
+    "Llama-3.1-8B": {"hellaswag": 0.819, "arc_easy": 0.815, "mmlu": 0.662, "gsm8k": 0.509},
+    "Llama-3.1-70B": {"hellaswag": 0.874, "arc_easy": 0.868, "mmlu": 0.789, "gsm8k": 0.804},
+    "Llama-3.2-1B": {"hellaswag": 0.637, "arc_easy": 0.654, "mmlu": 0.312, "gsm8k": 0.064},
+    "Llama-3.2-3B": {"hellaswag": 0.737, "arc_easy": 0.745, "mmlu": 0.581, "gsm8k": 0.276},
+    "Mistral-7B-v0.3": {"hellaswag": 0.809, "arc_easy": 0.795, "mmlu": 0.622, "gsm8k": 0.363},
+    "Qwen2.5-14B": {"hellaswag": 0.840, "arc_easy": 0.824, "mmlu": 0.797, "gsm8k": 0.828},
+    "Qwen3-4B": {"hellaswag": 0.726, "arc_easy": 0.771, "mmlu": 0.730, "gsm8k": 0.878},
+    "Mixtral-8x7B-v0.1": {"hellaswag": 0.864, "arc_easy": 0.842, "mmlu": 0.706, "gsm8k": 0.577},
+    "OLMo-2-1124-13B": {"hellaswag": 0.835, "arc_easy": 0.826, "mmlu": 0.671, "gsm8k": 0.751},
+    "DeepSeekMoE-16B": {"hellaswag": 0.772, "arc_easy": 0.767, "mmlu": 0.453, "gsm8k": 0.189},
+}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     arch: Architecture
     real: bool  # a real model's name, or a parody of one
     parody_of: str = ""
+
+    @property
+    def published(self) -> dict[str, float]:
+        """The benchmark scores of the real model it is (or parodies) at full training."""
+        return PUBLISHED_SCORES[self.name if self.real else self.parody_of]
 
     @property
     def size_label(self) -> str:

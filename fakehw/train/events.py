@@ -57,6 +57,7 @@ class EvalResult:
     time: float
     batches: int = 0
     tokens_per_s: float = 0.0  # forward only: ~3x training's
+    final: bool = False  # the evaluation of the trained model, after training
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -160,3 +161,9 @@ class Summary:
     exports: tuple[str, ...]
     interrupted: bool
     time: float
+    outcome: str = "finished"  # "finished", "limit" (stopped early on purpose), "interrupted"
+    total_steps: int = 0
+    mean_loss: float | None = None  # over the steps this run trained (HF's train_loss)
+    train_s: float = 0.0  # from the first step to the end of training (HF's train_runtime)
+    steps_run: int = 0  # steps this run trained (a resumed run starts past 0)
+    limit: str = ""  # what stopped it early: "--exit-after-steps 400"

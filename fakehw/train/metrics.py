@@ -46,6 +46,10 @@ class MetricsWriter:
             "global_batch_tokens": m.global_batch_tokens,
             "params": m.params,
             "time": m.time,
+            # the step's time as the performance model breaks it down
+            "compute_s": m.compute_s,
+            "exposed_comm_s": m.exposed_comm_s,
+            "bubble_fraction": m.bubble_fraction,
         }
         if m.loss_scale is not None:
             record["loss_scale"] = m.loss_scale
@@ -62,6 +66,8 @@ class MetricsWriter:
                 "ppl": r.ppl,
                 "samples": r.samples,
                 "runtime_s": r.runtime_s,
+                "tokens_per_s": r.tokens_per_s,
+                "final": r.final,
                 "time": r.time,
                 **r.extra,
             }

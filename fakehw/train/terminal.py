@@ -94,6 +94,10 @@ class Terminal:
         except OSError as exc:
             raise OutputError(f"cannot write the log: {exc.strerror or exc}") from None
 
+    def write(self, text: str) -> None:
+        """Raw output, as a progress bar draws itself (no newline, no status redraw)."""
+        self._write(text)
+
     def lines(self, texts: list[str]) -> None:
         for text in texts:
             self.line(text)

@@ -39,9 +39,16 @@ if TYPE_CHECKING:
 # and polling the parent for platforms without it). It runs as ``train.py`` so
 # that ps, gpustat -f and nvitop show the command line of a torchrun worker.
 # Ctrl-C reaches the whole foreground process group; the launcher decides what
-# it means (finish a save, then stop the ranks), so a rank ignores it.
-RANK_PROGRAM = """\
-import ctypes, os, signal, sys, time
+# it means (finish a save, then stop the ranks), so a rank ignores it. What a real
+# rank shows the host that costs nothing is real: a few hundred MiB resident (its
+# CUDA context and pinned buffers, here plain touched pages) and the threads of a
+# PyTorch process (CUDA, NCCL, the autograd engine, pin-memory), all asleep. Its
+# CPU stays near zero (a real one spins at 100 % of a core): fakehw's own views show
+# the modelled host load instead.
+RANK_RSS_MIB = 192
+RANK_THREADS = 28
+RANK_PROGRAM = f"""\
+import ctypes, os, signal, sys, threading, time
 parent = os.getppid()
 try:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -49,6 +56,11 @@ except Exception:
     pass
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+held = bytearray({RANK_RSS_MIB} << 20)
+for page in range(0, len(held), 4096):
+    held[page] = 1
+for _ in range({RANK_THREADS}):
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
 while os.getppid() == parent:
     time.sleep(0.5)
 """

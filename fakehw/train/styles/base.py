@@ -31,6 +31,7 @@ from fakehw.train.terminal import Terminal, visible_len
 
 BAR_CELLS = " ▏▎▍▌▋▊▉█"
 GPU_PROBLEMS_SHOWN = 8  # unhealthy GPUs the pre-flight check lists one by one
+PIPE_PROGRESS_S = 2.5  # on a pipe, a long load prints its progress at least this often
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class Style:
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         self.term = term
         self.plan = plan
+        self._progress_shown: dict[str, float] = {}
 
     # ------------------------------------------------------------- helpers
     def _tag(self, t: float, what: str) -> str:
@@ -220,8 +222,20 @@ class Style:
         text = f"{what:<10} ▕{bar(fraction, 24)}▏ {100 * fraction:5.1f}%  {done:,}/{total:,} {unit}"
         if done >= total:
             self.term.clear_status()
-        else:
+        elif self.term.tty:
             self.term.status(self.term.paint(f"[{clock(t)}] ", "gray") + text)
+        elif self.progress_due(what):  # a log gets a line now and then, as loaders print
+            self.term.line(f"[{clock(t)}] {text}")
+
+    def progress_due(self, what: str) -> bool:
+        """Whether a log (no live line) should get a progress line of ``what`` now: a
+        long wait is never silent for more than ``PIPE_PROGRESS_S`` of wall time."""
+        now = time.monotonic()
+        last = self._progress_shown.setdefault(what, now)
+        if now - last < PIPE_PROGRESS_S:
+            return False
+        self._progress_shown[what] = now
+        return True
 
     def loaded(self, t: float, what: str, detail: str) -> None:
         self.say(t, what, detail)
@@ -300,7 +314,7 @@ class Style:
         parts = [
             t.paint(f"step {m.step:>{width}}/{m.total_steps}", "bold"),
             "loss " + t.paint(f"{m.loss:.4f}", loss_color),
-            f"ppl {si(m.ppl, 2) if m.ppl >= 1000 else f'{m.ppl:.2f}'}",
+            f"ppl {si(m.ppl, 2) if m.ppl >= 1000 else f'{m.ppl:.2f}'}",  # not for DPO (below)
             f"lr {m.lr:.2e}",
             f"gnorm {m.grad_norm:.3f}",
             t.paint(f"{si(m.tokens_per_s)} tok/s", "cyan"),
@@ -311,6 +325,8 @@ class Style:
             f"elapsed {duration(m.elapsed_s)}",
             f"ETA {duration(m.eta_s)}",
         ]
+        if self.plan.task == "dpo":  # a preference loss: its exp is no perplexity
+            parts = [p for p in parts if not p.startswith("ppl ")]
         if m.loss_scale is not None:
             parts.insert(5, f"scale {m.loss_scale:.0f}")
         for key, value in m.extra.items():
@@ -366,9 +382,9 @@ class Style:
         messages = {
             "loss_spike": (
                 "yellow",
-                f"loss spike at step {i.step}: {d.get('loss', 0):.3f} "
-                f"(expected ~{d.get('expected', 0):.3f}); grad norm "
-                f"{d.get('grad_norm', 0):.1f} clipped to 1.0, continuing",
+                f"loss spike at step {i.step}: {d.get('loss', 0):.3f} against a running mean "
+                f"of {d.get('mean', 0):.3f} over the last {d.get('window', 0)} steps; grad "
+                f"norm {d.get('grad_norm', 0):.1f} clipped to 1.0, continuing",
             ),
             "recovered": ("green", f"loss back to {d.get('loss', 0):.3f} at step {i.step}"),
             "overflow": (
@@ -389,8 +405,9 @@ class Style:
     def rank_failure(self, lines: list[str]) -> None:
         self.term.lines([self.term.paint(line, "red") for line in lines])
 
-    def eval_start(self, t: float, step: int, batches: int) -> None:
-        self.say(t, "eval", f"validation at step {step}: {batches} batches")
+    def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
+        what = "final evaluation of the trained model" if final else "validation"
+        self.say(t, "eval", f"{what} at step {step}: {batches} batches")
 
     def eval_progress(self, t: float, done: int, total: int) -> None:
         text = f"validating ▕{bar(done / total, 24)}▏ {done}/{total} batches"
@@ -401,11 +418,14 @@ class Style:
 
     def eval_done(self, r: EvalResult) -> None:
         extra = "".join(f" · {k} {v:.3f}" for k, v in r.extra.items())
+        ppl = "" if self.plan.task == "dpo" else f" · val ppl {r.ppl:.2f}"
+        label = "final val loss" if r.final else "val loss"
         self.say(
             r.time,
             "eval",
-            self.term.paint(f"val loss {r.loss:.4f} · val ppl {r.ppl:.2f}", "magenta")
-            + f" · {r.samples:,} samples in {r.runtime_s:.1f} s{extra}",
+            self.term.paint(f"{label} {r.loss:.4f}{ppl}", "magenta")
+            + f" · {r.samples:,} samples in {r.runtime_s:.1f} s "
+            f"({si(r.tokens_per_s)} tok/s){extra}",
         )
 
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
@@ -436,7 +456,7 @@ class Style:
             else [("optimizer.pt", total - weights)]
         )
         return (
-            safetensor_shards(weights)
+            ar.safetensor_shards(weights)
             + optimizer
             + [("trainer_state.json", 2841 + 40 * step // max(1, plan.eval_every))]
         )
@@ -456,11 +476,16 @@ class Style:
 
     def summary(self, s: Summary) -> None:
         t = self.term
-        state = "interrupted" if s.interrupted else "finished"
+        state = {
+            "finished": "run finished",
+            "limit": f"run stopped early ({s.limit})",
+            "interrupted": "run interrupted",
+        }.get(s.outcome, "run ended")
+        of = f" of {s.total_steps:,}" if s.outcome != "finished" and s.total_steps else ""
         lines = [
             "",
-            t.paint(f"run {state}", "bold")
-            + f": {s.steps:,} steps · {si(s.tokens, 2)} tokens · {duration(s.wall_s)}",
+            t.paint(state, "bold")
+            + f": {s.steps:,}{of} steps · {si(s.tokens, 2)} tokens · {duration(s.wall_s)}",
             (
                 f"  final train loss {s.final_loss:.4f}"
                 + (f" · final val loss {s.final_eval_loss:.4f}" if s.final_eval_loss else "")
@@ -476,15 +501,6 @@ class Style:
 def weight_bytes(plan: RunPlan) -> int:
     """The bf16 weights a checkpoint holds (only the adapters, for LoRA)."""
     return ar.BF16 * (plan.trainable if plan.lora else plan.params)
-
-
-def safetensor_shards(total: int, limit: int = 5 * 10**9) -> list[tuple[str, int]]:
-    count = max(1, math.ceil(total / limit))
-    if count == 1:
-        return [("model.safetensors", total)]
-    return [
-        (f"model-{i:05d}-of-{count:05d}.safetensors", total // count) for i in range(1, count + 1)
-    ]
 
 
 def per_rank(pattern: str, ranks: int, total: int) -> list[tuple[str, int]]:

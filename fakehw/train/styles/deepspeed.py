@@ -24,6 +24,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import LaunchInfo, Style, per_rank, weight_bytes
+from fakehw.train.styles.megatron import validation_block
 from fakehw.train.terminal import Terminal
 
 
@@ -198,19 +199,14 @@ class DeepSpeedStyle(Style):
                 f"[Rank 0] rank {i.details.get('rank')} is a straggler ({i.details.get('reason')})",
             )
 
-    def eval_start(self, t: float, step: int, batches: int) -> None:
+    def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
         self.term.line(f"Evaluating at step {step} on {batches} batches ...")
 
     def eval_progress(self, t: float, done: int, total: int) -> None:
         pass
 
     def eval_done(self, r: EvalResult) -> None:
-        text = (
-            f" validation loss at iteration {r.step} | lm loss value: {r.loss:.6E} | "
-            f"lm loss PPL: {r.ppl:.6E} | "
-        )
-        rule = "-" * (len(text) + 1)
-        self.term.lines([rule, text, rule])
+        self.term.lines(validation_block(r))  # the Megatron-DeepSpeed script's
 
     def checkpoint_dir(self, step: int) -> str:
         return f"global_step{step}"

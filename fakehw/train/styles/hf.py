@@ -1,27 +1,44 @@
-"""Hugging Face Trainer: a tqdm bar and the metric dicts ``Trainer.log`` prints.
+"""Hugging Face Trainer (transformers 5), as ``tests/real/hf-trainer/`` shows it.
 
-Dicts are built as the Trainer builds them (loss rounded to 4 places,
-``grad_norm`` and ``learning_rate`` as full floats, ``epoch`` rounded to 2 by
-the progress callback) and printed with ``str()``, so they read exactly like
-``{'loss': 1.6232, 'grad_norm': 0.8212348818778992, ...}``. Info lines carry
-transformers' ``[INFO|file:line] date >>`` prefix, as with
-``set_verbosity_info()``.
+stdout carries what the Trainer logs: one dict per ``logging_steps`` with every
+value a string of four significant digits (``{'loss': '10.47', 'grad_norm':
+'1.104', 'learning_rate': '0.00015', 'epoch': '0.03333'}``), the eval dicts, the
+final ``train_runtime`` dict, then the script's own ``print(trainer.evaluate())``
+with plain floats. stderr carries the tqdm bars, drawn the way tqdm draws them:
+``\\r`` updates of the training bar, the evaluation bar one line below it
+(``\\x1b[A`` back up), ``Writing model shards`` at each save, and the loading bars
+(checkpoint shards of a fine-tune's base model, ``Map (num_proc=32)``). A model
+trained from scratch loads no shards. No ``[INFO|...]`` lines: the Trainer's
+default verbosity is a warning.
 """
 
 from __future__ import annotations
 
-import time
+import sys
 
+from fakehw.train import arithmetic as ar
 from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
     EvalResult,
+    ExportArtifact,
     GpuCell,
     Incident,
     StepMetrics,
     Summary,
 )
-from fakehw.train.styles.base import LaunchInfo, Style, per_rank, safetensor_shards, weight_bytes
+from fakehw.train.plan import RunPlan
+from fakehw.train.styles.base import (
+    LaunchInfo,
+    Style,
+    per_rank,
+    size,
+    torchrun_warning,
+    weight_bytes,
+)
+from fakehw.train.terminal import Terminal
+
+TQDM_FILE_CELLS = 10  # tqdm's bar width when it cannot ask the stream for one
 
 
 def tqdm_clock(seconds: float) -> str:
@@ -33,56 +50,119 @@ def tqdm_clock(seconds: float) -> str:
 
 
 def tqdm_line(
-    done: int, total: int, elapsed: float, seconds_per_it: float, width: int, unit: str = "it"
+    done: int,
+    total: int,
+    elapsed: float,
+    seconds_per_it: float | None,
+    width: int | None = None,
+    unit: str = "it",
+    desc: str = "",
 ) -> str:
-    """``  4%|▍         | 100/2436 [03:11<1:14:23,  1.91s/it]`` fitted to ``width``."""
+    """One state of a tqdm bar: ``  3%|▎         | 10/300 [00:02<01:14,  3.88it/s]``.
+    ``seconds_per_it`` None: nothing measured yet (``[00:00<?, ?it/s]``); ``width``
+    None: the fixed 10 cells tqdm draws on a file."""
     fraction = done / total if total else 1.0
-    remaining = (total - done) * seconds_per_it
-    rate = (
-        f"{seconds_per_it:5.2f}s/{unit}"
-        if seconds_per_it >= 1
-        else f"{1 / seconds_per_it:5.2f}{unit}/s"
-    )
-    left = f"{100 * fraction:3.0f}%|"
-    right = f"| {done}/{total} [{tqdm_clock(elapsed)}<{tqdm_clock(remaining)}, {rate}]"
-    cells = max(10, width - len(left) - len(right))
+    left = f"{desc}{100 * fraction:3.0f}%|"
+    if seconds_per_it is None or seconds_per_it <= 0:
+        right = f"| {done}/{total} [{tqdm_clock(elapsed)}<?, ?{unit}/s]"
+    else:
+        remaining = (total - done) * seconds_per_it
+        rate = (
+            f"{seconds_per_it:5.2f}s/{unit}"
+            if seconds_per_it >= 1
+            else f"{1 / seconds_per_it:5.2f}{unit}/s"
+        )
+        right = f"| {done}/{total} [{tqdm_clock(elapsed)}<{tqdm_clock(remaining)}, {rate}]"
+    cells = TQDM_FILE_CELLS if width is None else max(10, width - len(left) - len(right))
     filled = fraction * cells
     full = int(filled)
     partial = " ▏▎▍▌▋▊▉"[int((filled - full) * 8)] if full < cells else ""
-    return left + ("█" * full + partial).ljust(cells) + right
+    return left + ("█" * full + partial).ljust(cells)[:cells] + right
+
+
+def hf_value(value: float) -> str:
+    """A logged value as transformers 5 prints it: four significant digits, a string."""
+    return f"{value:.4g}"
+
+
+class TqdmBar:
+    """A tqdm bar on its stream: redrawn in place with ``\\r`` (padded over what it
+    replaces), at ``position`` lines below the cursor's (``\\n`` down, ``\\x1b[A`` up)."""
+
+    def __init__(self, term: Terminal, position: int = 0) -> None:
+        self.term = term
+        self.position = position
+        self.shown = ""
+
+    def draw(self, text: str) -> None:
+        pad = " " * max(0, len(self.shown) - len(text))
+        down, up = ("\n" * self.position, "\x1b[A" * self.position)
+        self.term.write(down + "\r" + text + pad + up)
+        self.shown = text
+
+    def clear(self) -> None:
+        if self.shown:
+            down, up = ("\n" * self.position, "\x1b[A" * self.position)
+            self.term.write(down + "\r" + " " * len(self.shown) + "\r" + up)
+
+    def close(self, leave: bool = True) -> None:
+        """The bar's last state stays on its line (``leave``), or is wiped."""
+        if leave:
+            self.term.write("\n" * self.position + "\r" + self.shown + "\n")
+        else:
+            self.clear()
+        self.shown = ""
 
 
 class HfStyle(Style):
     name = "hf"
-    description = "Hugging Face Trainer: tqdm bar plus {'loss': ..., 'grad_norm': ...} dicts"
+    description = "Hugging Face Trainer: {'loss': '10.47', ...} dicts, tqdm bars on stderr"
+    uses_live_bar = False
 
-    def info(self, t: float, where: str, text: str) -> None:
-        millis = int((t % 1) * 1000)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{millis:03d}"
-        self.term.line(f"[INFO|{where}] {when} >> {text}")
+    def __init__(self, term: Terminal, plan: RunPlan, err: Terminal | None = None) -> None:
+        super().__init__(term, plan)
+        self.err = err or Terminal(sys.stderr)
+        self.bar = TqdmBar(self.err)
+        self.inner = TqdmBar(self.err, position=1)
+        self.training_from = 0.0  # story time the training bar started at
+        self.start_step = plan.start_step
 
+    @property
+    def _width(self) -> int | None:
+        return self.err.width if self.err.tty else None
+
+    def write_logs(self, logs: dict[str, object]) -> None:
+        """``tqdm.write``: the bar steps aside, the line goes to stdout, the bar returns."""
+        self.bar.clear()
+        self.term.line(str(logs))
+        if self.bar.shown:
+            self.bar.draw(self.bar.shown)
+
+    def say(self, t: float, what: str, text: str) -> None:
+        """The training script's own messages (stopping early, exports), on stderr."""
+        self.bar.clear()
+        self.err.line(text)
+        if self.bar.shown:
+            self.bar.draw(self.bar.shown)
+
+    def export(self, t: float, a: ExportArtifact) -> None:
+        total = sum(b for _, b in a.files)
+        self.say(t, "export", f"saved {a.format} {a.detail} ({size(total)}) to {a.path}")
+
+    # ------------------------------------------------------------ start-up
     def header(self, t: float) -> None:
         pass
 
+    def launcher(self, launch: LaunchInfo) -> None:
+        self.err.lines(torchrun_warning(launch))
+
+    def nccl_init(self, lines: list[str]) -> None:
+        pass  # NCCL_DEBUG is not set
+
     def model_info(self, t: float) -> None:
         plan = self.plan
-        arch = plan.model.arch
-        self.info(
-            t,
-            "configuration_utils.py:763",
-            f"Model config {arch.family.capitalize()}Config {{ hidden_size: {arch.hidden}, "
-            f"num_hidden_layers: {arch.layers}, num_attention_heads: {arch.heads}, "
-            f"num_key_value_heads: {arch.kv_heads}, intermediate_size: {arch.ffn}, "
-            f"vocab_size: {arch.vocab} }}",
-        )
-        self.info(
-            t,
-            "modeling_utils.py:4874",
-            f"All model checkpoint weights were used when initializing "
-            f"{arch.family.capitalize()}ForCausalLM.",
-        )
-        if plan.lora:
-            share = 100 * plan.trainable / plan.params
+        if plan.lora:  # PEFT's print_trainable_parameters()
+            share = 100 * plan.trainable / (plan.params + plan.trainable)
             self.term.line(
                 f"trainable params: {plan.trainable:,} || all params: "
                 f"{plan.params + plan.trainable:,} || trainable%: {share:.4f}"
@@ -91,30 +171,27 @@ class HfStyle(Style):
     def loading(
         self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
     ) -> None:
-        """tqdm bars as ``datasets`` and ``transformers`` draw them: live on a
-        terminal, the finished bar only in a log."""
+        """The bars ``datasets`` and ``transformers`` draw (on stderr)."""
+        rate = elapsed / done if done else None
         if what in ("weights", "checkpoint"):
-            text = "Loading checkpoint shards: " + tqdm_line(
-                done, total, elapsed, elapsed / max(1, done), 70
-            )
-        elif what == "dataset" and self.plan.dataset.samples > 10_000_000:
-            # pretraining corpora come pre-tokenized, in shards
-            text = "Loading dataset shards: " + tqdm_line(
-                done, total, elapsed, elapsed / max(1, done), 70
-            )
+            text = tqdm_line(done, total, elapsed, rate, self._width,
+                             desc="Loading checkpoint shards: ")  # fmt: skip
+        elif what == "dataset" and self.plan.task == "pretrain":
+            text = tqdm_line(done, total, elapsed, rate, self._width,
+                             desc="Loading dataset shards: ")  # fmt: skip
         elif what == "dataset":
             samples = self.plan.dataset.samples
             seen = samples * done // total
-            text = "Map (num_proc=32): " + tqdm_line(
-                seen, samples, elapsed, elapsed / max(1, seen), 70, unit="examples"
-            )
+            text = tqdm_line(seen, samples, elapsed, elapsed / max(1, seen), self._width,
+                             unit="examples", desc="Map (num_proc=32): ")  # fmt: skip
+        elif what == "benchmarks":
+            text = tqdm_line(done, total, elapsed, rate, self._width,
+                             desc="Running loglikelihood requests: ")  # fmt: skip
         else:
             return
-        if done < total:
-            self.term.status(text)
-        else:
-            self.term.clear_status()
-            self.term.line(text)
+        self.bar.draw(text)
+        if done >= total:
+            self.bar.close()
 
     def loaded(self, t: float, what: str, detail: str) -> None:
         pass  # the bars said it
@@ -123,47 +200,35 @@ class HfStyle(Style):
         pass
 
     def parallelism(self, t: float) -> None:
-        plan, par = self.plan, self.plan.par
-        num_examples = plan.steps_per_epoch * plan.global_batch
-        lines = [
-            ("***** Running training *****", 2418),
-            (f"  Num examples = {num_examples:,}", 2419),
-            (f"  Num Epochs = {plan.epochs:,}", 2420),
-            (f"  Instantaneous batch size per device = {par.micro_batch:,}", 2421),
-            (
-                f"  Total train batch size (w. parallel, distributed & accumulation) = "
-                f"{plan.global_batch:,}",
-                2424,
-            ),
-            (f"  Gradient Accumulation steps = {par.grad_accum}", 2425),
-            (f"  Total optimization steps = {plan.total_steps:,}", 2426),
-            (f"  Number of trainable parameters = {plan.trainable:,}", 2427),
-        ]
-        for text, line in lines:
-            self.info(t, f"trainer.py:{line}", text)
-
-    def training_start(self, t: float) -> None:
         pass
 
+    def training_start(self, t: float) -> None:
+        self.training_from = t
+        total = self.plan.total_steps
+        self.bar.draw(tqdm_line(self.start_step, total, 0.0, None, self._width))
+
+    # ------------------------------------------------------------ training
+    def _training_bar(self, m: StepMetrics) -> str:
+        return tqdm_line(m.step, m.total_steps, m.time - self.training_from, m.step_time_s,
+                         self._width)  # fmt: skip
+
     def step(self, m: StepMetrics) -> None:
-        logs: dict[str, float] = {
-            "loss": round(m.loss, 4),
-            "grad_norm": m.grad_norm,
-            "learning_rate": m.lr,
+        logs: dict[str, object] = {
+            "loss": hf_value(m.loss),
+            "grad_norm": hf_value(m.grad_norm),
+            "learning_rate": hf_value(m.lr),
         }
         for key, value in m.extra.items():
-            logs[key] = value
-        logs["epoch"] = round(m.epoch_fraction, 2)
-        self.term.line(str(logs))
-
-    def _bar(self, m: StepMetrics) -> str:
-        return tqdm_line(m.step, m.total_steps, m.elapsed_s, m.step_time_s, self.term.width)
+            logs[key] = hf_value(value)
+        logs["epoch"] = hf_value(m.epoch_fraction)
+        self.bar.draw(self._training_bar(m))
+        self.write_logs(logs)
 
     def progress(self, m: StepMetrics) -> None:
-        self.term.status(self._bar(m))
+        self.bar.draw(self._training_bar(m))
 
     def progress_line(self, m: StepMetrics) -> None:
-        self.term.line(self._bar(m))
+        self.bar.draw(self._training_bar(m))
 
     def collective(self, c: CollectiveTiming) -> None:
         pass
@@ -172,36 +237,35 @@ class HfStyle(Style):
         pass
 
     def incident(self, i: Incident) -> None:
-        if i.kind == "overflow":
-            self.info(
-                i.time,
-                "trainer.py:2596",
-                f"Gradient overflow. Skipping step, loss scaler 0 reducing loss scale to "
-                f"{i.details.get('new', 0)}",
-            )
+        pass  # the Trainer logs no such warnings at its default verbosity
 
-    def eval_start(self, t: float, step: int, batches: int) -> None:
-        plan = self.plan
-        self.info(t, "trainer.py:4257", "***** Running Evaluation *****")
-        self.info(t, "trainer.py:4259", f"  Num examples = {batches * plan.global_batch:,}")
-        self.info(t, "trainer.py:4262", f"  Batch size = {plan.par.micro_batch * 2}")
+    def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
+        self.eval_from = t
+        self.inner.draw(tqdm_line(0, batches, 0.0, None, self._width))
 
     def eval_progress(self, t: float, done: int, total: int) -> None:
-        text = tqdm_line(done, total, done * 0.24, 0.24, self.term.width)
-        self.term.status(text) if done < total else self.term.line(text)
+        elapsed = t - self.eval_from
+        self.inner.draw(tqdm_line(done, total, elapsed, elapsed / max(1, done), self._width))
 
     def eval_done(self, r: EvalResult) -> None:
         metrics: dict[str, float] = {"eval_loss": r.loss}
         metrics.update(r.extra)
         metrics.update(
             {
-                "eval_runtime": round(r.runtime_s, 4),
-                "eval_samples_per_second": round(r.samples / r.runtime_s, 3),
-                "eval_steps_per_second": round(r.samples / r.runtime_s / self.plan.global_batch, 3),
-                "epoch": round(r.step / self.plan.steps_per_epoch, 2),
+                "eval_runtime": r.runtime_s,
+                "eval_samples_per_second": r.samples / r.runtime_s,
+                "eval_steps_per_second": max(1, r.batches) / r.runtime_s,
+                "epoch": r.step / self.plan.steps_per_epoch,
             }
         )
-        self.term.line(str(metrics))
+        self.inner.close(leave=False)
+        if r.final:  # the script's own print(trainer.evaluate()): plain floats, rounded
+            digits = {"eval_runtime": 4, "eval_samples_per_second": 3,
+                      "eval_steps_per_second": 3, "epoch": 2}  # fmt: skip
+            self.term.line(str({k: round(v, digits[k]) if k in digits else v
+                                for k, v in metrics.items()}))  # fmt: skip
+            return
+        self.write_logs({k: hf_value(v) for k, v in metrics.items()})
 
     def checkpoint_dir(self, step: int) -> str:
         return f"checkpoint-{step}"
@@ -209,59 +273,43 @@ class HfStyle(Style):
     def checkpoint_files(self, step: int, total: int) -> list[tuple[str, int]]:
         plan = self.plan
         weights = weight_bytes(plan)
-        files = safetensor_shards(weights)
+        files = ar.safetensor_shards(weights)
         if plan.par.zero_stage >= 3:
             files += per_rank("optimizer_0/__{rank}_0.distcp", plan.gpus, total - weights)
         else:
             files += [("optimizer.pt", total - weights)]
-        state = [("scheduler.pt", 1064), ("trainer_state.json", 4219), ("training_args.bin", 5432)]
+        state = [("scheduler.pt", 1465), ("rng_state.pth", 14645),
+                 ("trainer_state.json", 4792), ("training_args.bin", 5201),
+                 ("config.json", 879), ("generation_config.json", 153)]  # fmt: skip
         return files + state
 
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
-        self.info(t, "trainer.py:3984", f"Saving model checkpoint to {path}")
+        self.save_from = t
 
     def checkpoint_done(self, c: CheckpointInfo) -> None:
         shards = [name for name, _ in c.files if name.endswith(".safetensors")]
-        self.info(
-            c.time, "configuration_utils.py:419", f"Configuration saved in {c.path}/config.json"
-        )
-        if len(shards) > 1:
-            self.info(
-                c.time,
-                "modeling_utils.py:3048",
-                f"The model is bigger than the maximum size per checkpoint (5GB) and is "
-                f"going to be split in {len(shards)} checkpoint shards. You can find where "
-                f"each parameters has been saved in the index located at "
-                f"{c.path}/model.safetensors.index.json.",
-            )
-        else:
-            self.info(
-                c.time,
-                "modeling_utils.py:3053",
-                f"Model weights saved in {c.path}/model.safetensors",
-            )
-
-    def launcher(self, launch: LaunchInfo) -> None:
-        super().launcher(launch)
+        desc = "Writing model shards: "
+        self.inner.draw(tqdm_line(0, len(shards), 0.0, None, self._width, desc=desc))
+        rate = c.seconds / len(shards)
+        self.inner.draw(tqdm_line(len(shards), len(shards), c.seconds, rate, self._width,
+                                  desc=desc))  # fmt: skip
+        self.inner.close(leave=False)
 
     def summary(self, s: Summary) -> None:
         plan = self.plan
         if s.final_loss is None:  # stopped before the first step: the Trainer prints nothing
+            self.bar.close()
             super().summary(s)
             return
-        self.info(
-            s.time,
-            "trainer.py:2681",
-            "\n\nTraining completed. Do not forget to share your "
-            "model on huggingface.co/models =)\n\n",
-        )
-        runtime = max(s.wall_s, 1e-3)
+        self.bar.close()
+        runtime = max(s.train_s, 1e-3)
         final = {
-            "train_runtime": round(runtime, 4),
-            "train_samples_per_second": round(s.steps * plan.global_batch / runtime, 3),
-            "train_steps_per_second": round(s.steps / runtime, 3),
-            "train_loss": s.final_loss,
-            "epoch": round(s.steps / plan.steps_per_epoch, 2),
+            "train_runtime": hf_value(runtime),
+            "train_samples_per_second": hf_value(s.steps_run * plan.global_batch / runtime),
+            "train_steps_per_second": hf_value(s.steps_run / runtime),
+            "train_loss": hf_value(s.mean_loss if s.mean_loss is not None else s.final_loss),
+            "epoch": hf_value(s.steps / plan.steps_per_epoch),
         }
         self.term.line(str(final))
-        super().summary(s)
+        if s.outcome != "finished":
+            super().summary(s)

@@ -20,6 +20,18 @@ from fakehw.train.events import (
 from fakehw.train.styles.base import LaunchInfo, Style, per_rank, stamp, torchrun_warning
 
 
+def validation_block(r: EvalResult) -> list[str]:
+    """Megatron-LM's ``evaluate_and_print_results``: the loss and its PPL between rules
+    as long as the line and one more; at the end, "at the end of training for val data"."""
+    where = "the end of training for val data" if r.final else f"iteration {r.step}"
+    text = (
+        f" validation loss at {where} | lm loss value: {r.loss:.6E} | "
+        f"lm loss PPL: {min(r.ppl, 4.85e8):.6E} | "
+    )
+    rule = "-" * (len(text) + 1)
+    return [rule, text, rule]
+
+
 class MegatronStyle(Style):
     name = "megatron"
     description = "Megatron-LM: '[date] iteration N/M | consumed samples: ...' lines"
@@ -208,19 +220,14 @@ class MegatronStyle(Style):
                 f"at iteration {i.step} (clipped to 1.0)"
             )
 
-    def eval_start(self, t: float, step: int, batches: int) -> None:
+    def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
         pass
 
     def eval_progress(self, t: float, done: int, total: int) -> None:
         pass
 
     def eval_done(self, r: EvalResult) -> None:
-        text = (
-            f" validation loss at iteration {r.step} | lm loss value: {r.loss:.6E} | "
-            f"lm loss PPL: {min(r.ppl, 4.85e8):.6E} | "
-        )
-        rule = "-" * (len(text) + 1)
-        self.term.lines([rule, text, rule])
+        self.term.lines(validation_block(r))
 
     def checkpoint_dir(self, step: int) -> str:
         return f"iter_{step:07d}"
