@@ -194,7 +194,7 @@ class Engine:
         self.training_started: float | None = None  # story time of the first step
         self.early_stop_told = False
         self.recent_losses: list[float] = []  # what a spike detector compares with
-        self.warmup_amplitude = self.rng.uniform(2.0, 3.5)
+        self.warmup_amplitude = self.rng.uniform(1.2, 2.2)
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
 
     # --------------------------------------------------------------- pacing

@@ -360,11 +360,13 @@ class Style:
         )
 
     def collective(self, c: CollectiveTiming) -> None:
+        per_step = f", {c.calls} per step," if c.calls > 1 else ""
         self.say(
             c.time,
             "nccl",
-            f"{c.op} {size(c.size_bytes)} over {c.ranks} ranks ({c.transport}) in "
-            f"{c.time_ms:.1f} ms · algbw {c.algbw_gbps:.1f} GB/s · busbw {c.busbw_gbps:.1f} GB/s",
+            f"{c.op} of {c.purpose} {size(c.size_bytes)} over {c.ranks} ranks ({c.transport})"
+            f"{per_step} {c.time_ms:.1f} ms each · algbw {c.algbw_gbps:.1f} GB/s · busbw "
+            f"{c.busbw_gbps:.1f} GB/s · {100 * c.hidden:.0f}% hidden behind compute",
         )
 
     def gpu_grid(self, cells: list[GpuCell], m: StepMetrics) -> None:

@@ -39,6 +39,7 @@ class MegatronStyle(Style):
 
     def launcher(self, launch: LaunchInfo) -> None:
         plan, par = self.plan, self.plan.par
+        self.launched_at = launch.time
         self.term.lines(torchrun_warning(launch))
         self.term.lines(
             [
@@ -132,21 +133,37 @@ class MegatronStyle(Style):
             )
 
     def model_info(self, t: float) -> None:
-        plan, par = self.plan, self.plan.par
-        per_rank_params = plan.params // (par.tp * par.pp)
+        par = self.plan.par
         self.term.lines(
             [
-                f"time to initialize megatron (seconds): {12.5 + plan.nodes * 0.9:.3f}",
+                f"time to initialize megatron (seconds): {t - self.launched_at:.3f}",
                 f"[after megatron is initialized] datetime: {stamp(t)} ",
                 "building GPT model ...",
                 *(
                     f" > number of parameters on (tensor, pipeline) model parallel rank "
-                    f"({tp}, {pp}): {per_rank_params}"
+                    f"({tp}, {pp}): {self.stage_params(pp)}"
                     for tp in range(par.tp)
                     for pp in range(par.pp)
                 ),
             ]
         )
+
+    def stage_params(self, stage: int) -> int:
+        """Parameters on one tensor-parallel rank of a pipeline stage: its share of the
+        layers, plus the embeddings on the first stage and the output layer on the last
+        (with tied embeddings and several stages, Megatron keeps a copy there)."""
+        par, arch = self.plan.par, self.plan.model.arch
+        embedding = arch.vocab * arch.hidden
+        untied_output = 0 if arch.tied_embeddings else embedding
+        per_layer = (arch.params - embedding - untied_output - arch.hidden) / arch.layers
+        layers = arch.layers // par.pp + (1 if stage < arch.layers % par.pp else 0)
+        held = layers * per_layer
+        if stage == 0:
+            held += embedding
+        if stage == par.pp - 1:
+            copy = embedding if arch.tied_embeddings and par.pp > 1 else untied_output
+            held += copy + arch.hidden  # the output layer and the final norm
+        return int(held // par.tp)
 
     def gpu_check(self, t: float, cells: list[GpuCell]) -> None:
         pass  # Megatron does not list GPUs
