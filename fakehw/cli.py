@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fakehw import __version__
+from fakehw.argtypes import float_option, int_option
 from fakehw.client import DaemonUnavailable, RequestFailed
 from fakehw.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
 from fakehw.protocol import CLEAR_FAULTS, FAULTS, parse_tcp_address
@@ -66,18 +67,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _int(text: str) -> int:
-    """An integer flag: ASCII digits only (int() would take '٣' or '1_000')."""
-    stripped = text.strip()
-    body = stripped[1:] if stripped[:1] in "+-" else stripped
-    if not body or not body.isascii() or not body.isdigit():
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}")
-    return int(stripped)
-
-
-_int.__name__ = "int"
-
-
 def _tcp_address(text: str) -> str:
     """Check a ``--tcp`` value while parsing, so a typo is a usage error (exit 2)."""
     try:
@@ -90,10 +79,10 @@ def _tcp_address(text: str) -> str:
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster (defaults from the config file)")
     group.add_argument("--gpu-model", metavar="MODEL", help="exact nvidia-smi name or alias")
-    group.add_argument("--nodes", type=_int, metavar="N", help="number of nodes")
-    group.add_argument("--gpus-per-node", type=_int, metavar="N", help="GPUs per node (1-16)")
+    group.add_argument("--nodes", type=int_option, metavar="N", help="number of nodes")
+    group.add_argument("--gpus-per-node", type=int_option, metavar="N", help="GPUs per node (1-16)")
     group.add_argument("--hostname-prefix", metavar="PREFIX", help='e.g. "dgx-h100-"')
-    group.add_argument("--seed", type=_int, metavar="S", help="seed for identities and noise")
+    group.add_argument("--seed", type=int_option, metavar="S", help="seed for identities and noise")
 
 
 # settings as the flags that set them, for error messages
@@ -167,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     start = actions.add_parser("start", help="start the daemon (no-op if it runs)")
     _add_cluster_flags(start)
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
-    start.add_argument("--idle-timeout", type=float, metavar="S", help="exit after S idle seconds")
-    start.add_argument("--tick-hz", type=float, metavar="HZ", help="model steps per second")
+    start.add_argument(
+        "--idle-timeout", type=float_option, metavar="S", help="exit after S idle seconds"
+    )
+    start.add_argument("--tick-hz", type=float_option, metavar="HZ", help="model steps per second")
     start.add_argument(
         "--tcp",
         type=_tcp_address,
@@ -187,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_flags(run)
     run.add_argument("--runtime-dir", type=Path)
     run.add_argument("--detach", action="store_true")
-    run.add_argument("--idle-timeout", type=float)
-    run.add_argument("--tick-hz", type=float)
+    run.add_argument("--idle-timeout", type=float_option)
+    run.add_argument("--tick-hz", type=float_option)
     run.add_argument("--tcp")
     run.add_argument("--tcp-token-file")
     actions.add_parser("stop", help="stop the daemon")
@@ -214,14 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--schedule", required=True, type=Path, metavar="FILE")
     simulate.add_argument("--gpu-model", metavar="MODEL", help="default: h100")
-    simulate.add_argument("--gpus", type=_int, default=1, metavar="N", help="GPUs (1-16)")
-    simulate.add_argument("--interval-ms", type=_int, default=100, metavar="MS")
+    simulate.add_argument("--gpus", type=int_option, default=1, metavar="N", help="GPUs (1-16)")
+    simulate.add_argument("--interval-ms", type=int_option, default=100, metavar="MS")
     simulate.add_argument("--query-gpu", metavar="FIELDS", help="nvidia-smi field list")
     simulate.add_argument(
         "--format", default="csv,nounits", metavar="FMT", help="csv[,noheader][,nounits]"
     )
-    simulate.add_argument("--seed", type=_int, default=0, metavar="S")
-    simulate.add_argument("--start", type=float, metavar="UNIX", help="first sample's time")
+    simulate.add_argument("--seed", type=int_option, default=0, metavar="S")
+    simulate.add_argument("--start", type=float_option, metavar="UNIX", help="first sample's time")
 
     run_with = commands.add_parser(
         "exec",
@@ -275,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("fault", choices=(*FAULTS, CLEAR_FAULTS))
     inject.add_argument(
         "--gpu",
-        type=_int,
+        type=int_option,
         default=0,
         metavar="N",
         help="GPU index on its node, as nvidia-smi numbers it (default 0)",
@@ -283,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument(
         "--node", metavar="N|HOST", help="node index or hostname (default: FAKEHW_NODE, else 0)"
     )
-    inject.add_argument("--count", type=_int, default=1, metavar="N",
+    inject.add_argument("--count", type=int_option, default=1, metavar="N",
                         help="errors to add, for ecc (default 1)")  # fmt: skip
 
     demo = commands.add_parser(
@@ -453,13 +444,15 @@ def _settings_differences(
 
 
 def _daemon_stop(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonNotAnswering, DaemonUnavailable
+    from fakehw.client import Client, DaemonBroken, DaemonNotAnswering, DaemonUnavailable
 
     try:
         client = Client.connect(client_name="fakehw daemon stop", autostart=False,
                                 timeout=STATUS_TIMEOUT_S)  # fmt: skip
     except DaemonNotAnswering as exc:
         raise CliError(f"{exc}: it cannot stop until it runs again") from None
+    except DaemonBroken as exc:
+        raise CliError(f"{exc}: it cannot be asked to stop (SIGTERM stops it)") from None
     except DaemonUnavailable:
         print("no fakehw daemon is running")
         return EXIT_OK
@@ -475,12 +468,12 @@ def _daemon_stop(args: argparse.Namespace) -> int:
 
 
 def _daemon_status(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonNotAnswering, DaemonUnavailable
+    from fakehw.client import Client, DaemonBroken, DaemonNotAnswering, DaemonUnavailable
 
     try:
         client = Client.connect(client_name="fakehw daemon status", autostart=False,
                                 timeout=STATUS_TIMEOUT_S)  # fmt: skip
-    except DaemonNotAnswering as exc:
+    except (DaemonNotAnswering, DaemonBroken) as exc:
         if args.json:
             print(json.dumps({"running": True, "answering": False, "reason": str(exc)}))
         else:
@@ -687,6 +680,12 @@ def _write_if_changed(path: str, body: str, mode: int) -> None:
 
 def _shims() -> tuple[str, str]:
     """The nvidia-smi and Python shim directories, or a CliError saying why not."""
+    root = runtime_paths().root
+    if os.pathsep in root:
+        # PATH and PYTHONPATH split at ':': the shell would look in two directories, neither
+        # of them this one, and the real nvidia-smi (or none) would run.
+        raise CliError(f"the runtime directory {root} has a '{os.pathsep}' in its path, which "
+                       "PATH cannot hold: set FAKEHW_RUNTIME_DIR to one without")  # fmt: skip
     try:
         return shim_directory(), python_shim_directory()
     except OSError as exc:

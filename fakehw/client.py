@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 
 from fakehw import protocol as proto
@@ -46,6 +47,15 @@ class DaemonUnavailable(RuntimeError):
 
 class DaemonNotAnswering(DaemonUnavailable):
     """A daemon runs (its process exists) but does not answer: stopped, or stuck."""
+
+
+class DaemonBusy(DaemonNotAnswering):
+    """The daemon serves as many clients as it will: it answers only to say so."""
+
+
+class DaemonBroken(DaemonUnavailable):
+    """A daemon runs (its process exists) but its answers fail: it closed the connection
+    on hello, or answered nonsense. Waiting does not help; the message says what failed."""
 
 
 class RequestFailed(RuntimeError):
@@ -111,11 +121,18 @@ class Client:
         client = cls(sock, paths)
         try:
             client.hello = _checked_hello(client.request("hello", **hello), paths)
-        except DaemonUnavailable:
+        except DaemonNotAnswering:
             client.close()
             raise
-        except (OSError, RequestFailed) as exc:
+        except (DaemonUnavailable, OSError, RequestFailed) as exc:
             client.close()
+            process = daemon_process(paths)
+            if process is not None:
+                raise DaemonBroken(
+                    f"the fakehw daemon (pid {process[0]}) runs but its hello failed: {exc}"
+                ) from None
+            if isinstance(exc, DaemonUnavailable):
+                raise
             raise DaemonUnavailable(f"the daemon did not answer hello: {exc}") from None
         return client
 
@@ -132,68 +149,73 @@ class Client:
     # -------------------------------------------------------------- requests
     def request(self, op: str, **args: Any) -> Any:
         """Send one request and wait for its response; raise ``RequestFailed``."""
-        request_id = self._next_id
-        self._next_id += 1
-        message = {"id": request_id, "op": op, **args}
-        try:
-            self.sock.sendall(proto.encode(message))
-            while True:
-                reply = self._read_message()
-                if "subscription" in reply and "id" not in reply:
-                    self._pushes.append(reply)
-                    continue
-                break
-        except TimeoutError:
-            raise not_answering(self.paths, op) from None
-        except OSError as exc:
-            raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
-        if reply.get("id") != request_id:
-            raise DaemonUnavailable(f"out-of-order reply from the daemon: {reply!r:.200}")
-        if not reply.get("ok"):
-            error = reply.get("error") or {}
-            raise RequestFailed(str(error.get("code")), str(error.get("message")))
-        return reply.get("result")
+        result = self.request_many([(op, args)])[0]
+        if isinstance(result, RequestFailed):
+            raise result
+        return result
 
     def request_many(self, requests: list[tuple[str, dict[str, Any]]]) -> list[Any | RequestFailed]:
         """Send many requests at once (pipelined) and collect their responses in
-        order: a result, or the ``RequestFailed`` of a request that failed."""
+        order: a result, or the ``RequestFailed`` of a request that failed. Replies
+        are read while the requests are still being sent: the daemon answers the next
+        request only once its client takes the replies to the earlier ones."""
         first = self._next_id
         self._next_id += len(requests)
-        payload = b"".join(
-            proto.encode({"id": first + k, "op": op, **args})
-            for k, (op, args) in enumerate(requests)
+        payload = memoryview(
+            b"".join(
+                proto.encode({"id": first + k, "op": op, **args})
+                for k, (op, args) in enumerate(requests)
+            )
         )
-        replies: dict[int, dict[str, Any]] = {}
+        replies: dict[Any, dict[str, Any]] = {}
+        sent = 0
         try:
-            self.sock.sendall(payload)
             while len(replies) < len(requests):
-                reply = self._read_message()
-                if "subscription" in reply and "id" not in reply:
-                    self._pushes.append(reply)
-                    continue
-                replies[reply.get("id", -1)] = reply
+                for reply in self._buffered_messages():
+                    self._file_reply(reply, replies, first, len(requests))
+                if len(replies) == len(requests):
+                    break
+                sending = sent < len(payload)
+                readable, writable, _ = select.select(
+                    [self.sock], [self.sock] if sending else [], [], self.sock.gettimeout()
+                )
+                if not readable and not writable:
+                    raise TimeoutError
+                if writable:
+                    sent += self.sock.send(payload[sent : sent + (1 << 20)])
+                if readable:
+                    self._receive()
         except TimeoutError:
             raise not_answering(self.paths, requests[0][0] if requests else "") from None
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
-        results: list[Any | RequestFailed] = []
-        for k in range(len(requests)):
-            answer = replies.get(first + k)
-            if answer is None:
-                raise DaemonUnavailable(f"the daemon skipped request {first + k}")
-            if answer.get("ok"):
-                results.append(answer.get("result"))
-            else:
-                error = answer.get("error") or {}
-                results.append(RequestFailed(str(error.get("code")), str(error.get("message"))))
-        return results
+        return [_outcome(replies[first + k]) for k in range(len(requests))]
+
+    def _file_reply(
+        self, reply: dict[str, Any], replies: dict[Any, dict[str, Any]], first: int, count: int
+    ) -> None:
+        """Keep a reply to one of the requests in flight; a push for later."""
+        if "subscription" in reply and "id" not in reply:
+            self._pushes.append(reply)
+            return
+        request_id = reply.get("id")
+        if isinstance(request_id, int) and first <= request_id < first + count:
+            replies[request_id] = reply
+            return
+        error = reply.get("error")
+        if request_id is None and isinstance(error, dict) and error.get("code") == proto.BUSY:
+            raise DaemonBusy(f"the fakehw daemon is busy: {error.get('message')}")
+        raise DaemonUnavailable(f"out-of-order reply from the daemon: {reply!r:.200}")
 
     def snapshot(self, node: int | str | None = None, detail: bool = False) -> Snapshot:
         args: dict[str, Any] = {} if node is None else {"node": node}
         if detail:
             args["detail"] = True
-        result: Snapshot = self.request("snapshot", **args)
-        return result
+        result = self.request("snapshot", **args)
+        if not _is_snapshot(result):
+            raise DaemonBroken(f"{self.paths.root} answered a snapshot without its nodes")
+        snapshot: Snapshot = result
+        return snapshot
 
     def subscribe(
         self, interval_ms: int, node: int | str | None = None, detail: bool = False
@@ -219,29 +241,65 @@ class Client:
                 yield snapshot
 
     def _read_message(self) -> dict[str, Any]:
-        """The next line from the daemon, as an object; ``DaemonUnavailable`` if what
-        answers is not a fakehw daemon (an HTTP server, say, behind FAKEHW_REMOTE)."""
+        """The next line from the daemon, as an object (waiting for it)."""
         while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                try:
-                    message = json.loads(line)
-                except (ValueError, RecursionError):
-                    message = None
-                if not isinstance(message, dict):
-                    raise DaemonUnavailable(
-                        f"{self.paths.root} is not a fakehw daemon: it answered "
-                        f"{line[:60].decode(errors='replace')!r}"
-                    )
+            for message in self._buffered_messages(limit=1):
                 return message
-            if len(self._buffer) > MAX_REPLY_BYTES:
-                raise DaemonUnavailable(f"{self.paths.root} is not a fakehw daemon (no line end)")
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionResetError("the daemon closed the connection")
-            self._buffer += chunk
+            self._receive()
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionResetError("the daemon closed the connection")
+        self._buffer += chunk
+        if len(self._buffer) > MAX_REPLY_BYTES and self._buffer.find(b"\n") < 0:
+            raise DaemonUnavailable(f"{self.paths.root} is not a fakehw daemon (no line end)")
+
+    def _buffered_messages(self, limit: int = 0) -> Iterator[dict[str, Any]]:
+        """The whole lines received so far, as objects; ``DaemonUnavailable`` if what
+        answers is not a fakehw daemon (an HTTP server, say, behind FAKEHW_REMOTE)."""
+        taken = 0
+        while (end := self._buffer.find(b"\n")) >= 0 and (not limit or taken < limit):
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            try:
+                message = json.loads(line)
+            except (ValueError, RecursionError):
+                message = None
+            if not isinstance(message, dict) or not _well_formed(message):
+                raise DaemonUnavailable(
+                    f"{self.paths.root} is not a fakehw daemon: it answered "
+                    f"{line[:60].decode(errors='replace')!r}"
+                )
+            taken += 1
+            yield message
+
+
+def _well_formed(message: dict[str, Any]) -> bool:
+    """A reply of the protocol's shape (docs/protocol.md): a push, a result or an error."""
+    if "subscription" in message and "id" not in message:
+        return _is_snapshot(message.get("snapshot"))
+    if message.get("ok") is True:
+        return "result" in message
+    error = message.get("error")
+    return message.get("ok") is False and isinstance(error, dict)
+
+
+def _is_snapshot(result: Any) -> bool:
+    return (
+        isinstance(result, dict)
+        and isinstance(result.get("nodes"), list)
+        and all(isinstance(node, dict) for node in result["nodes"])
+    )
+
+
+def _outcome(reply: dict[str, Any]) -> Any | RequestFailed:
+    if reply.get("ok"):
+        return reply.get("result")
+    error = reply["error"]
+    if error.get("code") == proto.BUSY:  # not this request's fault: the daemon's crowd
+        raise DaemonBusy(str(error.get("message")))
+    return RequestFailed(str(error.get("code")), str(error.get("message")))
 
 
 class ResilientClient:
@@ -282,6 +340,10 @@ class ResilientClient:
                 self.client = Client.connect(client_name=self.client_name, cluster=cluster)
                 self.generation += 1
                 return
+            except DaemonBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
             except DaemonNotAnswering:
                 # Its process is there (stopped, or busy): it will answer once it runs
                 # again, as after a restart; a daemon that died meanwhile is replaced.
@@ -339,6 +401,7 @@ def _checked_hello(result: Any, paths: RuntimePaths) -> dict[str, Any]:
         not isinstance(cluster, dict)
         or not isinstance(result.get("hostnames"), list)
         or not isinstance(result.get("gpus"), int)
+        or not all(isinstance(cluster.get(key), int) for key in ("nodes", "gpus_per_node"))
     ):
         raise DaemonUnavailable(
             f"{paths.root} is not a fakehw daemon: its hello lacks the cluster it serves"
@@ -545,7 +608,9 @@ def parse_node(text: str) -> int | str:
     """A node as a user names it: an index (ASCII digits only, as nvidia-smi reads
     numbers: '٣' is not 3) or a hostname."""
     wanted = text.strip()
-    return int(wanted) if wanted.isascii() and wanted.isdigit() else wanted
+    if wanted.isascii() and wanted.isdigit() and len(wanted) <= proto.MAX_ID_DIGITS:
+        return int(wanted)
+    return wanted  # a name (a number that long is no node's index either)
 
 
 def node_from_env() -> int | str:

@@ -82,9 +82,11 @@ class ClusterConfig:
         if (
             not isinstance(prefix, str)
             or len(prefix) > 40
-            or any(not (ch.isalnum() or ch in "-_.") for ch in prefix)
+            or any(not (ch.isascii() and (ch.isalnum() or ch in "-_.")) for ch in prefix)
         ):
-            raise ConfigError("hostname_prefix must be up to 40 letters, digits, '-', '_' or '.'")
+            raise ConfigError(
+                "hostname_prefix must be up to 40 ASCII letters, digits, '-', '_' or '.'"
+            )
         return replace(self, gpu_model=spec.key)
 
     def describe(self) -> str:

@@ -30,6 +30,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -56,7 +57,16 @@ from fakehw.workload import PHASE_NAMES
 log = logging.getLogger("fakehw.daemon")
 
 WATCH_INTERVAL_S = 0.5
-MAX_OUTBOX_BYTES = 8 << 20  # a client this far behind is dropped
+# A client's further requests wait (unread, in the kernel's buffers) while this much of
+# its replies is unsent: one that pipelines many requests gets them in turn, and one
+# that stops reading makes the daemon hold at most this plus one reply.
+BACKPRESSURE_BYTES = 1 << 20
+MAX_OUTBOX_BYTES = BACKPRESSURE_BYTES + proto.MAX_REPLY_BYTES + (1 << 20)  # then dropped
+# What all clients together may make the daemon hold (unsent replies, unfinished
+# request lines): beyond it, the connection that has gone longest without reading
+# or sending anything is closed.
+MEMORY_BUDGET_BYTES = 128 << 20
+BIG_SEND_BYTES = 256 << 10  # a send this big checks the budget at once
 # What a daemon killed with -9 can lose: a change (attach, phase, fault) is saved
 # within CHANGE_SAVE_S; heat and energy, which drift slowly, within SAVE_INTERVAL_S.
 SAVE_INTERVAL_S = 2.0
@@ -67,7 +77,11 @@ CHANGE_SAVE_S = 0.5
 SAVE_COST_FACTOR = 20.0
 MAX_UNSAVED_S = MAX_UNSAVED_STATE_S
 STATE_OPS = frozenset({"attach", "set_phase", "detach", "inject"})
-MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed
+MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed ...
+# ... except a few more kept for `fakehw daemon status` and `stop`: they may only
+# ask those (a daemon crowded by idle clients can still be looked at and stopped).
+RESERVED_CONNECTIONS = 16
+RESERVED_OPS = frozenset({"hello", "status", "shutdown"})
 MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out local tools
 # Out of file descriptors, the daemon stops accepting for this long (and serves
 # the clients it has) instead of spinning on a listener it cannot accept from.
@@ -101,6 +115,10 @@ class Throttle:
         self._dropped: dict[str, int] = {}
 
     def warning(self, key: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, key, message, *args)
+
+    def log(self, level: int, key: str, message: str, *args: object,
+            exc_info: bool = False) -> None:  # fmt: skip
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.period_s:
@@ -111,7 +129,7 @@ class Throttle:
         if dropped:
             message += " (and %d more like it in the last %.0f s)"
             args = (*args, dropped, now - last if last is not None else 0.0)
-        log.warning(message, *args)
+        log.log(level, message, *args, exc_info=exc_info)
 
 
 @dataclass
@@ -135,6 +153,11 @@ class Connection:
     remote: str | None = None  # "host:port" of a TCP peer; None on the Unix socket
     authenticated: bool = True  # a TCP peer becomes so by its hello's token
     opened: float = 0.0
+    last_progress: float = 0.0  # when it last sent a whole request or took some reply
+    # A peer in another PID namespace (a container sharing the runtime directory): the
+    # PIDs it names are not this machine's, so it may not attach them.
+    foreign_pids: bool = False
+    reserved: bool = False  # let in beyond MAX_CONNECTIONS: RESERVED_OPS only
 
 
 class Daemon:
@@ -159,6 +182,7 @@ class Daemon:
         self.throttle = Throttle()
         self._failure: BaseException | None = None  # what broke the daemon, if anything
         self.started = time.monotonic()
+        self._pid_namespace = pidwatch.pid_namespace()
         self.last_activity = time.monotonic()
         self.next_subscription = 1
         self.running = False
@@ -288,8 +312,9 @@ class Daemon:
             self._listen()
         except OSError as exc:
             raise StartFailed(f"cannot listen on {self.paths.socket}: {exc.strerror}") from None
-        self._restore_state()
+        # The pid file first: a slow restore is then told as a daemon not answering yet.
         self._write_pid_file()
+        self._restore_state()
         self.simulator.start()
         self.running = True
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -307,11 +332,13 @@ class Daemon:
         """Carry on from the previous daemon's state, keeping only the processes that
         are provably still the ones it saw (same PID, same start time)."""
         path = self.paths.state_file
-        if not os.path.exists(path):
-            return
         try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block the read
+                raise StateUnreadable("not a regular file")
             restored = self.simulator.load_state(path)
-        except StateUnreadable as exc:
+        except FileNotFoundError:
+            return
+        except (StateUnreadable, OSError) as exc:
             aside = path + ".corrupt"
             with contextlib.suppress(OSError):
                 os.replace(path, aside)
@@ -323,11 +350,14 @@ class Daemon:
             return
         log.info("state of the previous daemon restored")
         for process in self.simulator.processes():
-            if not pidwatch.is_same_process(process.watch_pid, process.watch_started):
-                gone = pidwatch.start_time(process.watch_pid) is None
+            now_started = pidwatch.start_time(process.watch_pid)
+            if not pidwatch.is_same_process(process.watch_pid, process.watch_started,
+                                            pidwatch.RESTORE_TOLERANCE_S):  # fmt: skip
                 log.info("pid %d: its process %d %s: detached", process.pid, process.watch_pid,
-                         "ended" if gone else "is now another program")  # fmt: skip
+                         "ended" if now_started is None else "is now another program")  # fmt: skip
                 self.simulator.detach(process.pid)
+            else:  # from now on compared with this daemon's own, exact, reading
+                process.watch_started = now_started
         # The GPUs went on meanwhile (the live processes in their phases): catch up now,
         # so that the first snapshot served follows on from the last one before the restart.
         self.simulator.catch_up(self.clock())
@@ -432,6 +462,8 @@ class Daemon:
                         self._read(conn)
                     if events & selectors.EVENT_WRITE and not conn.closing:
                         self._flush(conn)
+                        if conn.inbox:
+                            self._serve_inbox(conn)
             now = time.monotonic()
             if self._accept_resume_at is not None and now >= self._accept_resume_at:
                 self._resume_accepting()
@@ -439,6 +471,7 @@ class Daemon:
             if now >= next_watch:
                 self._watch_pids()
                 self._drop_silent_strangers(now)
+                self._keep_to_memory_budget()
                 next_watch = now + WATCH_INTERVAL_S
                 self._check_idle(now)
             since_save = now - last_save
@@ -464,10 +497,24 @@ class Daemon:
                 sock.close()
                 continue
             local = sum(conn.remote is None for conn in self.connections.values())
-            if local >= MAX_CONNECTIONS:
+            if local >= MAX_CONNECTIONS + RESERVED_CONNECTIONS:
                 self._refuse_busy(sock, local)
                 continue
-            self._register(Connection(sock=sock, pid=pid, opened=time.monotonic()))
+            self._register(
+                Connection(sock=sock, pid=pid, opened=time.monotonic(),
+                           foreign_pids=self._in_another_pid_namespace(pid),
+                           reserved=local >= MAX_CONNECTIONS)
+            )  # fmt: skip
+
+    def _in_another_pid_namespace(self, peer_pid: int | None) -> bool:
+        """Whether the peer sees other PIDs than this daemon does. The kernel gives a
+        peer's PID as this daemon sees it (0 if it has none here)."""
+        if peer_pid is None:
+            return False  # no SO_PEERCRED: no namespaces either
+        if peer_pid == 0:
+            return True
+        theirs = pidwatch.pid_namespace(peer_pid)
+        return theirs is not None and theirs != self._pid_namespace
 
     def _accept_from(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
         """The next waiting connection, or None when there is none for now."""
@@ -517,6 +564,7 @@ class Daemon:
         sock.close()
 
     def _register(self, conn: Connection) -> None:
+        conn.last_progress = conn.opened
         conn.sock.setblocking(False)
         self.connections[conn.sock.fileno()] = conn
         self.selector.register(conn.sock, selectors.EVENT_READ, data=conn)
@@ -541,7 +589,12 @@ class Daemon:
             self._close(conn)
             return
         conn.inbox += data
-        while not conn.closing:
+        self._serve_inbox(conn)
+
+    def _serve_inbox(self, conn: Connection) -> None:
+        """Answer the whole request lines received, in order, while the client takes
+        its replies (``BACKPRESSURE_BYTES``); the rest wait for it to read."""
+        while not conn.closing and len(conn.outbox) <= BACKPRESSURE_BYTES:
             end = conn.inbox.find(b"\n")
             if end < 0:
                 limit = proto.MAX_LINE_BYTES if conn.authenticated else (
@@ -552,6 +605,7 @@ class Daemon:
                 return
             line = bytes(conn.inbox[:end])
             del conn.inbox[: end + 1]
+            conn.last_progress = time.monotonic()
             if line.strip():
                 reply, closes = self._handle_line(conn, line)
                 self._send(conn, reply)
@@ -569,23 +623,43 @@ class Daemon:
         try:
             message = proto.decode_request(line)
             request_id = message.get("id")
-            return self._dispatch(conn, request_id, message), False
+            return self._checked_size(request_id, self._dispatch(conn, request_id, message))
         except proto.ProtocolError as exc:
-            closes = exc.code == proto.TOO_LARGE and len(line) > proto.MAX_LINE_BYTES
+            closes = exc.code == proto.BUSY or (
+                exc.code == proto.TOO_LARGE and len(line) > proto.MAX_LINE_BYTES
+            )
             return proto.error(request_id or exc.request_id, exc.code, exc.message), closes
         except OutOfMemory as exc:
             return proto.error(request_id, proto.OUT_OF_MEMORY, str(exc)), False
         except ClusterError as exc:
             return proto.error(request_id, proto.BAD_REQUEST, str(exc)), False
         except Exception as exc:  # a bug in one op: that request fails, the daemon carries on
-            log.exception("internal error handling %r", line[:200])
+            self.throttle.log(logging.ERROR, "internal", "internal error handling %r",
+                              line[:200], exc_info=True)  # fmt: skip
             return proto.error(request_id, proto.INTERNAL, f"internal error: {exc!r}"), False
+
+    @staticmethod
+    def _checked_size(request_id: object, reply: bytes) -> tuple[bytes, bool]:
+        if len(reply) <= proto.MAX_REPLY_BYTES:
+            return reply, False
+        return proto.error(
+            request_id,
+            proto.TOO_LARGE,
+            f"the reply would be {len(reply) / 1e6:.1f} MB, more than the "
+            f"{proto.MAX_REPLY_BYTES >> 20} MiB one may be: ask for fewer nodes",
+        ), False
 
     # ------------------------------------------------------------ operations
     def _dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
         op = message["op"]
         if conn.remote is not None:
             self._check_remote(conn, op, message)
+        if conn.reserved and op not in RESERVED_OPS:  # told, then closed
+            raise proto.ProtocolError(
+                proto.BUSY,
+                f"the daemon is busy: it serves as many clients as it will "
+                f"({MAX_CONNECTIONS}); close some, or see `fakehw daemon status`",
+            )
         if op == "snapshot":
             nodes = self._nodes_arg(message)
             detail = self._detail_arg(message)
@@ -633,12 +707,9 @@ class Daemon:
                 raise proto.ProtocolError(
                     proto.BAD_REQUEST, '"nodes" must be a non-empty list of node indices or names'
                 )
-            nodes = [self._node_index(node) for node in wanted]
-        elif message.get("node") is not None:
-            nodes = [self._node_index(message["node"])]
+            count = len(wanted)
         else:
-            nodes = None
-        count = self.cluster_config.nodes if nodes is None else len(nodes)
+            count = 1 if message.get("node") is not None else self.cluster_config.nodes
         gpus = count * self.cluster_config.gpus_per_node
         if gpus > proto.MAX_SNAPSHOT_GPUS:
             raise proto.ProtocolError(
@@ -647,7 +718,11 @@ class Daemon:
                 f'{proto.MAX_SNAPSHOT_GPUS}): ask for some nodes ("node" or "nodes"), or for '
                 'the whole cluster\'s "summary"',
             )
-        return nodes
+        if message.get("nodes") is not None:
+            return [self._node_index(node) for node in message["nodes"]]
+        if message.get("node") is not None:
+            return [self._node_index(message["node"])]
+        return None
 
     def _node_index(self, node: object) -> int:
         if isinstance(node, bool) or not isinstance(node, int | str):
@@ -669,7 +744,7 @@ class Daemon:
                 raise proto.ProtocolError(
                     proto.UNAUTHORIZED, 'over TCP the first request must be "hello" with "token"'
                 )
-            if not hmac.compare_digest(token.encode(), self._tcp_token):
+            if not hmac.compare_digest(token.encode(errors="replace"), self._tcp_token):
                 raise proto.ProtocolError(proto.UNAUTHORIZED, "wrong token")
             conn.authenticated = True
             log.info("TCP peer %s authenticated", conn.remote)
@@ -773,6 +848,13 @@ class Daemon:
             isinstance(plan, dict) and all(isinstance(k, str) for k in plan)
         ):
             raise proto.ProtocolError(proto.BAD_REQUEST, '"memory_plan" must map phases to MiB')
+        if conn.foreign_pids:
+            raise proto.ProtocolError(
+                proto.FORBIDDEN,
+                "this client runs in another PID namespace (a container?), whose PIDs name "
+                "other processes here: attach from the daemon's namespace, or give the "
+                "container a FAKEHW_RUNTIME_DIR of its own",
+            )
         if pid in self.simulator.cluster.processes:
             raise proto.ProtocolError(proto.CONFLICT, f"pid {pid} is already attached")
         watch = pid if watch_pid is None else watch_pid
@@ -807,6 +889,11 @@ class Daemon:
         return {"pid": pid, "phase": phase}
 
     def _op_detach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        if "pids" in message:  # a job's end: all its processes in one go
+            pids = proto.arg_int_list(message, "pids", max_items=proto.MAX_DETACH_PIDS)
+            gone = self.simulator.detach_many(pids)
+            log.info("detached %d processes at a client's request", len(gone))
+            return {"pids": gone}
         pid = proto.arg_int(message, "pid")
         try:
             self.simulator.detach(pid)
@@ -861,16 +948,21 @@ class Daemon:
         """Detach every process whose watched process ended (or whose PID is now another
         program's), freeing its memory as the driver does."""
         verdicts: dict[tuple[int, float | None], bool] = {}
+        gone: dict[int, list[int]] = {}  # watched PID: the records it held
         for process in self.simulator.processes():
             key = (process.watch_pid, process.watch_started)
             if key not in verdicts:
                 verdicts[key] = pidwatch.is_same_process(*key)
             if not verdicts[key]:
-                log.info("pid %d (watching %d) is gone: detaching", process.pid,
-                         process.watch_pid)  # fmt: skip
-                with contextlib.suppress(ClusterError):
-                    self.simulator.detach(process.pid)
-                self._state_changed = True
+                gone.setdefault(process.watch_pid, []).append(process.pid)
+        if not gone:
+            return
+        for watched, pids in gone.items():
+            shown = ", ".join(map(str, pids[:8])) + (f" and {len(pids) - 8} more" if
+                                                    len(pids) > 8 else "")  # fmt: skip
+            log.info("pid %d is gone: detaching %s", watched, shown)
+        self.simulator.detach_many([pid for pids in gone.values() for pid in pids])
+        self._state_changed = True
 
     # ------------------------------------------------------------ delivery
     def _next_push_due(self, now: float) -> float:
@@ -903,18 +995,40 @@ class Daemon:
             self._close(conn)
             return
         self._flush(conn)
+        if len(data) >= BIG_SEND_BYTES:
+            self._keep_to_memory_budget()
+
+    def _keep_to_memory_budget(self) -> None:
+        """Close the stalest connections while all of them hold more than the budget."""
+        held = [(conn, len(conn.outbox) + len(conn.inbox)) for conn in self.connections.values()]
+        total = sum(size for _, size in held)
+        for conn, size in sorted(held, key=lambda pair: pair[0].last_progress):
+            if total <= MEMORY_BUDGET_BYTES:
+                return
+            if size:
+                self.throttle.warning(
+                    "budget", "closing a client that holds %d bytes unread (%s): all clients "
+                    "together hold more than %d MiB", size, conn.remote or f"pid {conn.pid}",
+                    MEMORY_BUDGET_BYTES >> 20,
+                )  # fmt: skip
+                total -= size
+                self._close(conn)
 
     def _flush(self, conn: Connection) -> None:
         if conn.outbox:
             try:
                 sent = conn.sock.send(conn.outbox)
                 del conn.outbox[:sent]
+                if sent:
+                    conn.last_progress = time.monotonic()
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
                 self._close(conn)
                 return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbox else 0)
+        # A client behind on its replies is not read from: its requests wait.
+        reading = selectors.EVENT_READ if len(conn.outbox) <= BACKPRESSURE_BYTES else 0
+        events = reading | (selectors.EVENT_WRITE if conn.outbox else 0)
         if conn.closing and not conn.outbox:
             self._close(conn)
             return

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fakehw.argtypes import float_option, int_option
 from fakehw.signals import ignore_termination, raise_on_termination
 
 INSTALL_HINT = (
@@ -471,12 +472,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-tmuxp", action="store_true", help="print the layout as a tmuxp YAML file and exit"
     )
-    parser.add_argument("--seed", type=int, help="fake-train's seed (same seed, same run)")
-    parser.add_argument("--gpus", type=int, metavar="N", help="total GPUs (as fake-train)")
-    parser.add_argument("--nodes", type=int, metavar="N", help="nodes (as fake-train)")
+    parser.add_argument("--seed", type=int_option, help="fake-train's seed (same seed, same run)")
+    parser.add_argument("--gpus", type=int_option, metavar="N", help="total GPUs (as fake-train)")
+    parser.add_argument("--nodes", type=int_option, metavar="N", help="nodes (as fake-train)")
     parser.add_argument("--gpu-model", metavar="MODEL", help="GPU model (as fake-train)")
     parser.add_argument(
-        "--speed-factor", type=float, metavar="X", help="play the run X times faster"
+        "--speed-factor", type=float_option, metavar="X", help="play the run X times faster"
     )
     parser.add_argument("--style", help="fake-train's log style")
     parser.add_argument("--model", help="fake-train's model")

@@ -186,8 +186,9 @@ class SlotTable:
         np.add.at(self.target_per_gpu, self.gpu[rows], target_mib - self.target_mib[rows])
         self.target_mib[rows] = target_mib
 
-    def remove(self, pid: int) -> None:
-        keep = self.pid != pid
+    def remove(self, pids: Sequence[int]) -> None:
+        """Drop every row of these processes (one pass, however many: a job's end)."""
+        keep = ~np.isin(self.pid, np.asarray(pids, dtype=np.int64))
         np.subtract.at(self.target_per_gpu, self.gpu[~keep], self.target_mib[~keep])
         np.subtract.at(self.processes_per_gpu, self.gpu[~keep], 1)
         self.gpu = self.gpu[keep]
@@ -212,6 +213,7 @@ class Cluster:
         self.hostnames = [
             hostname(self.config.resolved_hostname_prefix, n, self.nodes) for n in range(self.nodes)
         ]
+        self.node_of_hostname = {name: index for index, name in enumerate(self.hostnames)}
         self.identities: list[GpuIdentity] = gpu_identities(
             self.spec,
             self.nodes,
@@ -607,11 +609,21 @@ class Cluster:
     def detach(self, pid: int) -> AttachedProcess:
         """The process ended: its memory is freed at once, as the driver does."""
         process = self._process(pid)
-        del self.processes[pid]
-        self.slots.remove(pid)
+        self.detach_many([pid])
+        return process
+
+    def detach_many(self, pids: Sequence[int]) -> list[int]:
+        """These processes ended (those of them attached): freed together, at the cost
+        of one detach. Returns the PIDs that were attached."""
+        gone = [pid for pid in dict.fromkeys(pids) if pid in self.processes]
+        if not gone:
+            return []
+        for pid in gone:
+            del self.processes[pid]
+        self.slots.remove(gone)
         self._slots_changed()
         self._publish_memory()
-        return process
+        return gone
 
     def _process(self, pid: int) -> AttachedProcess:
         try:

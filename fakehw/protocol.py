@@ -55,6 +55,11 @@ MAX_PID = 2**31 - 1
 # A full snapshot costs ~1.4 KB of JSON per GPU: one of more GPUs than this is refused
 # (too_large); the views of a larger cluster ask per node, or for the ``summary``.
 MAX_SNAPSHOT_GPUS = 4096
+# A reply longer than this is refused (too_large) instead of sent: a snapshot of
+# 4,096 GPUs holding many processes each, say. Replies wait in the daemon for their
+# reader: this bounds what one request can make it hold.
+MAX_REPLY_BYTES = 12 << 20
+MAX_DETACH_PIDS = 65536  # ``detach`` frees this many processes at once at most
 MAX_STATUS_PROCESSES = 1024  # ``status`` lists this many processes (and counts them all)
 # What ``inject`` may do to a GPU (docs/protocol.md): its faults, a crash of the
 # processes on it, and ``clear``.
@@ -76,8 +81,15 @@ def parse_tcp_address(text: str) -> tuple[str, int]:
     host, sep, port_text = text.strip().rpartition(":")
     if not sep:
         host = DEFAULT_TCP_HOST
-    host = host.strip("[]") or DEFAULT_TCP_HOST
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    bracketed = host.startswith("[") or host.endswith("]")
+    if bracketed:  # an IPv6 address, whole in its brackets: "[::1]"
+        if not (host.startswith("[") and host.endswith("]")) or "]" in host[1:-1]:
+            raise ValueError(f"expected [HOST:]PORT with an IPv6 HOST in brackets, got {text!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 HOST goes in brackets ([::1]:PORT), got {text!r}")
+    host = host or DEFAULT_TCP_HOST
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"expected [HOST:]PORT with PORT 0-65535, got {text!r}")
     return host, int(port_text)
 
@@ -122,7 +134,23 @@ def decode_request(line: bytes) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, 'a request needs an "op" string', request_id)
     if op not in OPS:
         raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(OPS)}", request_id)
+    if b"\\u" in line and _holds_lone_surrogate(message):
+        raise ProtocolError(
+            BAD_REQUEST,
+            "the request holds a lone surrogate (\\ud800-\\udfff): not text",
+            request_id,
+        )
     return message
+
+
+def _holds_lone_surrogate(message: dict[str, Any]) -> bool:
+    """JSON's ``\\uXXXX`` escapes can spell half of a UTF-16 pair, which is no character:
+    such a string could not be written to a terminal, a log or a file later."""
+    try:
+        json.dumps(message, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _valid_id(request_id: object) -> bool:
@@ -176,9 +204,18 @@ def arg_optional_int(
 
 
 def arg_str(message: dict[str, Any], name: str, *, max_length: int = 256) -> str:
+    """A string argument: 1 to ``max_length`` printable characters (no control
+    characters, which the views would write to the terminal as they are)."""
     value = message.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        raise ProtocolError(BAD_REQUEST, f'"{name}" must be a string of 1-{max_length} chars')
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > max_length
+        or not value.isprintable()
+    ):
+        raise ProtocolError(
+            BAD_REQUEST, f'"{name}" must be a string of 1-{max_length} printable characters'
+        )
     return value
 
 

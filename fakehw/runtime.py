@@ -60,17 +60,30 @@ def default_root() -> str:
                 f"FAKEHW_RUNTIME_DIR must be an absolute path, not {explicit!r} (a relative one "
                 "would mean another daemon in every working directory)"
             )
-        return os.path.normpath(explicit)
+        return physical_path(explicit)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         return os.path.join(xdg, "fakehw")
     return f"/tmp/fakehw-{os.getuid()}"
 
 
+def physical_path(path: str) -> str:
+    """``path`` with its parent directories resolved as the kernel resolves them (a
+    ``..`` after a symlink leads to the parent of the link's target, not back where a
+    textual clean-up would go), its last component kept as it is (checked, not followed)."""
+    parent, name = os.path.split(path.rstrip("/") or "/")
+    if name in ("", ".", ".."):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(parent), name)
+
+
 def runtime_paths(root: str | os.PathLike[str] | None = None, create: bool = False) -> RuntimePaths:
     """The runtime paths, checked for ownership; ``create`` makes the directory
     (mode 0700). A directory that exists is used as it is, never re-moded."""
-    directory = os.path.abspath(os.fspath(root)) if root is not None else default_root()
+    if root is None:
+        directory = default_root()
+    else:  # joined to the working directory unless absolute
+        directory = physical_path(os.path.join(os.getcwd(), os.fspath(root)))
     paths = RuntimePaths(directory)
     check_socket_path(paths.socket)
     if create:
@@ -99,6 +112,11 @@ def check_private_dir(root: str) -> None:
     or swap the socket, the pid file or a log symlink). It is never chmodded here: fakehw
     does not change the mode of a directory it did not create."""
     info = os.lstat(root)
+    if stat.S_ISLNK(info.st_mode):
+        raise RuntimeDirError(
+            f"runtime path {root} is a symbolic link: fakehw does not follow one there "
+            f"(use the directory it points to, {os.path.realpath(root)})"
+        )
     if not stat.S_ISDIR(info.st_mode):
         raise RuntimeDirError(f"runtime path {root} is not a directory")
     if info.st_uid != os.getuid():

@@ -155,10 +155,9 @@ class Simulator:
         if isinstance(node, int) and 0 <= node < cluster.nodes:
             return node
         if isinstance(node, str):
-            try:
-                return cluster.hostnames.index(node)
-            except ValueError:
-                pass
+            index = cluster.node_of_hostname.get(node)
+            if index is not None:
+                return index
         raise KeyError(node)
 
     # ------------------------------------------------------------- processes
@@ -178,6 +177,12 @@ class Simulator:
             process = self.cluster.detach(pid)
             self._cache.clear()
             return process
+
+    def detach_many(self, pids: Sequence[int]) -> list[int]:
+        with self.lock:
+            gone = self.cluster.detach_many(pids)
+            self._cache.clear()
+            return gone
 
     def save_state(self, path: str) -> None:
         """Write the cluster's lasting state (atomically: a crash, or a full disk, leaves

@@ -50,8 +50,14 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("FAKEHW_CONFIG", raising=False)
     monkeypatch.setenv("TZ", "UTC")
+    # A tmux server of the test's own: a demo a test starts (or one a bug starts) never
+    # lands in the user's tmux, and a session the user has never fails a test.
+    monkeypatch.setenv("TMUX_TMPDIR", str(root))
+    monkeypatch.delenv("TMUX", raising=False)
     yield runtime
     _stop_daemon(runtime)
+    if any(root.glob("tmux-*")):
+        subprocess.run(["tmux", "kill-server"], capture_output=True, check=False)
     with contextlib.suppress(OSError):
         for path in sorted(root.rglob("*"), reverse=True):
             path.unlink() if not path.is_dir() else path.rmdir()

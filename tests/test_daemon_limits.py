@@ -345,3 +345,191 @@ def test_unicode_digits_name_no_node(runtime_dir: Path) -> None:
                            env={**os.environ, "FAKEHW_NODE": "3"}, capture_output=True, text=True,
                            timeout=30, check=False)  # fmt: skip
     assert plain.returncode == 0 and plain.stdout.startswith("GPU 0:")
+
+
+# ------------------------------------------------------------ issue 12, second audit
+def test_a_fifo_as_the_state_file_does_not_hang_the_start(runtime_dir: Path) -> None:
+    runtime_dir.mkdir(mode=0o700)
+    os.mkfifo(runtime_dir / "state.npz", 0o600)
+    started = fakehw("daemon", "start", timeout=30)
+    assert started.returncode == 0, started.stderr
+    assert "not a regular file" in (runtime_dir / "daemon.log").read_text()
+    assert (runtime_dir / "state.npz.corrupt").exists()
+    assert fakehw("daemon", "status").returncode == 0
+
+
+def test_a_hostname_prefix_beyond_ascii_is_refused(runtime_dir: Path) -> None:
+    """'日' x 40 made every hostname 240 bytes of JSON escapes: a hello too big to send."""
+    for prefix in ("日" * 40, "node٣-"):
+        refused = fakehw("daemon", "start", "--hostname-prefix", prefix)
+        assert refused.returncode == 2 and "ASCII letters, digits" in refused.stderr, refused
+        assert "Traceback" not in refused.stderr
+    assert not (runtime_dir / "daemon.sock").exists()
+
+
+def test_a_client_pipelining_big_snapshots_gets_every_reply(runtime_dir: Path) -> None:
+    """Three snapshots of 4,096 GPUs (6 MB each) asked at once, as fake-train asks for a
+    6,144-GPU job: each is within the limits, so all three are answered (the daemon
+    waits for the client to take each before it answers the next)."""
+    assert fakehw("daemon", "start", "--nodes", "1536", "--gpus-per-node", "8").returncode == 0
+    with Client.connect(autostart=False) as client:
+        chunks = [list(range(first, first + 512)) for first in (0, 512, 1024)]
+        replies = client.request_many([("snapshot", {"nodes": nodes}) for nodes in chunks])
+        assert [len(reply["nodes"]) for reply in replies] == [512, 512, 512]
+        assert replies[2]["nodes"][-1]["hostname"] == "dgx-h100-1536"
+        assert client.request("status")["clients"] >= 1
+
+
+def test_a_reply_over_the_limit_is_refused_not_the_client_dropped(runtime_dir: Path) -> None:
+    """A snapshot of 4,096 GPUs is allowed; with eight processes on each it would be
+    a reply of 30 MB: refused as too large, and the connection goes on."""
+    assert fakehw("daemon", "start", "--nodes", "512", "--gpus-per-node", "8").returncode == 0
+    with Client.connect(autostart=False) as client:
+        every_gpu = list(range(4096))
+        client.request_many([("attach", {"pid": 900_000 + k, "name": "python", "gpus": every_gpu,
+                                         "watch_pid": os.getpid()}) for k in range(8)])  # fmt: skip
+        with pytest.raises(RequestFailed) as refused:
+            client.snapshot()
+        assert refused.value.code == "too_large" and "the reply would be" in refused.value.message
+        one_node = client.snapshot(0)["nodes"][0]
+        assert len(one_node["processes"]) == 64
+        client.request("detach", pids=[900_000 + k for k in range(8)])
+
+
+def test_a_job_ending_at_once_is_detached_in_one_go_and_told_in_one_line(
+    runtime_dir: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """4,096 records watched through one launcher that dies: detached together (they
+    cost one detach, not 4,096 that each rebuild the tables), one log line."""
+    assert fakehw("daemon", "start", "--nodes", "512", "--gpus-per-node", "8").returncode == 0
+    with Client.connect(autostart=False) as client:
+        results = client.request_many([("attach", {"pid": 800_000 + gpu, "name": "python",
+                                                   "gpus": [gpu], "watch_pid": sleeper.pid})
+                                       for gpu in range(4096)])  # fmt: skip
+        assert not [r for r in results if isinstance(r, RequestFailed)]
+        assert client.request("status")["process_count"] == 4096
+        sleeper.kill()
+        sleeper.wait()
+        wait_for(lambda: client.request("status")["process_count"] == 0, timeout=30)
+        log = (runtime_dir / "daemon.log").read_text()
+        assert log.count(f"pid {sleeper.pid} is gone: detaching") == 1
+        assert "and 4088 more" in log
+        # and a job's end asked for in one request: those attached are freed, others ignored
+        client.request("attach", pid=700_001, name="python", gpus=[0], watch_pid=os.getpid())
+        assert client.request("detach", pids=[700_001, 700_002]) == {"pids": [700_001]}
+
+
+def test_nodes_over_the_limit_are_refused_before_they_are_looked_up(runtime_dir: Path) -> None:
+    """61,000 hostnames used to be looked up one by one (seconds) before the size check."""
+    assert fakehw("daemon", "start", "--nodes", "1024", "--gpus-per-node", "8").returncode == 0
+    with Client.connect(autostart=False) as client:
+        with pytest.raises(RequestFailed) as refused:
+            client.request("snapshot", nodes=[f"nowhere-{k}" for k in range(1000)])
+        assert refused.value.code == "too_large"
+        with pytest.raises(RequestFailed) as unknown:
+            client.request("snapshot", nodes=["nowhere-1"])
+        assert unknown.value.code == "not_found"
+
+
+def test_a_token_that_is_not_text_is_refused_without_a_traceback(runtime_dir: Path) -> None:
+    assert fakehw("daemon", "start", "--tcp", "0").returncode == 0
+    port = int(json.loads(fakehw("daemon", "status", "--json").stdout)["tcp"].rsplit(":", 1)[1])
+    for _ in range(50):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b'{"id":1,"op":"hello","token":"\\ud800"}\n')
+            reply = json.loads(sock.recv(4096))
+            assert reply["ok"] is False and reply["error"]["code"] != "internal", reply
+    log = (runtime_dir / "daemon.log").read_text()
+    assert "Traceback" not in log and len(log) < 4096
+
+
+def test_clients_that_do_not_read_cannot_make_the_daemon_hoard_memory(runtime_dir: Path) -> None:
+    """Sixty clients each ask for a snapshot of 4,096 GPUs (6 MB) and never read it:
+    360 MB, each within the per-client limits. Past its budget the daemon closes the
+    stalest; its memory stays bounded and the others are served."""
+    import psutil
+
+    assert fakehw("daemon", "start", "--nodes", "512", "--gpus-per-node", "8").returncode == 0
+    daemon = psutil.Process(daemon_pid(runtime_dir))
+    rss_before = daemon.memory_info().rss
+    request = b'{"id":1,"op":"snapshot"}\n'
+    hoarders = []
+    with Client.connect(autostart=False) as bystander:
+        for _ in range(60):
+            sock = raw_connection(runtime_dir)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request)
+            hoarders.append(sock)
+            bystander.request("status")  # served meanwhile
+        time.sleep(2)  # the budget is checked twice a second
+        grown_mib = (daemon.memory_info().rss - rss_before) / 2**20
+        assert grown_mib < 250, f"the daemon grew by {grown_mib:.0f} MiB"
+        assert bystander.snapshot(0)["nodes"][0]["hostname"] == "dgx-h100-001"
+        assert "together hold more than" in (runtime_dir / "daemon.log").read_text()
+    for sock in hoarders:
+        sock.close()
+
+
+@pytest.fixture
+def half_daemon() -> Iterator[Callable[[bytes], str]]:
+    """A TCP server that says a fakehw daemon's hello, then answers the next request
+    with what the test says: a broken daemon behind FAKEHW_REMOTE."""
+    servers = []
+    hello = {"protocol": protocol.PROTOCOL_VERSION, "server": "fakehw 0", "daemon_pid": 1,
+             "cluster": {"nodes": 1, "gpus_per_node": 8, "gpu_model": "h100-sxm"},
+             "model_name": "NVIDIA H100 80GB HBM3", "gpus": 8, "hostnames": ["dgx-h100-1"],
+             "phases": []}  # fmt: skip
+
+    def serve(reply: bytes) -> str:
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                first = json.loads(self.rfile.readline())
+                answer = {"id": first["id"], "ok": True, "result": hello}
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
+                second = json.loads(self.rfile.readline())
+                self.wfile.write(reply.replace(b"ID", str(second["id"]).encode()))
+
+        server = _Stranger(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'{"id": ID, "ok": false, "error": "not an object"}\n',
+        b'{"id": ID, "ok": true, "result": {}}\n',
+        b'{"id": ID, "ok": true, "result": [1]}\n',
+        b'{"id": ID, "ok": true, "result": {"nodes": null}}\n',
+    ],
+    ids=["an error that is not an object", "an empty result", "a list", "nodes null"],
+)
+def test_a_remote_whose_later_replies_are_malformed_is_named_not_a_traceback(
+    half_daemon: Callable[[bytes], str], reply: bytes
+) -> None:
+    env = {**os.environ, "FAKEHW_REMOTE": half_daemon(reply), "FAKEHW_TOKEN": "x" * 20}
+    python = sys.executable
+    for argv in ([python, "-m", "fakehw.smi", "-L"], [python, "-m", "fakehw.gpustat"],
+                 [python, "-m", "fakehw.nvitop", "-1"]):  # fmt: skip
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                                check=False)  # fmt: skip
+        said = result.stderr + result.stdout
+        assert result.returncode != 0 and "Traceback" not in said, (argv, said)
+
+
+def test_a_node_number_of_thousands_of_digits_is_no_node_not_a_traceback(
+    runtime_dir: Path,
+) -> None:
+    assert fakehw("daemon", "start", "--nodes", "2", "--gpus-per-node", "1").returncode == 0
+    env = {**os.environ, "FAKEHW_NODE": "7" * 5000}
+    for module in ("fakehw.smi", "fakehw.gpustat"):
+        result = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True,
+                                text=True, timeout=30, check=False)  # fmt: skip
+        said = result.stderr + result.stdout
+        assert result.returncode != 0 and "Traceback" not in said, (module, said)

@@ -6,6 +6,8 @@ import json
 import os
 import resource
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,26 +185,48 @@ def test_connection_flood_is_bounded(daemon: tuple[str, Client]) -> None:
     assert alive(daemon_process.pid)
 
 
-def test_the_connection_beyond_the_limit_is_told_busy(daemon: tuple[str, Client]) -> None:
-    from fakehw.daemon import MAX_CONNECTIONS
+def test_a_crowded_daemon_tells_newcomers_busy_yet_can_be_looked_at_and_stopped(
+    daemon: tuple[str, Client],
+) -> None:
+    """1,000 idle connections: a viewer is told the daemon is busy (not "out of order",
+    not "not running"); `fakehw daemon status` still reports it, within a reserve of
+    connections that may only ask status or stop; past the reserve, busy at once."""
+    from fakehw.daemon import MAX_CONNECTIONS, RESERVED_CONNECTIONS
 
     root, bystander = daemon
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = MAX_CONNECTIONS + 200
+    needed = MAX_CONNECTIONS + RESERVED_CONNECTIONS + 200
     if hard != resource.RLIM_INFINITY and hard < needed:
         pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
     socks: list[socket.socket] = []
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": root}
     try:
         while bystander.request("status")["clients"] < MAX_CONNECTIONS:
             socks.append(connection(root))
             if len(socks) % 100 == 0:
                 time.sleep(0.05)  # let the daemon accept
+        viewer = subprocess.run([sys.executable, "-m", "fakehw.smi"], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert viewer.returncode != 0 and "busy" in viewer.stderr, viewer.stderr
+        assert "Traceback" not in viewer.stderr and "out-of-order" not in viewer.stderr
+        status = subprocess.run([sys.executable, "-m", "fakehw", "daemon", "status"], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert status.returncode == 0 and "fakehw daemon: running" in status.stdout, status
         extra = connection(root)
         socks.append(extra)
+        extra.sendall(b'{"id": 1, "op": "snapshot", "node": 0}\n')
         (reply,) = read_replies(extra)
         assert reply["ok"] is False and reply["error"]["code"] == "busy"  # type: ignore[index]
         assert extra.recv(1) == b""  # and closed
+        for _ in range(RESERVED_CONNECTIONS + 1):
+            socks.append(connection(root))
+        wait_for(lambda: bystander.request("status")["clients"]
+                 >= MAX_CONNECTIONS + RESERVED_CONNECTIONS, timeout=10)  # fmt: skip
+        beyond = connection(root)
+        socks.append(beyond)
+        (reply,) = read_replies(beyond)
+        assert reply["ok"] is False and reply["error"]["code"] == "busy"  # type: ignore[index]
         still_serving(bystander)
     finally:
         for sock in socks:

@@ -225,3 +225,48 @@ def test_a_disk_that_fills_while_serving_leaves_no_half_written_state_and_saves_
         )
         wait_for(lambda: (full_disk / "state.npz").exists()
                  and (full_disk / "state.npz").stat().st_mtime > saved, timeout=10)  # fmt: skip
+
+
+def test_a_runtime_dir_that_is_a_symlink_is_refused_as_one(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    result = fakehw("daemon", "start", env={**os.environ, "FAKEHW_RUNTIME_DIR": str(link)})
+    assert result.returncode != 0 and "is a symbolic link" in result.stderr, result.stderr
+    assert str(real) in result.stderr and not (real / "daemon.sock").exists()
+
+
+def test_dot_dot_after_a_symlink_goes_where_the_kernel_goes(tmp_path: Path) -> None:
+    """FAKEHW_RUNTIME_DIR=/x/lnk/../rt: the shell and the kernel resolve lnk first; a
+    textual clean-up to /x/rt would make viewers and the daemon disagree with `ls`."""
+    target_parent = tmp_path / "elsewhere"
+    (target_parent / "inner").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(target_parent / "inner")
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": f"{tmp_path}/lnk/../rt"}
+    try:
+        assert fakehw("daemon", "start", env=env).returncode == 0
+        assert (target_parent / "rt" / "daemon.sock").exists()
+        assert not (tmp_path / "rt").exists()
+    finally:
+        fakehw("daemon", "stop", env=env)
+
+
+def test_an_ipv6_tcp_address_needs_its_brackets(runtime_dir: Path) -> None:
+    for address in ("[::1:0", "::1:0", "[::1]]:0"):
+        refused = fakehw("daemon", "start", "--tcp", address)
+        assert refused.returncode == 2 and "IPv6" in refused.stderr, (address, refused.stderr)
+    assert not runtime_dir.exists() or not (runtime_dir / "daemon.sock").exists()
+
+
+@pytest.mark.parametrize("command", [["shellenv"], ["exec", "--", "true"]])
+def test_a_runtime_dir_with_a_colon_is_refused_where_it_would_go_on_path(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """PATH splits at ':': `export PATH=/tmp/a:b/bin:$PATH` would put neither directory
+    first, and the real nvidia-smi (or none) would answer to `nvidia-smi`."""
+    root = tmp_path / "a:b"
+    result = fakehw(*command, env={**os.environ, "FAKEHW_RUNTIME_DIR": str(root)})
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"the runtime directory {root} has a ':'" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr

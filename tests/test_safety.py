@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -328,4 +331,127 @@ def test_a_process_still_alive_across_a_restart_is_restored(
     node = client.snapshot(0)["nodes"][0]
     assert [p["pid"] for p in node["processes"]] == [sleeper.pid]
     assert node["gpus"][1]["memory_used_mib"] == 30009
+    client.close()
+
+
+# ------------------------------------------------------------ who a PID names
+@pytest.fixture
+def threaded_sleeper() -> Iterator[tuple[int, int]]:
+    """A harmless process of the user's with a second thread: (its PID, the thread's ID)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import threading, time\n"
+         "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+         "print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    threads = [int(t) for t in os.listdir(f"/proc/{process.pid}/task") if int(t) != process.pid]
+    yield process.pid, threads[0]
+    process.kill()
+    process.wait()
+
+
+def test_a_thread_is_not_a_process_so_rank_crash_cannot_end_its_program(
+    runtime_dir: Path, threaded_sleeper: tuple[int, int]
+) -> None:
+    """A thread's ID opens /proc/<tid> as a PID does, and SIGKILL sent to it ends its
+    whole program: neither a program's thread nor one of the daemon's own may be
+    attached as a process."""
+    pid, thread = threaded_sleeper
+    client = start_daemon("--gpus-per-node", "2")
+    daemon_pid = client.hello["daemon_pid"]
+    daemon_threads = [int(t) for t in os.listdir(f"/proc/{daemon_pid}/task")
+                      if int(t) != daemon_pid]  # fmt: skip
+    assert daemon_threads  # the model thread
+    for tid in (thread, daemon_threads[0]):
+        with pytest.raises(RequestFailed) as refused:
+            client.request("attach", pid=tid, name="thread", gpus=[1], phase="train")
+        assert refused.value.code == "not_found", refused.value
+    crashed = fakehw("inject", "rank-crash", "--gpu", "1")
+    assert crashed.returncode == 1 and "no process runs on GPU 1" in crashed.stderr
+    assert alive(pid) and alive(daemon_pid)
+    client.close()
+
+
+def test_a_program_started_after_the_recorded_one_is_not_taken_for_it(
+    sleeper_pair: tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]],
+) -> None:
+    """What a PID reused within a second would look like: another program, started a
+    few tenths of a second after the recorded start time, is not the recorded one."""
+    from fakehw import pidwatch
+
+    first, _ = sleeper_pair
+    recorded = pidwatch.start_time(first.pid)
+    assert recorded is not None
+    time.sleep(0.3)
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        assert pidwatch.is_same_process(first.pid, recorded)  # the same reading, exactly
+        assert not pidwatch.is_same_process(later.pid, recorded)
+    finally:
+        later.kill()
+        later.wait()
+
+
+def _can_unshare_pids() -> bool:
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True, check=False)  # fmt: skip
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or not _can_unshare_pids(),
+    reason="needs unshare(1) and the right to make a PID namespace",
+)
+def test_a_client_in_another_pid_namespace_may_not_attach(
+    runtime_dir: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A container sharing the runtime directory: its PID 1 (or any) names another
+    process here, which a rank-crash would then kill."""
+    client = start_daemon("--gpus-per-node", "2")
+    inside = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+         "import os\nfrom fakehw.client import Client, RequestFailed\n"
+         "client = Client.connect(autostart=False)\n"
+         f"for pid in (os.getpid(), {sleeper.pid}):\n"
+         "    try:\n"
+         "        client.request('attach', pid=pid, name='rank', gpus=[1], phase='train')\n"
+         "        print('attached', pid)\n"
+         "    except RequestFailed as exc:\n"
+         "        print(exc.code, exc)\n"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime_dir)},
+    )  # fmt: skip
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.count("forbidden") == 2 and "attached" not in inside.stdout, inside.stdout
+    assert "another PID namespace" in inside.stdout
+    assert client.request("status")["processes"] == []
+    crashed = fakehw("inject", "rank-crash", "--gpu", "1")
+    assert crashed.returncode == 1 and alive(sleeper.pid)
+    client.close()
+
+
+def test_names_that_are_not_printable_text_are_refused(
+    runtime_dir: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A lone surrogate would break every view's output (it cannot be encoded), and
+    escape sequences would be written to the terminal of whoever looks."""
+    client = start_daemon("--gpus-per-node", "2")
+    bad = [("name", "\ud800x"), ("user", "\udcffu"), ("name", "\x1b]0;owned\x07python"),
+           ("name", "py\x1b[2Jthon")]  # fmt: skip
+    for field, value in bad:
+        request = {"id": 1, "op": "attach", "pid": sleeper.pid, "name": "python", "gpus": [1]}
+        line = json.dumps({**request, field: value})  # \ud800 goes out as JSON spells it
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
+            raw.connect(str(runtime_dir / "daemon.sock"))
+            raw.sendall(line.encode() + b"\n")
+            answer = json.loads(raw.recv(65536))
+        assert answer["ok"] is False and answer["error"]["code"] == "bad_request", answer
+    assert client.request("status")["processes"] == []
+    for argv in (["-m", "fakehw.smi"], ["-m", "fakehw.smi", "-q"], ["-m", "fakehw.gpustat",
+                                                                       "-cpu"]):  # fmt: skip
+        view = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        assert view.returncode == 0 and "Traceback" not in view.stderr, (argv, view.stderr)
+        assert "\x1b" not in view.stdout
     client.close()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from fakehw.argtypes import ascii_int, float_option
 from fakehw.gpustat import render
 from fakehw.signals import Terminated, raise_on_termination
 from fakehw.views.procinfo import ProcessTable
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         "--watch",
         nargs="?",
-        type=float,
+        type=float_option,
         default=0,
         help="Use watch mode if given; seconds to wait between updates",
     )
@@ -119,10 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _nonnegative_int(value: str) -> int:
-    number = int(value)
+    number = ascii_int(value)
     if number < 0:
         raise argparse.ArgumentTypeError("Only non-negative integers are allowed.")
     return number
+
+
+_nonnegative_int.__name__ = "nonnegative_int"  # gpustat's name, in "invalid nonnegative_int value"
 
 
 class Source:
@@ -242,8 +246,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

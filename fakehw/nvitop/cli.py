@@ -18,6 +18,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
+from fakehw.argtypes import ascii_float, int_option
 from fakehw.nvitop import view
 from fakehw.signals import Terminated, raise_on_termination
 from fakehw.views.procinfo import HostProcess, ProcessTable
@@ -32,7 +33,7 @@ class NvmlError(Exception):
 
 
 def _posfloat(text: str) -> float:
-    number = float(text)
+    number = ascii_float(text)
     if not math.isfinite(number) or number <= 0:
         raise ValueError
     return number
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     coloring.add_argument(
         "--gpu-util-thresh",
-        type=int,
+        type=int_option,
         nargs=2,
         choices=range(1, 100),
         metavar=("th1", "th2"),
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     coloring.add_argument(
         "--mem-util-thresh",
-        type=int,
+        type=int_option,
         nargs=2,
         choices=range(1, 100),
         metavar=("th1", "th2"),
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument(
         "--only",
         "-o",
-        type=int,
+        type=int_option,
         nargs="+",
         metavar="INDEX",
         help="Only show the specified devices.",
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     processes.add_argument(
         "--pid",
         "-p",
-        type=int,
+        type=int_option,
         nargs="+",
         metavar="PID",
         help="Only show processes of the given PIDs.",
@@ -370,8 +371,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
     for message in messages:
         print(message, file=sys.stderr)
     return 1 if messages else 0

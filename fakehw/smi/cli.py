@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from fakehw.launch import open_output
 from fakehw.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
 from fakehw.smi.common import (
     DRIVER_UNREACHABLE,
@@ -554,11 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             command, rest = SUBCOMMANDS[args[0]], args[1:]
             filename = _file_option(rest)
             if filename is not None:
-                out = open(filename, "w")  # noqa: SIM115 - closed below
+                out = open_output(filename)  # closed below
             return command(rest, out)
         parsed = parse(args)
         if parsed.filename is not None:
-            out = open(parsed.filename, "w")  # noqa: SIM115 - closed below
+            out = open_output(parsed.filename)  # closed below
         return run(parsed, out)
     except SmiError as exc:
         stream = sys.stderr if exc.to_stderr else sys.stdout
@@ -572,16 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as exc:
         return exc.exit_code
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            # The reader went away (`| head`): stop quietly, as nvidia-smi does.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return EXIT_OK
+        if exc.filename is None:
+            # Writing the output failed (a full disk, a reader gone: `| head`), to standard
+            # output or to FILE: fakehw.launch ends the program, as for every program.
+            raise
         print(f"Failed to open file {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_INVALID_ARGUMENT
     finally:
         if out is not sys.stdout:
-            out.close()
+            out.close()  # what is still buffered is written: a failure, as a write's
 
 
 def _file_option(argv: list[str]) -> str | None:

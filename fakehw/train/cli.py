@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import NoReturn
 
+from fakehw.argtypes import ascii_float, ascii_int
 from fakehw.client import Client
 from fakehw.config import ClusterConfig
 from fakehw.signals import EXIT_INTERRUPTED, Terminated, ignore_termination, raise_on_termination
@@ -64,10 +65,10 @@ class UsageError(Exception):
 def _duration(text: str) -> float:
     """``90``, ``90s``, ``5m``, ``1h30m``, ``2d`` -> seconds."""
     text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"\d+(\.\d+)?", text, re.ASCII):  # ASCII: '\d' takes '٩' too
         seconds = float(text)
     else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text, re.ASCII)
         if not parts or "".join(n + u for n, u in parts) != text:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a duration (examples: 90, 90s, 5m, 1h30m)"
@@ -84,7 +85,7 @@ INJECTABLE = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79", "ra
 
 def _injection(text: str) -> tuple[str, int, int]:
     """``thermal:3@200`` -> ("thermal", 3, 200)."""
-    match = re.fullmatch(r"([a-z0-9-]+)(?::(\d+))?@(\d+)", text.strip())
+    match = re.fullmatch(r"([a-z0-9-]+)(?::(\d+))?@(\d+)", text.strip(), re.ASCII)
     if not match or match.group(1) not in INJECTABLE:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not FAULT[:GPU]@STEP with FAULT one of {', '.join(INJECTABLE)} "
@@ -95,7 +96,7 @@ def _injection(text: str) -> tuple[str, int, int]:
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(text)
+        value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
@@ -105,7 +106,7 @@ def _positive_int(text: str) -> int:
 
 def _seed(text: str) -> int:
     try:
-        value = int(text)
+        value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if not 0 <= value < 2**32:
@@ -115,7 +116,7 @@ def _seed(text: str) -> int:
 
 def _speed(text: str) -> float:
     try:
-        value = float(text)
+        value = ascii_float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not (0 < value <= MAX_SPEED) or math.isnan(value):

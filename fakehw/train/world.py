@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from fakehw.client import Client, DaemonUnavailable, RequestFailed, ResilientClient
-from fakehw.protocol import MAX_SNAPSHOT_GPUS
+from fakehw.protocol import MAX_DETACH_PIDS, MAX_SNAPSHOT_GPUS
 from fakehw.train.events import GpuCell
 from fakehw.train.plan import RunPlan
 
@@ -267,8 +267,14 @@ class World:
                 child.wait(timeout=5)
         # The daemon would notice the exits by itself; detaching now frees the
         # GPUs at once, as the driver does when a process ends.
+        pids = list(self.pids.values())
         with contextlib.suppress(WorldError):
-            self._request_many([("detach", {"pid": pid}) for pid in self.pids.values()])
+            self._request_many(
+                [
+                    ("detach", {"pids": pids[first : first + MAX_DETACH_PIDS]})
+                    for first in range(0, len(pids), MAX_DETACH_PIDS)
+                ]
+            )
         self.children.clear()
         self.pids.clear()
         self._remote_dead.clear()
@@ -324,9 +330,10 @@ class World:
         }
 
     def _snapshot(self) -> Snapshot:
-        """The job's nodes (not the whole cluster, which may be far larger), in as few
-        pipelined requests as the daemon's snapshot limit allows."""
-        per_request = max(1, MAX_SNAPSHOT_GPUS // self.plan.gpus_per_node)
+        """The job's nodes (not the whole cluster, which may be far larger), in pipelined
+        requests a quarter of the daemon's snapshot limit each (a reply of 4,096 GPUs
+        with their processes would pass its reply limit)."""
+        per_request = max(1, MAX_SNAPSHOT_GPUS // 4 // self.plan.gpus_per_node)
         nodes = list(range(self.plan.nodes))
         requests: list[tuple[str, dict[str, object]]] = [
             ("snapshot", {"nodes": nodes[first : first + per_request]})
