@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -526,6 +527,81 @@ def startup(runs: int) -> list[list[object]]:
     return rows
 
 
+def _read_lines(
+    process: subprocess.Popen[bytes], seconds: float, until: str
+) -> list[tuple[float, str]]:
+    """(seconds since start, line) of what ``process`` writes to its pipe, up to the first
+    line matching the regular expression ``until`` or ``seconds``."""
+    import re
+    import select
+
+    began = time.monotonic()
+    assert process.stdout is not None
+    seen: list[tuple[float, str]] = []
+    while time.monotonic() - began < seconds:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if not ready:
+            continue
+        data = os.read(process.stdout.fileno(), 65536)
+        if not data:
+            break
+        now = time.monotonic() - began
+        # what arrived counts at once, a bar redrawn with \r and no newline too
+        for raw in data.replace(b"\r", b"\n").split(b"\n"):
+            line = raw.decode(errors="replace")
+            if line.strip():
+                seen.append((now, line))
+                if re.search(until, line):
+                    return seen
+    return seen
+    return seen
+
+
+# The line each style writes once its first step is done (default, hf: tqdm's bar at
+# 1/N) or as it starts it (megatron, deepspeed: nothing until their first log interval).
+TRAIN_STYLES = {
+    "default": r"step\s+1/",
+    "hf": r"\| 1/\d+ \[",
+    "megatron": r"before the start of training step",
+    "deepspeed": r"^training \.\.\.",
+}
+
+
+def train_startup(seconds: float) -> list[list[object]]:
+    """fake-train at speed 1 on a pipe, as `fake-train > train.log` runs it, from nothing
+    (a fresh runtime directory: the daemon starts too): the time to its first training
+    step and the longest silence on the pipe before it."""
+    rows = []
+    for style, first_step in TRAIN_STYLES.items():
+        runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+        env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fakehw.train", "--style", style, "--seed", "1"],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            seen = _read_lines(process, seconds, first_step)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+            stop_daemon(runtime)
+            shutil.rmtree(runtime, ignore_errors=True)
+        import re
+
+        reached = seen[-1][0] if seen and re.search(first_step, seen[-1][1]) else None
+        moments = [0.0] + [t for t, _ in seen]
+        silence = max(later - earlier for earlier, later in itertools.pairwise(moments))
+        quiet_enough = silence <= 6.0
+        if style == "default":  # the README's command: its first step within 20 s
+            target = "<= 20 s, silence <= 6 s"
+            met = reached is not None and reached <= 20.0 and quiet_enough
+        else:
+            target, met = "silence <= 6 s", quiet_enough
+        shown = "not reached" if reached is None else f"{reached:.1f} s"
+        rows.append([style, shown, f"{silence:.1f} s", target, "ok" if met else "MISSED"])
+    return rows
+
+
 MONITORS = {
     "fake-nvitop": [sys.executable, "-m", "fakehw.nvitop", "--interval", "1"],
     # the real nvitop on the same fake GPUs, through the NVML layer
@@ -599,7 +675,7 @@ def monitor_cpu(seconds: float, command: list[str] | None = None) -> dict[str, f
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup"]
+SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup", "train"]
 
 
 def main() -> None:
@@ -686,6 +762,12 @@ def main() -> None:
         rows = startup(15 if args.quick else 40)
         print("One-shot start-up, median wall time (daemon running)")
         print(tabulate(rows, headers=["command", "ms", "vs python3 -c pass", "target", ""]))
+        print()
+
+    if "train" in sections:
+        rows = train_startup(60.0)
+        print("fake-train at speed 1 on a pipe, from no daemon: first training step")
+        print(tabulate(rows, headers=["style", "first step", "longest silence", "target", ""]))
 
 
 if __name__ == "__main__":

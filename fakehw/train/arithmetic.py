@@ -77,13 +77,34 @@ def local_params(arch: Architecture, par: Parallelism, trainable: int) -> tuple[
     ZeRO sharding: split by tensor and pipeline parallelism, and, for MoE experts, by
     expert parallelism. Weights and gradients of the trained parameters follow the
     same split (so under any ZeRO stage they are the same bytes)."""
-    model_split = par.tp * par.pp
-    total = float(arch.params)
-    if par.ep > 1 and arch.is_moe:
-        experts = arch.expert_params
-        total = (arch.params - experts) + experts / par.ep
-    local = total / model_split
+    dense, experts = _local_parts(arch, par)
+    local = dense + experts
     return local, local * (trainable / arch.params)
+
+
+def _local_parts(arch: Architecture, par: Parallelism) -> tuple[float, float]:
+    """(dense, expert) parameters of one GPU's model-parallel shard."""
+    model_split = par.tp * par.pp
+    experts = float(arch.expert_params) if arch.is_moe else 0.0
+    dense = arch.params - experts
+    return dense / model_split, experts / max(1, par.ep) / model_split
+
+
+def sharded_params(
+    arch: Architecture, par: Parallelism, trainable: int, from_stage: int
+) -> tuple[float, float]:
+    """(parameters, trainable parameters) one GPU keeps of what ZeRO stage
+    ``from_stage`` and above shard (3: weights, 2: gradients, 1: optimizer states).
+    Dense parameters are sharded over the shard group; an expert's only over the
+    ranks that hold a copy of it (the expert-data-parallel group: the shard group
+    over the expert-parallel size), as Megatron's distributed optimizer and
+    DeepSpeed-MoE shard them."""
+    dense, experts = _local_parts(arch, par)
+    if par.zero_stage >= from_stage:
+        dense /= par.shard_group
+        experts /= max(1, par.shard_group // max(1, par.ep))
+    held = dense + experts
+    return held, held * (trainable / arch.params)
 
 
 def memory_breakdown(
@@ -95,11 +116,9 @@ def memory_breakdown(
 ) -> dict[str, int]:
     """Bytes each GPU holds, by kind (what ``torch.cuda.memory_reserved`` would show):
     one formula for every parallelism (DP, TP, PP, EP; ZeRO 1/2/3, hybrid shard)."""
-    local, local_trainable = local_params(arch, par, trainable)
-    shard = par.shard_group
-    weights = BF16 * local / (shard if par.zero_stage >= 3 else 1)
-    grads = BF16 * local_trainable / (shard if par.zero_stage >= 2 else 1)
-    optimizer = ADAM_BYTES * local_trainable / (shard if par.zero_stage >= 1 else 1)
+    weights = BF16 * sharded_params(arch, par, trainable, 3)[0]
+    grads = BF16 * sharded_params(arch, par, trainable, 2)[1]
+    optimizer = ADAM_BYTES * sharded_params(arch, par, trainable, 1)[1]
     s, b, h = seq, par.micro_batch, arch.hidden
     per_layer = (2 if par.recompute else 34) * s * b * h * activation_dtype_bytes / 2
     activations = per_layer * arch.layers / par.pp / par.tp
@@ -451,10 +470,7 @@ def step_performance(
     per_micro_s = compute_s / m
     bubble_s = per_micro_s * (par.pp - 1)  # 1F1B: (p-1)/(m+p-1) of the pipeline's time
     traffic = _step_traffic(arch, par, task, seq, trainable, fabric, per_micro_s)
-    local_trainable = local_params(arch, par, trainable)[1]
-    states = (2 * BF16 + ADAM_BYTES) * local_trainable
-    if par.zero_stage >= 1:
-        states /= par.shard_group
+    states = (2 * BF16 + ADAM_BYTES) * sharded_params(arch, par, trainable, 1)[1]
     optimizer_s = 2 * states / (HBM_GBPS.get(gpu.architecture, 2000.0) * 1e9 * HBM_EFFICIENCY)
     eval_compute_s = eval_flops_per_token(arch, task) * tokens_per_gpu_compute
     eval_compute_s /= peak * efficiency

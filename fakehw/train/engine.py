@@ -37,7 +37,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.metrics import MetricsWriter
 from fakehw.train.plan import RunPlan
-from fakehw.train.styles.base import LaunchInfo, Style, perplexity, size
+from fakehw.train.styles.base import LaunchInfo, Style, perplexity, si, size
 from fakehw.train.world import World
 
 # The mean SM clock of a power-capped GPU under training, as a share of its
@@ -308,8 +308,9 @@ class Engine:
         style.loaded(
             self.clock.now(),
             "dataset",
-            f"{plan.dataset.name}: {plan.dataset.samples:,} samples · "
-            f"{plan.dataset.tokens / 1e9:,.1f}B tokens · {shards} shards · packed to "
+            f"{plan.dataset.name}: {plan.dataset.samples:,} "
+            f"{'pairs' if plan.task == 'dpo' else 'samples'} · {si(plan.dataset.tokens)} tokens · "
+            f"{shards} shards · {'padded' if plan.task == 'dpo' else 'packed'} to "
             f"{plan.seq} tokens",
         )
         world.phase("load")
@@ -446,6 +447,10 @@ class Engine:
     def expected_step_time(self) -> float:
         return self.plan.step_s
 
+    def perplexity(self, loss: float) -> float | None:
+        """exp(loss) of a language-modelling loss; DPO's is a preference loss: none."""
+        return None if self.plan.task == "dpo" else perplexity(loss)
+
     def warmup_factor(self) -> float:
         """The first steps after a (re)start are slower: the caching allocator grows,
         cuBLAS and NCCL pick algorithms and connect their peers. Step 1 takes a few
@@ -514,7 +519,7 @@ class Engine:
             tokens_seen=self.step * plan.trained_tokens_per_step,
             samples_seen=self.step * plan.global_batch,
             loss=loss,
-            ppl=perplexity(loss),
+            ppl=self.perplexity(loss),
             lr=self.lr(),
             grad_norm=grad_norm,
             tokens_per_s=tokens_per_s,
@@ -716,7 +721,7 @@ class Engine:
         result = EvalResult(
             step=self.step,
             loss=loss,
-            ppl=perplexity(loss),
+            ppl=self.perplexity(loss),
             samples=plan.eval_batches * plan.global_batch,
             runtime_s=self.clock.now() - started,
             time=self.clock.now(),
@@ -940,10 +945,11 @@ class Engine:
     def finish(self, outcome: str) -> None:
         """The wrap-up: a finished run (or one stopped early on purpose, which says so)
         is exported and benchmarked; an interrupted one only stops."""
-        plan, style, world = self.plan, self.style, self.world
+        style, world = self.style, self.world
         style.term.clear_status()
         self.finishing = True
         train_s = self.clock.now() - (self.training_started or self.clock.now())
+        style.training_end(self.summary(outcome, train_s))
         if outcome != "interrupted":
             self.evaluate(final=True)
             world.phase("free")
@@ -951,24 +957,27 @@ class Engine:
             world.phase("eval")
             self.run_benchmarks()
         world.phase("free")
-        style.summary(
-            Summary(
-                steps=self.step,
-                tokens=self.step * plan.trained_tokens_per_step,
-                wall_s=self.clock.elapsed(),
-                final_loss=self.last_loss if self.steps_done else None,
-                final_eval_loss=self.last_eval,
-                checkpoint_dir=plan.save_dir,
-                exports=tuple(self.exports),
-                interrupted=outcome == "interrupted",
-                time=self.clock.now(),
-                outcome=outcome,
-                total_steps=plan.total_steps,
-                mean_loss=self.loss_sum / self.steps_done if self.steps_done else None,
-                train_s=train_s,
-                steps_run=self.steps_done,
-                limit=self.limit_text(),
-            )
+        style.summary(self.summary(outcome, train_s))
+
+    def summary(self, outcome: str, train_s: float) -> Summary:
+        """The run as it stands, for the style's closing words."""
+        plan = self.plan
+        return Summary(
+            steps=self.step,
+            tokens=self.step * plan.trained_tokens_per_step,
+            wall_s=self.clock.elapsed(),
+            final_loss=self.last_loss if self.steps_done else None,
+            final_eval_loss=self.last_eval,
+            checkpoint_dir=plan.save_dir,
+            exports=tuple(self.exports),
+            interrupted=outcome == "interrupted",
+            time=self.clock.now(),
+            outcome=outcome,
+            total_steps=plan.total_steps,
+            mean_loss=self.loss_sum / self.steps_done if self.steps_done else None,
+            train_s=train_s,
+            steps_run=self.steps_done,
+            limit=self.limit_text(),
         )
 
     def limit_text(self) -> str:

@@ -21,7 +21,7 @@ class StepMetrics:
     tokens_seen: int
     samples_seen: int
     loss: float
-    ppl: float
+    ppl: float | None  # none for DPO: a preference loss is no language model's
     lr: float
     grad_norm: float
     tokens_per_s: float
@@ -51,7 +51,7 @@ class StepMetrics:
 class EvalResult:
     step: int
     loss: float
-    ppl: float
+    ppl: float | None  # none for DPO: a preference loss is no language model's
     samples: int
     runtime_s: float
     time: float

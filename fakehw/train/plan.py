@@ -140,10 +140,12 @@ class RunPlan:
 DEFAULT_STEP_LIMIT_S = 6.0  # a default run shows a step every few seconds
 
 
-def _choose_model(task: str, gpus: int, gpu: GpuSpec, rng: random.Random) -> ModelEntry:
+def _choose_model(task: str, style: str, gpus: int, gpu: GpuSpec, rng: random.Random) -> ModelEntry:
     """A model this cluster would really train: its states fit when fully
     sharded, it is not so small that the cluster would be wasted on it, and a
-    step of half a million tokens takes seconds, not minutes (a demo must move)."""
+    step of half a million tokens takes seconds, not minutes (a demo must move).
+    Not an MoE under the HF Trainer: without expert parallelism FSDP gathers every
+    expert for every micro-batch, and a step would be mostly communication."""
     if task == "lora":
         return rng.choice([m for m in MODELS if m.arch.reasoning])
     per_gpu = gpu.memory_usable_mib * MIB
@@ -157,6 +159,7 @@ def _choose_model(task: str, gpus: int, gpu: GpuSpec, rng: random.Random) -> Mod
         entry
         for entry in MODELS
         if not entry.arch.reasoning
+        and not (style == "hf" and entry.arch.is_moe)
         and (2 * ar.BF16 + ar.ADAM_BYTES) * entry.arch.params / gpus < 0.5 * per_gpu
         and entry.arch.params >= min(gpus, 64) * 0.05e9
         and step_s(entry) <= DEFAULT_STEP_LIMIT_S
@@ -233,18 +236,20 @@ def _parallelism(
 ) -> _Layout:
     """The fastest layout that fits (ties: the simplest), with its batch."""
     arch = entry.arch
-    ep = min(arch.experts, per_node) if arch.is_moe else 1
+    # Expert parallelism where the framework has it (Megatron, DeepSpeed-MoE, and
+    # fake-train's own torchrun + FSDP2, as torchtitan pairs them), within a node; the HF
+    # Trainer has none: FSDP shards the experts as any other parameter.
+    has_ep = arch.is_moe and style != "hf"
+    ep = min(arch.experts, per_node) if has_ep else 1
     best: tuple[float, int, _Layout] | None = None
     for tp, pp, zero, shard in _layouts(entry, task, style, gpus, per_node):
         dp = gpus // (tp * pp)
-        fitted = _fitting_micro_batch(arch, tp, pp, dp, zero, shard, ep, gpu, seq, trainable)
-        if fitted is None:
-            continue
-        par, _ = fitted
-        layout = _with_batch(par, arch, task, seq, trainable, gpu, fabric, efficiency)
-        rank = (-layout.performance.tokens_per_s, tp * pp * (2 if shard else 1))
-        if best is None or rank < best[:2]:
-            best = (*rank, layout)
+        for par in _fitting_micro_batches(arch, tp, pp, dp, zero, shard, ep, gpu, seq, trainable):
+            layout = _with_batch(par, arch, task, seq, trainable, gpu, fabric, efficiency)
+            simpler = tp * pp * (2 if shard else 1) * (2 if par.recompute else 1)
+            rank = (-layout.performance.tokens_per_s, simpler)
+            if best is None or rank < best[:2]:
+                best = (*rank, layout)
     if best is None:
         raise PlanError(
             f"{entry.name} ({entry.size_label} parameters) does not fit on {gpus} x {gpu.name} "
@@ -254,20 +259,27 @@ def _parallelism(
     return best[2]
 
 
-def _fitting_micro_batch(
+def _fitting_micro_batches(
     arch: Architecture, tp: int, pp: int, dp: int, zero: int, shard: int, ep: int,
     gpu: GpuSpec, seq: int, trainable: int,
-) -> tuple[ar.Parallelism, dict[str, int]] | None:  # fmt: skip
-    """The largest micro-batch that fits, without recomputation if it can."""
+) -> list[ar.Parallelism]:  # fmt: skip
+    """The largest micro-batch that fits without recomputation, and the larger one that
+    full recomputation makes room for: a step bound by communication (FSDP gathering
+    every micro-batch's parameters) runs faster with more work per gather, which is
+    why configs turn activation checkpointing on; the caller keeps the faster."""
+    found: list[ar.Parallelism] = []
     for recompute in (False, True):
         for micro in (16, 8, 4, 2, 1):
             if micro * seq > 131072 and micro > 1:
                 continue
+            if found and micro <= found[0].micro_batch:
+                break  # recomputing buys nothing at a micro-batch that fits without it
             par = ar.Parallelism(tp, pp, dp, zero, micro, 1, recompute, ep, shard)
             memory = ar.memory_breakdown(arch, par, seq, trainable)
             if _fits(memory, gpu, gpu.context_mib):
-                return par, memory
-    return None
+                found.append(par)
+                break
+    return found
 
 
 def _with_batch(
@@ -339,7 +351,7 @@ def make_plan(
 ) -> RunPlan:
     rng = random.Random(seed)
     gpus = nodes * gpus_per_node
-    entry = find_model(model) if model else _choose_model(task, gpus, gpu, rng)
+    entry = find_model(model) if model else _choose_model(task, style, gpus, gpu, rng)
     data = find_dataset(dataset) if dataset else _choose_dataset(task, rng)
     arch = entry.arch
     seq = {"pretrain": 4096, "sft": 4096, "dpo": 2048, "lora": 8192}[task]

@@ -297,11 +297,18 @@ class Style:
     def training_start(self, t: float) -> None:
         plan = self.plan
         tokens = plan.total_steps * plan.tokens_per_step
+        # DPO reads pairs padded to the sequence length: its token count would be padding
+        # too, more than the dataset holds; what it goes through is pairs.
+        amount = (
+            f"{plan.total_steps * plan.global_batch:,} pairs"
+            if plan.task == "dpo"
+            else f"{si(tokens)} tokens"
+        )
         resume = f" · resuming at step {plan.start_step:,}" if plan.start_step else ""
         self.say(
             t,
             "train",
-            f"{plan.total_steps:,} steps · {si(tokens)} tokens · {plan.epochs} epoch"
+            f"{plan.total_steps:,} steps · {amount} · {plan.epochs} epoch"
             f"{'s' if plan.epochs > 1 else ''} · eval every {plan.eval_every} · checkpoint "
             f"every {plan.checkpoint_every} → {plan.save_dir}{resume}",
         )
@@ -314,7 +321,11 @@ class Style:
         parts = [
             t.paint(f"step {m.step:>{width}}/{m.total_steps}", "bold"),
             "loss " + t.paint(f"{m.loss:.4f}", loss_color),
-            f"ppl {si(m.ppl, 2) if m.ppl >= 1000 else f'{m.ppl:.2f}'}",  # not for DPO (below)
+            *(
+                [f"ppl {si(m.ppl, 2) if m.ppl >= 1000 else f'{m.ppl:.2f}'}"]
+                if m.ppl is not None
+                else []
+            ),
             f"lr {m.lr:.2e}",
             f"gnorm {m.grad_norm:.3f}",
             t.paint(f"{si(m.tokens_per_s)} tok/s", "cyan"),
@@ -325,8 +336,6 @@ class Style:
             f"elapsed {duration(m.elapsed_s)}",
             f"ETA {duration(m.eta_s)}",
         ]
-        if self.plan.task == "dpo":  # a preference loss: its exp is no perplexity
-            parts = [p for p in parts if not p.startswith("ppl ")]
         if m.loss_scale is not None:
             parts.insert(5, f"scale {m.loss_scale:.0f}")
         for key, value in m.extra.items():
@@ -420,7 +429,7 @@ class Style:
 
     def eval_done(self, r: EvalResult) -> None:
         extra = "".join(f" · {k} {v:.3f}" for k, v in r.extra.items())
-        ppl = "" if self.plan.task == "dpo" else f" · val ppl {r.ppl:.2f}"
+        ppl = "" if r.ppl is None else f" · val ppl {r.ppl:.2f}"
         label = "final val loss" if r.final else "val loss"
         self.say(
             r.time,
@@ -476,6 +485,10 @@ class Style:
     def benchmarks(self, rows: list[BenchmarkRow]) -> None:
         self.term.lines(harness_table(rows))
 
+    def training_end(self, s: Summary) -> None:
+        """The training loop is over (before the final evaluation, export and benchmarks):
+        ``s`` as it stands then. Frameworks that report it (HF's train_runtime) do so here."""
+
     def summary(self, s: Summary) -> None:
         t = self.term
         state = {
@@ -484,10 +497,14 @@ class Style:
             "interrupted": "run interrupted",
         }.get(s.outcome, "run ended")
         of = f" of {s.total_steps:,}" if s.outcome != "finished" and s.total_steps else ""
+        amount = (
+            f"{s.steps * self.plan.global_batch:,} pairs"
+            if self.plan.task == "dpo"
+            else f"{si(s.tokens, 2)} tokens"
+        )
         lines = [
             "",
-            t.paint(state, "bold")
-            + f": {s.steps:,}{of} steps · {si(s.tokens, 2)} tokens · {duration(s.wall_s)}",
+            t.paint(state, "bold") + f": {s.steps:,}{of} steps · {amount} · {duration(s.wall_s)}",
             (
                 f"  final train loss {s.final_loss:.4f}"
                 + (f" · final val loss {s.final_eval_loss:.4f}" if s.final_eval_loss else "")

@@ -295,13 +295,13 @@ class HfStyle(Style):
                                   desc=desc))  # fmt: skip
         self.inner.close(leave=False)
 
-    def summary(self, s: Summary) -> None:
+    def training_end(self, s: Summary) -> None:
+        """``trainer.train()`` returns: its bar closes and its final dict follows (the
+        script's ``print(trainer.evaluate())`` comes after, as in the real capture)."""
         plan = self.plan
-        if s.final_loss is None:  # stopped before the first step: the Trainer prints nothing
-            self.bar.close()
-            super().summary(s)
-            return
         self.bar.close()
+        if s.final_loss is None:  # stopped before the first step: the Trainer prints nothing
+            return
         runtime = max(s.train_s, 1e-3)
         final = {
             "train_runtime": hf_value(runtime),
@@ -311,5 +311,7 @@ class HfStyle(Style):
             "epoch": hf_value(s.steps / plan.steps_per_epoch),
         }
         self.term.line(str(final))
-        if s.outcome != "finished":
+
+    def summary(self, s: Summary) -> None:
+        if s.outcome != "finished" or s.final_loss is None:
             super().summary(s)

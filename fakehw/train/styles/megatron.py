@@ -17,17 +17,18 @@ from fakehw.train.events import (
     StepMetrics,
     Summary,
 )
+from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import LaunchInfo, Style, per_rank, stamp, torchrun_warning
+from fakehw.train.terminal import Terminal
 
 
 def validation_block(r: EvalResult) -> list[str]:
     """Megatron-LM's ``evaluate_and_print_results``: the loss and its PPL between rules
     as long as the line and one more; at the end, "at the end of training for val data"."""
     where = "the end of training for val data" if r.final else f"iteration {r.step}"
-    text = (
-        f" validation loss at {where} | lm loss value: {r.loss:.6E} | "
-        f"lm loss PPL: {min(r.ppl, 4.85e8):.6E} | "
-    )
+    text = f" validation loss at {where} | lm loss value: {r.loss:.6E} | "
+    if r.ppl is not None:
+        text += f"lm loss PPL: {min(r.ppl, 4.85e8):.6E} | "
     rule = "-" * (len(text) + 1)
     return [rule, text, rule]
 
@@ -36,6 +37,10 @@ class MegatronStyle(Style):
     name = "megatron"
     description = "Megatron-LM: '[date] iteration N/M | consumed samples: ...' lines"
     uses_live_bar = False
+
+    def __init__(self, term: Terminal, plan: RunPlan) -> None:
+        super().__init__(term, plan)
+        self.dataset_started = False  # "> building train, validation, ..." printed
 
     def launcher(self, launch: LaunchInfo) -> None:
         plan, par = self.plan, self.plan.par
@@ -68,6 +73,7 @@ class MegatronStyle(Style):
             "bf16": plan.precision == "bf16",
             "clip_grad": 1.0,
             "data_parallel_size": par.dp,
+            "expert_model_parallel_size": par.ep,
             "ffn_hidden_size": arch.ffn,
             "fp16": plan.precision == "fp16",
             "global_batch_size": plan.global_batch,
@@ -78,6 +84,7 @@ class MegatronStyle(Style):
             "lr_decay_style": plan.schedule,
             "lr_warmup_iters": plan.warmup_steps,
             "micro_batch_size": par.micro_batch,
+            "moe_router_topk": arch.top_k if arch.is_moe else 2,  # Megatron's default: 2
             "num_attention_heads": arch.heads,
             "num_experts": arch.experts or None,
             "num_layers": arch.layers,
@@ -115,15 +122,27 @@ class MegatronStyle(Style):
     def loading(
         self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
     ) -> None:
-        pass  # Megatron reports stages, not progress bars
+        """Megatron reports stages, not progress bars; opening the dataset, megatron.core
+        logs each indexed file it maps (here: the one the loader has reached)."""
+        if what != "dataset":
+            return
+        if not self.dataset_started:
+            self.dataset_started = True
+            self.term.line("> building train, validation, and test datasets ...")
+        corpus = self.plan.dataset.name.rsplit("/", 1)[-1].lower()
+        self.term.line(
+            "INFO:megatron.core.datasets.indexed_dataset:Load the _IndexReader from "
+            f"/data/{corpus}/shard_{done - 1:05d}_text_document.idx"
+        )
 
     def loaded(self, t: float, what: str, detail: str) -> None:
         if what == "dataset":
             plan = self.plan
             samples = plan.total_steps * plan.global_batch
+            if not self.dataset_started:
+                self.term.line("> building train, validation, and test datasets ...")
             self.term.lines(
                 [
-                    "> building train, validation, and test datasets ...",
                     " > datasets target sizes (minimum size):",
                     f"    train:      {samples}",
                     f"    validation: {plan.eval_batches * plan.global_batch * 10}",
@@ -158,6 +177,8 @@ class MegatronStyle(Style):
         per_layer = (arch.params - embedding - untied_output - arch.hidden) / arch.layers
         layers = arch.layers // par.pp + (1 if stage < arch.layers % par.pp else 0)
         held = layers * per_layer
+        if arch.is_moe and par.ep > 1:  # this rank's experts only: 1/EP of each layer's
+            held -= arch.expert_params * (1 - 1 / par.ep) * layers / arch.layers
         if stage == 0:
             held += embedding
         if stage == par.pp - 1:
