@@ -92,7 +92,7 @@ def runs() -> Iterator[Runs]:
 
 def number(text: str) -> float:
     """``1,234`` / ``2.6B`` / ``164.6M`` / ``549.2k`` -> a float."""
-    scale = {"k": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+    scale = {"k": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}  # si(): 9.0T, 300.0B, 54.0M
     text = text.replace(",", "")
     if text[-1] in scale:
         return float(text[:-1]) * scale[text[-1]]
@@ -116,11 +116,21 @@ def test_sizes_are_labelled_as_the_model_card_gives_them(runs: Runs) -> None:
 
 
 # --------------------------------------------- 2. communication fits the step
-def test_every_collective_fits_the_fabric_and_its_step(runs: Runs) -> None:
+@pytest.mark.parametrize("seed", ["5", "11"])  # full shard over 16 (TP 4); hybrid over 8
+def test_every_collective_fits_the_fabric_and_its_step(runs: Runs, seed: str) -> None:
     """nccl lines: busbw within what the link carries; the exposed part of the printed
     collectives fits in the step's exposed communication, and the step is compute plus
-    what is not hidden."""
-    run = runs("--seed", "5", "--exit-after-steps", "5000")
+    what is not hidden; FSDP's gathers span the shard group the parallel line names."""
+    run = runs("--seed", seed, "--exit-after-steps", "5000")
+    parallel = line_of(
+        run, r"parallel\s+DP (\d+) · TP (\d+) · PP \d+(?: · EP \d+)? · (.*?) · micro"
+    )
+    hybrid = re.search(
+        r"hybrid shard \(ZeRO-3 over (\d+) GPUs, (\d+) replicas\)", parallel.group(3)
+    )
+    shard_group = int(hybrid.group(1)) if hybrid else int(parallel.group(1))
+    if hybrid:
+        assert shard_group * int(hybrid.group(2)) == int(parallel.group(1))
     pattern = (
         r"nccl\s+(\w+) of (\w+) ([\d.]+) (GiB|MiB) over (\d+) ranks \((\w+)\)"
         r"(?:, (\d+) per step,)? ([\d.]+) ms each · algbw ([\d.]+) GB/s · busbw ([\d.]+) GB/s"
@@ -139,6 +149,9 @@ def test_every_collective_fits_the_fabric_and_its_step(runs: Runs) -> None:
         assert share <= exposed * 1.1 + 0.005, (op, share, exposed)
         assert int(calls or 1) * float(ms) / 1000 < step
         assert int(ranks) in (2, 4, 8, 16, 32, 64)
+        if op in ("AllGather", "ReduceScatter"):
+            assert int(ranks) == shard_group, (op, ranks, parallel.group(0))
+            assert link == ("NVLink" if shard_group * int(parallel.group(2)) <= 8 else "InfiniBand")
     assert compute + exposed <= step * 1.02
 
 
@@ -217,6 +230,19 @@ def test_a_run_trains_no_more_than_its_epochs_of_the_dataset(runs: Runs, task: s
     tokens_per_step = int(run.steps[0]["global_batch_tokens"])  # type: ignore[call-overload]
     if task != "dpo":
         assert steps * tokens_per_step == pytest.approx(number(train.group(2)), rel=0.001)
+
+
+def test_a_pretraining_budget_is_counted_as_a_share_of_the_datasets_epoch(runs: Runs) -> None:
+    run = runs("--seed", "5", "--exit-after-steps", "300")
+    data = line_of(run, r"dataset\s+\S+: [\d,]+ samples · ([\d.]+[kMBT]) tokens")
+    train = line_of(run, r"train\s+[\d,]+ steps · ([\d.]+[kMBT]) tokens · ([\d.]+)% of an epoch")
+    share = number(train.group(1)) / number(data.group(1))
+    assert float(train.group(2)) == pytest.approx(100 * share, abs=0.15)
+    last = run.steps[-1]
+    dataset_tokens = number(data.group(1))
+    assert float(last["epoch"]) == pytest.approx(
+        int(last["tokens_seen"]) / dataset_tokens, rel=0.02
+    )  # type: ignore[arg-type, call-overload]
 
 
 # ------------------------------------------------------------- 6. benchmarks
@@ -368,8 +394,21 @@ def test_nccl_init_matches_the_job_and_the_seed(runs: Runs) -> None:
     assert ids and ids == set(re.findall(r"commId (0x[0-9a-f]+)", again.stdout))
 
 
-def test_the_watchdog_names_the_steps_real_collective(runs: Runs) -> None:
+def test_a_local_rank_crash_is_seen_by_torchrun_at_once(runs: Runs) -> None:
     run = runs("--seed", "2", "--exit-after-steps", "60", "--inject", "rank-crash:3@20")
+    assert "Watchdog caught" not in run.text
+    assert re.search(r"failed \(exitcode: -9\) local_rank: 3 \(pid: \d+\)", run.text)
+    assert "stopping early at step 60 of" in run.text  # the lost steps are trained again
+
+
+def test_the_watchdog_names_the_steps_real_collective(runs: Runs) -> None:
+    """A rank of another node dies: this node's 8 ranks wait in the collective until
+    NCCL's watchdog (600 s) names it and aborts them."""
+    run = runs("--seed", "2", "--exit-after-steps", "60", "--inject", "rank-crash:11@20")
+    stamps = re.findall(r"\[Rank (\d)\] Watchdog caught", run.text)
+    assert sorted(int(r) for r in stamps) == list(range(8))
+    aborted = re.findall(r"failed \(exitcode: -6\) local_rank: (\d)", run.text)
+    assert sorted(int(r) for r in aborted) == list(range(8))
     watchdog = line_of(run, r"OpType=(\w+), NumelIn=(\d+), NumelOut=(\d+)")
     params = int(line_of(run, r"→ ([\d,]+) parameters").group(1).replace(",", ""))
     parallel = line_of(run, r"parallel\s+DP (\d+) · TP (\d+) · PP (\d+) · (.*?) ·").groups()
@@ -406,13 +445,14 @@ def test_rank_processes_hold_memory_and_threads_like_real_ranks(runs: Runs) -> N
 
         def ranks() -> list[psutil.Process]:
             children = psutil.Process(process.pid).children()
-            ready = [c for c in children if c.memory_info().rss > 200 * 2**20]
+            # a rank settles within a moment of starting: its memory touched, its threads up
+            ready = [c for c in children
+                     if c.memory_info().rss > 200 * 2**20 and c.num_threads() >= 8]  # fmt: skip
             return ready if len(ready) == 8 else []
 
         found = wait_for(ranks, timeout=60, interval=0.5)
-        for rank in found:
-            assert rank.num_threads() >= 8  # NCCL, the data loader, the pin-memory thread...
-            assert rank.memory_info().rss < 2 * 2**30  # ...and still cheap for this machine
+        for rank in found:  # NCCL, the data loader, the pin-memory thread... and still cheap
+            assert rank.memory_info().rss < 2 * 2**30
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -480,13 +520,17 @@ def stamp_seconds(stamp: str) -> int:
 def test_timestamps_elapsed_and_runtime_follow_one_clock(runs: Runs, style: str) -> None:
     run = runs("--style", style, "--seed", "5", "--exit-after-steps", "400")
     steps = run.steps
+    times = [float(r["step_time_s"]) for r in steps]  # type: ignore[arg-type]
+    fastest, slowest = min(times), max(times)
     for before, after in itertools.pairwise(steps):
         gap = float(after["time"]) - float(before["time"])  # type: ignore[arg-type]
         between = [e for e in run.metrics if "event" in e
                    and float(before["time"]) < float(e["time"]) <= float(after["time"])]  # type: ignore[arg-type]  # fmt: skip
-        stepping = (int(after["step"]) - int(before["step"])) * float(after["step_time_s"])  # type: ignore[call-overload, arg-type]
+        # the steps between two logged ones ran at the rates the log shows for them
+        # (a straggler's stall may cover some of them), the evals and saves besides
+        count = int(after["step"]) - int(before["step"])  # type: ignore[call-overload]
         extra = sum(float(e.get("runtime_s", e.get("seconds", 0))) for e in between)  # type: ignore[arg-type]
-        assert gap == pytest.approx(stepping + extra, rel=0.05, abs=2.0)
+        assert count * fastest * 0.98 + extra <= gap <= count * slowest * 1.02 + extra + 2.0
         assert float(after["elapsed_s"]) - float(before["elapsed_s"]) == pytest.approx(
             gap, abs=0.01
         )  # type: ignore[arg-type]

@@ -284,7 +284,8 @@ def test_killing_a_rank_makes_the_job_fail_and_restart(tmp_path: Path) -> None:
         text = wait_for(
             lambda: (t := output.read_text()) and "resuming from step" in t and t, timeout=60
         )
-        assert "Watchdog caught collective operation timeout" in text
+        # torchrun's own monitor sees its worker die (no 10-minute watchdog for that)
+        assert "Watchdog caught collective operation timeout" not in text
         assert f"failed (exitcode: -9) local_rank: 3 (pid: {victim})" in text
         assert "Worker group FAILED. 3/3 attempts left" in text
         # new ranks, on every GPU, none of them the dead one
@@ -347,7 +348,7 @@ def test_ctrl_c_saves_and_restores_the_terminal(tmux) -> None:  # type: ignore[n
 
     wait_for(lambda: "│ loss" in screen(), timeout=60)
     assert tmux("display", "-p", "-t", "t", "#{cursor_flag}").strip() == "0"  # live bar
-    assert re.search(r"epoch 1/1 ▕.*▏ +\d+\.\d% +step", screen())
+    assert re.search(r"run ▕.*▏ +\d+\.\d% +step", screen())  # pretraining: a share of an epoch
     tmux("send-keys", "-t", "t", "C-c")
     text = wait_for(lambda: re.search(r"^EXIT=\d+", s := screen(), re.MULTILINE) and s, timeout=60)
     assert "interrupted: saving a checkpoint" in text

@@ -183,9 +183,11 @@ def finetune_loss(start: float, final: float, progress: float, epoch: float) -> 
 def learning_rate(
     step: int, total: int, warmup: int, peak: float, schedule: str, floor_ratio: float = 0.1
 ) -> float:
-    """Linear warmup, then cosine (or linear) decay to ``floor_ratio`` of the peak."""
+    """The rate after ``step`` optimizer steps, as the schedulers report it once they
+    have stepped (Megatron's ``peak * num_steps / warmup``, HF's LambdaLR): linear
+    warmup, then cosine (or linear) decay to ``floor_ratio`` of the peak."""
     if step < warmup:
-        return peak * (step + 1) / warmup
+        return peak * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     floor = peak * floor_ratio
     if schedule == "linear":
@@ -228,6 +230,7 @@ class BenchmarkTask:
     metric: str
     shots: int
     items: int  # questions scored: every value is a count of them over this
+    requests: int  # what the harness asks the model: an answer choice each, or a generation
     chance: float
     # How the score comes with the loss of a model trained from scratch: half-way
     # from chance to the model's full-training score at ``midpoint_loss``, over
@@ -237,11 +240,15 @@ class BenchmarkTask:
 
 
 BENCHMARK_TASKS = (
-    BenchmarkTask("hellaswag", 1, "acc_norm", 0, 10042, 0.25, 2.45, 0.30),
-    BenchmarkTask("arc_easy", 1, "acc", 0, 2376, 0.25, 2.50, 0.30),
-    BenchmarkTask("mmlu", 2, "acc", 5, 14042, 0.25, 2.05, 0.10),
-    BenchmarkTask("gsm8k", 3, "exact_match", 5, 1319, 0.0, 1.95, 0.10),
+    BenchmarkTask("hellaswag", 1, "acc_norm", 0, 10042, 40168, 0.25, 2.45, 0.30),
+    BenchmarkTask("arc_easy", 1, "acc", 0, 2376, 9501, 0.25, 2.50, 0.30),
+    BenchmarkTask("mmlu", 2, "acc", 5, 14042, 56168, 0.25, 2.05, 0.10),
+    BenchmarkTask("gsm8k", 3, "exact_match", 5, 1319, 1319, 0.0, 1.95, 0.10),
 )
+GENERATED_TASKS = frozenset({"gsm8k"})  # generate_until; the others are loglikelihood
+# GSM8K's answer read by a regular expression, strictly ("#### 42") or from the last
+# number it finds: the strict filter loses the answers given in another form.
+GSM8K_STRICT_SHARE = 0.96
 
 
 def benchmark_expected(task: BenchmarkTask, full_training: float, loss: float | None) -> float:
@@ -606,6 +613,14 @@ def safetensor_shards(total: int) -> list[tuple[str, int]]:
     return [
         (f"model-{i:05d}-of-{count:05d}.safetensors", total // count) for i in range(1, count + 1)
     ]
+
+
+def weight_files(total: int, lora: bool = False) -> list[tuple[str, int]]:
+    """The weight files of a save: ``save_pretrained``'s shards, or a LoRA's adapters
+    under PEFT's names."""
+    if lora:
+        return [("adapter_model.safetensors", total), ("adapter_config.json", 812)]
+    return safetensor_shards(total)
 
 
 def checkpoint_write_s(nbytes: int, writers: int) -> float:

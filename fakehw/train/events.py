@@ -21,6 +21,9 @@ class StepMetrics:
     tokens_seen: int
     samples_seen: int
     loss: float
+    # the mean loss of the steps since the previous logged one: what HF Trainer,
+    # Megatron and DeepSpeed log (they average over the logging interval)
+    interval_loss: float
     ppl: float | None  # none for DPO: a preference loss is no language model's
     lr: float
     grad_norm: float
@@ -148,6 +151,7 @@ class BenchmarkRow:
     shots: int
     value: float
     stderr: float
+    filter: str = "none"  # the harness's answer filter (GSM8K: flexible-extract, strict-match)
 
 
 @dataclass(frozen=True)

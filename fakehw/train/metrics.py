@@ -1,11 +1,12 @@
 """``--metrics-jsonl PATH``: one JSON object per logged step, eval and checkpoint.
 
-Schema (DESIGN.md): steps carry ``step, epoch, tokens_seen, loss, ppl, lr,
-grad_norm, tokens_per_s, samples_per_s, step_time_s, elapsed_s, eta_s,
-tflops_per_gpu, mfu, gpus, global_batch_tokens, params`` (``params``: active
-per token); ``{"event": "eval", ...}`` and ``{"event": "checkpoint", "path",
-"bytes", ...}`` mark the other events. Lines are flushed as they are written,
-so a reader can follow the file live.
+Schema (DESIGN.md; every key in docs/train-metrics.md): steps carry ``step, epoch,
+tokens_seen, loss, ppl, lr, grad_norm, tokens_per_s, samples_per_s, step_time_s,
+elapsed_s, eta_s, tflops_per_gpu, mfu, gpus, global_batch_tokens, params``
+(``params``: active per token; ``ppl``: null for DPO) and the step's split,
+``compute_s, exposed_comm_s, bubble_fraction``; ``{"event": "eval", ...}`` and
+``{"event": "checkpoint", "path", "bytes", ...}`` mark the other events. Lines are
+flushed as they are written, so a reader can follow the file live.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ NCCL_VERSION = "2.28.9+cuda13.0"
 COMM_BASE = 0x3508FA60  # the first communicator's address, as the real log shows it
 COMM_STRIDE = 0x1F00000
 WATCHDOG_TIMEOUT_MS = 600_000  # ProcessGroupNCCL's default collective timeout
+SETUP_COLLECTIVES = 6  # before the first step: a barrier, the model's broadcasts
 # PyTorch's names for collectives in WorkNCCL (OpType=...)
 OP_TYPES = {
     "AllReduce": "ALLREDUCE",
@@ -76,7 +77,10 @@ def init_lines(plan: RunPlan, host: str, ip: str, pids: tuple[int, ...]) -> list
     timings = init_seconds(plan)
     prefix = [f"{host}:{pid}:{pid} [{local}] NCCL INFO " for local, pid in enumerate(pids)]
     bus = [f"{n:x}" for n in plan.gpu.host.bus_numbers[:per_node]]
-    comm = [f"0x{COMM_BASE + COMM_STRIDE * local:x}" for local in range(per_node)]
+    # each rank's communicator lands where its allocator put it: near, not on, the
+    # address of the real log
+    base = COMM_BASE + rng.randrange(-64, 64) * 0x100000
+    comm = [f"0x{base + COMM_STRIDE * local:x}" for local in range(per_node)]
     if nodes > 1:
         net = [
             "NET/Plugin: Loaded net plugin NCCL RDMA Plugin v10 (v10)",
@@ -127,10 +131,7 @@ def init_lines(plan: RunPlan, host: str, ip: str, pids: tuple[int, ...]) -> list
             "32 p2p channels, 32 p2p channels per peer",
             p + f"ncclCommInitRankConfig comm {comm[local]} rank {rank} nranks {ranks} cudaDev "
             f"{local} nvmlDev {local} busId {bus[local]}000 commId {cid} - Init COMPLETE",
-            p + f"Init timings - ncclCommInitRankConfig: rank {rank} nranks {ranks} total "
-            f"{timings['total']:.2f} ("
-            + ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if k != "total")
-            + ")",
+            p + _init_timings(rank, ranks, timings, rng),
         ]
         lines += [p + _connection(plan, rank, c) for c in range(nchannels)]
         lines.append(p + f"Connected all rings, use ring PXN {int(nodes > 1)} GDR 1")
@@ -170,6 +171,16 @@ def _connection(plan: RunPlan, rank: int, channel: int) -> str:
     return f"Channel {channel:02d}/0 : {ends} via {via}"
 
 
+def _init_timings(rank: int, ranks: int, timings: dict[str, float], rng: random.Random) -> str:
+    """One rank's ``Init timings`` line: the plan's figures, as each rank measures them
+    (a few per cent apart; the total is their sum)."""
+    parts = {k: v * rng.uniform(0.93, 1.07) for k, v in timings.items() if k != "total"}
+    return (
+        f"Init timings - ncclCommInitRankConfig: rank {rank} nranks {ranks} total "
+        f"{sum(parts.values()):.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()) + ")"
+    )
+
+
 def _interleave(streams: list[list[str]], rng: random.Random) -> list[str]:
     """Lines of several processes as one log shows them: each in its own order, the
     processes taking turns unevenly (from the seed)."""
@@ -182,6 +193,23 @@ def _interleave(streams: list[list[str]], rng: random.Random) -> list[str]:
         out += streams[k][cursors[k] : cursors[k] + burst]
         cursors[k] += burst
     return out
+
+
+def _nanoseconds(rank: int) -> int:
+    """The sub-second part of a rank's watchdog stamp (c10's log: nanoseconds): the
+    ranks' watchdogs fire within a few milliseconds of each other, in no set order."""
+    return (20_000_000 + rank * 7_919_731 % 9_000_000 + rank * 613) % 1_000_000_000
+
+
+def seq_num(plan: RunPlan, step: int) -> int:
+    """The sequence number of the collective a rank is in during ``step``: those of the
+    set-up (a barrier and the first broadcasts), then every step's. FSDP gathers and
+    scatters layer by layer, so each of its calls on the whole model is a call per layer."""
+    per_step = 0
+    for traffic in plan.performance.traffic:
+        layered = plan.par.zero_stage >= 3 and traffic.purpose in ("parameters", "gradients")
+        per_step += traffic.calls * (plan.model.arch.layers if layered else 1)
+    return SETUP_COLLECTIVES + max(0, step) * per_step + 1
 
 
 def watchdog_line(plan: RunPlan, rank: int, seq_num: int, when: float) -> str:
@@ -198,7 +226,7 @@ def watchdog_line(plan: RunPlan, rank: int, seq_num: int, when: float) -> str:
             numel_in = numel // traffic.ranks
     tag = time.strftime("%m%d %H:%M:%S", time.localtime(when))
     return (
-        f"[rank{rank}]:[E{tag}.{rank % 1000000:06d}321 ProcessGroupNCCL.cpp:685] [Rank {rank}] "
+        f"[rank{rank}]:[E{tag}.{_nanoseconds(rank):09d} ProcessGroupNCCL.cpp:685] [Rank {rank}] "
         f"Watchdog caught collective operation timeout: WorkNCCL(SeqNum={seq_num}, "
         f"OpType={op}, NumelIn={numel_in}, NumelOut={numel_out}, "
         f"Timeout(ms)={WATCHDOG_TIMEOUT_MS}) ran for {WATCHDOG_TIMEOUT_MS + 13} milliseconds "

@@ -381,12 +381,14 @@ def make_plan(
         budget = min(data.tokens, max(20 * arch.params, 300_000_000_000))
         budget = min(budget, int(tokens_per_s * 21 * 86400))
         epochs = 1
-        steps_per_epoch = max(1000, budget // tokens_per_step)
+        total_steps = max(1000, budget // tokens_per_step)
+        # an epoch is the dataset's tokens: the budget is usually a share of one
+        steps_per_epoch = max(total_steps, data.tokens // tokens_per_step)
         peak_lr = 3e-4 if arch.params < 20e9 else 1.5e-4
         if arch.params < 2e9:
             peak_lr = 6e-4
         schedule = "cosine"
-        warmup = min(2000, _nice_floor(steps_per_epoch / 50))
+        warmup = min(2000, _nice_floor(total_steps / 50))
     else:
         epochs = {"sft": 3, "dpo": 1, "lora": 2}[task]
         if task == "dpo":  # pairs, one sample each: steps from the sample count
@@ -396,8 +398,8 @@ def make_plan(
         peak_lr = {"sft": 2e-5, "dpo": 5e-7, "lora": 1e-4}[task]
         schedule = "cosine" if task != "dpo" else "linear"
         warmup = max(1, math.ceil(0.03 * steps_per_epoch * epochs))  # warmup_ratio 0.03
-    total_steps = steps_per_epoch * epochs
-    eval_every = min(_nice(300.0 / step_s), _nice_floor(steps_per_epoch / 4))
+        total_steps = steps_per_epoch * epochs
+    eval_every = min(_nice(300.0 / step_s), _nice_floor(min(steps_per_epoch, total_steps) / 4))
     # Saves land on evaluation steps, as configs usually have it.
     checkpoint_every = eval_every * max(2, round(_nice(900.0 / step_s) / eval_every))
     # Validation takes ~5 % of the time between two of them, 10-200 batches.

@@ -96,7 +96,8 @@ def bar(fraction: float, width: int) -> str:
 def torchrun_warning(launch: LaunchInfo) -> list[str]:
     """What torchrun prints first on every node (the real H200 log's opening lines)."""
     head = (
-        f"W{time.strftime('%m%d %H:%M:%S', time.localtime(launch.time))}.344000 "
+        f"W{time.strftime('%m%d %H:%M:%S', time.localtime(launch.time))}."
+        f"{int(launch.time % 1 * 1e6):06d} "
         f"{launch.launcher_pid} torch/distributed/run.py:851] "
     )
     return [
@@ -268,13 +269,18 @@ class Style:
             2: "ZeRO-2 (optimizer + gradients sharded)",
             3: "FSDP full shard (ZeRO-3)",
         }[par.zero_stage]
+        if par.zero_stage == 3 and par.replicas > 1:  # HYBRID_SHARD: shards within a node
+            sharding = (
+                f"FSDP hybrid shard (ZeRO-3 over {par.shard_group} GPUs, {par.replicas} replicas)"
+            )
         ep = f" · EP {par.ep}" if par.ep > 1 else ""
         self.say(
             t,
             "parallel",
             f"DP {par.dp} · TP {par.tp} · PP {par.pp}{ep} · {sharding} · micro-batch "
             f"{par.micro_batch} · grad-accum {par.grad_accum} · global batch "
-            f"{plan.global_batch} x {plan.seq} = {plan.tokens_per_step:,} tokens"
+            f"{plan.global_batch}{' pairs x 2' if plan.task == 'dpo' else ''} x {plan.seq} = "
+            f"{plan.tokens_per_step:,} tokens"
             + (" · activation recomputation" if par.recompute else ""),
         )
         scale = " with dynamic loss scaling" if plan.precision == "fp16" else ""
@@ -308,8 +314,8 @@ class Style:
         self.say(
             t,
             "train",
-            f"{plan.total_steps:,} steps · {amount} · {plan.epochs} epoch"
-            f"{'s' if plan.epochs > 1 else ''} · eval every {plan.eval_every} · checkpoint "
+            f"{plan.total_steps:,} steps · {amount} · {epochs_text(plan)} · eval every "
+            f"{plan.eval_every} · checkpoint "
             f"every {plan.checkpoint_every} → {plan.save_dir}{resume}",
         )
 
@@ -350,9 +356,9 @@ class Style:
 
     def progress(self, m: StepMetrics) -> None:
         """The epoch bar: live on a terminal, a line now and then elsewhere."""
-        within = m.epoch_fraction - m.epoch
+        label, within = self.progress_of(m)
         text = (
-            f"epoch {m.epoch + 1}/{m.epochs} ▕{bar(within, 30)}▏ {100 * within:5.1f}%  "
+            f"{label} ▕{bar(within, 30)}▏ {100 * within:5.1f}%  "
             f"step {m.step:,}/{m.total_steps:,} · {si(m.tokens_seen, 2)} tokens · "
             f"ETA {duration(m.eta_s)}"
         )
@@ -360,13 +366,19 @@ class Style:
 
     def progress_line(self, m: StepMetrics) -> None:
         """The bar as a log line, for pipes (where there is no live line)."""
-        within = m.epoch_fraction - m.epoch
+        label, within = self.progress_of(m)
         self.say(
             m.time,
             "progress",
-            f"epoch {m.epoch + 1}/{m.epochs} [{bar(within, 30)}] {100 * within:5.1f}% "
-            f"step {m.step}/{m.total_steps}",
+            f"{label} [{bar(within, 30)}] {100 * within:5.1f}% step {m.step}/{m.total_steps}",
         )
+
+    def progress_of(self, m: StepMetrics) -> tuple[str, float]:
+        """What the bar measures: the epoch, or the run when it is a share of one (a
+        pretraining budget below the dataset's tokens)."""
+        if self.plan.total_steps < self.plan.steps_per_epoch:
+            return "run", m.step / max(1, m.total_steps)
+        return f"epoch {m.epoch + 1}/{m.epochs}", m.epoch_fraction - m.epoch
 
     def collective(self, c: CollectiveTiming) -> None:
         per_step = f", {c.calls} per step," if c.calls > 1 else ""
@@ -466,11 +478,11 @@ class Style:
             if plan.par.zero_stage
             else [("optimizer.pt", total - weights)]
         )
-        return (
-            ar.safetensor_shards(weights)
-            + optimizer
-            + [("trainer_state.json", 2841 + 40 * step // max(1, plan.eval_every))]
-        )
+        return [
+            *ar.weight_files(weights, lora=plan.lora is not None),
+            *optimizer,
+            ("trainer_state.json", 2841 + 40 * step // max(1, plan.eval_every)),
+        ]
 
     # ------------------------------------------------------------------ end
     def export(self, t: float, a: ExportArtifact) -> None:
@@ -522,6 +534,13 @@ def weight_bytes(plan: RunPlan) -> int:
     return ar.BF16 * (plan.trainable if plan.lora else plan.params)
 
 
+def epochs_text(plan: RunPlan) -> str:
+    """``3 epochs``, ``1 epoch``, or the share of one a pretraining budget covers."""
+    if plan.total_steps < plan.steps_per_epoch:
+        return f"{100 * plan.total_steps / plan.steps_per_epoch:.1f}% of an epoch"
+    return f"{plan.epochs} epoch{'s' if plan.epochs > 1 else ''}"
+
+
 def per_rank(pattern: str, ranks: int, total: int) -> list[tuple[str, int]]:
     return [(pattern.format(rank=rank), total // ranks) for rank in range(ranks)]
 
@@ -531,9 +550,9 @@ def harness_table(rows: list[BenchmarkRow]) -> list[str]:
     header = ["Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "", "Stderr"]
     body = [
         [
-            r.task,
-            str(r.version),
-            "none",
+            "" if r.task == previous else r.task,  # a task's second filter: its name once
+            "" if r.task == previous else str(r.version),
+            r.filter,
             str(r.shots),
             r.metric,
             "↑",
@@ -541,7 +560,7 @@ def harness_table(rows: list[BenchmarkRow]) -> list[str]:
             "±",
             f"{r.stderr:.4f}",
         ]
-        for r in rows
+        for previous, r in zip([None, *(row.task for row in rows)], rows, strict=False)
     ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     right = {1, 3, 6, 8}

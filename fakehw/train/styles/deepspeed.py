@@ -35,8 +35,7 @@ class DeepSpeedStyle(Style):
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
-        self.samples_total = 0.0
-        self.seconds_total = 0.0
+        self.skipped_before = 0  # skipped steps up to the previous iteration line
 
     def ds(self, t: float, where: str, text: str) -> None:
         millis = int((t % 1) * 1000)
@@ -89,6 +88,14 @@ class DeepSpeedStyle(Style):
             "[Rank 0] DeepSpeed info: version=0.16.4, git-hash=unknown, git-branch=unknown",
         )
         self.ds(t, "logging.py:96:log_dist", "[Rank 0] DeepSpeed Flops Profiler Enabled: False")
+        arch, ep = plan.model.arch, plan.par.ep
+        if arch.is_moe:  # deepspeed.moe.layer.MoE, once per MoE layer; rank 0 says it once
+            self.ds(
+                t,
+                "logging.py:96:log_dist",
+                f"[Rank 0] Creating MoE layer with num_experts: {arch.experts} | "
+                f"num_local_experts: {arch.experts // ep} | expert_parallel_size: {ep}",
+            )
         self.ds(t, "logging.py:96:log_dist", "[Rank 0] Using client Optimizer as basic optimizer")
         self.ds(
             t,
@@ -97,25 +104,30 @@ class DeepSpeedStyle(Style):
             if plan.precision == "bf16"
             else f"[Rank 0] Creating fp16 ZeRO stage {plan.par.zero_stage} optimizer",
         )
-        self.ds(
-            t,
-            "stage_1_and_2.py:151:__init__",
-            "Reduce bucket size 500000000, Allgather bucket size 500000000, "
-            "CPU Offload: False, Round robin gradient partitioning: False",
-        )
+        if plan.par.zero_stage >= 3:  # stage3.py's own set-up lines
+            self.ds(t, "stage3.py:130:__init__", "Reduce bucket size 500000000")
+            self.ds(t, "stage3.py:131:__init__", "Prefetch bucket size 50000000")
+        else:
+            self.ds(
+                t,
+                "stage_1_and_2.py:151:__init__",
+                "Reduce bucket size 500000000, Allgather bucket size 500000000, "
+                "CPU Offload: False, Round robin gradient partitioning: False",
+            )
         self.ds(t, "logging.py:96:log_dist", f"[Rank 0] DeepSpeed Final Optimizer = FusedAdam")  # noqa: F541
         self.ds(t, "config.py:1000:print", "DeepSpeedEngine configuration:")
-        for key, value in (
-            ("train_batch_size", plan.global_batch),
-            ("train_micro_batch_size_per_gpu", plan.par.micro_batch),
-            ("gradient_accumulation_steps", plan.par.grad_accum),
-            ("zero_optimization_stage", plan.par.zero_stage),
-            ("bf16_enabled", plan.precision == "bf16"),
-            ("fp16_enabled", plan.precision == "fp16"),
-            ("gradient_clipping", 1.0),
-            ("steps_per_print", self.plan.log_interval),
-        ):
-            self.ds(t, "config.py:1004:print", f"  {key} {'.' * max(3, 29 - len(key))} {value}")
+        settings = {
+            "train_batch_size": plan.global_batch,
+            "train_micro_batch_size_per_gpu": plan.par.micro_batch,
+            "gradient_accumulation_steps": plan.par.grad_accum,
+            "zero_optimization_stage": plan.par.zero_stage,
+            "bfloat16_enabled": plan.precision == "bf16",
+            "fp16_enabled": plan.precision == "fp16",
+            "gradient_clipping": 1.0,
+            "steps_per_print": self.plan.log_interval,
+        }
+        for key in sorted(settings):  # DeepSpeedConfig.print: sorted, 29 - len(name) dots
+            self.ds(t, "config.py:1004:print", f"  {key} {'.' * (29 - len(key))} {settings[key]}")
 
     def loading(
         self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
@@ -137,9 +149,12 @@ class DeepSpeedStyle(Style):
 
     def step(self, m: StepMetrics) -> None:
         plan = self.plan
-        self.samples_total += m.samples_per_s * m.step_time_s
-        self.seconds_total += m.step_time_s
-        running = self.samples_total / max(self.seconds_total, 1e-9)
+        # the ThroughputTimer's average since training began (its warm-up steps and
+        # all), against this step's own rate
+        done = (m.step - self.plan.start_step) * m.global_batch
+        running = done / max(m.elapsed_s, 1e-9)
+        skipped_here = m.skipped_steps - self.skipped_before
+        self.skipped_before = m.skipped_steps
         mom = ", ".join(["(0.9, 0.95)"] * 2)
         lrs = ", ".join([repr(m.lr)] * 2)
         self.ds(
@@ -161,9 +176,9 @@ class DeepSpeedStyle(Style):
             f" iteration {m.step:8d}/{m.total_steps:8d} | consumed samples: {m.samples_seen:12d}"
             f" | consumed tokens: {m.tokens_seen:12d} | elapsed time per iteration (ms): "
             f"{m.step_time_s * 1000:.1f} | learning rate: {m.lr:.3E} | global batch size: "
-            f"{m.global_batch:5d} | lm loss: {m.loss:.6E} | loss scale: "
+            f"{m.global_batch:5d} | lm loss: {m.interval_loss:.6E} | loss scale: "
             f"{m.loss_scale if m.loss_scale is not None else 1.0:.1f} | actual seqlen: "
-            f"{plan.seq:5d} | number of skipped iterations: {0:3d} | number of nan "
+            f"{plan.seq:5d} | number of skipped iterations: {skipped_here:3d} | number of nan "
             f"iterations: {0:3d} | samples per second: {m.samples_per_s:.3f} | tokens per gpu "
             f"per second (tgs): {tgs:.3f} | TFLOPs: {m.tflops_per_gpu:.2f} |"
         )
@@ -214,10 +229,22 @@ class DeepSpeedStyle(Style):
     def checkpoint_files(self, step: int, total: int) -> list[tuple[str, int]]:
         plan = self.plan
         weights = weight_bytes(plan)
-        files = [("mp_rank_00_model_states.pt", weights)]
-        return files + per_rank(
-            "zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", plan.gpus, total - weights
-        )
+        optimizer = per_rank(self.optim_states(), plan.gpus, total - weights)
+        if plan.par.zero_stage >= 3:  # every rank saves its shard of the weights too
+            return per_rank("zero_pp_rank_{rank}_mp_rank_00_model_states.pt", plan.gpus,
+                            weights) + optimizer  # fmt: skip
+        return [("mp_rank_00_model_states.pt", weights), *optimizer]
+
+    def optim_states(self) -> str:
+        """A rank's optimizer-state file ({rank} to fill): bf16 runs prefix it."""
+        prefix = "bf16_" if self.plan.precision == "bf16" else ""
+        return prefix + "zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+
+    def model_states(self) -> str:
+        """The file the engine names when it saves the model."""
+        if self.plan.par.zero_stage >= 3:
+            return "zero_pp_rank_0_mp_rank_00_model_states.pt"
+        return "mp_rank_00_model_states.pt"
 
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
         self.ds(
@@ -228,24 +255,24 @@ class DeepSpeedStyle(Style):
         self.ds(
             t,
             "logging.py:96:log_dist",
-            f"[Rank 0] Saving model checkpoint: {path}/mp_rank_00_model_states.pt",
+            f"[Rank 0] Saving model checkpoint: {path}/{self.model_states()}",
         )
         self.ds(
             t,
             "torch_checkpoint_engine.py:21:save",
-            f"[Torch] Saving {path}/mp_rank_00_model_states.pt...",
+            f"[Torch] Saving {path}/{self.model_states()}...",
         )
 
     def checkpoint_done(self, c: CheckpointInfo) -> None:
         self.ds(
             c.time,
             "torch_checkpoint_engine.py:23:save",
-            f"[Torch] Saved {c.path}/mp_rank_00_model_states.pt.",
+            f"[Torch] Saved {c.path}/{self.model_states()}.",
         )
         self.ds(
             c.time,
             "engine.py:3536:_save_zero_checkpoint",
-            f"zero checkpoint saved {c.path}/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+            f"zero checkpoint saved {c.path}/{self.optim_states().format(rank=0)}",
         )
         self.ds(
             c.time,

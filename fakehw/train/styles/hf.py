@@ -184,9 +184,10 @@ class HfStyle(Style):
             seen = samples * done // total
             text = tqdm_line(seen, samples, elapsed, elapsed / max(1, seen), self._width,
                              unit="examples", desc="Map (num_proc=32): ")  # fmt: skip
-        elif what == "benchmarks":
+        elif what in ("benchmarks", "generations"):
+            kind = "loglikelihood" if what == "benchmarks" else "generate_until"
             text = tqdm_line(done, total, elapsed, rate, self._width,
-                             desc="Running loglikelihood requests: ")  # fmt: skip
+                             desc=f"Running {kind} requests: ")  # fmt: skip
         else:
             return
         self.bar.draw(text)
@@ -214,7 +215,7 @@ class HfStyle(Style):
 
     def step(self, m: StepMetrics) -> None:
         logs: dict[str, object] = {
-            "loss": hf_value(m.loss),
+            "loss": hf_value(m.interval_loss),
             "grad_norm": hf_value(m.grad_norm),
             "learning_rate": hf_value(m.lr),
         }
@@ -240,6 +241,10 @@ class HfStyle(Style):
         pass  # the Trainer logs no such warnings at its default verbosity
 
     def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
+        if not final and step > self.start_step:  # tqdm drew every step up to this one
+            elapsed = t - self.training_from
+            rate = elapsed / (step - self.start_step)
+            self.bar.draw(tqdm_line(step, self.plan.total_steps, elapsed, rate, self._width))
         self.eval_from = t
         self.inner.draw(tqdm_line(0, batches, 0.0, None, self._width))
 
@@ -273,7 +278,7 @@ class HfStyle(Style):
     def checkpoint_files(self, step: int, total: int) -> list[tuple[str, int]]:
         plan = self.plan
         weights = weight_bytes(plan)
-        files = ar.safetensor_shards(weights)
+        files = ar.weight_files(weights, lora=plan.lora is not None)
         if plan.par.zero_stage >= 3:
             files += per_rank("optimizer_0/__{rank}_0.distcp", plan.gpus, total - weights)
         else:

@@ -41,9 +41,14 @@ class MegatronStyle(Style):
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
         self.dataset_started = False  # "> building train, validation, ..." printed
+        self.checkpoint_reading = False  # between load_checkpoint's first and last lines
+        self.checkpoint_loaded = False  # the resumed run's save is read (once)
 
     def launcher(self, launch: LaunchInfo) -> None:
         plan, par = self.plan, self.plan.par
+        # the embedding is padded to a multiple of 128 x TP (make-vocab-size-divisible-by)
+        vocab, multiple = plan.model.arch.vocab, 128 * par.tp
+        padded = -(-vocab // multiple) * multiple
         self.launched_at = launch.time
         self.term.lines(torchrun_warning(launch))
         self.term.lines(
@@ -61,8 +66,8 @@ class MegatronStyle(Style):
                 "-------------------- end of arguments ---------------------",
                 f"setting number of micro-batches to constant {par.grad_accum}",
                 "> building HuggingFaceTokenizer tokenizer ...",
-                f" > padded vocab (size: {plan.model.arch.vocab}) with 0 dummy tokens "
-                f"(new size: {plan.model.arch.vocab})",
+                f" > padded vocab (size: {vocab}) with {padded - vocab} dummy tokens "
+                f"(new size: {padded})",
                 "> initializing torch distributed ...",
             ]
         )
@@ -101,7 +106,8 @@ class MegatronStyle(Style):
             "use_distributed_optimizer": par.zero_stage >= 1,
             "world_size": plan.gpus,
         }
-        return [f"  {key} {'.' * max(3, 47 - len(key))} {value}" for key, value in values.items()]
+        # arguments.py's _print_args: sorted, '.' * (48 - len(name))
+        return [f"  {key} {'.' * (48 - len(key))} {values[key]}" for key in sorted(values)]
 
     def header(self, t: float) -> None:
         pass  # Megatron prints no banner: the arguments block is its header
@@ -124,6 +130,10 @@ class MegatronStyle(Style):
     ) -> None:
         """Megatron reports stages, not progress bars; opening the dataset, megatron.core
         logs each indexed file it maps (here: the one the loader has reached)."""
+        if what == "checkpoint":  # a resumed run reads its save (a restart says its own)
+            if not self.checkpoint_loaded:
+                self.checkpoint_loading(done, total)
+            return
         if what != "dataset":
             return
         if not self.dataset_started:
@@ -135,17 +145,35 @@ class MegatronStyle(Style):
             f"/data/{corpus}/shard_{done - 1:05d}_text_document.idx"
         )
 
+    def checkpoint_loading(self, done: int, total: int) -> None:
+        """checkpointing.py's load_checkpoint: its first line as it starts, its last when
+        every rank has its shard."""
+        plan, par = self.plan, self.plan.par
+        if done >= total:
+            self.checkpoint_loaded = True
+            self.term.line(
+                f"  successfully loaded checkpoint from {plan.save_dir} [ t 1/{par.tp}, "
+                f"p 1/{par.pp} ] at iteration {plan.start_step}"
+            )
+        elif not self.checkpoint_reading:
+            self.term.line(f" loading checkpoint from {plan.save_dir} at iteration "
+                           f"{plan.start_step}")  # fmt: skip
+        self.checkpoint_reading = done < total
+
     def loaded(self, t: float, what: str, detail: str) -> None:
         if what == "dataset":
             plan = self.plan
             samples = plan.total_steps * plan.global_batch
+            # training.py's train_val_test_num_samples: an evaluation every eval_interval
+            # iterations and one at the end, eval_iters batches each
+            validations = plan.total_steps // plan.eval_every + 1
             if not self.dataset_started:
                 self.term.line("> building train, validation, and test datasets ...")
             self.term.lines(
                 [
                     " > datasets target sizes (minimum size):",
                     f"    train:      {samples}",
-                    f"    validation: {plan.eval_batches * plan.global_batch * 10}",
+                    f"    validation: {validations * plan.eval_batches * plan.global_batch}",
                     f"    test:       {plan.eval_batches * plan.global_batch}",
                     f"> finished creating GPT datasets ... [{plan.dataset.name}]",
                 ]
@@ -223,7 +251,7 @@ class MegatronStyle(Style):
             f" throughput per GPU (TFLOP/s/GPU): {m.tflops_per_gpu:.1f} |"
             f" learning rate: {m.lr:.6E} |"
             f" global batch size: {m.global_batch:5d} |"
-            f" lm loss: {m.loss:.6E} |"
+            f" lm loss: {m.interval_loss:.6E} |"
             f" loss scale: {loss_scale:.1f} |"
             f" grad norm: {m.grad_norm:.3f} |"
             f" number of skipped iterations: {1 if m.skipped_steps and m.loss_scale else 0:3d} |"
@@ -294,6 +322,5 @@ class MegatronStyle(Style):
             ]
         )
 
-    def summary(self, s: Summary) -> None:
+    def training_end(self, s: Summary) -> None:
         self.term.line(f"[after training is done] datetime: {stamp(s.time)} ")
-        super().summary(s)
