@@ -191,16 +191,17 @@ def _interrupted_while_starting(signum: int, frame: FrameType | None) -> None:
 
 def run(program: str) -> int:
     """Import ``program``'s module under a quiet Ctrl-C, then run its ``main``."""
+    signal.signal(signal.SIGINT, _interrupted_while_starting)  # before anything else
     _set_up_standard_streams(program)
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
     import importlib
 
     from fakehw.signals import EXIT_INTERRUPTED, Terminated
 
     main = importlib.import_module(PROGRAMS[program]).main
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
+            # inside the try: a Ctrl-C the moment the handler changes is still caught
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             code: int = main()
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
