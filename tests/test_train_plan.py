@@ -45,6 +45,7 @@ def test_parameter_counts_match_the_published_ones(
         ("Llama-3.1-8B", 8_030_261_248),
         ("Mistral-7B-v0.3", 7_248_023_552),
         ("Qwen3-4B", 4_022_468_096),  # with its query/key norms
+        ("Qwen2.5-14B", 14_770_033_664),  # with its query/key/value biases
         ("Mixtral-8x7B-v0.1", 46_702_792_704),
     ],
 )
@@ -158,6 +159,7 @@ def _metrics(**changes: object) -> StepMetrics:
     values: dict[str, object] = dict(
         step=120, total_steps=5000, epoch=0, epochs=1, epoch_fraction=0.024,
         tokens_seen=120 * 1048576, samples_seen=120 * 256, loss=2.3456789, interval_loss=2.3456789,
+        interval_step_s=2.097152,
         ppl=math.exp(2.3456789),
         lr=2.5e-4, grad_norm=0.81234, tokens_per_s=500_000.0, samples_per_s=122.07,
         step_time_s=2.097152, elapsed_s=260.0, eta_s=10_000.0, tflops_per_gpu=392.3,

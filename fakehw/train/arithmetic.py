@@ -47,6 +47,9 @@ class Parallelism:
     # ZeRO/FSDP shard group: dp (full shard), or the data-parallel ranks of one node
     # (hybrid shard: shard within a node, replicate across nodes). 0 means dp.
     shard_ranks: int = 0
+    # bytes of a gradient element: bf16, or fp32 where the framework accumulates and
+    # reduces gradients in fp32 (Megatron's main_grad buffers, its default)
+    grad_bytes: int = 2
 
     @property
     def world(self) -> int:
@@ -117,7 +120,7 @@ def memory_breakdown(
     """Bytes each GPU holds, by kind (what ``torch.cuda.memory_reserved`` would show):
     one formula for every parallelism (DP, TP, PP, EP; ZeRO 1/2/3, hybrid shard)."""
     weights = BF16 * sharded_params(arch, par, trainable, 3)[0]
-    grads = BF16 * sharded_params(arch, par, trainable, 2)[1]
+    grads = par.grad_bytes * sharded_params(arch, par, trainable, 2)[1]
     optimizer = ADAM_BYTES * sharded_params(arch, par, trainable, 1)[1]
     s, b, h = seq, par.micro_batch, arch.hidden
     per_layer = (2 if par.recompute else 34) * s * b * h * activation_dtype_bytes / 2
@@ -510,7 +513,7 @@ def _step_traffic(
     """Every collective of one step. Ranks are laid out tensor-parallel innermost, then
     data-parallel, then pipeline stages (Megatron's order), experts within a node."""
     local, local_trainable = local_params(arch, par, trainable)
-    grads = int(BF16 * local_trainable)
+    grads = int(par.grad_bytes * local_trainable)
     params = int(BF16 * local)
     m = par.micro_batches
     activations = seq * par.micro_batch * arch.hidden * BF16  # one micro-batch's hidden states

@@ -29,6 +29,7 @@ class Architecture:
     reasoning: bool = False
     head_size: int = 0  # 0: hidden // heads (Qwen3 uses 128 whatever the width)
     qk_norm: bool = False  # RMSNorm on queries and keys (Qwen3)
+    qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2, Qwen2.5)
     dense_layers: int = 0  # MoE: leading layers with a dense FFN (DeepSeekMoE: the first)
     dense_ffn: int = 0  # their intermediate size
 
@@ -39,7 +40,8 @@ class Architecture:
     def _attention(self) -> int:
         q = self.heads * self.head_dim
         kv = self.kv_heads * self.head_dim
-        return 2 * self.hidden * q + 2 * self.hidden * kv
+        biases = q + 2 * kv if self.qkv_bias else 0
+        return 2 * self.hidden * q + 2 * self.hidden * kv + biases
 
     def _mlp(self, experts: int) -> int:
         return 3 * self.hidden * self.ffn * experts
@@ -90,7 +92,7 @@ LLAMA3_70B = Architecture("llama", 80, 8192, 64, 8, 28672, 128256, 8192)
 LLAMA32_1B = Architecture("llama", 16, 2048, 32, 8, 8192, 128256, 8192, tied_embeddings=True)
 LLAMA32_3B = Architecture("llama", 28, 3072, 24, 8, 8192, 128256, 8192, tied_embeddings=True)
 MISTRAL_7B = Architecture("mistral", 32, 4096, 32, 8, 14336, 32768, 8192)
-QWEN25_14B = Architecture("qwen", 48, 5120, 40, 8, 13824, 152064, 8192)
+QWEN25_14B = Architecture("qwen", 48, 5120, 40, 8, 13824, 152064, 8192, qkv_bias=True)
 QWEN3_4B = Architecture(
     "qwen",
     36,

@@ -192,7 +192,7 @@ class Engine:
         self.injected: set[tuple[str, int, int]] = set()
         self.steps_since_start = 0  # since the job (re)started: the warm-up
         self.loss_sum = 0.0  # of the steps this run trained
-        self.window_loss, self.window_steps = 0.0, 0  # since the last logged step
+        self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0  # since the last log
         self.straggle, self.straggle_until = 1.0, 0  # a slow rank's factor, until a step
         self.training_started: float | None = None  # story time of the first step
         self.early_stop_told = False
@@ -504,12 +504,14 @@ class Engine:
         loss, grad_norm, skipped = self.sample_loss()
         self.loss_sum += loss
         self.window_loss += loss
+        self.window_time += step_time
         self.window_steps += 1
         self.check_clocks(slowest, median)
         if not self.should_log():
             return None
         interval_loss = self.window_loss / self.window_steps
-        self.window_loss, self.window_steps = 0.0, 0
+        interval_step_s = self.window_time / self.window_steps
+        self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
         epoch_fraction = self.step / plan.steps_per_epoch
         mean_step = sum(self.step_times) / len(self.step_times)
         extra = self.dpo_metrics() if plan.task == "dpo" else {}
@@ -523,6 +525,7 @@ class Engine:
             samples_seen=self.step * plan.global_batch,
             loss=loss,
             interval_loss=interval_loss,
+            interval_step_s=interval_step_s,
             ppl=self.perplexity(loss),
             lr=self.lr(),
             grad_norm=grad_norm,

@@ -24,6 +24,7 @@ class StepMetrics:
     # the mean loss of the steps since the previous logged one: what HF Trainer,
     # Megatron and DeepSpeed log (they average over the logging interval)
     interval_loss: float
+    interval_step_s: float  # their mean step time ("elapsed time per iteration")
     ppl: float | None  # none for DPO: a preference loss is no language model's
     lr: float
     grad_norm: float

@@ -244,7 +244,14 @@ def _parallelism(
     best: tuple[float, int, _Layout] | None = None
     for tp, pp, zero, shard in _layouts(entry, task, style, gpus, per_node):
         dp = gpus // (tp * pp)
-        for par in _fitting_micro_batches(arch, tp, pp, dp, zero, shard, ep, gpu, seq, trainable):
+        grad_bytes = 4 if style == "megatron" else ar.BF16  # Megatron: fp32 main grads
+        for par in _fitting_micro_batches(
+            arch,
+            ar.Parallelism(tp, pp, dp, zero, 1, 1, False, ep, shard, grad_bytes),
+            gpu,
+            seq,
+            trainable,
+        ):
             layout = _with_batch(par, arch, task, seq, trainable, gpu, fabric, efficiency)
             simpler = tp * pp * (2 if shard else 1) * (2 if par.recompute else 1)
             rank = (-layout.performance.tokens_per_s, simpler)
@@ -260,9 +267,8 @@ def _parallelism(
 
 
 def _fitting_micro_batches(
-    arch: Architecture, tp: int, pp: int, dp: int, zero: int, shard: int, ep: int,
-    gpu: GpuSpec, seq: int, trainable: int,
-) -> list[ar.Parallelism]:  # fmt: skip
+    arch: Architecture, layout: ar.Parallelism, gpu: GpuSpec, seq: int, trainable: int
+) -> list[ar.Parallelism]:
     """The largest micro-batch that fits without recomputation, and the larger one that
     full recomputation makes room for: a step bound by communication (FSDP gathering
     every micro-batch's parameters) runs faster with more work per gather, which is
@@ -274,7 +280,7 @@ def _fitting_micro_batches(
                 continue
             if found and micro <= found[0].micro_batch:
                 break  # recomputing buys nothing at a micro-batch that fits without it
-            par = ar.Parallelism(tp, pp, dp, zero, micro, 1, recompute, ep, shard)
+            par = replace(layout, micro_batch=micro, recompute=recompute)
             memory = ar.memory_breakdown(arch, par, seq, trainable)
             if _fits(memory, gpu, gpu.context_mib):
                 found.append(par)

@@ -171,16 +171,19 @@ class DeepSpeedStyle(Style):
             f"RunningAvgSamplesPerSec={running}, CurrSamplesPerSec={m.samples_per_s}, "
             f"MemAllocated={allocated:.2f}GB, MaxMemAllocated={m.memory_gib * 0.9:.2f}GB",
         )
-        tgs = m.tokens_per_s / m.gpus
+        # the Megatron-DeepSpeed script's line: the interval's averages
+        per_s = 1.0 / m.interval_step_s
+        tgs = m.global_batch_tokens * per_s / m.gpus
+        interval_tflops = m.tflops_per_gpu * m.step_time_s * per_s
         self.term.line(
             f" iteration {m.step:8d}/{m.total_steps:8d} | consumed samples: {m.samples_seen:12d}"
             f" | consumed tokens: {m.tokens_seen:12d} | elapsed time per iteration (ms): "
-            f"{m.step_time_s * 1000:.1f} | learning rate: {m.lr:.3E} | global batch size: "
+            f"{m.interval_step_s * 1000:.1f} | learning rate: {m.lr:.3E} | global batch size: "
             f"{m.global_batch:5d} | lm loss: {m.interval_loss:.6E} | loss scale: "
             f"{m.loss_scale if m.loss_scale is not None else 1.0:.1f} | actual seqlen: "
             f"{plan.seq:5d} | number of skipped iterations: {skipped_here:3d} | number of nan "
-            f"iterations: {0:3d} | samples per second: {m.samples_per_s:.3f} | tokens per gpu "
-            f"per second (tgs): {tgs:.3f} | TFLOPs: {m.tflops_per_gpu:.2f} |"
+            f"iterations: {0:3d} | samples per second: {m.global_batch * per_s:.3f} | tokens "
+            f"per gpu per second (tgs): {tgs:.3f} | TFLOPs: {interval_tflops:.2f} |"
         )
 
     def progress_line(self, m: StepMetrics) -> None:
