@@ -55,7 +55,17 @@ STARTING = {
     "fake-gpustat": ["fake-gpustat"],
     "fake-nvitop -1": ["fake-nvitop", "-1"],
     "fakehw daemon status": ["fakehw", "daemon", "status"],
-    "fake-train": ["fake-train", "--gpus", "8", "--exit-after-steps", "1"],
+    # fast, so a Ctrl-C that Python's own start-up swallows (before fakehw runs) still
+    # leaves a run that ends within the test's wait
+    "fake-train": [
+        "fake-train",
+        "--gpus",
+        "8",
+        "--exit-after-steps",
+        "1",
+        "--speed-factor",
+        "1000",
+    ],
 }
 # A traceback through fakehw's own modules (the launcher's import aside: before it
 # runs, Ctrl-C belongs to the interpreter's start-up, as for any Python program).

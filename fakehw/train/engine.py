@@ -35,6 +35,7 @@ from fakehw.train.events import (
     StepMetrics,
     Summary,
 )
+from fakehw.train.learning import LearningCurve
 from fakehw.train.metrics import MetricsWriter
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import LaunchInfo, Style, perplexity, si, size
@@ -52,7 +53,6 @@ TORCHRUN_MONITOR_S = 5.0  # torchrun's agent looks at its workers this often
 EXPORT_WALL_S = 90.0  # real seconds an export waits at most (its story time is its own)
 LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
 WARMUP_STEPS = 0.8  # steps over which the first steps' extra time decays (e-fold)
-RUNNING_MEAN_STEPS = 100  # a loss spike is told against the mean of this many steps
 # lm-eval-harness on the four tasks: the prompt and choice tokens its loglikelihood
 # requests score (HellaSwag 4 endings of ~100 tokens, MMLU 5-shot prompts of ~600 with
 # 4 choices, ARC-Easy), and GSM8K's 5-shot generations of up to 256 tokens each.
@@ -170,13 +170,7 @@ class Engine:
         self.steps_done = 0
         self.last_checkpoint = plan.start_step if plan.start_step else None
         self.restarts = 0
-        self.loss_noise = 0.0
-        self.spike = 0.0
-        self.spike_active = False
-        self.loss_scale = 65536.0 if plan.precision == "fp16" else None
-        self.clean_steps = 0
-        self.skipped = 0
-        self.last_loss = 0.0
+        self.curve = LearningCurve(plan, self.rng)
         self.last_eval: float | None = None
         self.step_times: list[float] = []
         self.last_line_wall = 0.0
@@ -196,7 +190,6 @@ class Engine:
         self.straggle, self.straggle_until = 1.0, 0  # a slow rank's factor, until a step
         self.training_started: float | None = None  # story time of the first step
         self.early_stop_told = False
-        self.recent_losses: list[float] = []  # what a spike detector compares with
         self.warmup_amplitude = self.rng.uniform(1.2, 2.2)
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
 
@@ -501,7 +494,9 @@ class Engine:
         self.step_times.append(step_time)
         if len(self.step_times) > 50:
             self.step_times.pop(0)
-        loss, grad_norm, skipped = self.sample_loss()
+        loss, grad_norm, skipped = self.curve.sample(self.step, self.lr())
+        for kind, details in self.curve.incidents():
+            self.incident(kind, **details)
         self.loss_sum += loss
         self.window_loss += loss
         self.window_time += step_time
@@ -514,7 +509,7 @@ class Engine:
         self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
         epoch_fraction = self.step / plan.steps_per_epoch
         mean_step = sum(self.step_times) / len(self.step_times)
-        extra = self.dpo_metrics() if plan.task == "dpo" else {}
+        extra = self.curve.dpo_metrics(self.step) if plan.task == "dpo" else {}
         return StepMetrics(
             step=self.step,
             total_steps=plan.total_steps,
@@ -540,8 +535,8 @@ class Engine:
             global_batch=plan.global_batch,
             global_batch_tokens=plan.tokens_per_step,
             params=plan.active_params,
-            loss_scale=self.loss_scale,
-            skipped_steps=self.skipped if skipped or self.loss_scale is not None else 0,
+            loss_scale=self.curve.loss_scale,
+            skipped_steps=self.curve.skipped if skipped or self.curve.loss_scale is not None else 0,
             time=self.clock.now(),
             memory_gib=plan.memory_mib / 1024,
             compute_s=step_time
@@ -568,90 +563,6 @@ class Engine:
         return ar.learning_rate(
             self.step, plan.total_steps, plan.warmup_steps, plan.peak_lr, plan.schedule
         )
-
-    def expected_loss(self, step: int) -> float:
-        plan = self.plan
-        arch = plan.model.arch
-        progress = step / plan.total_steps
-        epoch = step / plan.steps_per_epoch
-        if plan.task == "pretrain":
-            capacity = math.sqrt(arch.params * arch.active_params)
-            tokens = ar.effective_tokens(step, plan.warmup_steps, plan.tokens_per_step)
-            return ar.pretrain_loss(capacity, tokens, arch.vocab)
-        if plan.task == "dpo":
-            return 0.6931 - (0.6931 - 0.41) * (1 - math.exp(-progress * 5))
-        start = 1.55 - 0.05 * math.log10(arch.params / 1e9)
-        final = 0.92 - 0.08 * math.log10(arch.params / 1e9)
-        if plan.task == "lora":
-            start, final = 1.02, 0.58
-        return ar.finetune_loss(start, final, progress, epoch)
-
-    def sample_loss(self) -> tuple[float, float, bool]:
-        """This step's loss and gradient norm: the expected curve, noise, spikes."""
-        rng = self.rng
-        expected = self.expected_loss(self.step)
-        # Batch-to-batch noise shrinks with the batch; fine-tuning data is more
-        # varied than web text, so its loss wanders more.
-        base = 0.005 if self.plan.task == "pretrain" else 0.02
-        noise = base * math.sqrt(1e6 / self.plan.tokens_per_step)
-        self.loss_noise = 0.9 * self.loss_noise + 0.1 * rng.gauss(0, 3 * noise)
-        skipped = False
-        if self.loss_scale is not None:
-            self.clean_steps += 1
-            if rng.random() < (0.02 if self.step < 200 else 0.002):
-                old = self.loss_scale
-                self.loss_scale = max(1.0, self.loss_scale / 2)
-                self.skipped += 1
-                self.clean_steps = 0
-                skipped = True
-                self.incident("overflow", old=old, new=self.loss_scale)
-            elif self.clean_steps >= 1000:
-                self.loss_scale *= 2
-                self.clean_steps = 0
-        grad_norm = self.expected_grad_norm() * math.exp(rng.gauss(0, 0.12))
-        if self.plan.task == "pretrain" and self.step > 300 and rng.random() < 1 / 1500:
-            self.spike = expected * rng.uniform(0.08, 0.35)
-            grad_norm *= rng.uniform(8, 40)
-            self.spike_active = True
-            recent = self.recent_losses or [expected]
-            self.incident(
-                "loss_spike", loss=expected + self.spike, mean=sum(recent) / len(recent),
-                window=len(recent), grad_norm=grad_norm,
-            )  # fmt: skip
-        else:
-            self.spike *= 0.9
-        loss = expected * (1 + self.loss_noise + rng.gauss(0, noise)) + self.spike
-        if self.spike_active and self.spike < 0.02 * expected:
-            self.spike_active = False
-            self.incident("recovered", loss=loss)
-        if skipped and self.last_loss:
-            loss = self.last_loss
-        self.last_loss = loss
-        self.recent_losses.append(loss)
-        del self.recent_losses[:-RUNNING_MEAN_STEPS]
-        return loss, grad_norm, skipped
-
-    def expected_grad_norm(self) -> float:
-        plan = self.plan
-        if plan.task == "pretrain":
-            return 0.22 + 9.0 * math.exp(-self.step / 120) + 0.15 * self.lr() / plan.peak_lr
-        if plan.task == "dpo":
-            return 12.0 + 20.0 * math.exp(-self.step / 40)
-        return 0.45 + 1.2 * math.exp(-self.step / 80)
-
-    def dpo_metrics(self) -> dict[str, float]:
-        progress = self.step / self.plan.total_steps
-        rng = self.rng
-        margin = 2.6 * (1 - math.exp(-progress * 4)) + rng.gauss(0, 0.08)
-        chosen = 0.35 * margin - 0.6 * progress + rng.gauss(0, 0.05)
-        return {
-            "rewards/chosen": chosen,
-            "rewards/rejected": chosen - margin,
-            "rewards/accuracies": min(
-                0.97, 0.5 + 0.32 * (1 - math.exp(-progress * 5)) + rng.gauss(0, 0.01)
-            ),
-            "rewards/margins": margin,
-        }
 
     def check_clocks(self, slowest: int, median: int) -> None:
         clocks = self.world.clocks()
@@ -724,11 +635,11 @@ class Engine:
             if k % max(1, plan.eval_batches // 20) == 0 or k == plan.eval_batches:
                 style.eval_progress(self.clock.now(), k, plan.eval_batches)
         gap = 0.03 if plan.task == "pretrain" else 0.04 + 0.03 * (self.step / plan.steps_per_epoch)
-        loss = self.expected_loss(self.step) + gap + self.rng.gauss(0, 0.004)
+        loss = self.curve.expected_loss(self.step) + gap + self.rng.gauss(0, 0.004)
         extra = {}
         if plan.task == "dpo":
             pairs = plan.eval_batches * plan.global_batch
-            measured = self.dpo_metrics()
+            measured = self.curve.dpo_metrics(self.step)
             # an accuracy over the evaluation's pairs is a count of them
             measured["rewards/accuracies"] = round(measured["rewards/accuracies"] * pairs) / pairs
             extra = {f"eval_{k}": v for k, v in measured.items()}
@@ -880,7 +791,7 @@ class Engine:
             ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes),
         )
         self.step = resume_from
-        self.spike = 0.0
+        self.curve.restart()
         style.say(
             self.clock.now(),
             "resume",
@@ -959,7 +870,7 @@ class Engine:
             steps=self.step,
             tokens=self.step * plan.trained_tokens_per_step,
             wall_s=self.clock.elapsed(),
-            final_loss=self.last_loss if self.steps_done else None,
+            final_loss=self.curve.last_loss if self.steps_done else None,
             final_eval_loss=self.last_eval,
             checkpoint_dir=plan.save_dir,
             exports=tuple(self.exports),
@@ -1072,7 +983,7 @@ class Engine:
         model trained from scratch scores what its loss allows: near chance at first,
         MMLU and GSM8K only once the loss is low."""
         plan = self.plan
-        loss = None if plan.task != "pretrain" else self.expected_loss(self.step)
+        loss = None if plan.task != "pretrain" else self.curve.expected_loss(self.step)
         rows = []
         for task in ar.BENCHMARK_TASKS:
             full = plan.model.published[task.name]

@@ -1,0 +1,137 @@
+"""How a run learns: the loss it expects at a step, what a step measures (noise, fp16
+overflows, spikes and their recovery), the gradient norm and DPO's rewards.
+
+The curves come from ``arithmetic`` (Chinchilla for pretraining, a fine-tune's fall
+from its base model's loss); this module adds what one step sees around them. It
+knows the plan and a random stream, nothing of time, GPUs or logs: what happens that
+a log should tell (an overflow, a spike, its recovery) waits in :meth:`incidents`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from fakehw.train import arithmetic as ar
+from fakehw.train.plan import RunPlan
+
+RUNNING_MEAN_STEPS = 100  # a loss spike is told against the mean of this many steps
+FP16_INITIAL_SCALE = 65536.0
+
+
+class LearningCurve:
+    def __init__(self, plan: RunPlan, rng: random.Random) -> None:
+        self.plan = plan
+        self.rng = rng
+        self.loss_noise = 0.0  # slow wander of the batches' difficulty
+        self.spike = 0.0  # what a loss spike adds, decaying
+        self.spike_active = False
+        self.loss_scale = FP16_INITIAL_SCALE if plan.precision == "fp16" else None
+        self.clean_steps = 0  # since the last overflow (the scaler grows after 1000)
+        self.skipped = 0  # steps skipped on overflow, in all
+        self.last_loss = 0.0
+        self.recent_losses: list[float] = []  # what a spike detector compares with
+        self._incidents: list[tuple[str, dict[str, Any]]] = []
+
+    def restart(self) -> None:
+        """The job restarted from a checkpoint: no spike carries over."""
+        self.spike = 0.0
+        self.spike_active = False
+
+    def incidents(self) -> list[tuple[str, dict[str, Any]]]:
+        """What the last steps did that a log tells (kind, details), once each."""
+        found, self._incidents = self._incidents, []
+        return found
+
+    def expected_loss(self, step: int) -> float:
+        plan = self.plan
+        arch = plan.model.arch
+        progress = step / plan.total_steps
+        epoch = step / plan.steps_per_epoch
+        if plan.task == "pretrain":
+            capacity = math.sqrt(arch.params * arch.active_params)
+            tokens = ar.effective_tokens(step, plan.warmup_steps, plan.tokens_per_step)
+            return ar.pretrain_loss(capacity, tokens, arch.vocab)
+        if plan.task == "dpo":
+            return 0.6931 - (0.6931 - 0.41) * (1 - math.exp(-progress * 5))
+        start = 1.55 - 0.05 * math.log10(arch.params / 1e9)
+        final = 0.92 - 0.08 * math.log10(arch.params / 1e9)
+        if plan.task == "lora":
+            start, final = 1.02, 0.58
+        return ar.finetune_loss(start, final, progress, epoch)
+
+    def sample(self, step: int, lr: float) -> tuple[float, float, bool]:
+        """Step ``step``'s loss and gradient norm, and whether fp16 skipped it: the
+        expected curve, noise, overflows and spikes."""
+        rng = self.rng
+        expected = self.expected_loss(step)
+        # Batch-to-batch noise shrinks with the batch; fine-tuning data is more
+        # varied than web text, so its loss wanders more.
+        base = 0.005 if self.plan.task == "pretrain" else 0.02
+        noise = base * math.sqrt(1e6 / self.plan.tokens_per_step)
+        self.loss_noise = 0.9 * self.loss_noise + 0.1 * rng.gauss(0, 3 * noise)
+        skipped = self._scale_loss(step)
+        grad_norm = self.expected_grad_norm(step, lr) * math.exp(rng.gauss(0, 0.12))
+        if self.plan.task == "pretrain" and step > 300 and rng.random() < 1 / 1500:
+            self.spike = expected * rng.uniform(0.08, 0.35)
+            grad_norm *= rng.uniform(8, 40)
+            self.spike_active = True
+            recent = self.recent_losses or [expected]
+            self._incidents.append(("loss_spike", {
+                "loss": expected + self.spike, "mean": sum(recent) / len(recent),
+                "window": len(recent), "grad_norm": grad_norm,
+            }))  # fmt: skip
+        else:
+            self.spike *= 0.9
+        loss = expected * (1 + self.loss_noise + rng.gauss(0, noise)) + self.spike
+        if self.spike_active and self.spike < 0.02 * expected:
+            self.spike_active = False
+            self._incidents.append(("recovered", {"loss": loss}))
+        if skipped and self.last_loss:
+            loss = self.last_loss
+        self.last_loss = loss
+        self.recent_losses.append(loss)
+        del self.recent_losses[:-RUNNING_MEAN_STEPS]
+        return loss, grad_norm, skipped
+
+    def _scale_loss(self, step: int) -> bool:
+        """fp16's dynamic loss scaler: an overflow halves the scale and skips the step;
+        1000 clean steps double it."""
+        if self.loss_scale is None:
+            return False
+        self.clean_steps += 1
+        if self.rng.random() < (0.02 if step < 200 else 0.002):
+            old = self.loss_scale
+            self.loss_scale = max(1.0, self.loss_scale / 2)
+            self.skipped += 1
+            self.clean_steps = 0
+            self._incidents.append(("overflow", {"old": old, "new": self.loss_scale}))
+            return True
+        if self.clean_steps >= 1000:
+            self.loss_scale *= 2
+            self.clean_steps = 0
+        return False
+
+    def expected_grad_norm(self, step: int, lr: float) -> float:
+        plan = self.plan
+        if plan.task == "pretrain":
+            return 0.22 + 9.0 * math.exp(-step / 120) + 0.15 * lr / plan.peak_lr
+        if plan.task == "dpo":
+            return 12.0 + 20.0 * math.exp(-step / 40)
+        return 0.45 + 1.2 * math.exp(-step / 80)
+
+    def dpo_metrics(self, step: int) -> dict[str, float]:
+        """TRL's reward figures: the chosen answers' margin over the rejected grows."""
+        progress = step / self.plan.total_steps
+        rng = self.rng
+        margin = 2.6 * (1 - math.exp(-progress * 4)) + rng.gauss(0, 0.08)
+        chosen = 0.35 * margin - 0.6 * progress + rng.gauss(0, 0.05)
+        return {
+            "rewards/chosen": chosen,
+            "rewards/rejected": chosen - margin,
+            "rewards/accuracies": min(
+                0.97, 0.5 + 0.32 * (1 - math.exp(-progress * 5)) + rng.gauss(0, 0.01)
+            ),
+            "rewards/margins": margin,
+        }
