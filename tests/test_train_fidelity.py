@@ -533,6 +533,8 @@ def test_timestamps_elapsed_and_runtime_follow_one_clock(runs: Runs, style: str)
         count = int(after["step"]) - int(before["step"])  # type: ignore[call-overload]
         extra = sum(float(e.get("runtime_s", e.get("seconds", 0))) for e in between)  # type: ignore[arg-type]
         assert count * fastest * 0.98 + extra <= gap <= count * slowest * 1.02 + extra + 2.0
+        stepping = count * float(after["interval_step_time_s"])  # type: ignore[arg-type]
+        assert gap == pytest.approx(stepping + extra, rel=0.005, abs=0.5)
         assert float(after["elapsed_s"]) - float(before["elapsed_s"]) == pytest.approx(
             gap, abs=0.01
         )  # type: ignore[arg-type]

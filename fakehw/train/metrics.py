@@ -39,6 +39,7 @@ class MetricsWriter:
             "tokens_per_s": m.tokens_per_s,
             "samples_per_s": m.samples_per_s,
             "step_time_s": m.step_time_s,
+            "interval_step_time_s": m.interval_step_s,
             "elapsed_s": m.elapsed_s,
             "eta_s": m.eta_s,
             "tflops_per_gpu": m.tflops_per_gpu,
