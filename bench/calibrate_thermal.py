@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TRACE = Path(__file__).resolve().parents[1] / ".." / "shared/real/h100/load/trace.csv"
+DEFAULT_TRACE = Path(__file__).resolve().parents[1] / "tests/real/h100/load/trace.csv"
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -11,17 +11,17 @@ Measures, against real daemon processes in a private runtime directory:
   GPUs; and the daemon's resident memory;
 * scale: a cluster of 8,192 nodes x 8 GPUs (65,536): the daemon's start, CPU and
   memory idle and with every GPU training, the ``summary`` op, and the wall time of
-  ``fake-nvitop --cluster -1`` (issue 12: within 5 s);
+  ``fake-nvitop --cluster -1`` (within 5 s);
 * snapshot requests per second and p99 latency for one 8-GPU node with 1 and
   with 50 concurrent clients (each client a connection doing request after
   request; clients run in 5 worker processes so they are not one GIL);
 * load: 200 connections subscribed to one training 8-GPU node every 100 ms
   for 60 s (15 s with --quick): errors, the gap between pushes, the age of a
   pushed snapshot, and the daemon's file descriptors and memory before,
-  during and after (issue 8);
+  during and after;
 * recovery: ``kill -9`` of the daemon under a running fake-train and a viewer,
   10 times (5 with --quick): the time until a new daemon serves the re-attached
-  ranks (issue 8);
+  ranks;
 
 * the live ``fake-nvitop`` monitor's CPU (1 s refresh, 8 training GPUs, on a
   120x40 pseudo-terminal) over 60 s (20 s with --quick), side by side with the
@@ -32,11 +32,11 @@ Measures, against real daemon processes in a private runtime directory:
   noise hits both alike.
 
 Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
-snapshots/s for one 8-GPU node (issue 2); a one-shot table within 2.5 x
-``python3 -c pass`` (issues 3 and 5); fake-nvitop <= 3 % of a core (issue 5);
+snapshots/s for one 8-GPU node; a one-shot table within 2.5 x
+``python3 -c pass``; fake-nvitop <= 3 % of a core;
 under load no errors, push gaps p99 <= 3 intervals, snapshots younger than
 300 ms at p99, no fd left open and no memory growth under load; recovery from
-``kill -9`` within 2 s (issue 8).
+``kill -9`` within 2 s.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def _cpu_over(process: psutil.Process, seconds: float) -> float:
 
 
 def scale(nodes: int, seconds: float) -> list[list[object]]:
-    """A cluster of ``nodes`` x 8 GPUs (issue 12: 8,192 nodes, 65,536 GPUs): the daemon
+    """A cluster of ``nodes`` x 8 GPUs (8,192 nodes, 65,536 GPUs): the daemon
     idle and with every GPU training, the cluster summary, and the cluster grid."""
     runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
     gpus = nodes * 8

@@ -35,7 +35,7 @@ from fakehw.thermal import (
     ThermalCoefficients,
     cap_target_w,
     capped_clock_mhz,
-    clock_factor,
+    dynamic_power_w,
     foster_step,
     pole_decay,
     static_power_w,
@@ -783,7 +783,7 @@ class Cluster:
         # The controller acts on what it saw last tick: power overshoots at a
         # load step and scatters around the cap, as on the real trace.
         self.demand_seen_w = demand_w
-        power = static_w + demand_w * clock_factor(clock, spec)
+        power = static_w + dynamic_power_w(demand_w, clock, spec)
         power = power + POWER_SENSOR_NOISE_W * normal[1]
         self.power_w = power
 

@@ -2,7 +2,7 @@
 
 Deterministic: the same cluster settings and seed give the same UUIDs, serial
 numbers, bus ids and hostnames on every run, so scripts and recordings can be
-repeated. Formats follow the captures in ``shared/real/``.
+repeated. Formats follow the captures in ``tests/real/``.
 """
 
 from __future__ import annotations

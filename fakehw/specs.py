@@ -1,7 +1,7 @@
 """The GPU catalog: datasheet facts per model, exactly as nvidia-smi reports them.
 
 Pure data, no physics and no numpy: the viewers import this module. Where the
-captures in ``shared/real/`` show a value (H100 80GB HBM3 and H200), it is copied
+captures in ``tests/real/`` show a value (H100 80GB HBM3 and H200), it is copied
 from them; the other models come from NVIDIA datasheets and public nvidia-smi
 captures of the same parts (driver 535-580).
 

@@ -3,7 +3,7 @@
 Nothing here keeps state or knows about processes, phases or rendering; the
 cluster in ``fakehw.devices`` owns the arrays and calls these each tick.
 
-The model, and where its numbers come from (``shared/real/h100/load/trace.csv``,
+The model, and where its numbers come from (``tests/real/h100/load/trace.csv``,
 fitted with ``bench/calibrate_thermal.py``):
 
 * **Power.** ``static_power_w`` is what the board burns with no work: the idle

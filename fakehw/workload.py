@@ -6,7 +6,7 @@ unit of activity (``intensity``, 1.0 = dense training at full clock), how busy
 the memory controller is, and how much the job moves over PCIe and NVLink.
 ``fakehw.devices`` turns demands into power, clocks and temperatures.
 
-Figures are read off the real H100 run (``shared/real/h100/load/trace.csv``):
+Figures are read off the real H100 run (``tests/real/h100/load/trace.csv``):
 training keeps utilization.gpu at 98-100 % and utilization.memory cycling
 50-65 % with the step rhythm (~1.17 s here); evaluation is forward-only at
 100 % with memory steady near 50 % and a little more power per clock; a rank

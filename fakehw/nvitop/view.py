@@ -8,7 +8,7 @@ terminal) and the live screen (drawn by prompt_toolkit). A line is a list of
 Layouts follow nvitop's: the 79-column device table (with MEM/UTL bars beyond
 100 columns), the compact host lines (CPU, MEM, SWP bars, load average,
 uptime), and the process table (GPU, PID, USER, GPU-MEM, %SM, %GMBW, %CPU,
-%MEM, TIME, COMMAND), checked against ``tests/real/*/nvitop_*.txt``.
+%MEM, TIME, COMMAND), checked against ``tests/real/*/*/nvitop_*.txt``.
 """
 
 from __future__ import annotations

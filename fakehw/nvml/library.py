@@ -17,7 +17,7 @@ it fills the out-parameters pynvml passes and returns an NVML return code.
   ``NVMLError_FunctionNotFound``, never a made-up value.
 
 The handler names are the C symbols (``nvmlDeviceGetHandleByIndex_v2``), so
-``HANDLERS`` is also the list of what is covered (``fakehw nvml-functions``).
+``HANDLERS`` is also the list of what is covered (docs/nvml.md describes it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every ``nvidia-smi --query-gpu`` field: its name, aliases, unit and value.
 
 Built from the real tool's ``--help-query-gpu`` and the values it printed on
-an H100 and two H200s (``shared/real/*/static/``). A field reads one GPU record
+an H100 and two H200s (``tests/real/*/static/``). A field reads one GPU record
 of a snapshot and returns its text without unit; ``format_value`` adds the unit
 the way nvidia-smi does (``--format=csv``) or leaves it off (``nounits``).
 Bracketed texts such as ``[N/A]`` never get a unit.

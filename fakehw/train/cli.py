@@ -22,6 +22,7 @@ from typing import NoReturn
 from fakehw.argtypes import ascii_float, ascii_int
 from fakehw.client import Client
 from fakehw.config import ClusterConfig
+from fakehw.protocol import FAULTS
 from fakehw.signals import EXIT_INTERRUPTED, Terminated, ignore_termination, raise_on_termination
 from fakehw.specs import GpuSpec
 
@@ -80,7 +81,7 @@ def _duration(text: str) -> float:
     return seconds
 
 
-INJECTABLE = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79", "rank-crash")
+INJECTABLE = FAULTS  # what the daemon can inject, one list (fakehw.protocol)
 
 
 def _injection(text: str) -> tuple[str, int, int]:
