@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from helpers import REAL, Node, wait_for
@@ -41,31 +40,6 @@ def assert_same_layout(fake: list[str], real: list[str]) -> None:
         boxes = [k for k, ch in enumerate(want) if ch in BOX]
         assert [k for k, ch in enumerate(got) if ch in BOX] == boxes, f"\n{got}\n{want}"
         assert _mask(got) == _mask(want), f"\n{got}\n{want}"
-
-
-@pytest.fixture(scope="module")
-def h100() -> Iterator[Node]:
-    node = Node("h100", 1)
-    yield node
-    node.close()
-
-
-@pytest.fixture(scope="module")
-def busy_h100(h100: Node) -> Node:
-    if not h100.children:
-        h100.run_process("python3", 0, 46608)
-        h100.wait_busy(1)
-    return h100
-
-
-@pytest.fixture(scope="module")
-def busy_h200x2() -> Iterator[Node]:
-    node = Node("h200", 2)
-    for gpu in (0, 1):
-        node.run_process("/opt/torch/.venv/bin/python", gpu, 52806)
-    node.wait_busy(2)
-    yield node
-    node.close()
 
 
 def once(node: Node, columns: int, *args: str) -> list[str]:

@@ -28,33 +28,6 @@ LAUNCHER = ROOT / "bin" / "fake-nvidia-smi"
 
 
 @pytest.fixture(scope="module")
-def h100() -> Iterator[Node]:
-    node = Node("h100", 1)
-    yield node
-    node.close()
-
-
-@pytest.fixture(scope="module")
-def busy_h100(h100: Node) -> Node:
-    """The H100 node training as in the real capture: python3 holding 46608 MiB."""
-    if not h100.children:
-        h100.run_process("python3", 0, 46608)
-        h100.wait_busy(1)
-    return h100
-
-
-@pytest.fixture(scope="module")
-def busy_h200x2() -> Iterator[Node]:
-    """Two H200s, each with a DDP rank holding 52806 MiB, as in the real capture."""
-    node = Node("h200", 2)
-    for gpu in (0, 1):
-        node.run_process("/opt/torch/.venv/bin/python", gpu, 52806)
-    node.wait_busy(2)
-    yield node
-    node.close()
-
-
-@pytest.fixture(scope="module")
 def h200x2() -> Iterator[Node]:
     node = Node("h200", 2)
     yield node

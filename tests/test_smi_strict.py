@@ -38,13 +38,6 @@ def h100x4() -> Iterator[Node]:
 
 
 @pytest.fixture(scope="module")
-def h100() -> Iterator[Node]:
-    node = Node("h100", 1)
-    yield node
-    node.close()
-
-
-@pytest.fixture(scope="module")
 def h200x2() -> Iterator[Node]:
     node = Node("h200", 2)
     yield node

@@ -409,17 +409,19 @@ def _delay_ms(values: dict[str, str], maximum_s: int = MAX_LOOP_S) -> int:
     return 1000 * _number(values.get("delay", "1"), maximum_s)
 
 
+# dmon's and pmon's options (they take the same): option -> value name; "?": a flag
+MONITOR_OPTIONS = {
+    "-i": "ids", "--id": "ids", "-d": "delay", "--delay": "delay", "-c": "count",
+    "--count": "count", "-s": "select", "--select": "select", "-o": "options",
+    "--options": "options", "-f": "file", "--filename": "file", "-h": "help?",
+    "--help": "help?",
+}  # fmt: skip
+
+
 def dmon(argv: list[str], out: IO[str]) -> int:
     from fakehw.smi import monitors
 
-    values = _monitor_args(
-        argv,
-        {"-i": "ids", "--id": "ids", "-d": "delay", "--delay": "delay", "-c": "count",
-         "--count": "count", "-s": "select", "--select": "select", "-o": "options",
-         "--options": "options", "-f": "file", "--filename": "file", "-h": "help?",
-         "--help": "help?"},
-        "dmon",
-    )  # fmt: skip
+    values = _monitor_args(argv, MONITOR_OPTIONS, "dmon")
     if "help" in values:
         out.write(_data("dmon_help.txt"))
         return EXIT_OK
@@ -449,14 +451,7 @@ def dmon(argv: list[str], out: IO[str]) -> int:
 def pmon(argv: list[str], out: IO[str]) -> int:
     from fakehw.smi import monitors
 
-    values = _monitor_args(
-        argv,
-        {"-i": "ids", "--id": "ids", "-d": "delay", "--delay": "delay", "-c": "count",
-         "--count": "count", "-s": "select", "--select": "select", "-o": "options",
-         "--options": "options", "-f": "file", "--filename": "file", "-h": "help?",
-         "--help": "help?"},
-        "pmon",
-    )  # fmt: skip
+    values = _monitor_args(argv, MONITOR_OPTIONS, "pmon")
     if "help" in values:
         out.write(_data("pmon_help.txt"))
         return EXIT_OK
