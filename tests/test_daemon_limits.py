@@ -268,9 +268,28 @@ class _Stranger(socketserver.ThreadingTCPServer):
 
 
 @pytest.fixture
-def stranger() -> Iterator[Callable[[bytes], str]]:
+def listening() -> Iterator[Callable[[type[socketserver.BaseRequestHandler]], str]]:
+    """Starts TCP servers on loopback with a handler of the test's ("127.0.0.1:PORT"),
+    and stops them after."""
+    servers: list[_Stranger] = []
+
+    def listen(handler: type[socketserver.BaseRequestHandler]) -> str:
+        server = _Stranger(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_address[1]}"
+
+    yield listen
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def stranger(
+    listening: Callable[[type[socketserver.BaseRequestHandler]], str],
+) -> Callable[[bytes], str]:
     """A TCP server that answers whatever the test says: what FAKEHW_REMOTE points at."""
-    servers = []
 
     def serve(reply: bytes) -> str:
         class Handler(socketserver.BaseRequestHandler):
@@ -278,15 +297,9 @@ def stranger() -> Iterator[Callable[[bytes], str]]:
                 self.request.recv(4096)
                 self.request.sendall(reply)
 
-        server = _Stranger(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"127.0.0.1:{server.server_address[1]}"
+        return listening(Handler)
 
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return serve
 
 
 @pytest.mark.parametrize(
@@ -471,10 +484,11 @@ def test_clients_that_do_not_read_cannot_make_the_daemon_hoard_memory(runtime_di
 
 
 @pytest.fixture
-def half_daemon() -> Iterator[Callable[[bytes], str]]:
+def half_daemon(
+    listening: Callable[[type[socketserver.BaseRequestHandler]], str],
+) -> Callable[[bytes], str]:
     """A TCP server that says a fakehw daemon's hello, then answers the next request
     with what the test says: a broken daemon behind FAKEHW_REMOTE."""
-    servers = []
     hello = {"protocol": protocol.PROTOCOL_VERSION, "server": "fakehw 0", "daemon_pid": 1,
              "cluster": {"nodes": 1, "gpus_per_node": 8, "gpu_model": "h100-sxm"},
              "model_name": "NVIDIA H100 80GB HBM3", "gpus": 8, "hostnames": ["dgx-h100-1"],
@@ -489,15 +503,9 @@ def half_daemon() -> Iterator[Callable[[bytes], str]]:
                 second = json.loads(self.rfile.readline())
                 self.wfile.write(reply.replace(b"ID", str(second["id"]).encode()))
 
-        server = _Stranger(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"127.0.0.1:{server.server_address[1]}"
+        return listening(Handler)
 
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return serve
 
 
 @pytest.mark.parametrize(

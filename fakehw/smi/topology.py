@@ -14,6 +14,9 @@ from fakehw.smi.common import model_of
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
 
 UNDERLINE, RESET = "\x1b[4m", "\x1b[0m"
@@ -102,7 +105,13 @@ def p2p(snapshot: Snapshot, node: NodeRecord, capability: str) -> str:
     return "\n".join(lines) + "\n" + P2P_LEGEND
 
 
-def nvlink_status(snapshot: Snapshot, node: NodeRecord, gpus: list[GpuRecord]) -> str:
+def _per_linked_gpu(
+    snapshot: Snapshot,
+    node: NodeRecord,
+    gpus: list[GpuRecord],
+    link_lines: Callable[[int, dict[str, Any]], list[str]],
+) -> str:
+    """``nvlink -s``/``-c``: a heading per GPU with NVLinks, then its lines per link."""
     lines = []
     for gpu in gpus:
         links = active_links(snapshot, node, gpu)
@@ -110,8 +119,16 @@ def nvlink_status(snapshot: Snapshot, node: NodeRecord, gpus: list[GpuRecord]) -
             continue
         model = model_of(snapshot, gpu)
         lines.append(f"GPU {gpu['index']}: {model['name']} (UUID: {gpu['uuid']})")
-        lines.extend(f"\t Link {k}: {model['nvlink_link_gbps']:.3f} GB/s" for k in range(links))
+        for k in range(links):
+            lines.extend(link_lines(k, model))
     return "".join(line + "\n" for line in lines)
+
+
+def nvlink_status(snapshot: Snapshot, node: NodeRecord, gpus: list[GpuRecord]) -> str:
+    def link(k: int, model: dict[str, Any]) -> list[str]:
+        return [f"\t Link {k}: {model['nvlink_link_gbps']:.3f} GB/s"]
+
+    return _per_linked_gpu(snapshot, node, gpus, link)
 
 
 CAPABILITY_LINES = (
@@ -125,13 +142,7 @@ CAPABILITY_LINES = (
 
 
 def nvlink_capabilities(snapshot: Snapshot, node: NodeRecord, gpus: list[GpuRecord]) -> str:
-    lines = []
-    for gpu in gpus:
-        links = active_links(snapshot, node, gpu)
-        if not links:
-            continue
-        model = model_of(snapshot, gpu)
-        lines.append(f"GPU {gpu['index']}: {model['name']} (UUID: {gpu['uuid']})")
-        for k in range(links):
-            lines.extend(f"\t Link {k}, {text}: true" for text in CAPABILITY_LINES)
-    return "".join(line + "\n" for line in lines)
+    def link(k: int, model: dict[str, Any]) -> list[str]:
+        return [f"\t Link {k}, {text}: true" for text in CAPABILITY_LINES]
+
+    return _per_linked_gpu(snapshot, node, gpus, link)
