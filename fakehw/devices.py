@@ -28,7 +28,6 @@ from fakehw import snapshot as records
 from fakehw.config import ClusterConfig
 from fakehw.hostload import HostLoad
 from fakehw.identity import GpuIdentity, gpu_identities, hostname
-from fakehw.protocol import CLEAR_FAULTS, GPU_FAULTS
 from fakehw.thermal import (
     ClockTable,
     FloatArray,
@@ -576,7 +575,7 @@ class Cluster:
         elif fault == "xid79":
             self.lost[gpu] = True
             self._xid(gpu, 79)
-        elif fault == CLEAR_FAULTS:  # a GPU reset: volatile counts go to the aggregate ones
+        elif fault == records.CLEAR_FAULTS:  # a GPU reset: volatile counts go to the aggregate ones
             self.fault_heat_w[gpu] = 0.0
             self.fault_brake[gpu] = False
             self.lost[gpu] = False
@@ -585,7 +584,8 @@ class Cluster:
             self.ecc_uncorrected_volatile[gpu] = 0
         else:
             raise ClusterError(
-                f"unknown fault {fault!r}; faults: {', '.join(GPU_FAULTS)}, {CLEAR_FAULTS}"
+                f"unknown fault {fault!r}; faults: {', '.join(records.GPU_FAULTS)}, "
+                f"{records.CLEAR_FAULTS}"
             )
         self._published_tick = -1
         return self.faults_of(gpu)

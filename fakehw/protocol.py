@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 
+from fakehw.snapshot import CLEAR_FAULTS as CLEAR_FAULTS
+from fakehw.snapshot import FAULTS as FAULTS
+from fakehw.snapshot import GPU_FAULTS as GPU_FAULTS
+from fakehw.snapshot import RANK_CRASH as RANK_CRASH
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 
 if TYPE_CHECKING:
@@ -62,11 +67,8 @@ MAX_REPLY_BYTES = 12 << 20
 MAX_DETACH_PIDS = 65536  # ``detach`` frees this many processes at once at most
 MAX_STATUS_PROCESSES = 1024  # ``status`` lists this many processes (and counts them all)
 # What ``inject`` may do to a GPU (docs/protocol.md): its faults, a crash of the
-# processes on it, and ``clear``.
-GPU_FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
-RANK_CRASH = "rank-crash"
-FAULTS = (*GPU_FAULTS, RANK_CRASH)
-CLEAR_FAULTS = "clear"
+# processes on it, and ``clear``: the names the snapshot (the contract) defines,
+# imported above.
 MAX_ECC_COUNT = 1_000_000
 MAX_UNAUTHENTICATED_LINE_BYTES = 4096  # a TCP client's first line (its hello)
 AUTH_TIMEOUT_S = 5.0  # a TCP client must say hello with its token within this

@@ -12,6 +12,14 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 
+# The faults a GPU can carry (a snapshot's ``faults`` lists those in force), what else
+# ``inject`` can do to one (end its processes), and what undoes them, as a reset does:
+# the one list the physics, the protocol and every command share.
+GPU_FAULTS = ("thermal", "power-brake", "ecc", "ecc-uncorrectable", "xid79")
+RANK_CRASH = "rank-crash"
+FAULTS = (*GPU_FAULTS, RANK_CRASH)
+CLEAR_FAULTS = "clear"
+
 # NVML clock event reason bits (nvmlClocksEventReason*).
 REASON_GPU_IDLE = 0x1
 REASON_APPLICATIONS_CLOCKS = 0x2
