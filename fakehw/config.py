@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fakehw import protocol as proto
+from fakehw import tcpaddress
 from fakehw.specs import DEFAULT_MODEL, GpuSpec, UnknownGpuModel, lookup
 
 MAX_GPUS = 65536
@@ -131,7 +131,7 @@ class DaemonConfig:
 
 def parse_tcp_address(text: str) -> tuple[str, int]:
     try:
-        return proto.parse_tcp_address(text)
+        return tcpaddress.parse_tcp_address(text)
     except ValueError as exc:
         raise ConfigError(f"tcp_listen: {exc}") from None
 

@@ -13,6 +13,8 @@ from fakehw.snapshot import CLEAR_FAULTS as CLEAR_FAULTS
 from fakehw.snapshot import FAULTS as FAULTS
 from fakehw.snapshot import GPU_FAULTS as GPU_FAULTS
 from fakehw.snapshot import RANK_CRASH as RANK_CRASH
+from fakehw.tcpaddress import DEFAULT_TCP_HOST as DEFAULT_TCP_HOST
+from fakehw.tcpaddress import parse_tcp_address as parse_tcp_address
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 
@@ -72,28 +74,6 @@ MAX_STATUS_PROCESSES = 1024  # ``status`` lists this many processes (and counts 
 MAX_ECC_COUNT = 1_000_000
 MAX_UNAUTHENTICATED_LINE_BYTES = 4096  # a TCP client's first line (its hello)
 AUTH_TIMEOUT_S = 5.0  # a TCP client must say hello with its token within this
-
-
-DEFAULT_TCP_HOST = "127.0.0.1"
-
-
-def parse_tcp_address(text: str) -> tuple[str, int]:
-    """``"[HOST:]PORT"`` (HOST may be ``[v6]``) as ``(host, port)``; HOST defaults to
-    loopback, so a listener is never exposed to other hosts unless asked."""
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep:
-        host = DEFAULT_TCP_HOST
-    bracketed = host.startswith("[") or host.endswith("]")
-    if bracketed:  # an IPv6 address, whole in its brackets: "[::1]"
-        if not (host.startswith("[") and host.endswith("]")) or "]" in host[1:-1]:
-            raise ValueError(f"expected [HOST:]PORT with an IPv6 HOST in brackets, got {text!r}")
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"an IPv6 HOST goes in brackets ([::1]:PORT), got {text!r}")
-    host = host or DEFAULT_TCP_HOST
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"expected [HOST:]PORT with PORT 0-65535, got {text!r}")
-    return host, int(port_text)
 
 
 class ProtocolError(Exception):
