@@ -16,6 +16,14 @@ import pytest
 
 REAL = Path(__file__).resolve().parent / "real"
 SMI_LAUNCHER = Path(__file__).resolve().parents[1] / "bin" / "fake-nvidia-smi"
+# each program as a user runs it, through this interpreter
+PROGRAMS = {
+    "fakehw": [sys.executable, "-m", "fakehw"],
+    "fake-train": [sys.executable, "-m", "fakehw.train"],
+    "fake-nvidia-smi": [sys.executable, str(SMI_LAUNCHER)],
+    "fake-gpustat": [sys.executable, "-m", "fakehw.gpustat"],
+    "fake-nvitop": [sys.executable, "-m", "fakehw.nvitop"],
+}
 T = TypeVar("T")
 
 

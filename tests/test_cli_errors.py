@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import SMI_LAUNCHER
-
-PROGRAMS = {
-    "fakehw": [sys.executable, "-m", "fakehw"],
-    "fake-train": [sys.executable, "-m", "fakehw.train"],
-    "fake-nvidia-smi": [sys.executable, str(SMI_LAUNCHER)],
-    "fake-gpustat": [sys.executable, "-m", "fakehw.gpustat"],
-    "fake-nvitop": [sys.executable, "-m", "fakehw.nvitop"],
-}
+from helpers import PROGRAMS
 
 
 def run(program: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:

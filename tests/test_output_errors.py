@@ -8,20 +8,11 @@ import os
 import pty
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import SMI_LAUNCHER, wait_for
-
-PROGRAMS = {
-    "fakehw": [sys.executable, "-m", "fakehw"],
-    "fake-train": [sys.executable, "-m", "fakehw.train"],
-    "fake-nvidia-smi": [sys.executable, str(SMI_LAUNCHER)],
-    "fake-gpustat": [sys.executable, "-m", "fakehw.gpustat"],
-    "fake-nvitop": [sys.executable, "-m", "fakehw.nvitop"],
-}
+from helpers import PROGRAMS, wait_for
 
 # (program, arguments): each writes a screenful to standard output and exits
 ONE_SHOT = [

@@ -187,6 +187,7 @@ class Engine:
         self.steps_since_start = 0  # since the job (re)started: the warm-up
         self.loss_sum = 0.0  # of the steps this run trained
         self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0  # since the last log
+        self.window_skipped = 0  # fp16 steps skipped since the last log
         self.straggle, self.straggle_until = 1.0, 0  # a slow rank's factor, until a step
         self.training_started: float | None = None  # story time of the first step
         self.early_stop_told = False
@@ -501,12 +502,15 @@ class Engine:
         self.window_loss += loss
         self.window_time += step_time
         self.window_steps += 1
+        self.window_skipped += int(skipped)
         self.check_clocks(slowest, median)
         if not self.should_log():
             return None
         interval_loss = self.window_loss / self.window_steps
         interval_step_s = self.window_time / self.window_steps
+        interval_skipped = self.window_skipped
         self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
+        self.window_skipped = 0
         epoch_fraction = self.step / plan.steps_per_epoch
         mean_step = sum(self.step_times) / len(self.step_times)
         extra = self.curve.dpo_metrics(self.step) if plan.task == "dpo" else {}
@@ -521,6 +525,7 @@ class Engine:
             loss=loss,
             interval_loss=interval_loss,
             interval_step_s=interval_step_s,
+            interval_skipped=interval_skipped,
             ppl=self.perplexity(loss),
             lr=self.lr(),
             grad_norm=grad_norm,

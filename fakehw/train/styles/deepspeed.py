@@ -35,7 +35,6 @@ class DeepSpeedStyle(Style):
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
-        self.skipped_before = 0  # skipped steps up to the previous iteration line
 
     def ds(self, t: float, where: str, text: str) -> None:
         millis = int((t % 1) * 1000)
@@ -153,8 +152,6 @@ class DeepSpeedStyle(Style):
         # all), against this step's own rate
         done = (m.step - self.plan.start_step) * m.global_batch
         running = done / max(m.elapsed_s, 1e-9)
-        skipped_here = m.skipped_steps - self.skipped_before
-        self.skipped_before = m.skipped_steps
         mom = ", ".join(["(0.9, 0.95)"] * 2)
         lrs = ", ".join([repr(m.lr)] * 2)
         self.ds(
@@ -181,8 +178,8 @@ class DeepSpeedStyle(Style):
             f"{m.interval_step_s * 1000:.1f} | learning rate: {m.lr:.3E} | global batch size: "
             f"{m.global_batch:5d} | lm loss: {m.interval_loss:.6E} | loss scale: "
             f"{m.loss_scale if m.loss_scale is not None else 1.0:.1f} | actual seqlen: "
-            f"{plan.seq:5d} | number of skipped iterations: {skipped_here:3d} | number of nan "
-            f"iterations: {0:3d} | samples per second: {m.global_batch * per_s:.3f} | tokens "
+            f"{plan.seq:5d} | number of skipped iterations: {m.interval_skipped:3d} | number of "
+            f"nan iterations: {0:3d} | samples per second: {m.global_batch * per_s:.3f} | tokens "
             f"per gpu per second (tgs): {tgs:.3f} | TFLOPs: {interval_tflops:.2f} |"
         )
 

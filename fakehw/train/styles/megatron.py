@@ -43,7 +43,6 @@ class MegatronStyle(Style):
         self.dataset_started = False  # "> building train, validation, ..." printed
         self.checkpoint_reading = False  # between load_checkpoint's first and last lines
         self.checkpoint_loaded = False  # the resumed run's save is read (once)
-        self.skipped_before = 0  # skipped steps up to the previous iteration line
 
     def launcher(self, launch: LaunchInfo) -> None:
         plan, par = self.plan, self.plan.par
@@ -246,8 +245,6 @@ class MegatronStyle(Style):
     def step(self, m: StepMetrics) -> None:
         # the interval's averages, as training_log computes them from its timer
         speedup = m.step_time_s / m.interval_step_s
-        skipped_here = m.skipped_steps - self.skipped_before  # counted per interval
-        self.skipped_before = m.skipped_steps
         loss_scale = m.loss_scale if m.loss_scale is not None else 1.0
         line = (
             f" [{stamp(m.time)}] iteration {m.step:8d}/{m.total_steps:8d} |"
@@ -259,7 +256,7 @@ class MegatronStyle(Style):
             f" lm loss: {m.interval_loss:.6E} |"
             f" loss scale: {loss_scale:.1f} |"
             f" grad norm: {m.grad_norm:.3f} |"
-            f" number of skipped iterations: {skipped_here:3d} |"
+            f" number of skipped iterations: {m.interval_skipped:3d} |"
             f" number of nan iterations: {0:3d} |"
         )
         self.term.line(line)
