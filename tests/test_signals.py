@@ -89,7 +89,9 @@ def test_ctrl_c_while_a_program_starts_ends_it_quietly(runtime_dir, program: str
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
         assert not OURS.search(stderr), (delay_ms, stderr[-1500:])
-        if "Traceback" not in stderr:
+        # the interpreter's own report of a Ctrl-C in its start-up: a traceback of its
+        # frames or, caught where no Python frame is running yet, its bare name (seen in CI)
+        if "Traceback" not in stderr and stderr != "KeyboardInterrupt\n":
             assert process.returncode in (0, 130, -signal.SIGINT), (delay_ms, stderr)
         outcomes.append(process.returncode)
     assert 130 in outcomes  # some of the signals did land in the program's start-up
