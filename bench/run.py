@@ -62,7 +62,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fakehw.client import Client  # noqa: E402
+from fakehw.service.client import Client  # noqa: E402
 
 
 def start_daemon(runtime: Path, nodes: int) -> int:
@@ -625,7 +625,7 @@ def monitor_cpu(seconds: float, command: list[str] | None = None) -> dict[str, f
     sleepers = []
     try:
         start_daemon(runtime, nodes=1)
-        from fakehw.client import Client
+        from fakehw.service.client import Client
 
         with Client.connect(root=str(runtime), autostart=False) as client:
             for gpu in range(8):

@@ -2,6 +2,6 @@
 
 import sys
 
-from fakehw.launch import run
+from fakehw.programs.launch import run
 
 sys.exit(run("fakehw"))

@@ -89,7 +89,7 @@ class Node:
         )  # fmt: skip
 
     def run_process(self, name: str, gpu: int, memory_mib: int, phase: str = "train") -> int:
-        from fakehw.client import Client
+        from fakehw.service.client import Client
 
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         self.children.append(child)

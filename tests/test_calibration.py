@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from helpers import REAL
 
-from fakehw.config import ClusterConfig
-from fakehw.simulate import SimulationRequest, samples
+from fakehw.contract.config import ClusterConfig
+from fakehw.tools.simulate import SimulationRequest, samples
 from fakehw.workload import Schedule
 
 TRACE = REAL / "h100/load/trace.csv"

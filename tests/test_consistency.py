@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fakehw.config import ClusterConfig
+from fakehw.contract.config import ClusterConfig
 from fakehw.devices import Cluster
 from fakehw.smi import details, table
 from fakehw.smi.fields import FieldContext, csv_row, resolve

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import alive, fakehw, wait_for
 
-from fakehw import protocol
-from fakehw.client import Client, DaemonUnavailable, RequestFailed
+from fakehw.service import protocol
+from fakehw.service.client import Client, DaemonUnavailable, RequestFailed
 
 
 def daemon_pid(runtime: Path) -> int:
@@ -173,7 +173,7 @@ def test_an_oversized_request_closes_only_that_connection(runtime_dir: Path) -> 
 
 def test_clients_starting_at_once_share_one_daemon(runtime_dir: Path) -> None:
     code = (
-        "from fakehw.client import Client\n"
+        "from fakehw.service.client import Client\n"
         "with Client.connect() as c: print(c.hello['daemon_pid'])\n"
     )
     children = [

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from helpers import Node, alive, fakehw, wait_for
 
-from fakehw import protocol
-from fakehw.client import Client, RequestFailed
+from fakehw.service import protocol
+from fakehw.service.client import Client, RequestFailed
 
 
 def daemon_pid(runtime: Path) -> int:

@@ -22,7 +22,7 @@ from helpers import Node, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakehw.client import Client
+from fakehw.service.client import Client
 
 EXPECTED = {  # layout: what each pane shows once running
     "classic": ["│ loss", "NVIDIA-SMI 580.159.04"],
@@ -391,7 +391,7 @@ TRICKY_NAMES = ["null", "Null", "true", "no", "on", "off", "y", "123", "0", "1_0
 
 def print_tmuxp(*args: str) -> str:
     """What `fakehw demo ... --print-tmuxp` prints (run in this process: many runs)."""
-    from fakehw.cli import main
+    from fakehw.tools.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -410,7 +410,7 @@ def test_tmuxp_file_reads_back_the_session_name_and_every_command(
     name: str, layout: str, seed: int
 ) -> None:
     yaml = pytest.importorskip("yaml", reason="PyYAML reads the tmuxp file (test extras)")
-    from fakehw.demo import LAYOUTS, SCRIPTS
+    from fakehw.tools.demo import LAYOUTS, SCRIPTS
 
     gpu_model = "NVIDIA H100 80GB HBM3"
     session = yaml.safe_load(print_tmuxp(layout, "--session", name, "--seed", str(seed),
@@ -437,7 +437,7 @@ ANY_CHARACTER = st.one_of(
 def test_tmuxp_writer_reads_back_any_string(name: str, gpu_model: str) -> None:
     """The YAML writer itself, beyond what --session and fake-train's checks let through."""
     yaml = pytest.importorskip("yaml", reason="PyYAML reads the tmuxp file (test extras)")
-    from fakehw.demo import LAYOUTS, tmuxp_yaml
+    from fakehw.tools.demo import LAYOUTS, tmuxp_yaml
 
     text = tmuxp_yaml(argparse.Namespace(session=name, gpu_model=gpu_model), LAYOUTS["classic"])
     session = yaml.safe_load(text)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakehw.config import ClusterConfig
-from fakehw.devices import DRIVER_OVERHEAD_MIB, Cluster, ClusterError
-from fakehw.snapshot import (
+from fakehw.contract.config import ClusterConfig
+from fakehw.contract.snapshot import (
     REASON_GPU_IDLE,
     REASON_HW_THERMAL,
     REASON_SW_POWER_CAP,
     REASON_SW_THERMAL,
 )
+from fakehw.devices import Cluster
+from fakehw.processes import DRIVER_OVERHEAD_MIB, ClusterError
 
 START = 1_800_000_000.0
 

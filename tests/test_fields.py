@@ -7,7 +7,7 @@ import re
 import pytest
 from helpers import REAL
 
-from fakehw.config import ClusterConfig
+from fakehw.contract.config import ClusterConfig
 from fakehw.devices import Cluster
 from fakehw.smi.fields import (
     FIELDS,

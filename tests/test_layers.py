@@ -1,11 +1,19 @@
 """The rooms of the house and the doors between them, read from the import graph
 (every ``import`` of every module, at any depth of the code, by its AST).
 
-- physics (numpy: the model of the GPUs) imports only physics and the contract;
-- the contract (specs, the snapshot schema and its names, identities, versions,
-  settings) imports only the contract: everyone may lean on it;
-- the views (fake-nvidia-smi, fake-gpustat, fake-nvitop, the NVML layer) import no
-  physics and no numpy, and neither does anything they import;
+A module's room is its path (see ``room``):
+
+- physics, the top of the package (``fakehw/devices.py``, ``fakehw/thermal.py`` ...:
+  numpy, the model of the GPUs), imports only physics and the contract;
+- the contract (``fakehw/contract/``, and ``fakehw/specs.py`` where the design names
+  it) imports only the contract: everyone may lean on it;
+- ``fakehw/programs/`` (entry points, signals, argument types) imports only itself:
+  every program loads it first;
+- the service (``fakehw/service/``: daemon, protocol, client) serves the physics and
+  imports no view, tool or training log;
+- the views (fake-nvidia-smi, fake-gpustat, fake-nvitop, the NVML layer and what they
+  share in ``fakehw/views/``) and the training log import no physics and no numpy,
+  and neither does anything they import; only the tools may import anything;
 - numpy is imported by physics only.
 """
 
@@ -20,16 +28,29 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fakehw"
-PHYSICS = {"fakehw.devices", "fakehw.thermal", "fakehw.workload", "fakehw.noise",
-           "fakehw.hostload"}  # fmt: skip
-CONTRACT = {"fakehw", "fakehw.specs", "fakehw.snapshot", "fakehw.identity", "fakehw.versions",
-            "fakehw.config", "fakehw.tcpaddress"}  # fmt: skip
-# A door still open, to be closed (issue "The house"): the simulator writes the physics'
-# state as .npz.
-NUMPY_OUTSIDE_PHYSICS = {"fakehw.simulator"}
-VIEW_PACKAGES = ("fakehw.smi", "fakehw.gpustat", "fakehw.nvitop", "fakehw.nvml", "fakehw.views")
+VIEW_PACKAGES = ("smi", "gpustat", "nvitop", "nvml", "views")
+# what each room may import besides itself
+MAY_IMPORT = {
+    "physics": {"contract"},
+    "contract": set(),
+    "programs": set(),
+    "service": {"physics", "contract"},
+    "views": {"contract", "programs", "service"},
+    "train": {"contract", "programs", "service"},
+    "tools": {"physics", "contract", "programs", "service", "views", "train"},
+}
 VIEW_ENTRY_POINTS = ["fakehw.smi.cli", "fakehw.gpustat.cli", "fakehw.nvitop.cli",
                      "fakehw.nvitop.app", "fakehw.nvml.library", "fakehw.nvml.hook"]  # fmt: skip
+
+
+def room(name: str) -> str:
+    """The room of module ``name``, from its path alone."""
+    parts = name.split(".")
+    if name in ("fakehw", "fakehw.specs"):
+        return "contract"
+    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
+        return "physics"
+    return "views" if parts[1] in VIEW_PACKAGES else parts[1]
 
 
 def module_name(path: Path) -> str:
@@ -76,24 +97,26 @@ def reach(name: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("name", sorted(PHYSICS))
-def test_physics_imports_only_physics_and_the_contract(name: str) -> None:
-    assert ours(name) <= PHYSICS | CONTRACT, ours(name) - PHYSICS - CONTRACT
+def test_every_module_has_a_known_room() -> None:
+    assert {room(name) for name in MODULES} == set(MAY_IMPORT)
 
 
-@pytest.mark.parametrize("name", sorted(CONTRACT))
-def test_the_contract_imports_only_itself(name: str) -> None:
-    assert ours(name) <= CONTRACT, ours(name) - CONTRACT
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_a_module_imports_only_what_its_room_may(name: str) -> None:
+    allowed = MAY_IMPORT[room(name)] | {room(name)}
+    wrong = {found for found in ours(name) if room(found) not in allowed}
+    assert not wrong, f"{name} ({room(name)}) imports {sorted(wrong)}"
 
 
-@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith(VIEW_PACKAGES)))
-def test_a_view_reaches_no_physics(name: str) -> None:
-    assert not reach(name) & PHYSICS, reach(name) & PHYSICS
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if room(m) in ("views", "train")))
+def test_views_and_the_training_log_reach_no_physics(name: str) -> None:
+    reached = {found for found in reach(name) if room(found) == "physics"}
+    assert not reached, reached
 
 
 def test_numpy_is_physics_only() -> None:
     users = {name for name in MODULES if any(m.split(".")[0] == "numpy" for m in imports(name))}
-    assert users <= PHYSICS | NUMPY_OUTSIDE_PHYSICS, users - PHYSICS - NUMPY_OUTSIDE_PHYSICS
+    assert {room(name) for name in users} == {"physics"}, users
 
 
 @pytest.mark.parametrize("entry", VIEW_ENTRY_POINTS)
@@ -102,7 +125,7 @@ def test_a_viewer_starts_without_numpy_or_the_physics(entry: str) -> None:
     code = (
         f"import sys, {entry}\n"
         "loaded = [m for m in sys.modules if m == 'numpy' or m in "
-        f"{sorted(PHYSICS)!r}]\n"
+        f"{sorted(m for m in MODULES if room(m) == 'physics')!r}]\n"
         "print(loaded)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

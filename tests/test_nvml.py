@@ -254,7 +254,7 @@ def test_grafana_dashboard_queries_served_metrics() -> None:
                            .read_text())  # fmt: skip
     expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert expressions
-    from fakehw.exporter import METRICS
+    from fakehw.tools.exporter import METRICS
 
     served = {name for name, *_ in METRICS}
     for expression in expressions:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fakehw.cli import build_parser
+from fakehw.tools.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from helpers import alive, fakehw, wait_for
 
-from fakehw.client import Client
+from fakehw.service.client import Client
 
 
 def daemon_pid(runtime: Path) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import fakehw, wait_for
 
-from fakehw.client import Client
+from fakehw.service.client import Client
 
 TOOLS = {
     "fakehw daemon start": ["-m", "fakehw", "daemon", "start"],

@@ -26,7 +26,7 @@ from helpers import alive, fakehw, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakehw.client import Client, RequestFailed
+from fakehw.service.client import Client, RequestFailed
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def broken(self, *args, **kwargs):
         raise ZeroDivisionError("an injected bug")
     return original(self, *args, **kwargs)
 target.{cls}.{method} = broken
-from fakehw.cli import main
+from fakehw.tools.cli import main
 sys.exit(main(["daemon", "run", "--runtime-dir", sys.argv[1]]))
 """
 
@@ -377,7 +377,7 @@ def test_a_program_started_after_the_recorded_one_is_not_taken_for_it(
 ) -> None:
     """What a PID reused within a second would look like: another program, started a
     few tenths of a second after the recorded start time, is not the recorded one."""
-    from fakehw import pidwatch
+    from fakehw.service import pidwatch
 
     first, _ = sleeper_pair
     recorded = pidwatch.start_time(first.pid)
@@ -410,7 +410,7 @@ def test_a_client_in_another_pid_namespace_may_not_attach(
     client = start_daemon("--gpus-per-node", "2")
     inside = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
-         "import os\nfrom fakehw.client import Client, RequestFailed\n"
+         "import os\nfrom fakehw.service.client import Client, RequestFailed\n"
          "client = Client.connect(autostart=False)\n"
          f"for pid in (os.getpid(), {sleeper.pid}):\n"
          "    try:\n"

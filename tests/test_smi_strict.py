@@ -127,11 +127,11 @@ def test_loop_longer_than_an_hour_runs_instead_of_blaming_the_driver(
 
 
 DAEMON_WITH_SHORT_SUBSCRIPTIONS = (
-    "import sys, fakehw.protocol as p; p.MAX_SUBSCRIBE_INTERVAL_MS = 200\n"
-    "from fakehw.cli import main; sys.exit(main(sys.argv[1:]))"
+    "import sys, fakehw.service.protocol as p; p.MAX_SUBSCRIBE_INTERVAL_MS = 200\n"
+    "from fakehw.tools.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 SMI_WITH_SHORT_SUBSCRIPTIONS = (
-    "import sys, fakehw.protocol as p; p.MAX_SUBSCRIBE_INTERVAL_MS = 200\n"
+    "import sys, fakehw.service.protocol as p; p.MAX_SUBSCRIBE_INTERVAL_MS = 200\n"
     "from fakehw.smi.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
@@ -140,7 +140,7 @@ SMI_WITH_SHORT_SUBSCRIPTIONS = (
 def daemon_with_short_subscriptions(isolated_environment: Path) -> Iterator[Path]:
     """A daemon (and its protocol) whose subscriptions go up to 200 ms instead of an hour:
     what happens beyond the longest subscription can then be watched in seconds."""
-    from fakehw.client import Client, DaemonUnavailable, RequestFailed
+    from fakehw.service.client import Client, DaemonUnavailable, RequestFailed
 
     daemon = subprocess.Popen(
         [sys.executable, "-c", DAEMON_WITH_SHORT_SUBSCRIPTIONS, "daemon", "start",

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from helpers import SMI_LAUNCHER, fakehw, wait_for
 
-from fakehw import protocol
-from fakehw.daemon import MAX_TCP_CONNECTIONS
+from fakehw.service import protocol
+from fakehw.service.daemon import MAX_TCP_CONNECTIONS
 
 
 class TcpDaemon:

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from helpers import alive, fakehw, wait_for
 
-from fakehw.client import Client, DaemonUnavailable
+from fakehw.service.client import Client, DaemonUnavailable
 from fakehw.specs import lookup
 from fakehw.train.plan import make_plan
 

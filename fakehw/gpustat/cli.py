@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from fakehw.argtypes import ascii_int, float_option
 from fakehw.gpustat import render
-from fakehw.signals import Terminated, raise_on_termination
+from fakehw.programs.argtypes import ascii_int, float_option
+from fakehw.programs.signals import Terminated, raise_on_termination
 from fakehw.views.procinfo import ProcessTable
 
 ENTER_FULLSCREEN, EXIT_FULLSCREEN = "\x1b[?1049h\x1b[22;0;0t", "\x1b[?1049l\x1b[23;0;0t"
@@ -131,7 +131,7 @@ _nonnegative_int.__name__ = "nonnegative_int"  # gpustat's name, in "invalid non
 
 class Source:
     def __init__(self) -> None:
-        from fakehw.client import DaemonUnavailable, ResilientClient, node_from_env
+        from fakehw.service.client import DaemonUnavailable, ResilientClient, node_from_env
 
         self.node = node_from_env()
         self.procs = ProcessTable()
@@ -141,7 +141,7 @@ class Source:
             raise QueryError(f"NVML Shared Library Not Found ({exc})") from None
 
     def query(self, ids: str | None, args: argparse.Namespace) -> str:
-        from fakehw.client import DaemonUnavailable, RequestFailed
+        from fakehw.service.client import DaemonUnavailable, RequestFailed
 
         try:
             snapshot = self.client.snapshot(self.node)

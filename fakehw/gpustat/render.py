@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-    from fakehw.snapshot import NodeRecord, Snapshot
+    from fakehw.contract.snapshot import NodeRecord, Snapshot
 
 DEFAULT_GPUNAME_WIDTH = 16
 LOST_KEYS = ("temperature.gpu", "fan.speed", "utilization.gpu", "utilization.enc",

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from fakehw.nvitop import view
-from fakehw.signals import EXIT_INTERRUPTED, Terminated
+from fakehw.programs.signals import EXIT_INTERRUPTED, Terminated
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:

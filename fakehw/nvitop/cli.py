@@ -18,14 +18,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from fakehw.argtypes import ascii_float, int_option
 from fakehw.nvitop import view
-from fakehw.signals import Terminated, raise_on_termination
+from fakehw.programs.argtypes import ascii_float, int_option
+from fakehw.programs.signals import Terminated, raise_on_termination
 from fakehw.views.procinfo import HostProcess, ProcessTable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from fakehw.snapshot import ClusterSummary, NodeRecord, ProcessRecord, Snapshot
+    from fakehw.contract.snapshot import ClusterSummary, NodeRecord, ProcessRecord, Snapshot
 
 
 class NvmlError(Exception):
@@ -202,7 +202,7 @@ class Source:
     """The daemon, one node of it, and psutil's view of the GPU processes."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from fakehw.client import DaemonUnavailable, ResilientClient, node_from_env
+        from fakehw.service.client import DaemonUnavailable, ResilientClient, node_from_env
 
         self.args = args
         self.node = node_from_env()
@@ -214,7 +214,7 @@ class Source:
 
     def snapshot(self) -> Snapshot:
         """The node this view shows."""
-        from fakehw.client import DaemonUnavailable, RequestFailed
+        from fakehw.service.client import DaemonUnavailable, RequestFailed
 
         try:
             return self.client.snapshot(self.node)
@@ -225,7 +225,7 @@ class Source:
 
     def summary(self) -> ClusterSummary:
         """A few figures of every GPU of the cluster (the grid's), at any size."""
-        from fakehw.client import DaemonUnavailable, RequestFailed
+        from fakehw.service.client import DaemonUnavailable, RequestFailed
 
         try:
             result: ClusterSummary = self.client.request("summary")

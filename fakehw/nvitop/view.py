@@ -21,7 +21,7 @@ from fakehw.views.procinfo import HostProcess
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from fakehw.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 
 Fragment = tuple[str, str]
 Line = list[Fragment]

@@ -169,7 +169,7 @@ class FakeNvmlLibrary:
 
     # ------------------------------------------------------------ the daemon
     def connect(self) -> int:
-        from fakehw.client import DaemonUnavailable, ResilientClient
+        from fakehw.service.client import DaemonUnavailable, ResilientClient
 
         with self._lock:
             if self._client is None:
@@ -192,7 +192,7 @@ class FakeNvmlLibrary:
         return NVML_SUCCESS
 
     def snapshot(self) -> Any:
-        from fakehw.client import DaemonUnavailable, RequestFailed, node_from_env
+        from fakehw.service.client import DaemonUnavailable, RequestFailed, node_from_env
 
         with self._lock:
             now = time.monotonic()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
-from fakehw.launch import open_output
-from fakehw.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
+from fakehw.programs.launch import open_output
+from fakehw.programs.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
 from fakehw.smi.common import (
     DRIVER_UNREACHABLE,
     EXIT_DRIVER_NOT_LOADED,
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import IO
 
-    from fakehw.client import ResilientClient
-    from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, Snapshot
+    from fakehw.service.client import ResilientClient
 
 
 DEFAULT_LOOP_S = 5
@@ -172,7 +172,7 @@ class Source:
     """The node this fake nvidia-smi runs on, read from the daemon."""
 
     def __init__(self) -> None:
-        from fakehw.client import DaemonUnavailable, ResilientClient, node_from_env
+        from fakehw.service.client import DaemonUnavailable, ResilientClient, node_from_env
 
         try:
             # resilient: a -l loop carries on through a daemon restart
@@ -186,7 +186,7 @@ class Source:
         return snapshot, snapshot["nodes"][0]
 
     def _failed(self, exc: Exception) -> SmiError:
-        from fakehw.client import RequestFailed
+        from fakehw.service.client import RequestFailed
 
         if isinstance(exc, RequestFailed) and exc.code == "not_found":
             print(f"fakehw: FAKEHW_NODE={self.node}: {exc.message}", file=sys.stderr)
@@ -195,7 +195,7 @@ class Source:
         return SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED)
 
     def snapshot(self, detail: bool = False) -> tuple[Snapshot, NodeRecord]:
-        from fakehw.client import DaemonUnavailable, RequestFailed
+        from fakehw.service.client import DaemonUnavailable, RequestFailed
 
         try:
             return self._pick(self.client.snapshot(self.node, detail))
@@ -206,8 +206,8 @@ class Source:
         self, interval_ms: int, detail: bool = False
     ) -> Iterator[tuple[Snapshot, NodeRecord]]:
         """Snapshots the daemon pushes every ``interval_ms`` (within its subscription range)."""
-        from fakehw import protocol as proto
-        from fakehw.client import DaemonUnavailable, RequestFailed
+        from fakehw.service import protocol as proto
+        from fakehw.service.client import DaemonUnavailable, RequestFailed
 
         interval_ms = max(proto.MIN_SUBSCRIBE_INTERVAL_MS, interval_ms)
         try:
@@ -234,7 +234,7 @@ class Source:
         self, loop_ms: int | None, detail: bool = False, count: int | None = None
     ) -> Iterator[tuple[Snapshot, NodeRecord]]:
         """One snapshot, or one per interval until interrupted (or ``count``)."""
-        from fakehw import protocol as proto
+        from fakehw.service import protocol as proto
 
         if loop_ms is None:
             yield self.snapshot(detail)
@@ -267,7 +267,7 @@ def run(args: Args, out: IO[str]) -> int:
         out.write(_data("help_query_compute_apps.txt"))
         return EXIT_OK
     if args.version:
-        from fakehw import versions
+        from fakehw.contract import versions
 
         out.write(
             f"NVIDIA-SMI version  : {versions.DRIVER_VERSION}\n"
@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.filename is None:
             # Writing the output failed (a full disk, a reader gone: `| head`), to standard
-            # output or to FILE: fakehw.launch ends the program, as for every program.
+            # output or to FILE: fakehw.programs.launch ends the program, as for every program.
             raise
         print(f"Failed to open file {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_INVALID_ARGUMENT

@@ -1,6 +1,6 @@
 """Pieces every nvidia-smi view shares: the moment, GPU selection, units.
 
-Views receive a snapshot (see ``fakehw.snapshot``) and only format it.
+Views receive a snapshot (see ``fakehw.contract.snapshot``) and only format it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-    from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, Snapshot
 
 EXIT_OK = 0
 EXIT_INVALID_ARGUMENT = 2  # NVML_ERROR_INVALID_ARGUMENT

@@ -11,14 +11,14 @@ output in ``tests/real/*/static/q.txt`` and ``qx.txt``.
 
 from __future__ import annotations
 
-from fakehw import snapshot as records
+from fakehw.contract import snapshot as records
 from fakehw.smi.common import asctime, model_of
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-    from fakehw.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 
 LABEL_WIDTH = 55
 NA = "N/A"

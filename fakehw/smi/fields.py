@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 
-from fakehw import snapshot as records
+from fakehw.contract import snapshot as records
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from fakehw.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 
     Reader = Callable[["FieldContext"], str]
 

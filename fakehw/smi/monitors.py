@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 
-from fakehw import snapshot as records
+from fakehw.contract import snapshot as records
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from fakehw.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 
 # dmon metric groups in the order the real tool prints them, whatever -s says.
 # Each column: (name, unit, value of (gpu, previous gpu or None, seconds since)).

@@ -6,7 +6,7 @@ from fakehw.smi.common import asctime, model_of
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from fakehw.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 
 WIDE_RULE = "+" + "-" * 89 + "+"
 GPU_RULE = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"

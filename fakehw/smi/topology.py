@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from fakehw.snapshot import GpuRecord, NodeRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, NodeRecord, Snapshot
 
 UNDERLINE, RESET = "\x1b[4m", "\x1b[0m"
 MATRIX_LEGEND = """

@@ -19,11 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import NoReturn
 
-from fakehw.argtypes import ascii_float, ascii_int
-from fakehw.client import Client
-from fakehw.config import ClusterConfig
-from fakehw.protocol import FAULTS
-from fakehw.signals import EXIT_INTERRUPTED, Terminated, ignore_termination, raise_on_termination
+from fakehw.contract.config import ClusterConfig
+from fakehw.programs.argtypes import ascii_float, ascii_int
+from fakehw.programs.signals import (
+    EXIT_INTERRUPTED,
+    Terminated,
+    ignore_termination,
+    raise_on_termination,
+)
+from fakehw.service.client import Client
+from fakehw.service.protocol import FAULTS
 from fakehw.specs import GpuSpec
 
 EXIT_USAGE = 2
@@ -81,7 +86,7 @@ def _duration(text: str) -> float:
     return seconds
 
 
-INJECTABLE = FAULTS  # what the daemon can inject, one list (fakehw.protocol)
+INJECTABLE = FAULTS  # what the daemon can inject, one list (fakehw.service.protocol)
 
 
 def _injection(text: str) -> tuple[str, int, int]:
@@ -323,8 +328,8 @@ def connect(
     asked for explicitly, that is an error; when nothing was asked for, the run
     adopts its cluster, so the viewers and the log always agree.
     """
-    from fakehw.client import Client, DaemonUnavailable
-    from fakehw.config import ConfigError, load_settings
+    from fakehw.contract.config import ConfigError, load_settings
+    from fakehw.service.client import Client, DaemonUnavailable
     from fakehw.specs import UnknownGpuModel, lookup
 
     try:
@@ -386,7 +391,7 @@ def connect(
 
 
 def _restart_daemon(client: Client, cluster: ClusterConfig) -> Client:
-    from fakehw.client import DaemonUnavailable
+    from fakehw.service.client import DaemonUnavailable
 
     paths = client.paths
     client.request("shutdown")

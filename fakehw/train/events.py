@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fakehw import snapshot as records
+from fakehw.contract import snapshot as records
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from fakehw.client import Client, DaemonUnavailable, RequestFailed, ResilientClient
-from fakehw.protocol import MAX_DETACH_PIDS, MAX_SNAPSHOT_GPUS
+from fakehw.service.client import Client, DaemonUnavailable, RequestFailed, ResilientClient
+from fakehw.service.protocol import MAX_DETACH_PIDS, MAX_SNAPSHOT_GPUS
 from fakehw.train.events import GpuCell
 from fakehw.train.plan import RunPlan
 
 if TYPE_CHECKING:
-    from fakehw.snapshot import GpuRecord, Snapshot
+    from fakehw.contract.snapshot import GpuRecord, Snapshot
 
 # A rank: sleeps, and leaves as soon as its launcher does (prctl death signal,
 # and polling the parent for platforms without it). It runs as ``train.py`` so

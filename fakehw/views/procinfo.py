@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import psutil
 
-    from fakehw.snapshot import ProcessRecord
+    from fakehw.contract.snapshot import ProcessRecord
 
 
 class HostProcess:

@@ -13,8 +13,8 @@ import os
 import select
 import socket
 
-from fakehw import protocol as proto
-from fakehw.runtime import (
+from fakehw.service import protocol as proto
+from fakehw.service.runtime import (
     RuntimeDirError,
     RuntimePaths,
     TokenError,
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-    from fakehw.config import ClusterConfig, DaemonConfig
-    from fakehw.snapshot import Snapshot
+    from fakehw.contract.config import ClusterConfig, DaemonConfig
+    from fakehw.contract.snapshot import Snapshot
 
 START_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 10.0
@@ -330,7 +330,7 @@ class ResilientClient:
     def reconnect(self) -> None:
         import time
 
-        from fakehw.config import ClusterConfig
+        from fakehw.contract.config import ClusterConfig
 
         self.client.close()
         cluster = ClusterConfig.from_json(self._cluster_json)

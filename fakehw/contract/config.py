@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fakehw import tcpaddress
+from fakehw.contract import tcpaddress
 from fakehw.specs import DEFAULT_MODEL, GpuSpec, UnknownGpuModel, lookup
 
 MAX_GPUS = 65536

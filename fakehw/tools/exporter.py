@@ -49,7 +49,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from fakehw.client import Client, DaemonUnavailable, RequestFailed
+from fakehw.service.client import Client, DaemonUnavailable, RequestFailed
 
 DEFAULT_LISTEN = "127.0.0.1:9400"  # dcgm-exporter's port; loopback unless asked
 HOST_LABELS = ("hostname", "Hostname", "both")
@@ -258,7 +258,7 @@ class DaemonLink:
 
     def _connected(self) -> Client:
         if self._client is None:
-            from fakehw.config import ClusterConfig
+            from fakehw.contract.config import ClusterConfig
 
             cluster = None if self._cluster is None else ClusterConfig.from_json(self._cluster)
             client = Client.connect(client_name=self.client_name, cluster=cluster)

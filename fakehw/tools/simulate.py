@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fakehw.config import ClusterConfig
-from fakehw.devices import DRIVER_OVERHEAD_MIB, Cluster
+from fakehw.contract.config import ClusterConfig
+from fakehw.devices import Cluster
+from fakehw.processes import DRIVER_OVERHEAD_MIB
 from fakehw.workload import Schedule, ScheduledPhase, ScheduleError, check_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fakehw.snapshot import Snapshot
+    from fakehw.contract.snapshot import Snapshot
 
 DEFAULT_QUERY = (
     "timestamp,index,pstate,temperature.gpu,temperature.memory,power.draw,"

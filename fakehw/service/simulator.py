@@ -16,8 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fakehw.config import ClusterConfig
-from fakehw.devices import AttachedProcess, Cluster
+from fakehw import persist
+from fakehw.contract.config import ClusterConfig
+from fakehw.devices import Cluster
+from fakehw.persist import StateUnreadable
+from fakehw.processes import AttachedProcess
+
+__all__ = ["Simulator", "StateUnreadable"]
 
 # After a pause (laptop suspend, a stopped process) the model catches up in
 # steps of at most this many seconds, up to MAX_CATCH_UP_S; beyond that one
@@ -25,10 +30,6 @@ from fakehw.devices import AttachedProcess, Cluster
 CATCH_UP_STEP_S = 0.5
 MAX_CATCH_UP_S = 120.0
 RESTART_CATCH_UP_STEPS = 20  # a restarted daemon crosses the gap in at most this many steps
-
-
-class StateUnreadable(ValueError):
-    """A saved state that cannot be read (corrupt, truncated, not ours)."""
 
 
 class Simulator:
@@ -187,19 +188,13 @@ class Simulator:
     def save_state(self, path: str) -> None:
         """Write the cluster's lasting state (atomically: a crash, or a full disk, leaves
         the previous file as it was). Private to the user, as the socket is."""
-        import json
-
-        import numpy as np
-
         with self.lock:
-            state = self.cluster.state()
-        meta = json.dumps({"time": state["time"], "config": state["config"],
-                           "processes": state["processes"]}).encode()  # fmt: skip
+            state = persist.state_of(self.cluster)
         temporary = path + ".tmp"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, __meta__=np.frombuffer(meta, dtype=np.uint8), **state["arrays"])
+                persist.write(state, handle)
             os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -209,23 +204,9 @@ class Simulator:
     def load_state(self, path: str) -> bool:
         """Carry on from a saved state; False if it is of another cluster.
         Raises ``StateUnreadable`` for a file that is not a fakehw state."""
-        import json
-        import zipfile
-
-        import numpy as np
-
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["__meta__"]).decode())
-                arrays = {name: data[name] for name in data.files if name != "__meta__"}
-        except OSError as exc:
-            raise StateUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
-        except (ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-            raise StateUnreadable(f"{path} is not a fakehw state file ({exc})") from None
-        if not isinstance(meta, dict):
-            raise StateUnreadable(f"{path} is not a fakehw state file")
+        state = persist.read(path)
         with self.lock:
-            restored = self.cluster.restore({**meta, "arrays": arrays})
+            restored = persist.restore(self.cluster, state)
             self._cache.clear()
             return restored
 

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fakehw.argtypes import float_option, int_option
-from fakehw.signals import ignore_termination, raise_on_termination
+from fakehw.programs.argtypes import float_option, int_option
+from fakehw.programs.signals import ignore_termination, raise_on_termination
 
 INSTALL_HINT = (
     "fakehw demo needs tmux. Install it with your package manager, for example:\n"
@@ -211,7 +211,7 @@ class Started:
 
 def prepare_cluster(args: argparse.Namespace) -> str:
     """Start (or adopt) the daemon every pane will share; returns its runtime dir."""
-    from fakehw.runtime import runtime_paths
+    from fakehw.service.runtime import runtime_paths
     from fakehw.train.cli import UsageError, connect
 
     check_train_arguments(args)  # refused here, not in a pane
@@ -377,7 +377,7 @@ def _programs(windows: Sequence[str]) -> list[Any]:
 
 def _stop_idle_daemon(runtime: str | None, programs: set[int]) -> None:
     """Once the demo's processes have left the daemon, stop it if nobody else uses it."""
-    from fakehw.client import Client, DaemonUnavailable, RequestFailed
+    from fakehw.service.client import Client, DaemonUnavailable, RequestFailed
 
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while True:

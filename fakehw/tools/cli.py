@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fakehw import __version__
-from fakehw.argtypes import float_option, int_option
-from fakehw.client import DaemonUnavailable, RequestFailed
-from fakehw.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
-from fakehw.protocol import CLEAR_FAULTS, FAULTS, parse_tcp_address
-from fakehw.runtime import RuntimeDirError, runtime_paths
-from fakehw.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
+from fakehw.contract.config import ClusterConfig, ConfigError, DaemonConfig, load_settings
+from fakehw.programs.argtypes import float_option, int_option
+from fakehw.programs.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
+from fakehw.service.client import DaemonUnavailable, RequestFailed
+from fakehw.service.protocol import CLEAR_FAULTS, FAULTS, parse_tcp_address
+from fakehw.service.runtime import RuntimeDirError, runtime_paths
 from fakehw.specs import CATALOG
 
 EXIT_OK = 0
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples: fakehw demo\n          fakehw demo nvitop --seed 7\n"
         "          fakehw demo cluster --nodes 8 --detach\n          fakehw demo --kill",
     )
-    from fakehw.demo import add_arguments as add_demo_arguments
+    from fakehw.tools.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(demo)
 
@@ -306,7 +306,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _daemon_run(args: argparse.Namespace) -> int:
-    from fakehw.daemon import AlreadyRunning, Daemon, DaemonFailed, StartFailed, configure_logging
+    from fakehw.service.daemon import (
+        AlreadyRunning,
+        Daemon,
+        DaemonFailed,
+        StartFailed,
+        configure_logging,
+    )
 
     cluster, settings, _ = _cluster_from(args)
     paths = runtime_paths(getattr(args, "runtime_dir", None), create=True)
@@ -364,8 +370,8 @@ def _detach() -> int | None:
 
 
 def _daemon_start(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonUnavailable, start_daemon, try_connect
-    from fakehw.runtime import TokenError, read_token_file
+    from fakehw.service.client import Client, DaemonUnavailable, start_daemon, try_connect
+    from fakehw.service.runtime import TokenError, read_token_file
 
     cluster, settings, explicit = _cluster_from(args)
     if args.tcp_token_file is not None:
@@ -444,7 +450,7 @@ def _settings_differences(
 
 
 def _daemon_stop(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonBroken, DaemonNotAnswering, DaemonUnavailable
+    from fakehw.service.client import Client, DaemonBroken, DaemonNotAnswering, DaemonUnavailable
 
     try:
         client = Client.connect(client_name="fakehw daemon stop", autostart=False,
@@ -468,7 +474,7 @@ def _daemon_stop(args: argparse.Namespace) -> int:
 
 
 def _daemon_status(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonBroken, DaemonNotAnswering, DaemonUnavailable
+    from fakehw.service.client import Client, DaemonBroken, DaemonNotAnswering, DaemonUnavailable
 
     try:
         client = Client.connect(client_name="fakehw daemon status", autostart=False,
@@ -519,7 +525,6 @@ def _daemon_status(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fakehw.simulate import DEFAULT_QUERY, SimulationRequest, check_request, samples
     from fakehw.smi.fields import (
         FieldContext,
         UnknownField,
@@ -528,6 +533,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         resolve,
         split_field_list,
     )
+    from fakehw.tools.simulate import DEFAULT_QUERY, SimulationRequest, check_request, samples
     from fakehw.workload import Schedule, ScheduleError, check_start_time
 
     options = {part.strip() for part in args.format.split(",") if part.strip()}
@@ -733,8 +739,14 @@ def cmd_shellenv(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from fakehw.client import Client, DaemonUnavailable, RequestFailed, node_from_env, parse_node
-    from fakehw.protocol import MAX_ECC_COUNT, RANK_CRASH
+    from fakehw.service.client import (
+        Client,
+        DaemonUnavailable,
+        RequestFailed,
+        node_from_env,
+        parse_node,
+    )
+    from fakehw.service.protocol import MAX_ECC_COUNT, RANK_CRASH
 
     if not 1 <= args.count <= MAX_ECC_COUNT:
         raise CliError(f"--count must be between 1 and {MAX_ECC_COUNT}", EXIT_USAGE)
@@ -775,7 +787,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fakehw.demo import DemoError, run
+    from fakehw.tools.demo import DemoError, run
 
     try:
         return run(args)
@@ -784,7 +796,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
-    from fakehw.exporter import serve
+    from fakehw.tools.exporter import serve
 
     try:
         server = serve(args.listen, args.host_label)

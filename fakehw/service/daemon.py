@@ -38,11 +38,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakehw import __version__, pidwatch
-from fakehw import protocol as proto
-from fakehw.config import ClusterConfig, DaemonConfig
-from fakehw.devices import MAX_UNSAVED_STATE_S, ClusterError, OutOfMemory
-from fakehw.runtime import (
+from fakehw import __version__
+from fakehw.contract.config import ClusterConfig, DaemonConfig
+from fakehw.devices import MAX_UNSAVED_STATE_S
+from fakehw.processes import ClusterError, OutOfMemory
+from fakehw.service import pidwatch
+from fakehw.service import protocol as proto
+from fakehw.service.runtime import (
     RuntimeDirError,
     RuntimePaths,
     TokenError,
@@ -51,10 +53,10 @@ from fakehw.runtime import (
     open_private,
     read_token_file,
 )
-from fakehw.simulator import Simulator, StateUnreadable
+from fakehw.service.simulator import Simulator, StateUnreadable
 from fakehw.workload import PHASE_NAMES
 
-log = logging.getLogger("fakehw.daemon")
+log = logging.getLogger("fakehw.service.daemon")
 
 WATCH_INTERVAL_S = 0.5
 # A client's further requests wait (unread, in the kernel's buffers) while this much of

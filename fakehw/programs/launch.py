@@ -25,7 +25,7 @@ Where the output goes is handled here too, once for every program:
   writing nothing more to where the terminal was.
 
 Imports only modules the interpreter has loaded before any program runs
-(``errno``, ``io``, ``os``, ``signal``, ``sys``) and ``fakehw.signals``.
+(``errno``, ``io``, ``os``, ``signal``, ``sys``) and ``fakehw.programs.signals``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 PROGRAMS = {
-    "fakehw": "fakehw.cli",
+    "fakehw": "fakehw.tools.cli",
     "fake-nvidia-smi": "fakehw.smi.cli",
     "fake-train": "fakehw.train.cli",
     "fake-gpustat": "fakehw.gpustat.cli",
@@ -178,7 +178,7 @@ def _cannot_write(program: str, output: OutputFile, exc: OSError) -> int:
 
 def _hung_up(exc: BaseException) -> int:
     """The terminal went away: end without a word (there is no one to read it)."""
-    from fakehw.signals import Terminated
+    from fakehw.programs.signals import Terminated
 
     _discard_output((1, 2))
     context = exc.__context__
@@ -195,7 +195,7 @@ def run(program: str) -> int:
     _set_up_standard_streams(program)
     import importlib
 
-    from fakehw.signals import EXIT_INTERRUPTED, Terminated
+    from fakehw.programs.signals import EXIT_INTERRUPTED, Terminated
 
     main = importlib.import_module(PROGRAMS[program]).main
     try:
