@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fakehw import noise
+from fakehw import faults, noise
 from fakehw.contract import snapshot as records
 from fakehw.contract.config import ClusterConfig
 from fakehw.contract.identity import GpuIdentity, gpu_identities, hostname
@@ -81,7 +81,6 @@ BRAKE_CLOCK_SHARE = 0.25  # of the maximum SM clock, under a power brake
 # Hardware thermal slowdown engages at the slowdown temperature and lets go only
 # once the die is this much cooler, so the clocks do not flap tick by tick.
 HW_SLOWDOWN_RELEASE_C = 3.0
-LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
 _MEMORY_CYCLE = np.array(TRAIN_MEMORY_CYCLE) / np.mean(TRAIN_MEMORY_CYCLE)
 # Each phase's demand figures as arrays over the phases, for the vectorised demand table.
 _PHASE_ROW = {name: row for row, name in enumerate(PHASES)}
@@ -95,7 +94,15 @@ _INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
 
 
 class Cluster:
-    """All GPUs of all nodes, advanced together."""
+    """All GPUs of all nodes, advanced together.
+
+    One concept, hence its length: the GPUs' state as arrays and the tick that advances
+    them (their fixed spread, the demand the processes make, power, clocks, heat,
+    utilization, traffic, in one fixed order of random draws). What is not the tick is
+    elsewhere and only called from here: the process table (``fakehw.processes``),
+    faults (``fakehw.faults``), the records clients read (``fakehw.publish``) and what
+    outlives a restart (``fakehw.persist``).
+    """
 
     def __init__(self, config: ClusterConfig, start_time: float) -> None:
         self.config = config.validated()
@@ -304,62 +311,17 @@ class Cluster:
         self.publisher.stale()
 
     def inject(self, gpu: int, fault: str, count: int = 1) -> list[str]:
-        """Make a GPU (global index) misbehave; returns its faults now.
-
-        ``thermal``: its cooling fails, it heats to slowdown and throttles;
-        ``power-brake``: clocks held near their floor; ``ecc``: ``count``
-        corrected single-bit errors; ``ecc-uncorrectable``: a double-bit error
-        (XID 48); ``xid79``: the GPU falls off the bus; ``clear``: all undone,
-        as after a reset: the volatile error counts start again from zero, the
-        aggregate ones keep every error.
-        """
+        """Make a GPU (global index) misbehave (see ``fakehw.faults``); returns its
+        faults now. A refused request changes nothing."""
         if not 0 <= gpu < self.gpu_count:
             raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
-        if fault == "thermal":
-            self.fault_heat_w[gpu] = LOST_COOLING_W
-        elif fault == "power-brake":
-            self.fault_brake[gpu] = True
-        elif fault == "ecc":
-            if not 1 <= count <= 1_000_000:
-                raise ClusterError("count must be from 1 to 1000000")
-            self.ecc_volatile[gpu] += count
-        elif fault == "ecc-uncorrectable":
-            self.ecc_uncorrected[gpu] += 1
-            self.ecc_uncorrected_volatile[gpu] += 1
-            self._xid(gpu, 48)
-        elif fault == "xid79":
-            self.lost[gpu] = True
-            self._xid(gpu, 79)
-        elif fault == records.CLEAR_FAULTS:  # a GPU reset: volatile counts go to the aggregate ones
-            self.fault_heat_w[gpu] = 0.0
-            self.fault_brake[gpu] = False
-            self.lost[gpu] = False
-            self.ecc_history[gpu] += self.ecc_volatile[gpu]
-            self.ecc_volatile[gpu] = 0
-            self.ecc_uncorrected_volatile[gpu] = 0
-        else:
-            raise ClusterError(
-                f"unknown fault {fault!r}; faults: {', '.join(records.GPU_FAULTS)}, "
-                f"{records.CLEAR_FAULTS}"
-            )
+        faults.inject(self, gpu, fault, count)
         self.publisher.stale()
-        return self.faults_of(gpu)
-
-    def _xid(self, gpu: int, code: int) -> None:
-        self.xid_count[gpu] += 1
-        self.last_xid[gpu] = code
+        return faults.active(self, gpu)
 
     def faults_of(self, gpu: int) -> list[str]:
-        faults = []
-        if self.fault_heat_w[gpu] > 0:
-            faults.append("thermal")
-        if self.fault_brake[gpu]:
-            faults.append("power-brake")
-        if self.ecc_uncorrected_volatile[gpu]:
-            faults.append("ecc-uncorrectable")
-        if self.lost[gpu]:
-            faults.append("xid79")
-        return faults
+        """The faults GPU ``gpu`` (global index) has now."""
+        return faults.active(self, gpu)
 
     def _slots_changed(self) -> None:
         """After an attach, phase change or detach: what the next check needs now, and
