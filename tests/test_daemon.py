@@ -366,8 +366,12 @@ def test_the_daemon_refuses_peers_of_another_uid(runtime_dir: Path) -> None:
 
 
 def test_the_protocol_document_covers_every_op() -> None:
+    from fakehw.service.ops import TABLE
+
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
-    for op in protocol.OPS:
+    for op, row in TABLE.items():
         assert f"`{op}`" in doc, op
+        for limit in row.limits:  # each limit an op enforces is one of the protocol's
+            assert isinstance(getattr(protocol, limit, None), int), (op, limit)
     for code in ("bad_request", "unknown_op", "not_found", "conflict", "protocol_mismatch"):
         assert f"`{code}`" in doc, code

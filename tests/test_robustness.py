@@ -191,7 +191,7 @@ def test_a_crowded_daemon_tells_newcomers_busy_yet_can_be_looked_at_and_stopped(
     """1,000 idle connections: a viewer is told the daemon is busy (not "out of order",
     not "not running"); `fakehw daemon status` still reports it, within a reserve of
     connections that may only ask status or stop; past the reserve, busy at once."""
-    from fakehw.service.daemon import MAX_CONNECTIONS, RESERVED_CONNECTIONS
+    from fakehw.service.connections import MAX_CONNECTIONS, RESERVED_CONNECTIONS
 
     root, bystander = daemon
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -276,12 +276,12 @@ def test_out_of_descriptors_it_pauses_instead_of_spinning(tmp_path: Path) -> Non
 def test_protocol_limits_are_what_the_document_says() -> None:
     text = " ".join((Path(__file__).parents[1] / "docs" / "protocol.md").read_text().split())
     from fakehw.processes import MAX_PROCESSES_PER_GPU
-    from fakehw.service.daemon import MAX_CONNECTIONS
+    from fakehw.service.connections import MAX_CONNECTIONS
 
     assert protocol.MAX_LINE_BYTES == 1 << 20 and "1 MiB" in text
     assert f"{MAX_CONNECTIONS} connections" in text
     assert f"{MAX_PROCESSES_PER_GPU} processes per GPU" in text
-    from fakehw.service.daemon import MAX_TCP_CONNECTIONS
+    from fakehw.service.connections import MAX_TCP_CONNECTIONS
 
     assert f"At most {MAX_TCP_CONNECTIONS} TCP connections" in text
     assert f"within {protocol.AUTH_TIMEOUT_S:g} s" in text

@@ -202,7 +202,7 @@ sys.exit(main(["daemon", "run", "--runtime-dir", sys.argv[1]]))
 
 @pytest.mark.parametrize(
     ("module", "cls", "method", "after"),
-    [("devices", "Cluster", "step", 10), ("daemon", "Daemon", "_watch_pids", 3)],
+    [("devices", "Cluster", "step", 10), ("service.daemon", "Daemon", "_watch_pids", 3)],
     ids=["the model thread dies", "the main loop dies"],
 )
 def test_a_daemon_that_breaks_goes_down_loudly(

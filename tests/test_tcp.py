@@ -19,7 +19,7 @@ import pytest
 from helpers import SMI_LAUNCHER, fakehw, wait_for
 
 from fakehw.service import protocol
-from fakehw.service.daemon import MAX_TCP_CONNECTIONS
+from fakehw.service.connections import MAX_TCP_CONNECTIONS
 
 
 class TcpDaemon:

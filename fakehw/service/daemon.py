@@ -8,7 +8,7 @@ Simulator ticks in its own thread. The daemon
 * listens on ``daemon.sock``, mode 0600, and answers only peers of its own uid;
 * optionally (``tcp_listen``) also on TCP, loopback unless told otherwise, for
   viewers on other hosts: a TCP client must present the token in its first
-  line (``hello``) within 5 s, and may then only look (``protocol.TCP_OPS``);
+  line (``hello``) within 5 s, and may then only look (``service.ops.TCP_OPS``);
 * detaches a process whose real PID has died (freeing its memory, as the
   driver does) within half a second;
 * exits after ``idle_timeout_s`` with no client connected and no process
@@ -16,13 +16,17 @@ Simulator ticks in its own thread. The daemon
 
 A misbehaving client (garbage, huge lines, not reading) loses its own
 connection; it never stalls or crashes the daemon.
+
+What a request does is ``fakehw.service.ops``'s (one table of operations); who may
+ask is ``auth``'s; the log is ``logs``'s. ``Daemon`` is the life of the process
+and its event loop (listen, accept, read, answer, push, watch PIDs, save), which
+is why it is the longest class here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hmac
 import ipaddress
 import logging
 import logging.handlers
@@ -31,30 +35,32 @@ import selectors
 import signal
 import socket
 import stat
-import struct
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fakehw import __version__
 from fakehw.contract.config import ClusterConfig, DaemonConfig
 from fakehw.devices import MAX_UNSAVED_STATE_S
 from fakehw.processes import ClusterError, OutOfMemory
-from fakehw.service import pidwatch
+from fakehw.service import auth, pidwatch
 from fakehw.service import protocol as proto
+from fakehw.service.connections import (
+    MAX_CONNECTIONS,
+    MAX_TCP_CONNECTIONS,
+    RESERVED_CONNECTIONS,
+    Connection,
+)
+from fakehw.service.logs import Throttle
+from fakehw.service.ops import OPS, Operations
 from fakehw.service.runtime import (
     RuntimeDirError,
     RuntimePaths,
     TokenError,
     check_socket_path,
-    create_token_file,
     open_private,
-    read_token_file,
 )
 from fakehw.service.simulator import Simulator, StateUnreadable
-from fakehw.workload import PHASE_NAMES
 
 log = logging.getLogger("fakehw.service.daemon")
 
@@ -78,22 +84,11 @@ CHANGE_SAVE_S = 0.5
 # twentieth of a core; never more than MAX_UNSAVED_S apart, which restores count on.
 SAVE_COST_FACTOR = 20.0
 MAX_UNSAVED_S = MAX_UNSAVED_STATE_S
-STATE_OPS = frozenset({"attach", "set_phase", "detach", "inject"})
-MAX_CONNECTIONS = 1000  # beyond this, new connections are told so and closed ...
-# ... except a few more kept for `fakehw daemon status` and `stop`: they may only
-# ask those (a daemon crowded by idle clients can still be looked at and stopped).
-RESERVED_CONNECTIONS = 16
-RESERVED_OPS = frozenset({"hello", "status", "shutdown"})
-MAX_TCP_CONNECTIONS = 256  # a separate budget: TCP strangers never crowd out local tools
 # Out of file descriptors, the daemon stops accepting for this long (and serves
 # the clients it has) instead of spinning on a listener it cannot accept from.
 ACCEPT_BACKOFF_S = 1.0
 SKIP_PUSH_OUTBOX_BYTES = 1 << 20  # a subscriber this far behind misses pushes
 READ_CHUNK = 65536
-# The same warning (a refused stranger, a full disk) is logged at most once per
-# this many seconds, with a count of the ones left out: a flood cannot fill the disk.
-LOG_REPEAT_S = 10.0
-LOG_MAX_BYTES = 1 << 20  # daemon.log is rotated beyond this (one old file kept)
 
 
 class AlreadyRunning(RuntimeError):
@@ -106,60 +101,6 @@ class StartFailed(RuntimeError):
 
 class DaemonFailed(RuntimeError):
     """The daemon broke while serving (its model thread died, or its loop did)."""
-
-
-class Throttle:
-    """Logs one warning per key and period, then how many were left out."""
-
-    def __init__(self, period_s: float = LOG_REPEAT_S) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._dropped: dict[str, int] = {}
-
-    def warning(self, key: str, message: str, *args: object) -> None:
-        self.log(logging.WARNING, key, message, *args)
-
-    def log(self, level: int, key: str, message: str, *args: object,
-            exc_info: bool = False) -> None:  # fmt: skip
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.period_s:
-            self._dropped[key] = self._dropped.get(key, 0) + 1
-            return
-        dropped = self._dropped.pop(key, 0)
-        self._last[key] = now
-        if dropped:
-            message += " (and %d more like it in the last %.0f s)"
-            args = (*args, dropped, now - last if last is not None else 0.0)
-        log.log(level, message, *args, exc_info=exc_info)
-
-
-@dataclass
-class Subscription:
-    ident: int
-    interval_s: float
-    nodes: list[int] | None
-    detail: bool
-    next_due: float
-
-
-@dataclass
-class Connection:
-    sock: socket.socket
-    pid: int | None
-    inbox: bytearray = field(default_factory=bytearray)
-    outbox: bytearray = field(default_factory=bytearray)
-    subscriptions: dict[int, Subscription] = field(default_factory=dict)
-    client_name: str = ""
-    closing: bool = False
-    remote: str | None = None  # "host:port" of a TCP peer; None on the Unix socket
-    authenticated: bool = True  # a TCP peer becomes so by its hello's token
-    opened: float = 0.0
-    last_progress: float = 0.0  # when it last sent a whole request or took some reply
-    # A peer in another PID namespace (a container sharing the runtime directory): the
-    # PIDs it names are not this machine's, so it may not attach them.
-    foreign_pids: bool = False
-    reserved: bool = False  # let in beyond MAX_CONNECTIONS: RESERVED_OPS only
 
 
 class Daemon:
@@ -179,9 +120,10 @@ class Daemon:
         self.simulator = Simulator(
             self.cluster_config, settings.tick_hz, clock, on_failure=self._model_failed
         )
+        self.ops = Operations(self)
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, Connection] = {}
-        self.throttle = Throttle()
+        self.throttle = Throttle(log)
         self._failure: BaseException | None = None  # what broke the daemon, if anything
         self.started = time.monotonic()
         self._pid_namespace = pidwatch.pid_namespace()
@@ -191,7 +133,7 @@ class Daemon:
         self._lock_handle: Any = None
         self._listener: socket.socket | None = None
         self._tcp_listener: socket.socket | None = None
-        self._tcp_token = b""
+        self.tcp_token = b""  # what a TCP peer must present
         self.tcp_address: str | None = None  # "host:port" actually bound
         self._accept_resume_at: float | None = None  # accepting paused until then
         self._state_changed = False  # since the last save
@@ -236,7 +178,9 @@ class Daemon:
 
     def _listen_tcp(self, host: str, port: int) -> None:
         token_file = self.settings.tcp_token_file or self.paths.tcp_token_file
-        self._tcp_token = load_or_create_token(token_file, create=not self.settings.tcp_token_file)
+        self.tcp_token = auth.load_or_create_token(
+            token_file, create=not self.settings.tcp_token_file
+        )
         try:
             addresses = socket.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -387,6 +331,15 @@ class Daemon:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
 
+    def fail(self, reason: str) -> None:
+        """Something left the daemon unable to serve correctly: stop, loudly."""
+        self._failure = DaemonFailed(reason)
+        self.stop()
+
+    def state_changed(self) -> None:
+        """The cluster changed at a client's request: save it soon."""
+        self._state_changed = True
+
     def _shutdown(self) -> None:
         """Tear down, each step on its own: one that fails does not keep the socket alive."""
         steps: list[tuple[str, Callable[[], None]]] = [("stopping the model", self.simulator.stop)]
@@ -493,7 +446,7 @@ class Daemon:
         assert self._listener is not None
         while (accepted := self._accept_from(self._listener)) is not None:
             sock, _ = accepted
-            pid, uid = _peer_credentials(sock)
+            pid, uid = auth.peer_credentials(sock)
             if uid is not None and uid != os.getuid():
                 self.throttle.warning("uid", "refused a peer with uid %s", uid)
                 sock.close()
@@ -504,19 +457,9 @@ class Daemon:
                 continue
             self._register(
                 Connection(sock=sock, pid=pid, opened=time.monotonic(),
-                           foreign_pids=self._in_another_pid_namespace(pid),
+                           foreign_pids=auth.in_another_pid_namespace(pid, self._pid_namespace),
                            reserved=local >= MAX_CONNECTIONS)
             )  # fmt: skip
-
-    def _in_another_pid_namespace(self, peer_pid: int | None) -> bool:
-        """Whether the peer sees other PIDs than this daemon does. The kernel gives a
-        peer's PID as this daemon sees it (0 if it has none here)."""
-        if peer_pid is None:
-            return False  # no SO_PEERCRED: no namespaces either
-        if peer_pid == 0:
-            return True
-        theirs = pidwatch.pid_namespace(peer_pid)
-        return theirs is not None and theirs != self._pid_namespace
 
     def _accept_from(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
         """The next waiting connection, or None when there is none for now."""
@@ -623,9 +566,9 @@ class Daemon:
         (a line over the limit: what follows it cannot be trusted to be framed)."""
         request_id: object = None
         try:
-            message = proto.decode_request(line)
+            message = proto.decode_request(line, OPS)
             request_id = message.get("id")
-            return self._checked_size(request_id, self._dispatch(conn, request_id, message))
+            return self._checked_size(request_id, self.ops.dispatch(conn, request_id, message))
         except proto.ProtocolError as exc:
             closes = exc.code == proto.BUSY or (
                 exc.code == proto.TOO_LARGE and len(line) > proto.MAX_LINE_BYTES
@@ -650,300 +593,6 @@ class Daemon:
             f"the reply would be {len(reply) / 1e6:.1f} MB, more than the "
             f"{proto.MAX_REPLY_BYTES >> 20} MiB one may be: ask for fewer nodes",
         ), False
-
-    # ------------------------------------------------------------ operations
-    def _dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
-        op = message["op"]
-        if conn.remote is not None:
-            self._check_remote(conn, op, message)
-        if conn.reserved and op not in RESERVED_OPS:  # told, then closed
-            raise proto.ProtocolError(
-                proto.BUSY,
-                f"the daemon is busy: it serves as many clients as it will "
-                f"({MAX_CONNECTIONS}); close some, or see `fakehw daemon status`",
-            )
-        if op == "snapshot":
-            nodes = self._nodes_arg(message)
-            detail = self._detail_arg(message)
-            return proto.ok_raw(request_id, self.simulator.snapshot_json(nodes, detail))
-        if op == "summary":
-            return proto.ok_raw(request_id, self.simulator.summary_json())
-        handler = getattr(self, f"_op_{op}")
-        if op not in STATE_OPS:
-            return proto.ok(request_id, handler(conn, message))
-        try:
-            result = handler(conn, message)
-        except (proto.ProtocolError, ClusterError):
-            raise  # refused before anything changed
-        except Exception:
-            # A bug in the middle of a change: carry on only if the cluster is whole.
-            problem = self.simulator.consistency_problem()
-            if problem is not None:
-                log.critical("a failed %s left the cluster inconsistent (%s)", op, problem)
-                self._failure = DaemonFailed(f"inconsistent after a failed {op}: {problem}")
-                self.stop()
-            raise
-        self._state_changed = True
-        return proto.ok(request_id, result)
-
-    @staticmethod
-    def _detail_arg(message: dict[str, Any]) -> bool:
-        detail = message.get("detail", False)
-        if not isinstance(detail, bool):
-            raise proto.ProtocolError(proto.BAD_REQUEST, '"detail" must be true or false')
-        return detail
-
-    def _nodes_arg(self, message: dict[str, Any]) -> list[int] | None:
-        """The nodes a snapshot or subscription covers: ``node`` (one index or hostname),
-        ``nodes`` (a list of them), or, with neither, all. One covering more than
-        ``MAX_SNAPSHOT_GPUS`` GPUs is refused (too_large) before anything is encoded."""
-        if "node" in message and "nodes" in message:
-            raise proto.ProtocolError(proto.BAD_REQUEST, 'give "node" or "nodes", not both')
-        if message.get("nodes") is not None:
-            wanted = message["nodes"]
-            if (
-                not isinstance(wanted, list)
-                or not wanted
-                or len(wanted) > self.cluster_config.nodes
-            ):
-                raise proto.ProtocolError(
-                    proto.BAD_REQUEST, '"nodes" must be a non-empty list of node indices or names'
-                )
-            count = len(wanted)
-        else:
-            count = 1 if message.get("node") is not None else self.cluster_config.nodes
-        gpus = count * self.cluster_config.gpus_per_node
-        if gpus > proto.MAX_SNAPSHOT_GPUS:
-            raise proto.ProtocolError(
-                proto.TOO_LARGE,
-                f"a snapshot of {gpus} GPUs is too large to send (at most "
-                f'{proto.MAX_SNAPSHOT_GPUS}): ask for some nodes ("node" or "nodes"), or for '
-                'the whole cluster\'s "summary"',
-            )
-        if message.get("nodes") is not None:
-            return [self._node_index(node) for node in message["nodes"]]
-        if message.get("node") is not None:
-            return [self._node_index(message["node"])]
-        return None
-
-    def _node_index(self, node: object) -> int:
-        if isinstance(node, bool) or not isinstance(node, int | str):
-            raise proto.ProtocolError(proto.BAD_REQUEST, '"node" must be an index or hostname')
-        try:
-            return self.simulator.node_index(node)
-        except KeyError:
-            raise proto.ProtocolError(
-                proto.NOT_FOUND,
-                f"no node {node!r} (the cluster's nodes are 0-{self.cluster_config.nodes - 1}: "
-                f"{self.simulator.cluster.hostnames[0]} ...)",
-            ) from None
-
-    def _check_remote(self, conn: Connection, op: str, message: dict[str, Any]) -> None:
-        """A TCP peer must authenticate with its first request, then may only view."""
-        if not conn.authenticated:
-            token = message.get("token")
-            if op != "hello" or not isinstance(token, str):
-                raise proto.ProtocolError(
-                    proto.UNAUTHORIZED, 'over TCP the first request must be "hello" with "token"'
-                )
-            if not hmac.compare_digest(token.encode(errors="replace"), self._tcp_token):
-                raise proto.ProtocolError(proto.UNAUTHORIZED, "wrong token")
-            conn.authenticated = True
-            log.info("TCP peer %s authenticated", conn.remote)
-        elif op not in proto.TCP_OPS:
-            raise proto.ProtocolError(
-                proto.FORBIDDEN,
-                f"{op!r} is not allowed over TCP, which only serves views "
-                f"({', '.join(proto.TCP_OPS)}); run it on the daemon's host",
-            )
-
-    def _op_hello(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        version = message.get("protocol", proto.PROTOCOL_VERSION)
-        if version != proto.PROTOCOL_VERSION:
-            raise proto.ProtocolError(
-                proto.PROTOCOL_MISMATCH,
-                f"daemon speaks protocol {proto.PROTOCOL_VERSION}, client {version!r}: "
-                "restart the daemon (`fakehw daemon stop`) after upgrading fakehw",
-            )
-        conn.client_name = str(message.get("client", ""))[:64]
-        cluster = self.simulator.cluster
-        return {
-            "protocol": proto.PROTOCOL_VERSION,
-            "server": f"fakehw {__version__}",
-            "daemon_pid": os.getpid(),
-            "cluster": self.cluster_config.to_json(),
-            "model_name": cluster.spec.name,
-            "gpus": cluster.gpu_count,
-            "hostnames": cluster.hostnames,
-            "phases": list(PHASE_NAMES),
-        }
-
-    def _op_status(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        sim = self.simulator
-        return {
-            "daemon_pid": os.getpid(),
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "cluster": self.cluster_config.to_json(),
-            "description": self.cluster_config.describe(),
-            "tick_hz": self.settings.tick_hz,
-            "ticks": sim.cluster.tick,
-            "step_cpu_ms_mean": round(1000 * sim.step_seconds_total / max(1, sim.steps), 4),
-            "idle_timeout_s": self.settings.idle_timeout_s,
-            "clients": len(self.connections),
-            "subscriptions": sum(len(c.subscriptions) for c in self.connections.values()),
-            "process_count": len(sim.cluster.processes),
-            "processes": [
-                {
-                    "pid": p.pid,
-                    "name": p.name,
-                    "gpus": list(p.gpus),
-                    "phase": p.phase,
-                    "watch_pid": p.watch_pid,
-                    "watch_started": p.watch_started,
-                    "host_process": p.is_host_process,
-                    "job": p.job,
-                }
-                for p in sim.processes()[: proto.MAX_STATUS_PROCESSES]
-            ],
-            "socket": str(self.paths.socket),
-            "tcp": self.tcp_address,
-            "tcp_token_file": (self.settings.tcp_token_file or self.paths.tcp_token_file)
-            if self.tcp_address
-            else None,
-            "tcp_clients": sum(c.remote is not None for c in self.connections.values()),
-        }
-
-    def _op_subscribe(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        interval = proto.arg_int(
-            message,
-            "interval_ms",
-            low=proto.MIN_SUBSCRIBE_INTERVAL_MS,
-            high=proto.MAX_SUBSCRIBE_INTERVAL_MS,
-        )
-        nodes = self._nodes_arg(message)
-        if len(conn.subscriptions) >= 16:
-            raise proto.ProtocolError(proto.CONFLICT, "at most 16 subscriptions per connection")
-        ident = self.next_subscription
-        self.next_subscription += 1
-        # The first push follows the response at once.
-        detail = self._detail_arg(message)
-        conn.subscriptions[ident] = Subscription(ident, interval / 1000.0, nodes, detail, 0.0)
-        return {"subscription": ident}
-
-    def _op_unsubscribe(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        ident = proto.arg_int(message, "subscription")
-        if conn.subscriptions.pop(ident, None) is None:
-            raise proto.ProtocolError(proto.NOT_FOUND, f"no subscription {ident}")
-        return {"subscription": ident}
-
-    def _op_attach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        pid = proto.arg_int(message, "pid", low=1, high=proto.MAX_PID)
-        name = proto.arg_str(message, "name")
-        gpus = proto.arg_int_list(message, "gpus")
-        user = proto.arg_optional_str(message, "user", max_length=64)
-        watch_pid = proto.arg_optional_int(message, "watch_pid", low=1, high=proto.MAX_PID)
-        job = proto.arg_optional_str(message, "job", max_length=128)
-        phase = proto.arg_optional_str(message, "phase", max_length=32) or "context"
-        plan = message.get("memory_plan")
-        if plan is not None and not (
-            isinstance(plan, dict) and all(isinstance(k, str) for k in plan)
-        ):
-            raise proto.ProtocolError(proto.BAD_REQUEST, '"memory_plan" must map phases to MiB')
-        if conn.foreign_pids:
-            raise proto.ProtocolError(
-                proto.FORBIDDEN,
-                "this client runs in another PID namespace (a container?), whose PIDs name "
-                "other processes here: attach from the daemon's namespace, or give the "
-                "container a FAKEHW_RUNTIME_DIR of its own",
-            )
-        if pid in self.simulator.cluster.processes:
-            raise proto.ProtocolError(proto.CONFLICT, f"pid {pid} is already attached")
-        watch = pid if watch_pid is None else watch_pid
-        started = pidwatch.start_time(watch)
-        if started is None:
-            raise proto.ProtocolError(
-                proto.NOT_FOUND, f"no running process with pid {watch} to watch"
-            )
-        self.simulator.attach(
-            pid,
-            name,
-            gpus,
-            user=user or pidwatch.owner_name(watch),
-            watch_pid=watch,
-            watch_started=started,
-            memory_plan=plan,
-            phase=phase,
-            job=job,
-        )
-        return {"pid": pid, "gpus": gpus, "phase": phase}
-
-    def _op_set_phase(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        pid = proto.arg_int(message, "pid")
-        phase = proto.arg_str(message, "phase", max_length=32)
-        self.simulator.set_phase(
-            pid,
-            phase,
-            memory_mib=proto.arg_optional_int(message, "memory_mib"),  # the cluster checks it
-            cycle_s=proto.arg_optional_number(message, "cycle_s", low=0.05, high=600),
-            intensity=proto.arg_optional_number(message, "intensity", low=0.0, high=1.5),
-        )
-        return {"pid": pid, "phase": phase}
-
-    def _op_detach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        if "pids" in message:  # a job's end: all its processes in one go
-            pids = proto.arg_int_list(message, "pids", max_items=proto.MAX_DETACH_PIDS)
-            gone = self.simulator.detach_many(pids)
-            log.info("detached %d processes at a client's request", len(gone))
-            return {"pids": gone}
-        pid = proto.arg_int(message, "pid")
-        try:
-            self.simulator.detach(pid)
-        except ClusterError as exc:
-            raise proto.ProtocolError(proto.NOT_FOUND, str(exc)) from None
-        return {"pid": pid}
-
-    def _op_inject(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.simulator.cluster
-        gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
-        fault = proto.arg_choice(message, "fault", (*proto.FAULTS, proto.CLEAR_FAULTS))
-        count = proto.arg_optional_int(message, "count", low=1, high=proto.MAX_ECC_COUNT) or 1
-        if fault == proto.RANK_CRASH:
-            return {"gpu": gpu, "fault": fault, **self._crash_ranks(gpu)}
-        faults = self.simulator.inject(gpu, fault, count)
-        log.info("injected %s on GPU %d (now: %s)", fault, gpu, ", ".join(faults) or "none")
-        return {"gpu": gpu, "fault": fault, "faults": faults}
-
-    def _crash_ranks(self, gpu: int) -> dict[str, Any]:
-        """Every process on ``gpu`` ends. One that is provably a process of this
-        machine (its own watched PID, same start time, same user) is SIGKILLed, as
-        the OOM killer or a segfault would end it; a record standing for a process
-        elsewhere (a rank on another node) ends as a record: detached, nothing signalled.
-        """
-        victims = [p for p in self.simulator.processes() if gpu in p.gpus]
-        if not victims:
-            raise proto.ProtocolError(proto.NOT_FOUND, f"no process runs on GPU {gpu}")
-        killed, ended = [], []
-        for process in victims:
-            if process.is_host_process:
-                try:
-                    pidwatch.kill_verified(process.pid, process.watch_started)
-                    killed.append(process.pid)
-                except pidwatch.NotOurs as exc:
-                    log.warning("rank-crash: not signalling pid %d: %s", process.pid, exc)
-                    ended.append(process.pid)
-            else:
-                ended.append(process.pid)
-            # The driver frees a dead process's memory at once.
-            with contextlib.suppress(ClusterError):
-                self.simulator.detach(process.pid)
-        log.info("rank-crash on GPU %d: killed %s, ended records %s", gpu, killed, ended)
-        return {"killed": killed, "ended": ended, "faults": self.simulator.cluster.faults_of(gpu)}
-
-    def _op_shutdown(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
-        log.info("shutdown requested by a client (pid %s)", conn.pid)
-        self.stop()
-        return {"stopping": True, "daemon_pid": os.getpid()}
 
     # ----------------------------------------------------------- processes
     def _watch_pids(self) -> None:
@@ -1054,19 +703,6 @@ class Daemon:
         conn.sock.close()
 
 
-def load_or_create_token(path: str, create: bool) -> bytes:
-    """The token TCP clients must present (``runtime.read_token_file``'s rules);
-    ``create`` writes a fresh random one when there is none."""
-    if create and not os.path.lexists(path):
-        try:
-            create_token_file(path)
-        except FileExistsError:
-            pass  # made meanwhile: read it as any other
-        except OSError as exc:
-            raise TokenError(f"cannot create token file {path}: {exc.strerror}") from None
-    return read_token_file(path).encode()
-
-
 def raise_descriptor_limit(wanted: int) -> None:
     """Lift the soft limit on open files (often 1024) towards ``wanted``, within the
     hard limit, so the connection limits, not the kernel, decide who is refused."""
@@ -1079,38 +715,9 @@ def raise_descriptor_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:
-    """PID and UID of the process at the other end (Linux SO_PEERCRED)."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None, None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None, None
-    pid, uid, _gid = struct.unpack("3i", raw)
-    return pid, uid
-
-
 def _read_pid(path: str) -> int | None:
     try:
         with open(path) as handle:
             return int(handle.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def configure_logging(paths: RuntimePaths, foreground: bool) -> None:
-    """Log to stderr (``--foreground``) or to ``daemon.log``: private (0600, no symlink
-    followed), rotated beyond 1 MiB with one old file kept."""
-    handler: logging.Handler
-    if foreground:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        os.close(open_private(paths.log_file, os.O_WRONLY | os.O_APPEND))
-        handler = logging.handlers.RotatingFileHandler(
-            paths.log_file, maxBytes=LOG_MAX_BYTES, backupCount=1
-        )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger("fakehw")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)

@@ -27,20 +27,7 @@ MAX_ID_DIGITS = 18  # a request id: an integer below 10**18 ...
 MAX_ID_CHARS = 256  # ... or a string this long at most
 MIN_SUBSCRIBE_INTERVAL_MS = 50
 MAX_SUBSCRIBE_INTERVAL_MS = 3_600_000
-
-OPS = (
-    "hello",
-    "status",
-    "snapshot",
-    "summary",
-    "subscribe",
-    "unsubscribe",
-    "attach",
-    "set_phase",
-    "detach",
-    "inject",
-    "shutdown",
-)
+MAX_SUBSCRIPTIONS = 16  # per connection
 
 # Error codes a response may carry.
 BAD_REQUEST = "bad_request"  # malformed JSON, missing or wrong-typed argument
@@ -54,9 +41,6 @@ INTERNAL = "internal"
 BUSY = "busy"  # the daemon serves as many connections as it will
 UNAUTHORIZED = "unauthorized"  # a TCP client without the right token (then closed)
 FORBIDDEN = "forbidden"  # an op TCP clients may not use: they only view
-
-# What a client reached over TCP may do: look, never change the cluster.
-TCP_OPS = ("hello", "status", "snapshot", "summary", "subscribe", "unsubscribe")
 
 MAX_PID = 2**31 - 1
 # A full snapshot costs ~1.4 KB of JSON per GPU: one of more GPUs than this is refused
@@ -90,8 +74,9 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
-def decode_request(line: bytes) -> dict[str, Any]:
-    """Parse one request line; raise ``ProtocolError`` saying what is wrong."""
+def decode_request(line: bytes, ops: tuple[str, ...]) -> dict[str, Any]:
+    """Parse one request line for a server of ``ops`` (the daemon's: ``service.ops``);
+    raise ``ProtocolError`` saying what is wrong."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(TOO_LARGE, f"request longer than {MAX_LINE_BYTES} bytes")
     try:
@@ -114,8 +99,8 @@ def decode_request(line: bytes) -> dict[str, Any]:
     op = message.get("op")
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, 'a request needs an "op" string', request_id)
-    if op not in OPS:
-        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(OPS)}", request_id)
+    if op not in ops:
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; ops: {', '.join(ops)}", request_id)
     if b"\\u" in line and _holds_lone_surrogate(message):
         raise ProtocolError(
             BAD_REQUEST,

@@ -311,8 +311,8 @@ def _daemon_run(args: argparse.Namespace) -> int:
         Daemon,
         DaemonFailed,
         StartFailed,
-        configure_logging,
     )
+    from fakehw.service.logs import configure_logging
 
     cluster, settings, _ = _cluster_from(args)
     paths = runtime_paths(getattr(args, "runtime_dir", None), create=True)
