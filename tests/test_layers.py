@@ -114,6 +114,13 @@ def test_views_and_the_training_log_reach_no_physics(name: str) -> None:
     assert not reached, reached
 
 
+def test_viewers_reach_the_daemon_through_one_source() -> None:
+    """One seam to the daemon (as gpustat has one to the driver): ``views/source.py``."""
+    through_client = {name for name in MODULES if room(name) == "views"
+                      and "fakehw.service.client" in imports(name)}  # fmt: skip
+    assert through_client == {"fakehw.views.source"}, through_client
+
+
 def test_numpy_is_physics_only() -> None:
     users = {name for name in MODULES if any(m.split(".")[0] == "numpy" for m in imports(name))}
     assert {room(name) for name in users} == {"physics"}, users

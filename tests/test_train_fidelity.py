@@ -522,17 +522,15 @@ def stamp_seconds(stamp: str) -> int:
 def test_timestamps_elapsed_and_runtime_follow_one_clock(runs: Runs, style: str) -> None:
     run = runs("--style", style, "--seed", "5", "--exit-after-steps", "400")
     steps = run.steps
-    times = [float(r["step_time_s"]) for r in steps]  # type: ignore[arg-type]
-    fastest, slowest = min(times), max(times)
     for before, after in itertools.pairwise(steps):
         gap = float(after["time"]) - float(before["time"])  # type: ignore[arg-type]
         between = [e for e in run.metrics if "event" in e
                    and float(before["time"]) < float(e["time"]) <= float(after["time"])]  # type: ignore[arg-type]  # fmt: skip
-        # the steps between two logged ones ran at the rates the log shows for them
-        # (a straggler's stall may cover some of them), the evals and saves besides
+        # the steps between two logged ones ran at the mean rate the log shows for the
+        # interval (not the last step's: the clocks wander with the heat meanwhile, and a
+        # straggler's stall may cover some of them), the evals and saves besides
         count = int(after["step"]) - int(before["step"])  # type: ignore[call-overload]
         extra = sum(float(e.get("runtime_s", e.get("seconds", 0))) for e in between)  # type: ignore[arg-type]
-        assert count * fastest * 0.98 + extra <= gap <= count * slowest * 1.02 + extra + 2.0
         stepping = count * float(after["interval_step_time_s"])  # type: ignore[arg-type]
         assert gap == pytest.approx(stepping + extra, rel=0.005, abs=0.5)
         assert float(after["elapsed_s"]) - float(before["elapsed_s"]) == pytest.approx(

@@ -130,25 +130,25 @@ _nonnegative_int.__name__ = "nonnegative_int"  # gpustat's name, in "invalid non
 
 
 class Source:
-    def __init__(self) -> None:
-        from fakehw.service.client import DaemonUnavailable, ResilientClient, node_from_env
+    """The node gpustat shows (``fakehw.views.source``), its failures in gpustat's words."""
 
-        self.node = node_from_env()
+    def __init__(self) -> None:
+        from fakehw.views.source import DaemonSource, SourceFailed
+
         self.procs = ProcessTable()
         try:
-            self.client = ResilientClient("fake-gpustat")  # watch mode survives restarts
-        except DaemonUnavailable as exc:
+            self.daemon = DaemonSource("fake-gpustat")  # watch mode survives restarts
+        except SourceFailed as exc:
             raise QueryError(f"NVML Shared Library Not Found ({exc})") from None
 
     def query(self, ids: str | None, args: argparse.Namespace) -> str:
-        from fakehw.service.client import DaemonUnavailable, RequestFailed
+        from fakehw.views.source import SourceFailed
 
         try:
-            snapshot = self.client.snapshot(self.node)
-        except RequestFailed as exc:
-            raise QueryError(exc.message) from None
-        except DaemonUnavailable as exc:
-            raise QueryError(f"Unknown Error ({exc})") from None
+            snapshot = self.daemon.snapshot()
+        except SourceFailed as exc:
+            reason = f"Unknown Error ({exc})" if exc.unavailable else exc.message
+            raise QueryError(reason) from None
         node = snapshot["nodes"][0]
         procs = {r["pid"]: self.procs.lookup(r) for r in node["processes"]}
         self.procs.forget_others(set(procs))

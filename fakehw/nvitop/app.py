@@ -25,7 +25,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from prompt_toolkit.formatted_text import StyleAndTextTuples
 
-    from fakehw.nvitop.cli import Frame, Source
+    from fakehw.nvitop.source import Frame, Source
 
 HISTORY = 512  # samples kept per graph (one per refresh)
 ORDER_CYCLE = list(view.ORDERS)

@@ -11,7 +11,6 @@ with ``--real-host``.
 from __future__ import annotations
 
 import argparse
-import getpass
 import math
 import os
 import shutil
@@ -19,17 +18,9 @@ import sys
 from collections.abc import Sequence
 
 from fakehw.nvitop import view
+from fakehw.nvitop.source import Frame, NvmlError, Source
 from fakehw.programs.argtypes import ascii_float, int_option
 from fakehw.programs.signals import Terminated, raise_on_termination
-from fakehw.views.procinfo import HostProcess, ProcessTable
-
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
-if TYPE_CHECKING:
-    from fakehw.contract.snapshot import ClusterSummary, NodeRecord, ProcessRecord, Snapshot
-
-
-class NvmlError(Exception):
-    """What nvitop reports as ``NVML ERROR: ...`` (exit 1)."""
 
 
 def _posfloat(text: str) -> float:
@@ -196,88 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="Show this machine in the host panel instead of the fake node's server.",
     )
     return parser  # fmt: skip
-
-
-class Source:
-    """The daemon, one node of it, and psutil's view of the GPU processes."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        from fakehw.service.client import DaemonUnavailable, ResilientClient, node_from_env
-
-        self.args = args
-        self.node = node_from_env()
-        self.procs = ProcessTable()
-        try:
-            self.client = ResilientClient("fake-nvitop")  # the monitor survives restarts
-        except DaemonUnavailable as exc:
-            raise NvmlError(f"Driver Not Loaded ({exc})") from None
-
-    def snapshot(self) -> Snapshot:
-        """The node this view shows."""
-        from fakehw.service.client import DaemonUnavailable, RequestFailed
-
-        try:
-            return self.client.snapshot(self.node)
-        except RequestFailed as exc:
-            raise NvmlError(exc.message) from None
-        except DaemonUnavailable as exc:
-            raise NvmlError(f"Unknown Error ({exc})") from None
-
-    def summary(self) -> ClusterSummary:
-        """A few figures of every GPU of the cluster (the grid's), at any size."""
-        from fakehw.service.client import DaemonUnavailable, RequestFailed
-
-        try:
-            result: ClusterSummary = self.client.request("summary")
-        except RequestFailed as exc:
-            raise NvmlError(exc.message) from None
-        except DaemonUnavailable as exc:
-            raise NvmlError(f"Unknown Error ({exc})") from None
-        return result
-
-    def frame(self) -> Frame:
-        snapshot = self.snapshot()
-        node = snapshot["nodes"][0]
-        if self.args.only:
-            node = {**node, "gpus": [g for g in node["gpus"] if g["index"] in self.args.only]}
-        shown = [r for r in node["processes"] if self._wanted(r)]
-        node = {**node, "processes": shown}
-        hosts = {r["pid"]: self.procs.lookup(r) for r in shown}
-        self.procs.forget_others(set(hosts))
-        if self.args.real_host:
-            figures = view.HostFigures.of_this_machine()
-            hostname = os.uname().nodename
-        else:
-            figures = view.HostFigures.of_node(node, snapshot["time"])
-            hostname = node["hostname"]
-        return Frame(snapshot, node, hosts, figures, (getpass.getuser(), hostname))
-
-    def _wanted(self, process: ProcessRecord) -> bool:
-        args = self.args
-        if args.only and process["gpu_index"] not in args.only:
-            return False
-        if (args.graphics or args.only_graphics) and "G" not in process["type"]:
-            return False
-        if args.user is not None and process["user"] not in (set(args.user) or {getpass.getuser()}):
-            return False
-        return not (args.pid is not None and process["pid"] not in args.pid)
-
-
-class Frame:
-    """Everything one screen shows, read at one moment."""
-
-    def __init__(
-        self, snapshot: Snapshot, node: NodeRecord, hosts: dict[int, HostProcess],
-        figures: view.HostFigures, user_context: tuple[str, str],
-    ) -> None:  # fmt: skip
-        self.snapshot = snapshot
-        self.node = node
-        self.hosts = hosts
-        self.figures = figures
-        self.user_context = user_context
-
-    def rows(self, order: str = "natural", reverse: bool = False) -> list[view.ProcessRow]:
-        return view.process_rows(self.node, self.snapshot, self.hosts, order, reverse)
 
 
 def terminal_width() -> int:

@@ -23,7 +23,7 @@ from fakehw.nvitop import view
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import ClusterSummary
-    from fakehw.nvitop.cli import Source
+    from fakehw.nvitop.source import Source
 
 LEVELS = " ▁▂▃▄▅▆▇█"
 CELL = 7  # "100%67C" over " 57%690": utilization, temperature / memory, power

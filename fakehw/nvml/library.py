@@ -148,7 +148,7 @@ class FakeNvmlLibrary:
         self.pynvml = pynvml
         self.refcount = 0
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._source: Any = None  # a fakehw.views.source.DaemonSource once initialised
         self._snapshot: Any = None
         self._read_at = 0.0
         self._handles: list[Any] = []
@@ -169,13 +169,14 @@ class FakeNvmlLibrary:
 
     # ------------------------------------------------------------ the daemon
     def connect(self) -> int:
-        from fakehw.service.client import DaemonUnavailable, ResilientClient
+        from fakehw.views.source import DaemonSource, SourceFailed
 
         with self._lock:
-            if self._client is None:
+            if self._source is None:
                 try:
-                    self._client = ResilientClient("fakehw-nvml")
-                except DaemonUnavailable:
+                    # the node FAKEHW_NODE names when the program initialises NVML
+                    self._source = DaemonSource("fakehw-nvml")
+                except SourceFailed:
                     return NVML_ERROR_DRIVER_NOT_LOADED
             self.refcount += 1
         return NVML_SUCCESS
@@ -185,23 +186,23 @@ class FakeNvmlLibrary:
             if self.refcount == 0:
                 return NVML_ERROR_UNINITIALIZED
             self.refcount -= 1
-            if self.refcount == 0 and self._client is not None:
-                self._client.close()
-                self._client = None
+            if self.refcount == 0 and self._source is not None:
+                self._source.close()
+                self._source = None
                 self._snapshot = None
         return NVML_SUCCESS
 
     def snapshot(self) -> Any:
-        from fakehw.service.client import DaemonUnavailable, RequestFailed, node_from_env
+        from fakehw.views.source import SourceFailed
 
         with self._lock:
             now = time.monotonic()
             if self._snapshot is None or now - self._read_at > SNAPSHOT_TTL_S:
-                if self._client is None:
+                if self._source is None:
                     raise _Refusal(NVML_ERROR_UNINITIALIZED)
                 try:
-                    self._snapshot = self._client.snapshot(node_from_env())
-                except (DaemonUnavailable, RequestFailed):
+                    self._snapshot = self._source.snapshot()
+                except SourceFailed:
                     raise _Refusal(NVML_ERROR_UNKNOWN) from None
                 self._read_at = now
             return self._snapshot

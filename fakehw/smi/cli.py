@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import IO
 
     from fakehw.contract.snapshot import GpuRecord, NodeRecord, Snapshot
-    from fakehw.service.client import ResilientClient
+    from fakehw.views.source import SourceFailed
 
 
 DEFAULT_LOOP_S = 5
@@ -168,53 +168,51 @@ def parse(argv: list[str]) -> Args:
 
 
 # ------------------------------------------------------------- the source
+def _failed(exc: SourceFailed, node: int | str | None) -> SmiError:
+    """nvidia-smi's answer when the daemon cannot be read: no devices for a node that
+    does not exist, the driver not loaded otherwise (the reason on a line of its own)."""
+    if exc.code == "not_found":
+        print(f"fakehw: FAKEHW_NODE={node}: {exc.message}", file=sys.stderr)
+        return SmiError(NO_DEVICES, EXIT_NOT_FOUND)
+    print(f"fakehw: {exc}", file=sys.stderr)
+    return SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED)
+
+
 class Source:
-    """The node this fake nvidia-smi runs on, read from the daemon."""
+    """The node this fake nvidia-smi runs on (``fakehw.views.source``), its failures in
+    nvidia-smi's words."""
 
     def __init__(self) -> None:
-        from fakehw.service.client import DaemonUnavailable, ResilientClient, node_from_env
+        from fakehw.views.source import DaemonSource, SourceFailed
 
         try:
             # resilient: a -l loop carries on through a daemon restart
-            self.client: ResilientClient = ResilientClient("fake-nvidia-smi")
-        except DaemonUnavailable as exc:
-            print(f"fakehw: {exc}", file=sys.stderr)
-            raise SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED) from None
-        self.node: int | str = node_from_env()
-
-    def _pick(self, snapshot: Snapshot) -> tuple[Snapshot, NodeRecord]:
-        return snapshot, snapshot["nodes"][0]
-
-    def _failed(self, exc: Exception) -> SmiError:
-        from fakehw.service.client import RequestFailed
-
-        if isinstance(exc, RequestFailed) and exc.code == "not_found":
-            print(f"fakehw: FAKEHW_NODE={self.node}: {exc.message}", file=sys.stderr)
-            return SmiError(NO_DEVICES, EXIT_NOT_FOUND)
-        print(f"fakehw: {exc}", file=sys.stderr)
-        return SmiError(DRIVER_UNREACHABLE, EXIT_DRIVER_NOT_LOADED)
+            self.daemon = DaemonSource("fake-nvidia-smi")
+        except SourceFailed as exc:
+            raise _failed(exc, None) from None
 
     def snapshot(self, detail: bool = False) -> tuple[Snapshot, NodeRecord]:
-        from fakehw.service.client import DaemonUnavailable, RequestFailed
+        from fakehw.views.source import SourceFailed
 
         try:
-            return self._pick(self.client.snapshot(self.node, detail))
-        except (DaemonUnavailable, RequestFailed) as exc:
-            raise self._failed(exc) from None
+            snapshot = self.daemon.snapshot(detail)
+        except SourceFailed as exc:
+            raise _failed(exc, self.daemon.node) from None
+        return snapshot, snapshot["nodes"][0]
 
     def stream(
         self, interval_ms: int, detail: bool = False
     ) -> Iterator[tuple[Snapshot, NodeRecord]]:
         """Snapshots the daemon pushes every ``interval_ms`` (within its subscription range)."""
         from fakehw.service import protocol as proto
-        from fakehw.service.client import DaemonUnavailable, RequestFailed
+        from fakehw.views.source import SourceFailed
 
         interval_ms = max(proto.MIN_SUBSCRIBE_INTERVAL_MS, interval_ms)
         try:
-            for snapshot in self.client.subscribe(interval_ms, self.node, detail):
-                yield self._pick(snapshot)
-        except (DaemonUnavailable, RequestFailed) as exc:
-            raise self._failed(exc) from None
+            for snapshot in self.daemon.subscribe(interval_ms, detail):
+                yield snapshot, snapshot["nodes"][0]
+        except SourceFailed as exc:
+            raise _failed(exc, self.daemon.node) from None
 
     def poll(self, interval_ms: int, detail: bool = False) -> Iterator[tuple[Snapshot, NodeRecord]]:
         """A snapshot now and one every ``interval_ms`` after, asked for in turn: for intervals
