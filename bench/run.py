@@ -27,13 +27,15 @@ Measures, against real daemon processes in a private runtime directory:
   120x40 pseudo-terminal) over 60 s (20 s with --quick), side by side with the
   real nvitop on the same fake GPUs (through ``fakehw exec``);
 * start-up: the median wall time of a one-shot ``fake-nvidia-smi`` (the
-  default table, and a ``--query-gpu`` CSV) and ``fake-gpustat`` against
-  ``python3 -c pass`` on the same interpreter, runs interleaved so machine
-  noise hits both alike.
+  default table, and a ``--query-gpu`` CSV, on an 8-GPU node) and ``fake-gpustat``
+  against ``python3 -c pass`` on the same interpreter, runs interleaved so machine
+  noise hits both alike. The package is byte-compiled first, as an installed one is
+  (pip compiles what it installs; an environment with PYTHONDONTWRITEBYTECODE would
+  otherwise compile every module of every run).
 
 Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
-snapshots/s for one 8-GPU node; a one-shot table within 2.5 x
-``python3 -c pass``; fake-nvitop <= 3 % of a core;
+snapshots/s for one 8-GPU node; a one-shot table within 1.5 x
+``python3 -c pass`` (the real nvidia-smi: 1.34 x on a real H100 host); fake-nvitop <= 3 % of a core;
 under load no errors, push gaps p99 <= 3 intervals, snapshots younger than
 300 ms at p99, no fd left open and no memory growth under load; recovery from
 ``kill -9`` within 2 s.
@@ -505,6 +507,9 @@ def startup(runs: int) -> list[list[object]]:
         ],
         "fake-gpustat": [sys.executable, "-m", "fakehw.gpustat"],
     }  # fmt: skip
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "fakehw"), quiet=1)
     try:
         start_daemon(runtime, nodes=1)
         times: dict[str, list[float]] = {name: [] for name in commands}
@@ -521,8 +526,9 @@ def startup(runs: int) -> list[list[object]]:
     for name, samples in times.items():
         median = statistics.median(samples)
         ratio = median / base
-        target = "" if name.startswith("python3") else "<= 2.5 x"
-        verdict = "" if not target else ("ok" if ratio <= 2.5 else "MISSED")
+        limit = 1.5 if name.startswith("fake-nvidia-smi") else 2.5
+        target = "" if name.startswith("python3") else f"<= {limit} x"
+        verdict = "" if not target else ("ok" if ratio <= limit else "MISSED")
         rows.append([name, f"{1000 * median:.1f}", f"{ratio:.2f} x", target, verdict])
     return rows
 

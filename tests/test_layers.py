@@ -7,8 +7,8 @@ A module's room is its path (see ``room``):
   numpy, the model of the GPUs), imports only physics and the contract;
 - the contract (``fakehw/contract/``, and ``fakehw/specs.py`` where the design names
   it) imports only the contract: everyone may lean on it;
-- ``fakehw/programs/`` (entry points, signals, argument types) imports only itself:
-  every program loads it first;
+- ``fakehw/programs/`` (entry points, signals, argument types) imports only itself and
+  the contract: every program loads it first;
 - the service (``fakehw/service/``: daemon, protocol, client) serves the physics and
   imports no view, tool or training log;
 - the views (fake-nvidia-smi, fake-gpustat, fake-nvitop, the NVML layer and what they
@@ -33,7 +33,7 @@ VIEW_PACKAGES = ("smi", "gpustat", "nvitop", "nvml", "views")
 MAY_IMPORT = {
     "physics": {"contract"},
     "contract": set(),
-    "programs": set(),
+    "programs": {"contract"},
     "service": {"physics", "contract"},
     "views": {"contract", "programs", "service"},
     "train": {"contract", "programs", "service"},
@@ -138,3 +138,33 @@ def test_a_viewer_starts_without_numpy_or_the_physics(entry: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)  # fmt: skip
     assert result.stdout.strip() == "[]", result.stdout
+
+
+ONE_SHOT = {"table": [], "query": ["--query-gpu=index,power.draw", "--format=csv"], "list": ["-L"]}
+
+
+def _loaded(argv: list[str], env: dict[str, str]) -> set[str]:
+    """The modules ``python -S argv`` loads (no site: what the program itself loads)."""
+    result = subprocess.run([sys.executable, "-S", "-X", "importtime", *argv], env=env,
+                            capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line} - {"package"}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(ONE_SHOT))
+def test_a_one_shot_nvidia_smi_loads_only_what_startup_allows(
+    runtime_dir: Path, command: str
+) -> None:
+    """``fakehw.programs.startup`` owns the one-shot path's imports; this holds them."""
+    from fakehw.programs.startup import ONE_SHOT_ROOMS, ONE_SHOT_STDLIB
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)}
+    assert subprocess.run([sys.executable, "-m", "fakehw", "daemon", "start"], env=env,
+                          capture_output=True, check=False).returncode == 0  # fmt: skip
+    floor = _loaded(["-c", f"import site, {', '.join(ONE_SHOT_STDLIB)}"], env)
+    loaded = _loaded([str(PACKAGE.parent / "bin" / "fake-nvidia-smi"), *ONE_SHOT[command]], env)
+    ours = {m for m in loaded if m == "fakehw" or m.startswith("fakehw.")}
+    assert loaded - ours - floor == set(), "standard library beyond fakehw.programs.startup"
+    wrong = {m for m in ours if m not in ("fakehw", "fakehw.service")
+             and not m.startswith(ONE_SHOT_ROOMS)}  # fmt: skip
+    assert not wrong, wrong

@@ -10,7 +10,7 @@ See ``docs/protocol.md`` for the wire format around it.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+from fakehw import TYPE_CHECKING
 
 # The faults a GPU can carry (a snapshot's ``faults`` lists those in force), what else
 # ``inject`` can do to one (end its processes), and what undoes them, as a reset does:

@@ -15,9 +15,9 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 
+from fakehw import TYPE_CHECKING
 from fakehw.views.procinfo import HostProcess
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 

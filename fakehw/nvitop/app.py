@@ -18,10 +18,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from fakehw import TYPE_CHECKING
 from fakehw.nvitop import view
 from fakehw.programs.signals import EXIT_INTERRUPTED, Terminated
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from prompt_toolkit.formatted_text import StyleAndTextTuples
 

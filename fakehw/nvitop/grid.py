@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 
+from fakehw import TYPE_CHECKING
 from fakehw.nvitop import view
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import ClusterSummary
     from fakehw.nvitop.source import Source

@@ -7,10 +7,10 @@ import argparse
 import getpass
 import os
 
+from fakehw import TYPE_CHECKING
 from fakehw.nvitop import view
 from fakehw.views.procinfo import HostProcess, ProcessTable
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import ClusterSummary, NodeRecord, ProcessRecord, Snapshot
     from fakehw.views.source import SourceFailed

@@ -17,9 +17,9 @@ import math
 import shlex
 import time
 
+from fakehw import TYPE_CHECKING
 from fakehw.views.procinfo import HostProcess
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 

@@ -25,7 +25,7 @@ Where the output goes is handled here too, once for every program:
   writing nothing more to where the terminal was.
 
 Imports only modules the interpreter has loaded before any program runs
-(``errno``, ``io``, ``os``, ``signal``, ``sys``) and ``fakehw.programs.signals``.
+(``errno``, ``io``, ``os``, ``_signal``, ``sys``) and ``fakehw.programs.signals``.
 """
 
 from __future__ import annotations
@@ -33,15 +33,18 @@ from __future__ import annotations
 import errno
 import io
 import os
-import signal
 import sys
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+from fakehw import TYPE_CHECKING
+
 if TYPE_CHECKING:
+    import signal
     from types import FrameType
     from typing import TextIO
 
     from _typeshed import ReadableBuffer
+else:
+    import _signal as signal  # the C module under ``signal`` (see fakehw.programs.signals)
 
 PROGRAMS = {
     "fakehw": "fakehw.tools.cli",

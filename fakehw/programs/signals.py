@@ -9,18 +9,30 @@ exits 128 + the signal number, as a shell expects of a process a signal ended.
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
+from fakehw import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import signal
+    from types import FrameType
+else:
+    # ``_signal``, the C module under ``signal``: the same calls without the enums that
+    # ``signal`` builds as it loads, which a one-shot viewer's start-up would pay for.
+    import _signal as signal
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+_NAMES: dict[int, str] = {
+    signal.SIGINT: "SIGINT",
+    signal.SIGTERM: "SIGTERM",
+    signal.SIGHUP: "SIGHUP",
+}
 
 
 class Terminated(BaseException):
     """A termination signal arrived; a BaseException so ``except Exception`` lets it pass."""
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(_NAMES.get(signum, f"signal {signum}"))
         self.signum = signum
 
     @property

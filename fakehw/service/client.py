@@ -1,18 +1,20 @@
 """Talking to the daemon: connect (starting it if needed), ask, subscribe.
 
-On every viewer's start-up path: it imports only ``os``, ``socket`` and
-``json`` (and fakehw's light modules) until it has to start a daemon, so a
-one-shot ``fake-nvidia-smi`` starts fast. No numpy, no psutil.
+On every viewer's start-up path (``fakehw.programs.startup``): it imports only
+``os``, ``select``, ``json`` and ``_socket`` (the C module under ``socket``, whose
+Python layer costs a viewer's start-up more than its whole connection) and fakehw's
+light modules until it has to start a daemon or reach one over TCP. No numpy, no
+psutil.
 """
 
 from __future__ import annotations
 
-import contextlib
+import _socket
 import json
 import os
 import select
-import socket
 
+from fakehw import TYPE_CHECKING
 from fakehw.service import protocol as proto
 from fakehw.service.runtime import (
     RuntimeDirError,
@@ -24,7 +26,6 @@ from fakehw.service.runtime import (
     runtime_paths,
 )
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
@@ -70,7 +71,7 @@ class RequestFailed(RuntimeError):
 class Client:
     """One connection to the daemon. Not thread-safe: one per thread."""
 
-    def __init__(self, sock: socket.socket, paths: RuntimePaths) -> None:
+    def __init__(self, sock: _socket.socket, paths: RuntimePaths) -> None:
         self.sock = sock
         self.paths = paths
         self._buffer = bytearray()
@@ -137,8 +138,10 @@ class Client:
         return client
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        try:  # (not contextlib.suppress: a viewer's start-up does not load contextlib)
             self.sock.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> Client:
         return self
@@ -450,7 +453,7 @@ def not_answering(paths: RuntimePaths, op: str) -> DaemonUnavailable:
     )
 
 
-def try_connect(paths: RuntimePaths) -> socket.socket | None:
+def try_connect(paths: RuntimePaths) -> _socket.socket | None:
     """A connected socket, or ``None`` if no daemon listens (stale file or none)."""
     if not os.path.lexists(paths.socket):
         return None
@@ -462,7 +465,7 @@ def try_connect(paths: RuntimePaths) -> socket.socket | None:
 
     deadline = time.monotonic() + BUSY_RETRY_S
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(REQUEST_TIMEOUT_S)
         try:
             sock.connect(paths.socket)
@@ -480,8 +483,10 @@ def try_connect(paths: RuntimePaths) -> socket.socket | None:
             raise DaemonUnavailable(f"cannot connect to {paths.socket}: {exc.strerror}") from None
 
 
-def connect_remote(address: str) -> socket.socket:
+def connect_remote(address: str) -> _socket.socket:
     """A TCP connection to a daemon's listener at ``[HOST:]PORT``."""
+    import socket
+
     try:
         host, port = proto.parse_tcp_address(address)
     except ValueError as exc:
@@ -549,7 +554,7 @@ def daemon_command(
 
 def start_daemon(
     paths: RuntimePaths, cluster: ClusterConfig | None, settings: DaemonConfig | None = None
-) -> socket.socket:
+) -> _socket.socket:
     """Start a daemon in the background and return a connection to it.
 
     Clients racing to start one take ``start.lock`` in turn; whoever comes

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 
+from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import CLEAR_FAULTS as CLEAR_FAULTS
 from fakehw.contract.snapshot import FAULTS as FAULTS
 from fakehw.contract.snapshot import GPU_FAULTS as GPU_FAULTS
 from fakehw.contract.snapshot import RANK_CRASH as RANK_CRASH
 from fakehw.contract.tcpaddress import DEFAULT_TCP_HOST as DEFAULT_TCP_HOST
 from fakehw.contract.tcpaddress import parse_tcp_address as parse_tcp_address
-
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 
 if TYPE_CHECKING:
     from typing import Any

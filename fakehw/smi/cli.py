@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from fakehw import TYPE_CHECKING
 from fakehw.programs.launch import open_output
 from fakehw.programs.signals import EXIT_INTERRUPTED, Terminated, raise_on_termination
 from fakehw.smi.common import (
@@ -31,7 +32,6 @@ from fakehw.smi.common import (
     split_ids,
 )
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import IO

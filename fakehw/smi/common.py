@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+from fakehw import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any
 

@@ -11,10 +11,10 @@ output in ``tests/real/*/static/q.txt`` and ``qx.txt``.
 
 from __future__ import annotations
 
+from fakehw import TYPE_CHECKING
 from fakehw.contract import snapshot as records
 from fakehw.smi.common import asctime, model_of
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 

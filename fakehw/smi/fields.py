@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
+from fakehw import TYPE_CHECKING
 from fakehw.contract import snapshot as records
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any

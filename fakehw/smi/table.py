@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from fakehw import TYPE_CHECKING
 from fakehw.smi.common import asctime, model_of
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import GpuRecord, NodeRecord, ProcessRecord, Snapshot
 

@@ -10,9 +10,9 @@ terminal codes, to a terminal and to a pipe or file alike (its captures in
 
 from __future__ import annotations
 
+from fakehw import TYPE_CHECKING
 from fakehw.smi.common import model_of
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from fakehw import TYPE_CHECKING
 from fakehw.contract.config import ClusterConfig
 from fakehw.devices import Cluster
 from fakehw.processes import DRIVER_OVERHEAD_MIB
 from fakehw.workload import Schedule, ScheduledPhase, ScheduleError, check_start_time
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import Snapshot
 

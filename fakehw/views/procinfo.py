@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import time
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+from fakehw import TYPE_CHECKING
+
 if TYPE_CHECKING:
     import psutil
 

@@ -10,7 +10,8 @@ of the client reaches it.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+from fakehw import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
