@@ -138,7 +138,8 @@ class Client:
         return client
 
     def close(self) -> None:
-        try:  # (not contextlib.suppress: a viewer's start-up does not load contextlib)
+        # not contextlib.suppress: a viewer's start-up does not load contextlib
+        try:  # noqa: SIM105
             self.sock.close()
         except OSError:
             pass
