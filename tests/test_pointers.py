@@ -54,3 +54,49 @@ def test_a_cited_fakehw_command_exists() -> None:
     commands = set(subparsers.choices)  # type: ignore[union-attr]
     missing = [(source, name) for source, name in cited(COMMAND) if name not in commands]
     assert missing == []
+
+
+# a module named in double backticks: ``fakehw.service.ops``, ``fakehw.devices.Cluster``
+MODULE = re.compile(r"``(fakehw(?:\.[a-z_]+)+)")
+
+
+@pytest.mark.parametrize(("source", "name"), sorted(set(cited(MODULE))))
+def test_a_cited_module_exists(source: str, name: str) -> None:
+    """A dotted name resolves to a module, or to something a module defines."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:cut])
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            if cut < len(parts):  # an attribute of that module: defined in its text
+                text = (base.with_suffix(".py") if base.with_suffix(".py").is_file()
+                        else base / "__init__.py").read_text()  # fmt: skip
+                assert re.search(rf"\b{parts[cut]}\b", text), f"{source} cites {name}"
+            return
+    raise AssertionError(f"{source} cites {name}, which is no module of the repo")
+
+
+def test_the_readme_architecture_table_is_the_tree() -> None:
+    """Each row of the README's table names paths of one room, and together the rows
+    cover every module of the package once: a reader can check one against the other."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_layers import MODULES, room
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Architecture") : readme.index("## How real is it")]
+    rows = re.findall(r"^\| (\w+) \| (.+?) \| .+ \|$", table, re.MULTILINE)
+    covered: dict[str, str] = {}
+    for row_room, paths in rows[1:]:  # the header row aside
+        for path in re.findall(r"`(fakehw/[^`]*)`", paths):
+            assert (ROOT / path).exists(), path
+            prefix = path.removesuffix(".py").removesuffix("/").replace("/", ".")
+            for name in MODULES:
+                if name == prefix or (name.startswith(prefix + ".") and path.endswith("/")):
+                    assert name not in covered, f"{name} is in two rows"
+                    assert room(name) == row_room, (
+                        f"{name} is {room(name)}, the table says {row_room}"
+                    )
+                    covered[name] = path
+    missing = sorted(set(MODULES) - set(covered) - {"fakehw"})
+    assert missing == [], f"the README's table does not say where these live: {missing}"
