@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -222,38 +223,17 @@ class Cluster:
         )
 
     # -------------------------------------------------------------- processes
-    def attach(
-        self,
-        pid: int,
-        name: str,
-        gpus: Sequence[int],
-        *,
-        user: str = "root",
-        watch_pid: int | None = None,
-        watch_started: float | None = None,
-        memory_plan: Mapping[str, int] | None = None,
-        phase: str = "context",
-        job: str | None = None,
-    ) -> AttachedProcess:
-        """Put a process on GPUs from now on (see ``ProcessTable.attach``)."""
-        process = self.table.attach(pid, name, gpus, user=user, watch_pid=watch_pid,
-                                    watch_started=watch_started, memory_plan=memory_plan,
-                                    phase=phase, job=job, now=self.time)  # fmt: skip
+    def attach(self, pid: int, name: str, gpus: Sequence[int], **options: Any) -> AttachedProcess:
+        """Put a process on GPUs from now on; ``options`` are ``ProcessTable.attach``'s
+        (user, watch_pid, watch_started, memory_plan, phase, job)."""
+        process = self.table.attach(pid, name, gpus, now=self.time, **options)
         self._slots_changed()
         return process
 
-    def set_phase(
-        self,
-        pid: int,
-        phase: str,
-        *,
-        memory_mib: int | None = None,
-        cycle_s: float | None = None,
-        intensity: float | None = None,
-    ) -> None:
-        """Change what a process does on all its GPUs from now on (all or nothing)."""
-        self.table.set_phase(pid, phase, memory_mib=memory_mib, cycle_s=cycle_s,
-                             intensity=intensity, now=self.time)  # fmt: skip
+    def set_phase(self, pid: int, phase: str, **options: Any) -> None:
+        """Change what a process does on all its GPUs from now on (all or nothing);
+        ``options`` are ``ProcessTable.set_phase``'s (memory_mib, cycle_s, intensity)."""
+        self.table.set_phase(pid, phase, now=self.time, **options)
         self._slots_changed()
 
     def detach(self, pid: int) -> AttachedProcess:

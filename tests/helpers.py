@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +39,24 @@ def fakehw(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.Comp
         check=False,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+@contextlib.contextmanager
+def training(log: Path, speed_factor: float) -> Iterator[subprocess.Popen[bytes]]:
+    """fake-train on 8 GPUs (seed 3) in the background, its output in ``log``, once it has
+    logged a step; ended with SIGTERM afterwards."""
+    with open(log, "w") as out:
+        train = subprocess.Popen(
+            [*PROGRAMS["fake-train"], "--gpus", "8", "--seed", "3",
+             "--speed-factor", str(speed_factor)], stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "│ loss" in log.read_text(), timeout=60)
+        yield train
+    finally:
+        if train.poll() is None:
+            train.send_signal(signal.SIGTERM)
+            train.wait(timeout=30)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:

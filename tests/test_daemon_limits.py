@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Node, alive, fakehw, wait_for
+from helpers import Node, alive, fakehw, training, wait_for
 
 from fakehw.service import protocol
 from fakehw.service.client import Client, RequestFailed
@@ -72,13 +72,7 @@ def test_a_stopped_daemon_is_reported_as_not_answering(stopped_daemon: int) -> N
 
 def test_fake_train_rides_out_a_stopped_daemon(runtime_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "train.log"
-    with open(log, "w") as out:
-        train = subprocess.Popen(
-            [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "3",
-             "--speed-factor", "20"], stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(lambda: "│ loss" in log.read_text(), timeout=60)
+    with training(log, speed_factor=20) as train:
         pid = daemon_pid(runtime_dir)
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -90,9 +84,6 @@ def test_fake_train_rides_out_a_stopped_daemon(runtime_dir: Path, tmp_path: Path
         wait_for(lambda: log.read_text().count("│ loss") > steps + 2, timeout=60)
         assert train.poll() is None and daemon_pid(runtime_dir) == pid  # the same daemon
         assert "Traceback" not in log.read_text()
-    finally:
-        train.send_signal(signal.SIGTERM)
-        train.wait(timeout=30)
 
 
 # ------------------------------------------------------------ settings

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import alive, fakehw, wait_for
+from helpers import alive, fakehw, training, wait_for
 
 from fakehw.service.client import Client
 
@@ -20,58 +20,52 @@ def daemon_pid(runtime: Path) -> int:
 
 def test_kill_9_the_daemon_under_fake_train_and_a_viewer(runtime_dir: Path, tmp_path: Path) -> None:
     train_out, viewer_out = tmp_path / "train.log", tmp_path / "smi.log"
-    train_file = open(train_out, "w")  # noqa: SIM115 - closed with the process
-    train = subprocess.Popen(
-        [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "3", "--speed-factor",
-         "5"], stdout=train_file, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    viewer = None
-    try:
-        wait_for(lambda: "│ loss" in train_out.read_text(), timeout=60)
-        viewer_file = open(viewer_out, "w")  # noqa: SIM115 - closed with the process
-        viewer = subprocess.Popen(
-            [sys.executable, "-m", "fakehw.smi", "--query-gpu=index,temperature.gpu",
-             "--format=csv,noheader,nounits", "-lms", "200"],
-            stdout=viewer_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(lambda: viewer_out.read_text().count("\n") >= 8, timeout=20)
-        with Client.connect(autostart=False) as client:
-            before = client.snapshot(0)["nodes"][0]
-        ranks = {p["pid"] for p in before["processes"]}
-        assert len(ranks) == 8
-        first = daemon_pid(runtime_dir)
-        train_lines = train_out.read_text().count("│ loss")
-        viewer_lines = viewer_out.read_text().count("\n")
-        killed_at = time.monotonic()
-        os.kill(first, signal.SIGKILL)
-        # within 2 s: a new daemon, the ranks attached again, both programs going on
-        wait_for(lambda: (runtime_dir / "daemon.pid").exists() and daemon_pid(runtime_dir)
-                 != first and alive(daemon_pid(runtime_dir)), timeout=5)  # fmt: skip
-
-        def reattached() -> bool:
+    with training(train_out, speed_factor=5) as train:
+        viewer = None
+        try:
+            viewer_file = open(viewer_out, "w")  # noqa: SIM115 - closed with the process
+            viewer = subprocess.Popen(
+                [sys.executable, "-m", "fakehw.smi", "--query-gpu=index,temperature.gpu",
+                 "--format=csv,noheader,nounits", "-lms", "200"],
+                stdout=viewer_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            wait_for(lambda: viewer_out.read_text().count("\n") >= 8, timeout=20)
             with Client.connect(autostart=False) as client:
-                node = client.snapshot(0)["nodes"][0]
-            return {p["pid"] for p in node["processes"]} == ranks
+                before = client.snapshot(0)["nodes"][0]
+            ranks = {p["pid"] for p in before["processes"]}
+            assert len(ranks) == 8
+            first = daemon_pid(runtime_dir)
+            train_lines = train_out.read_text().count("│ loss")
+            viewer_lines = viewer_out.read_text().count("\n")
+            killed_at = time.monotonic()
+            os.kill(first, signal.SIGKILL)
+            # within 2 s: a new daemon, the ranks attached again, both programs going on
+            wait_for(lambda: (runtime_dir / "daemon.pid").exists() and daemon_pid(runtime_dir)
+                     != first and alive(daemon_pid(runtime_dir)), timeout=5)  # fmt: skip
 
-        wait_for(reattached, timeout=5)
-        recovered_s = time.monotonic() - killed_at
-        assert recovered_s < 2.5, recovered_s
-        wait_for(lambda: viewer_out.read_text().count("\n") >= viewer_lines + 8, timeout=10)
-        wait_for(lambda: train_out.read_text().count("│ loss") > train_lines, timeout=20)
-        assert train.poll() is None and viewer.poll() is None
-        # the GPUs' state carried over: energy counters never go back, heat is kept
-        with Client.connect(autostart=False) as client:
-            after = client.snapshot(0)["nodes"][0]
-        for old, new in zip(before["gpus"], after["gpus"], strict=True):
-            assert new["energy_mj"] >= old["energy_mj"]
-            assert new["temperature_gpu_c"] >= old["temperature_gpu_c"] - 8
-        assert min(g["temperature_gpu_c"] for g in after["gpus"]) > 50  # not a cold start
-        assert "Traceback" not in train_out.read_text() + viewer_out.read_text()
-    finally:
-        for process in (train, viewer):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=20)
+            def reattached() -> bool:
+                with Client.connect(autostart=False) as client:
+                    node = client.snapshot(0)["nodes"][0]
+                return {p["pid"] for p in node["processes"]} == ranks
+
+            wait_for(reattached, timeout=5)
+            recovered_s = time.monotonic() - killed_at
+            assert recovered_s < 2.5, recovered_s
+            wait_for(lambda: viewer_out.read_text().count("\n") >= viewer_lines + 8, timeout=10)
+            wait_for(lambda: train_out.read_text().count("│ loss") > train_lines, timeout=20)
+            assert train.poll() is None and viewer.poll() is None
+            # the GPUs' state carried over: energy counters never go back, heat is kept
+            with Client.connect(autostart=False) as client:
+                after = client.snapshot(0)["nodes"][0]
+            for old, new in zip(before["gpus"], after["gpus"], strict=True):
+                assert new["energy_mj"] >= old["energy_mj"]
+                assert new["temperature_gpu_c"] >= old["temperature_gpu_c"] - 8
+            assert min(g["temperature_gpu_c"] for g in after["gpus"]) > 50  # not a cold start
+            assert "Traceback" not in train_out.read_text() + viewer_out.read_text()
+        finally:
+            if viewer is not None and viewer.poll() is None:
+                viewer.send_signal(signal.SIGTERM)
+                viewer.wait(timeout=20)
 
 
 def test_state_survives_a_stop_and_start(runtime_dir: Path) -> None:
@@ -97,13 +91,7 @@ def test_fake_train_attaches_its_ranks_again_when_the_state_is_lost(
     runtime_dir: Path, tmp_path: Path
 ) -> None:
     log = tmp_path / "train.log"
-    with open(log, "w") as out:
-        train = subprocess.Popen(
-            [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "3",
-             "--speed-factor", "5"], stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(lambda: "│ loss" in log.read_text(), timeout=60)
+    with training(log, speed_factor=5) as train:
         with Client.connect(autostart=False) as client:
             ranks = {p["pid"] for p in client.snapshot(0)["nodes"][0]["processes"]}
         assert len(ranks) == 8
@@ -122,9 +110,6 @@ def test_fake_train_attaches_its_ranks_again_when_the_state_is_lost(
         steps = log.read_text().count("│ loss")
         wait_for(lambda: log.read_text().count("│ loss") > steps, timeout=20)
         assert train.poll() is None
-    finally:
-        train.send_signal(signal.SIGTERM)
-        train.wait(timeout=20)
 
 
 def test_the_first_snapshot_after_a_kill_9_follows_on_from_the_last_one(

@@ -526,30 +526,19 @@ def daemon_command(
     import sys
 
     command = [sys.executable, "-m", "fakehw", "daemon", "run", "--runtime-dir", paths.root]
+    options: list[tuple[str, str]] = []
     if settings is not None:
-        command += [
-            "--idle-timeout",
-            repr(settings.idle_timeout_s),
-            "--tick-hz",
-            repr(settings.tick_hz),
-        ]
-        if settings.tcp_listen:
-            command += ["--tcp", settings.tcp_listen]
-        if settings.tcp_token_file:
-            command += ["--tcp-token-file", settings.tcp_token_file]
+        options += [("--idle-timeout", repr(settings.idle_timeout_s)),
+                    ("--tick-hz", repr(settings.tick_hz)), ("--tcp", settings.tcp_listen),
+                    ("--tcp-token-file", settings.tcp_token_file)]  # fmt: skip
     if cluster is not None:
-        command += [
-            "--gpu-model",
-            cluster.gpu_model,
-            "--nodes",
-            str(cluster.nodes),
-            "--gpus-per-node",
-            str(cluster.gpus_per_node),
-            "--seed",
-            str(cluster.seed),
-        ]
-        if cluster.hostname_prefix:
-            command += ["--hostname-prefix", cluster.hostname_prefix]
+        options += [("--gpu-model", cluster.gpu_model), ("--nodes", str(cluster.nodes)),
+                    ("--gpus-per-node", str(cluster.gpus_per_node)),
+                    ("--seed", str(cluster.seed)),
+                    ("--hostname-prefix", cluster.hostname_prefix)]  # fmt: skip
+    for flag, value in options:
+        if value:  # an empty setting is the default: not said
+            command += [flag, value]
     return command
 
 

@@ -34,10 +34,12 @@ from fakehw.smi.common import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import IO
+    from typing import IO, TypeVar
 
     from fakehw.contract.snapshot import GpuRecord, NodeRecord, Snapshot
     from fakehw.views.source import SourceFailed
+
+    T = TypeVar("T")
 
 
 DEFAULT_LOOP_S = 5
@@ -334,16 +336,25 @@ def _format_options(text: str | None) -> tuple[bool, bool]:
     return "noheader" not in options, "nounits" not in options
 
 
-def _query_gpu(args: Args, out: IO[str]) -> int:
+def _chosen_fields(args: Args, resolve: Callable[[list[str]], list[T]], text: str | None
+                   ) -> tuple[list[T], bool, bool]:  # fmt: skip
+    """The fields a ``--query-*`` list names, and ``--format``'s (header, units)."""
     from fakehw.smi import fields
 
     header, units = _format_options(args.format)
     try:
-        chosen = fields.resolve(fields.split_field_list(args.query_gpu or ""))
+        chosen = resolve(fields.split_field_list(text or ""))
     except fields.UnknownField as exc:
         raise SmiError(f"{exc}\n", EXIT_INVALID_ARGUMENT) from None
     if not chosen:
         raise invalid()
+    return chosen, header, units
+
+
+def _query_gpu(args: Args, out: IO[str]) -> int:
+    from fakehw.smi import fields
+
+    chosen, header, units = _chosen_fields(args, fields.resolve, args.query_gpu)
     if header:
         out.write(fields.csv_header(chosen) + "\n")
     for snapshot, node in Source().frames(args.loop_ms):
@@ -357,13 +368,7 @@ def _query_gpu(args: Args, out: IO[str]) -> int:
 def _query_apps(args: Args, out: IO[str]) -> int:
     from fakehw.smi import fields
 
-    header, units = _format_options(args.format)
-    try:
-        chosen = fields.resolve_apps(fields.split_field_list(args.query_apps or ""))
-    except fields.UnknownField as exc:
-        raise SmiError(f"{exc}\n", EXIT_INVALID_ARGUMENT) from None
-    if not chosen:
-        raise invalid()
+    chosen, header, units = _chosen_fields(args, fields.resolve_apps, args.query_apps)
     if header:
         out.write(", ".join(f.header for f in chosen) + "\n")
     for snapshot, node in Source().frames(args.loop_ms):
