@@ -29,16 +29,22 @@ PROGRAMS = {
 T = TypeVar("T")
 
 
-def fakehw(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run the ``fakehw`` command as a user would (via this interpreter)."""
+def run_program(program: str, *args: str, timeout: float = 60,
+                **kwargs: object) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run one of ``PROGRAMS`` as a user would, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "fakehw", *args],
+        [*PROGRAMS[program], *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def fakehw(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the ``fakehw`` command as a user would (via this interpreter)."""
+    return run_program("fakehw", *args, timeout=timeout, **kwargs)
 
 
 @contextlib.contextmanager
@@ -117,6 +123,13 @@ class Node:
             client.request("attach", pid=child.pid, name=name, gpus=[gpu], job="golden",
                            memory_plan={phase: memory_mib}, phase=phase)  # fmt: skip
         return child.pid
+
+    def training_on(self, memory_by_gpu: dict[int, int]) -> Node:
+        """A ``python3`` training on each GPU named, holding that many MiB, at full power."""
+        for gpu, memory_mib in memory_by_gpu.items():
+            self.run_process("python3", gpu, memory_mib)
+        self.wait_busy_gpus(list(memory_by_gpu))
+        return self
 
     def wait_busy_gpus(self, indexes: list[int]) -> None:
         """Wait until the GPUs listed train at full power."""

@@ -42,10 +42,7 @@ def scrape(node: Node) -> str:
 
 @pytest.fixture
 def node() -> Iterator[Node]:
-    node = Node("h100", 4)
-    node.run_process("python3", 1, 40000)
-    node.run_process("python3", 2, 40000)
-    node.wait_busy_gpus([1, 2])
+    node = Node("h100", 4).training_on({1: 40000, 2: 40000})
     yield node
     node.close()
 

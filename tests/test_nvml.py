@@ -36,10 +36,7 @@ def pynvml(node: Node, code: str) -> object:
 
 @pytest.fixture(scope="module")
 def busy() -> Iterator[Node]:
-    node = Node("h100", 4)
-    node.run_process("python3", 1, 46608)
-    node.run_process("python3", 2, 30000)
-    node.wait_busy_gpus([1, 2])
+    node = Node("h100", 4).training_on({1: 46608, 2: 30000})
     yield node
     node.close()
 

@@ -291,14 +291,21 @@ def _give_saved_record_to(state_file: Path, old_pid: int, new_pid: int) -> None:
     assert zipfile.is_zipfile(state_file)
 
 
+def _train_then_stop_the_daemon(pid: int) -> None:
+    """A daemon of 2 GPUs with ``pid`` training on GPU 1 (30000 MiB), stopped: its state,
+    the record among it, saved for the next one."""
+    client = start_daemon("--gpus-per-node", "2")
+    client.request("attach", pid=pid, name="python", gpus=[1], phase="train",
+                   memory_plan={"train": 30000})  # fmt: skip
+    wait_for(lambda: client.snapshot(0)["nodes"][0]["gpus"][1]["memory_used_mib"] == 30009)
+    client.close()
+    assert fakehw("daemon", "stop").returncode == 0
+
+
 def test_a_pid_reused_across_a_daemon_restart_is_not_restored_nor_signalled(
     runtime_dir: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    client = start_daemon("--gpus-per-node", "2")
-    client.request("attach", pid=sleeper.pid, name="python", gpus=[1], phase="train",
-                   memory_plan={"train": 30000})  # fmt: skip
-    client.close()
-    assert fakehw("daemon", "stop").returncode == 0
+    _train_then_stop_the_daemon(sleeper.pid)
     while time.time() - psutil.Process(sleeper.pid).create_time() < 2.5:
         time.sleep(0.1)  # the program the PID now names starts well after the recorded one
     newcomer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -321,12 +328,7 @@ def test_a_process_still_alive_across_a_restart_is_restored(
     runtime_dir: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
     """A guard: the start-time check must not drop a process that did survive."""
-    client = start_daemon("--gpus-per-node", "2")
-    client.request("attach", pid=sleeper.pid, name="python", gpus=[1], phase="train",
-                   memory_plan={"train": 30000})  # fmt: skip
-    wait_for(lambda: client.snapshot(0)["nodes"][0]["gpus"][1]["memory_used_mib"] == 30009)
-    client.close()
-    assert fakehw("daemon", "stop").returncode == 0
+    _train_then_stop_the_daemon(sleeper.pid)
     client = start_daemon("--gpus-per-node", "2")
     node = client.snapshot(0)["nodes"][0]
     assert [p["pid"] for p in node["processes"]] == [sleeper.pid]

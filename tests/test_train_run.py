@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import alive, fakehw, wait_for
+from helpers import alive, fakehw, run_program, wait_for
 
 from fakehw.specs import lookup
 from fakehw.train import arithmetic as ar
@@ -26,13 +26,7 @@ ESCAPE = "\x1b"
 
 
 def fake_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fakehw.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_program("fake-train", *args, timeout=timeout)
 
 
 def start_train(*args: str, output: Path) -> subprocess.Popen[bytes]:
