@@ -51,7 +51,6 @@ from fakehw.workload import (
     TRAIN_MEMORY_CYCLE,
 )
 
-IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 # NVML refreshes utilization every 200 ms on Hopper (values change in pairs at

@@ -134,10 +134,6 @@ class GpuSpec:
     def memory_usable_mib(self) -> int:
         return self.memory_total_mib - self.memory_reserved_mib
 
-    @property
-    def reports_tlimit(self) -> bool:
-        return self.tlimit is not None
-
 
 DGX_H100 = HostSpec(
     product="DGX H100",

@@ -170,11 +170,3 @@ if TYPE_CHECKING:
         # utilization_gpu_pct, temperature_gpu_c, memory_used_mib, power_draw_mw,
         # power_limit_mw, clock_sm_mhz, lost (0/1), processes (count)
         columns: dict[str, list[int]]
-
-
-def node_of(snapshot: Snapshot, node: int | str) -> NodeRecord:
-    """A node by index or hostname; ``KeyError`` if the snapshot lacks it."""
-    for record in snapshot["nodes"]:
-        if record["index"] == node or record["hostname"] == node:
-            return record
-    raise KeyError(node)

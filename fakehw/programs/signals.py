@@ -20,7 +20,6 @@ else:
     import _signal as signal
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 _NAMES: dict[int, str] = {
     signal.SIGINT: "SIGINT",
     signal.SIGTERM: "SIGTERM",

@@ -45,7 +45,6 @@ DISPLAY_GROUPS = (
     "POWER_PROFILES",
 )
 # Groups whose figures come from the daemon's sample buffers.
-SAMPLED_GROUPS = frozenset({"UTILIZATION", "POWER"})
 
 
 class Node:

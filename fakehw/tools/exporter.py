@@ -51,7 +51,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from fakehw.service.client import Client, DaemonUnavailable, RequestFailed
 
-DEFAULT_LISTEN = "127.0.0.1:9400"  # dcgm-exporter's port; loopback unless asked
 HOST_LABELS = ("hostname", "Hostname", "both")
 
 # The largest cluster one /metrics scrape carries: 1,024 nodes x 8. Measured on a

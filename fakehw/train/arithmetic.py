@@ -146,10 +146,6 @@ def flops_per_token(active_params: int) -> float:
     return 6.0 * active_params
 
 
-def tokens_per_second(gpus: int, peak_tflops: float, mfu: float, active_params: int) -> float:
-    return gpus * peak_tflops * 1e12 * mfu / flops_per_token(active_params)
-
-
 def tflops_per_gpu(tokens_per_s: float, active_params: int, gpus: int) -> float:
     return flops_per_token(active_params) * tokens_per_s / gpus / 1e12
 

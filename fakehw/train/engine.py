@@ -75,10 +75,6 @@ class RankDied(Exception):
         self.ranks = ranks
 
 
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM during the run."""
-
-
 class SaveAbandoned(KeyboardInterrupt):
     """Ctrl-C again while a checkpoint was being written: the save is given up."""
 
@@ -173,7 +169,6 @@ class Engine:
         self.curve = LearningCurve(plan, self.rng)
         self.last_eval: float | None = None
         self.step_times: list[float] = []
-        self.last_line_wall = 0.0
         self.logged = 0
         self.slow_warned_at = -(10**9)
         self.checkpoints: list[CheckpointInfo] = []
@@ -233,7 +228,8 @@ class Engine:
 
     # ----------------------------------------------------------------- run
     def run(self) -> str:
-        """Play the run; returns "finished", "limit" or raises ``Interrupted``."""
+        """Play the run; returns "finished" or "limit" (``KeyboardInterrupt`` and
+        ``Terminated`` pass through to the caller, which ends the run)."""
         self.startup()
         while True:
             try:

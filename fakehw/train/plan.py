@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from fakehw.specs import GpuSpec
 from fakehw.train import arithmetic as ar
@@ -79,8 +79,6 @@ class RunPlan:
     memory: dict[str, int]  # bytes per GPU, by kind
     start_step: int = 0  # > 0 for a resumed run
     log_interval: int = 1  # steps between log lines (more at high --speed-factor)
-    dpo_beta: float = 0.1
-    extras: dict[str, float] = field(default_factory=dict)
 
     @property
     def gpus(self) -> int:

@@ -100,7 +100,6 @@ class World:
         self._remote_dead: set[int] = set()
         self._remote_attached: set[int] = set()  # remote ranks the daemon holds a record of
         self._injected: dict[int, set[str]] = {}  # GPU -> faults this run put there
-        self.phase_now = ""
 
     @property
     def process_name(self) -> str:
@@ -174,7 +173,6 @@ class World:
                     raise WorldError(f"the daemon refused rank {rank}: {result.message}")
             elif rank not in self.children:
                 self._remote_attached.add(rank)
-        self.phase_now = "context"
 
     def phase(self, phase: str, ranks: Iterable[int] | None = None, **options: object) -> None:
         """Set a phase on the given ranks (default: all live ranks)."""
@@ -185,7 +183,6 @@ class World:
             [("set_phase", {"pid": self.pids[r], "phase": phase, **options}) for r in chosen]
         )
         if ranks is None:
-            self.phase_now = phase
             self._phase_args = (phase, dict(options))
         self._phase_at = time.monotonic()
 

@@ -289,7 +289,7 @@ class HfStyle(Style):
         return files + state
 
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
-        self.save_from = t
+        """The Trainer says nothing as a save starts: its shard bar follows."""
 
     def checkpoint_done(self, c: CheckpointInfo) -> None:
         shards = [name for name, _ in c.files if name.endswith(".safetensors")]
