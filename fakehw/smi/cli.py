@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from fakehw import TYPE_CHECKING
 from fakehw.programs.launch import open_output
@@ -221,7 +222,6 @@ class Source:
         longer than a subscription takes. The cadence is kept from the first snapshot, as the
         daemon keeps a subscription's, so the time a frame takes to fetch and print does not
         add up."""
-        import time
 
         interval_s = interval_ms / 1000
         due = time.monotonic()
@@ -358,8 +358,9 @@ def _query_gpu(args: Args, out: IO[str]) -> int:
     if header:
         out.write(fields.csv_header(chosen) + "\n")
     for snapshot, node in Source().frames(args.loop_ms):
+        asked = time.time()  # the moment of the query, as the real tool stamps its rows
         for gpu in select_gpus(node, args.ids):
-            context = fields.FieldContext.of(snapshot, node, gpu)
+            context = fields.FieldContext.of(snapshot, node, gpu, at=asked)
             out.write(fields.csv_row(chosen, context, units) + "\n")
         out.flush()
     return EXIT_OK
@@ -372,13 +373,14 @@ def _query_apps(args: Args, out: IO[str]) -> int:
     if header:
         out.write(", ".join(f.header for f in chosen) + "\n")
     for snapshot, node in Source().frames(args.loop_ms):
+        asked = time.time()
         gpus = {g["index"]: g for g in select_gpus(node, args.ids)}
         for process in node["processes"]:
             gpu = gpus.get(process["gpu_index"])
             if gpu is None:
                 continue
             model = snapshot["models"][gpu["model"]]
-            context = fields.AppContext(snapshot, gpu, process, model)
+            context = fields.AppContext(snapshot, gpu, process, model, asked)
             out.write(", ".join(f.format_value(context, units) for f in chosen) + "\n")
         out.flush()
     return EXIT_OK

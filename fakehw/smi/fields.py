@@ -26,21 +26,28 @@ NA = "[N/A]"
 
 
 class FieldContext:
-    """What a field may read: the GPU, its node, its model and the moment."""
+    """What a field may read: the GPU, its node, its model and the moment (``at``: when
+    the row was asked for, as nvidia-smi stamps a query; the snapshot's own time when
+    no one asked, as in ``fakehw simulate``)."""
 
-    __slots__ = ("gpu", "model", "node", "snapshot")
+    __slots__ = ("at", "gpu", "model", "node", "snapshot")
 
     def __init__(
-        self, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord, model: dict[str, Any]
-    ) -> None:
+        self, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord, model: dict[str, Any],
+        at: float,
+    ) -> None:  # fmt: skip
         self.snapshot = snapshot
         self.node = node
         self.gpu = gpu
         self.model = model
+        self.at = at
 
     @classmethod
-    def of(cls, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> FieldContext:
-        return cls(snapshot, node, gpu, snapshot["models"][gpu["model"]])
+    def of(
+        cls, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord, at: float | None = None
+    ) -> FieldContext:
+        moment = snapshot["time"] if at is None else at
+        return cls(snapshot, node, gpu, snapshot["models"][gpu["model"]], moment)
 
 
 class QueryField:
@@ -197,7 +204,7 @@ def _fields() -> list[QueryField]:
         "partition_assigned",
     )
     table = [
-        f("timestamp", lambda ctx: format_timestamp(ctx.snapshot["time"])),
+        f("timestamp", lambda ctx: format_timestamp(ctx.at)),
         f("driver_version", lambda ctx: ctx.snapshot["driver_version"]),
         f("vgpu_driver_capability.heterogenous_multivGPU", _const(NA)),
         f("count", lambda ctx: str(len(ctx.node["gpus"]))),
@@ -497,17 +504,20 @@ def csv_row(fields: Sequence[QueryField], context: FieldContext, units: bool = T
 
 
 class AppContext:
-    """What a ``--query-compute-apps`` field reads: one process and its GPU."""
+    """What a ``--query-compute-apps`` field reads: one process and its GPU, at a moment
+    (``at``, as in ``FieldContext``)."""
 
-    __slots__ = ("gpu", "model", "process", "snapshot")
+    __slots__ = ("at", "gpu", "model", "process", "snapshot")
 
     def __init__(
-        self, snapshot: Snapshot, gpu: GpuRecord, process: ProcessRecord, model: dict[str, Any]
-    ) -> None:
+        self, snapshot: Snapshot, gpu: GpuRecord, process: ProcessRecord, model: dict[str, Any],
+        at: float,
+    ) -> None:  # fmt: skip
         self.snapshot = snapshot
         self.gpu = gpu
         self.process = process
         self.model = model
+        self.at = at
 
 
 class AppField:
@@ -534,7 +544,7 @@ class AppField:
 
 
 APP_FIELDS: tuple[AppField, ...] = (
-    AppField("timestamp", lambda ctx: format_timestamp(ctx.snapshot["time"])),
+    AppField("timestamp", lambda ctx: format_timestamp(ctx.at)),
     AppField("gpu_name", lambda ctx: str(ctx.model["name"])),
     AppField("gpu_bus_id", lambda ctx: ctx.gpu["bus_id"]),
     AppField("gpu_serial", lambda ctx: ctx.gpu["serial"]),
