@@ -461,9 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from fakehw.train.catalog import UnknownModel
-    from fakehw.train.engine import Engine, JobFailed, Options, SaveAbandoned
+    from fakehw.train.checkpoints import SaveAbandoned
+    from fakehw.train.engine import Engine, Options
     from fakehw.train.metrics import MetricsWriter
     from fakehw.train.plan import PlanError, make_plan
+    from fakehw.train.recovery import JobFailed
     from fakehw.train.styles import STYLES
     from fakehw.train.terminal import Terminal
     from fakehw.train.world import World, WorldError

@@ -15,94 +15,36 @@ of the model size and the tokens seen, with noise and rare spikes.
 from __future__ import annotations
 
 import math
-import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
 from fakehw.train import arithmetic as ar
-from fakehw.train import nccl, torchrun
+from fakehw.train.checkpoints import Checkpoints
 from fakehw.train.events import (
-    BenchmarkRow,
     CheckpointInfo,
     CollectiveTiming,
     EvalResult,
-    ExportArtifact,
     Incident,
     StepMetrics,
-    Summary,
 )
 from fakehw.train.learning import LearningCurve
 from fakehw.train.metrics import MetricsWriter
 from fakehw.train.plan import RunPlan
-from fakehw.train.styles.base import LaunchInfo, Style, perplexity, si, size
+from fakehw.train.recovery import RankDied, Recovery
+from fakehw.train.startup import Startup
+from fakehw.train.styles.base import LaunchInfo, Style, perplexity
 from fakehw.train.world import World
+from fakehw.train.wrapup import EXPORT_WALL_S, WrapUp
 
 # The mean SM clock of a power-capped GPU under training, as a share of its
 # maximum (the calibrated model: 1678 of 1980 MHz on H100); the plan's MFU holds there.
 TRAINING_CLOCK = 0.8475
 STRAGGLER_CLOCK = 0.93  # a GPU this far below the median is named as holding the job back
 CLOCK_SETTLE_S = 20.0  # real seconds for the clocks to settle after training starts
-MAX_RESTARTS = 3
-CUDA_ERRORS = {48: "uncorrectable ECC error encountered", 79: "unspecified launch failure"}
-WATCHDOG_TIMEOUT_S = 600.0  # NCCL's default collective timeout, story seconds
-TORCHRUN_MONITOR_S = 5.0  # torchrun's agent looks at its workers this often
-EXPORT_WALL_S = 90.0  # real seconds an export waits at most (its story time is its own)
 LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
 WARMUP_STEPS = 0.8  # steps over which the first steps' extra time decays (e-fold)
-# lm-eval-harness on the four tasks: the prompt and choice tokens its loglikelihood
-# requests score (HellaSwag 4 endings of ~100 tokens, MMLU 5-shot prompts of ~600 with
-# 4 choices, ARC-Easy), and GSM8K's 5-shot generations of up to 256 tokens each.
-BENCHMARK_TOKENS = 10042 * 4 * 110 + 14042 * 4 * 620 + 2376 * 4 * 60 + 1319 * 900
-BENCHMARK_GENERATED_TOKENS = 1319 * 256
-DECODE_TOKENS_PER_S_PER_GPU = 1800.0  # batched greedy decoding of a mid-size model
-
-
-class JobFailed(Exception):
-    """The job cannot run (a GPU is full): what PyTorch and torchrun print, then exit 1."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(lines[0] if lines else "job failed")
-        self.lines = lines
-
-
-class RankDied(Exception):
-    def __init__(self, ranks: list[int]) -> None:
-        super().__init__(f"ranks {ranks} died")
-        self.ranks = ranks
-
-
-class SaveAbandoned(KeyboardInterrupt):
-    """Ctrl-C again while a checkpoint was being written: the save is given up."""
-
-
-class SaveGuard:
-    """While a checkpoint is written, Ctrl-C does not cut it short (as a careful
-    trainer's signal handler does): the first press is only noted (``pressed``)
-    and the save goes on; another press raises ``SaveAbandoned``, and so does
-    the first one with ``abandon_at_once`` (the save Ctrl-C itself started)."""
-
-    def __init__(self, abandon_at_once: bool = False) -> None:
-        self.abandon_at_once = abandon_at_once
-        self.pressed = False
-        self._previous: Callable[[int, FrameType | None], object] | int | None = None
-
-    def __enter__(self) -> SaveGuard:
-        if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:  # ignored stays ignored
-            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        if self.pressed or self.abandon_at_once:
-            raise SaveAbandoned
-        self.pressed = True
 
 
 @dataclass
@@ -151,6 +93,14 @@ class StoryClock:
 
 
 class Engine:
+    """One run on its story clock: the training loop, its pacing and evaluations.
+
+    The parts of a run that are not the loop are its collaborators, each reading and
+    updating the engine's state: ``starting`` (``fakehw.train.startup``), ``saving``
+    (``fakehw.train.checkpoints``), ``recovery`` (``fakehw.train.recovery``) and
+    ``wrap_up`` (``fakehw.train.wrapup``).
+    """
+
     def __init__(
         self, plan: RunPlan, world: World, style: Style, metrics: MetricsWriter, options: Options
     ) -> None:
@@ -188,6 +138,10 @@ class Engine:
         self.early_stop_told = False
         self.warmup_amplitude = self.rng.uniform(1.2, 2.2)
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
+        self.starting = Startup(self)
+        self.saving = Checkpoints(self)
+        self.recovery = Recovery(self)
+        self.wrap_up = WrapUp(self)
 
     # --------------------------------------------------------------- pacing
     def wait(self, story_seconds: float, check: bool = True) -> None:
@@ -230,127 +184,40 @@ class Engine:
     def run(self) -> str:
         """Play the run; returns "finished" or "limit" (``KeyboardInterrupt`` and
         ``Terminated`` pass through to the caller, which ends the run)."""
-        self.startup()
+        self.starting.startup()
         while True:
             try:
                 outcome = self.train()
                 if outcome == "limit" and not self.early_stop_told:
                     self.early_stop_told = True
-                    self.announce_early_stop()
-                self.final_checkpoint()
+                    self.wrap_up.announce_early_stop()
+                self.saving.final_checkpoint()
                 break
             except RankDied as exc:  # in training or in the final save
-                self.recover(exc.ranks)
-        self.finish(outcome)
+                self.recovery.recover(exc.ranks)
+        self.wrap_up.finish(outcome)
         return outcome
 
     def interrupted(self) -> None:
         """Ctrl-C: save what is not saved yet, as a careful training script does."""
         term = self.style.term
         term.clear_status()
-        saving = bool(self.world.pids) and self.unsaved_steps() > 0
+        saving = bool(self.world.pids) and self.saving.unsaved_steps() > 0
         if saving:
             message = "interrupted: saving a checkpoint before exiting (Ctrl-C again to abandon it)"
         elif not self.steps_done:
             message = "interrupted before the first step: nothing to save"
-        elif not self.unsaved_steps():
-            message = f"interrupted: nothing new to save; {self.last_complete()}"
+        elif not self.saving.unsaved_steps():
+            message = f"interrupted: nothing new to save; {self.saving.last_complete()}"
         else:
-            message = f"interrupted while no worker runs: nothing to save; {self.last_complete()}"
+            message = (
+                f"interrupted while no worker runs: nothing to save; {self.saving.last_complete()}"
+            )
         if not self.interrupt_told:  # else the save it came during said what happens
             self.style.say(self.clock.now(), "signal", term.paint(message, "yellow"))
         if saving:
-            self.checkpoint(reason="interrupt")
-        self.finish("interrupted")
-
-    # ------------------------------------------------------------- start-up
-    def startup(self) -> None:
-        plan, style, world = self.plan, self.style, self.world
-        style.header(self.clock.now())
-        world.spawn()
-        host = world.hostnames[0]
-        self.launch = LaunchInfo(
-            hostnames=tuple(world.hostnames[: plan.nodes]),
-            master_addr=host,
-            master_port=29500,
-            launcher_pid=os.getpid(),
-            local_pids=world.local_pids,
-            node_rank=0,
-            ip=f"10.{plan.seed % 200}.{1 + plan.seed % 50}.11",
-            script=self.script(),
-            time=self.clock.now(),
-        )
-        style.launcher(self.launch)
-        self.wait(1.5, check=False)
-        self.check_memory()
-        world.attach(self.memory_plan())
-        world.watch_xids()
-        self.wait(nccl.init_seconds(plan)["total"] + 0.6)
-        style.nccl_init(
-            nccl.init_lines(plan, self.launch.hostnames[0], self.launch.ip, world.local_pids)
-        )
-        self.load("tokenizer", plan.model.arch.vocab, "tokens", 1.0)
-        style.loaded(
-            self.clock.now(),
-            "tokenizer",
-            f"vocabulary {plan.model.arch.vocab:,} · bos/eos/pad set · max length {plan.seq}",
-        )
-        shards = max(64, plan.dataset.samples // 2_000_000)
-        opening = ar.dataset_open_s(plan.task, shards, plan.dataset.samples)
-        self.load("dataset", shards, "shards", opening)
-        style.loaded(
-            self.clock.now(),
-            "dataset",
-            f"{plan.dataset.name}: {plan.dataset.samples:,} "
-            f"{'pairs' if plan.task == 'dpo' else 'samples'} · {si(plan.dataset.tokens)} tokens · "
-            f"{shards} shards · {'padded' if plan.task == 'dpo' else 'packed'} to "
-            f"{plan.seq} tokens",
-        )
-        world.phase("load")
-        shards_model = len(ar.safetensor_shards(ar.BF16 * plan.params))
-        if plan.start_step:  # a resumed run reads its checkpoint: model and optimizer
-            seconds = ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes)
-            self.load("checkpoint", shards_model, "shards", seconds)
-        elif plan.task == "pretrain":  # from scratch: nothing to read, weights initialised
-            self.load("init", plan.model.arch.layers, "layers", ar.model_init_s(plan.params))
-        else:  # a fine-tune starts from the published weights
-            self.load("weights", shards_model, "shards", ar.weights_read_s(plan.params))
-        style.model_info(self.clock.now())
-        if plan.start_step:
-            style.say(
-                self.clock.now(),
-                "resume",
-                f"loaded {plan.save_dir}/{self.checkpoint_name(plan.start_step)} "
-                f"(step {plan.start_step:,}, {size(plan.checkpoint_bytes)}): model, "
-                "optimizer, scheduler and RNG states",
-            )
-        style.gpu_check(self.clock.now(), world.cells())
-        self.check_lost_gpus()
-        style.parallelism(self.clock.now())
-        style.training_start(self.clock.now())
-
-    def check_memory(self) -> None:
-        """Another job on the same GPUs leaves too little memory: CUDA OOM, as in life."""
-        plan = self.plan
-        ours = set(self.world.pids.values())
-        for rank in range(plan.gpus_per_node):
-            others = [p for p in self.world.holders(rank) if p[0] not in ours]
-            total = plan.gpu.memory_total_mib - plan.gpu.memory_reserved_mib
-            free = total - sum(mib for _, mib in others)
-            if plan.memory_mib <= free:
-                continue
-            gib = 1024
-            lines = [
-                *torchrun.out_of_memory(
-                    rank, self.script().split()[0], plan.memory_mib / gib, total / gib,
-                    max(0, free) / gib, [(pid, mib / gib) for pid, mib in others],
-                ),
-                torchrun.child_failed(
-                    self.clock.now(), os.getpid(), rank, self.world.pids.get(rank, 0),
-                    self.world.process_name, 1,
-                ),
-            ]  # fmt: skip
-            raise JobFailed(lines)
+            self.saving.checkpoint(reason="interrupt")
+        self.wrap_up.finish("interrupted")
 
     def script(self) -> str:
         return {
@@ -388,7 +255,7 @@ class Engine:
     # ---------------------------------------------------------------- train
     def train(self) -> str:
         plan, world = self.plan, self.world
-        self.check_memory()  # the big allocations come with the first step
+        self.starting.check_memory()  # the big allocations come with the first step
         world.phase("train", cycle_s=self.expected_step_time())
         self.training_since = time.monotonic()
         while True:
@@ -409,7 +276,7 @@ class Engine:
                 self.evaluate()
                 world.phase("train", cycle_s=self.expected_step_time())
             if self.step % plan.checkpoint_every == 0:
-                self.checkpoint()
+                self.saving.checkpoint()
                 world.phase("train", cycle_s=self.expected_step_time())
 
     def inject_due(self) -> None:
@@ -661,350 +528,6 @@ class Engine:
         self.last_eval = loss
         style.eval_done(result)
         self.metrics.eval(result)
-
-    # ----------------------------------------------------------- checkpoint
-    def checkpoint_name(self, step: int) -> str:
-        return self.style.checkpoint_dir(step)
-
-    def checkpoint_path(self, step: int) -> str:
-        return f"{self.plan.save_dir}/{self.checkpoint_name(step)}"
-
-    def unsaved_steps(self) -> int:
-        """Training steps since the last complete checkpoint (or since step 0)."""
-        return self.step - (self.last_checkpoint or 0)
-
-    def last_complete(self) -> str:
-        if self.last_checkpoint is None:
-            return "no checkpoint is complete: the run would start again from step 0"
-        return (
-            f"the last complete checkpoint is {self.checkpoint_path(self.last_checkpoint)} "
-            f"(step {self.last_checkpoint:,})"
-        )
-
-    def final_checkpoint(self) -> None:
-        """The save at the end of training, of what is not saved yet."""
-        self.finishing = True
-        if self.unsaved_steps() > 0:
-            self.checkpoint(reason="final")
-
-    def checkpoint(self, reason: str = "periodic") -> CheckpointInfo:
-        """Write a checkpoint of this step. Ctrl-C while it is written lets it finish,
-        then ends the run (``KeyboardInterrupt``); Ctrl-C again abandons it."""
-        try:
-            with SaveGuard(abandon_at_once=reason == "interrupt") as guard:
-                info = self.write_checkpoint(reason, guard)
-        except SaveAbandoned:
-            if self.last_checkpoint != self.step:  # else it was complete after all
-                self.abandoned()
-            raise
-        if guard.pressed:
-            raise KeyboardInterrupt
-        return info
-
-    def write_checkpoint(self, reason: str, guard: SaveGuard) -> CheckpointInfo:
-        plan, world, style = self.plan, self.world, self.style
-        style.term.clear_status()
-        if plan.par.sharded_checkpoint:
-            world.phase("checkpoint")
-        else:
-            world.phase("barrier")  # the others wait in a collective while rank 0 writes
-            world.phase("checkpoint", ranks=[0])
-        path = self.checkpoint_path(self.step)
-        started = self.clock.now()
-        style.checkpoint_start(started, self.step, path, reason)
-        total = plan.checkpoint_bytes
-        writers = plan.nodes if plan.par.sharded_checkpoint else 1
-        seconds = ar.checkpoint_write_s(total, writers) * self.rng.uniform(0.9, 1.15)
-        deadline = self.deadline(seconds)
-        if not self.wait_until(deadline, check=reason != "interrupt", stop=lambda: guard.pressed):
-            self.interrupt_told = True
-            style.term.clear_status()
-            message = (
-                f"interrupted: letting the checkpoint of step {self.step:,} finish, then "
-                "exiting (Ctrl-C again to abandon it)"
-            )
-            style.say(self.clock.now(), "signal", style.term.paint(message, "yellow"))
-            self.wait_until(deadline, check=False)
-        info = CheckpointInfo(
-            step=self.step,
-            path=path,
-            files=tuple(style.checkpoint_files(self.step, total)),
-            bytes=total,
-            seconds=seconds,
-            time=self.clock.now(),
-            reason=reason,
-        )
-        self.checkpoints.append(info)
-        self.last_checkpoint = self.step
-        style.checkpoint_done(info)
-        self.metrics.checkpoint(info)
-        return info
-
-    def abandoned(self) -> None:
-        """Say what a save given up costs: the checkpoint, and the steps since the last."""
-        term = self.style.term
-        term.clear_status()
-        first = (self.last_checkpoint or 0) + 1
-        lost = f"steps {first:,}-{self.step:,} are" if first < self.step else f"step {first:,} is"
-        message = (
-            f"Ctrl-C again: abandoned the checkpoint of step {self.step:,}; "
-            f"{self.checkpoint_path(self.step)} is incomplete and {lost} lost; "
-            f"{self.last_complete()}"
-        )
-        self.style.say(self.clock.now(), "signal", term.paint(message, "red"))
-
-    # -------------------------------------------------------------- failure
-    def recover(self, dead: list[int]) -> None:
-        """A worker died. One of this node's: torchrun's monitor sees it exit within
-        seconds and stops the group. One elsewhere: this node's ranks hang in the
-        collective until NCCL's watchdog aborts them (10 minutes). Then torchrun
-        restarts the group from the last checkpoint."""
-        plan, world, style = self.plan, self.world, self.style
-        style.term.clear_status()
-        self.finishing = False  # a rank died in the final save: training resumes first
-        alive = [r for r in world.pids if r not in dead]
-        world.phase("barrier", ranks=alive)  # stuck in NCCL: 100 % utilization, low power
-        local = any(rank < plan.gpus_per_node for rank in dead)
-        hang = TORCHRUN_MONITOR_S if local else WATCHDOG_TIMEOUT_S
-        shown = min(4.0 * self.options.speed, 60.0, hang)  # the barrier, seen on the GPUs
-        self.wait(shown, check=False)
-        self.clock.jump(hang - shown)
-        style.rank_failure(self.failure_lines(dead, local))
-        world.take_down()
-        self.restarts += 1
-        if self.restarts > MAX_RESTARTS:
-            raise JobFailed(torchrun.group_gave_up(
-                self.clock.now(), os.getpid(), MAX_RESTARTS, self.script().split()[0]
-            ))  # fmt: skip
-        self.wait(3.0, check=False)
-        resume_from = self.last_checkpoint or plan.start_step
-        style.rank_failure(self.restart_lines(resume_from))
-        self.check_lost_gpus()
-        world.spawn()
-        world.attach(self.memory_plan())
-        world.watch_xids()
-        self.wait(2.0)
-        world.phase("load")
-        self.load(
-            "checkpoint",
-            len(ar.safetensor_shards(ar.BF16 * plan.params)),
-            "shards",
-            ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes),
-        )
-        self.step = resume_from
-        self.curve.restart()
-        style.say(
-            self.clock.now(),
-            "resume",
-            f"restarted worker group ({self.restarts}/{MAX_RESTARTS}); resuming from "
-            f"step {resume_from:,}",
-        )
-
-    def check_lost_gpus(self) -> None:
-        """A GPU off the bus stays off until the machine reboots: CUDA cannot start on
-        it, at a restart or at the start of a run (a fault injected from outside)."""
-        lost = self.world.lost_gpus()
-        if not lost:
-            return
-        raise JobFailed(torchrun.gpu_gone(
-            self.clock.now(), os.getpid(), lost, self.world.process_name,
-            self.script().split()[0],
-        ))  # fmt: skip
-
-    def failure_lines(self, dead: list[int], local: bool) -> list[str]:
-        """What PyTorch prints when a rank dies mid-collective: the dead rank's own error
-        (if the GPU killed it) and torchrun's verdict on it; when the rank was on
-        another node, this node's ranks' NCCL watchdog and their abort (SIGABRT)."""
-        now, pid, binary = self.clock.now(), os.getpid(), self.world.process_name
-        lines = []
-        for rank in dead:
-            cause = self.crash_causes.get(rank)
-            if cause is not None:
-                lines += torchrun.cuda_error(rank, CUDA_ERRORS.get(cause, "unknown error"))
-        if local:
-            ended = [(rank, -9) for rank in dead if rank < self.plan.gpus_per_node]
-        else:
-            ours = range(self.plan.gpus_per_node)
-            seq = nccl.seq_num(self.plan, self.step)
-            lines += [nccl.watchdog_line(self.plan, rank, seq, now) for rank in ours]
-            ended = [(rank, -6) for rank in ours]  # the watchdog aborts the process
-        lines += [torchrun.child_failed(now, pid, rank, self.world.pids.get(rank, 0), binary,
-                                        code) for rank, code in ended]  # fmt: skip
-        lines.append(torchrun.group_will_restart(now, pid, MAX_RESTARTS - self.restarts,
-                                                 MAX_RESTARTS))  # fmt: skip
-        return lines
-
-    def restart_lines(self, step: int) -> list[str]:
-        plan = self.plan
-        lines = torchrun.restarting(
-            self.clock.now(), os.getpid(), self.restarts, self.world.hostnames[0], plan.nodes
-        )
-        lines.append(
-            f"loading checkpoint from {plan.save_dir}/{self.checkpoint_name(step)} (step {step:,})"
-            if step
-            else "no checkpoint yet: starting again from step 0"
-        )
-        return lines
-
-    # ------------------------------------------------------------------ end
-    def finish(self, outcome: str) -> None:
-        """The wrap-up: a finished run (or one stopped early on purpose, which says so)
-        is exported and benchmarked; an interrupted one only stops."""
-        style, world = self.style, self.world
-        style.term.clear_status()
-        self.finishing = True
-        train_s = self.clock.now() - (self.training_started or self.clock.now())
-        style.training_end(self.summary(outcome, train_s))
-        if outcome != "interrupted":
-            self.evaluate(final=True)
-            world.phase("free")
-            self.export()
-            world.phase("eval")
-            self.run_benchmarks()
-        world.phase("free")
-        style.summary(self.summary(outcome, train_s))
-
-    def summary(self, outcome: str, train_s: float) -> Summary:
-        """The run as it stands, for the style's closing words."""
-        plan = self.plan
-        return Summary(
-            steps=self.step,
-            tokens=self.step * plan.trained_tokens_per_step,
-            wall_s=self.clock.elapsed(),
-            final_loss=self.curve.last_loss if self.steps_done else None,
-            final_eval_loss=self.last_eval,
-            checkpoint_dir=plan.save_dir,
-            exports=tuple(self.exports),
-            interrupted=outcome == "interrupted",
-            time=self.clock.now(),
-            outcome=outcome,
-            total_steps=plan.total_steps,
-            mean_loss=self.loss_sum / self.steps_done if self.steps_done else None,
-            train_s=train_s,
-            steps_run=self.steps_done,
-            limit=self.limit_text(),
-        )
-
-    def limit_text(self) -> str:
-        if self.options.exit_after_steps is not None:
-            return f"--exit-after-steps {self.options.exit_after_steps}"
-        if self.options.exit_after_time is not None:
-            return f"--exit-after-time {self.options.exit_after_time:g}"
-        return ""
-
-    def announce_early_stop(self) -> None:
-        """An early stop on purpose says so before it saves, exports and benchmarks."""
-        plan = self.plan
-        self.style.term.clear_status()
-        self.style.say(
-            self.clock.now(),
-            "stop",
-            f"stopping early at step {self.step:,} of {plan.total_steps:,} ({self.limit_text()})"
-            ": saving, exporting and benchmarking the model as trained so far",
-        )
-
-    def export(self) -> None:
-        plan, style = self.plan, self.style
-        name = plan.model.name
-        root = f"{plan.save_dir}/export"
-        exported = plan.trainable if plan.lora else plan.params
-        safetensors = ar.weight_files(int(ar.BF16 * exported), lora=plan.lora is not None)
-        if not plan.lora:
-            safetensors += [
-                ("model.safetensors.index.json", 23950 + 60 * plan.model.arch.layers),
-                ("config.json", 1142),
-                ("generation_config.json", 184),
-                ("tokenizer.json", 17209920),
-            ]
-        artifacts = [
-            ExportArtifact(
-                "safetensors",
-                "adapter" if plan.lora else "bf16",
-                f"{root}/hf",
-                tuple(safetensors),
-                ar.export_s("safetensors", "", sum(b for _, b in safetensors), exported),
-            )
-        ]
-        for quant, bits in (("F16", 16.0), ("Q8_0", 8.5), ("Q4_K_M", 4.85)):
-            if plan.lora and quant == "F16":
-                continue
-            nbytes = int(plan.params * bits / 8)
-            artifacts.append(
-                ExportArtifact(
-                    "gguf",
-                    quant,
-                    f"{root}/gguf",
-                    ((f"{name}-{quant}.gguf", nbytes),),
-                    ar.export_s("gguf", quant, nbytes, plan.params),
-                )
-            )
-        if self.options.quantize:
-            bits = {"int8": 8.3, "int4": 4.15, "gptq": 4.15}[self.options.quantize]
-            nbytes = int(plan.params * bits / 8)
-            label = {
-                "int8": "INT8 (bitsandbytes LLM.int8)",
-                "int4": "INT4 (NF4)",
-                "gptq": "GPTQ 4-bit, group size 128",
-            }[self.options.quantize]
-            artifacts.append(
-                ExportArtifact(
-                    self.options.quantize,
-                    label,
-                    f"{root}/quantized",
-                    (("model.safetensors", nbytes), ("quantize_config.json", 311)),
-                    ar.export_s(self.options.quantize, label, nbytes, plan.params),
-                )
-            )
-        for artifact in artifacts:
-            # The story takes the conversion's real time; the wall waits at most
-            # EXPORT_WALL_S of it (a demo does not sit through an hour of GPTQ).
-            shown = min(artifact.seconds, EXPORT_WALL_S * self.options.speed)
-            self.wait(shown, check=False)
-            self.clock.jump(artifact.seconds - shown)
-            style.export(self.clock.now(), artifact)
-            self.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
-
-    def run_benchmarks(self) -> None:
-        """lm-eval-harness on one node: loglikelihood requests at the eval speed, GSM8K
-        generations at decoding speed, with the harness's progress bars."""
-        plan = self.plan
-        per_node = plan.gpus_per_node / plan.gpus
-        scoring = BENCHMARK_TOKENS / (plan.performance.eval_tokens_per_s * per_node)
-        generating = BENCHMARK_GENERATED_TOKENS / (DECODE_TOKENS_PER_S_PER_GPU * plan.gpus_per_node)
-        tasks = ar.BENCHMARK_TASKS
-        scored = sum(t.requests for t in tasks if t.name not in ar.GENERATED_TASKS)
-        generated = sum(t.requests for t in tasks if t.name in ar.GENERATED_TASKS)
-        self.load("benchmarks", scored, "requests", scoring)
-        self.load("generations", generated, "requests", generating)
-        self.style.benchmarks(self.benchmarks())
-
-    def benchmarks(self) -> list[BenchmarkRow]:
-        """lm-eval-harness on the exported model. A fine-tune starts from the published
-        model: its published scores (a reasoning fine-tune gains a little on GSM8K). A
-        model trained from scratch scores what its loss allows: near chance at first,
-        MMLU and GSM8K only once the loss is low."""
-        plan = self.plan
-        loss = None if plan.task != "pretrain" else self.curve.expected_loss(self.step)
-        rows = []
-        for task in ar.BENCHMARK_TASKS:
-            full = plan.model.published[task.name]
-            if plan.task == "lora" and task.name == "gsm8k":
-                full = min(0.95, full + 0.03)
-            expected = ar.benchmark_expected(task, full, loss)
-            noise = self.rng.gauss(0, 1)
-            if task.name in ar.GENERATED_TASKS:  # the same generations under both filters
-                for name, share in (
-                    ("flexible-extract", 1.0),
-                    ("strict-match", ar.GSM8K_STRICT_SHARE),
-                ):
-                    value, stderr = ar.benchmark_result(task, expected * share, noise)
-                    rows.append(BenchmarkRow(task.name, task.version, task.metric, task.shots,
-                                             value, stderr, name))  # fmt: skip
-                continue
-            value, stderr = ar.benchmark_result(task, expected, noise)
-            rows.append(BenchmarkRow(task.name, task.version, task.metric, task.shots, value,
-                                     stderr))  # fmt: skip
-        return rows
 
 
 def log_interval(wall_per_step: float) -> int:

@@ -1,0 +1,115 @@
+"""The start of a run, as torchrun and the trainer tell it: the launch, the ranks
+attaching to their GPUs (or CUDA's out-of-memory when another job holds them), NCCL's
+initialisation, the tokenizer, the dataset and the weights (or the checkpoint of a
+resumed run), and the checks before the first step. Called by the engine
+(``fakehw.train.engine``)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from fakehw.train import arithmetic as ar
+from fakehw.train import nccl, torchrun
+from fakehw.train.recovery import JobFailed
+from fakehw.train.styles.base import LaunchInfo, si, size
+
+if TYPE_CHECKING:
+    from fakehw.train.engine import Engine
+
+
+class Startup:
+    """Starts one run, from the launcher to the first step."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def startup(self) -> None:
+        engine = self.engine
+        plan, style, world = engine.plan, engine.style, engine.world
+        style.header(engine.clock.now())
+        world.spawn()
+        host = world.hostnames[0]
+        engine.launch = LaunchInfo(
+            hostnames=tuple(world.hostnames[: plan.nodes]),
+            master_addr=host,
+            master_port=29500,
+            launcher_pid=os.getpid(),
+            local_pids=world.local_pids,
+            node_rank=0,
+            ip=f"10.{plan.seed % 200}.{1 + plan.seed % 50}.11",
+            script=engine.script(),
+            time=engine.clock.now(),
+        )
+        style.launcher(engine.launch)
+        engine.wait(1.5, check=False)
+        self.check_memory()
+        world.attach(engine.memory_plan())
+        world.watch_xids()
+        engine.wait(nccl.init_seconds(plan)["total"] + 0.6)
+        style.nccl_init(
+            nccl.init_lines(plan, engine.launch.hostnames[0], engine.launch.ip, world.local_pids)
+        )
+        engine.load("tokenizer", plan.model.arch.vocab, "tokens", 1.0)
+        style.loaded(
+            engine.clock.now(),
+            "tokenizer",
+            f"vocabulary {plan.model.arch.vocab:,} · bos/eos/pad set · max length {plan.seq}",
+        )
+        shards = max(64, plan.dataset.samples // 2_000_000)
+        opening = ar.dataset_open_s(plan.task, shards, plan.dataset.samples)
+        engine.load("dataset", shards, "shards", opening)
+        style.loaded(
+            engine.clock.now(),
+            "dataset",
+            f"{plan.dataset.name}: {plan.dataset.samples:,} "
+            f"{'pairs' if plan.task == 'dpo' else 'samples'} · {si(plan.dataset.tokens)} tokens · "
+            f"{shards} shards · {'padded' if plan.task == 'dpo' else 'packed'} to "
+            f"{plan.seq} tokens",
+        )
+        world.phase("load")
+        shards_model = len(ar.safetensor_shards(ar.BF16 * plan.params))
+        if plan.start_step:  # a resumed run reads its checkpoint: model and optimizer
+            seconds = ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes)
+            engine.load("checkpoint", shards_model, "shards", seconds)
+        elif plan.task == "pretrain":  # from scratch: nothing to read, weights initialised
+            engine.load("init", plan.model.arch.layers, "layers", ar.model_init_s(plan.params))
+        else:  # a fine-tune starts from the published weights
+            engine.load("weights", shards_model, "shards", ar.weights_read_s(plan.params))
+        style.model_info(engine.clock.now())
+        if plan.start_step:
+            style.say(
+                engine.clock.now(),
+                "resume",
+                f"loaded {plan.save_dir}/{engine.saving.checkpoint_name(plan.start_step)} "
+                f"(step {plan.start_step:,}, {size(plan.checkpoint_bytes)}): model, "
+                "optimizer, scheduler and RNG states",
+            )
+        style.gpu_check(engine.clock.now(), world.cells())
+        engine.recovery.check_lost_gpus()
+        style.parallelism(engine.clock.now())
+        style.training_start(engine.clock.now())
+
+    def check_memory(self) -> None:
+        """Another job on the same GPUs leaves too little memory: CUDA OOM, as in life."""
+        engine = self.engine
+        plan = engine.plan
+        ours = set(engine.world.pids.values())
+        for rank in range(plan.gpus_per_node):
+            others = [p for p in engine.world.holders(rank) if p[0] not in ours]
+            total = plan.gpu.memory_total_mib - plan.gpu.memory_reserved_mib
+            free = total - sum(mib for _, mib in others)
+            if plan.memory_mib <= free:
+                continue
+            gib = 1024
+            lines = [
+                *torchrun.out_of_memory(
+                    rank, engine.script().split()[0], plan.memory_mib / gib, total / gib,
+                    max(0, free) / gib, [(pid, mib / gib) for pid, mib in others],
+                ),
+                torchrun.child_failed(
+                    engine.clock.now(), os.getpid(), rank, engine.world.pids.get(rank, 0),
+                    engine.world.process_name, 1,
+                ),
+            ]  # fmt: skip
+            raise JobFailed(lines)

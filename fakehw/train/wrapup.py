@@ -1,0 +1,194 @@
+"""The end of a run: the final evaluation, the exports (safetensors, GGUF, a
+quantized copy) and lm-eval-harness benchmarks of a finished run, and the closing
+summary. Called by the engine (``fakehw.train.engine``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fakehw.train import arithmetic as ar
+from fakehw.train.events import BenchmarkRow, ExportArtifact, Summary
+
+if TYPE_CHECKING:
+    from fakehw.train.engine import Engine
+
+EXPORT_WALL_S = 90.0  # real seconds an export waits at most (its story time is its own)
+# lm-eval-harness on the four tasks: the prompt and choice tokens its loglikelihood
+# requests score (HellaSwag 4 endings of ~100 tokens, MMLU 5-shot prompts of ~600 with
+# 4 choices, ARC-Easy), and GSM8K's 5-shot generations of up to 256 tokens each.
+BENCHMARK_TOKENS = 10042 * 4 * 110 + 14042 * 4 * 620 + 2376 * 4 * 60 + 1319 * 900
+BENCHMARK_GENERATED_TOKENS = 1319 * 256
+DECODE_TOKENS_PER_S_PER_GPU = 1800.0  # batched greedy decoding of a mid-size model
+
+
+class WrapUp:
+    """Ends one run: exports, benchmarks and the summary."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def finish(self, outcome: str) -> None:
+        """The wrap-up: a finished run (or one stopped early on purpose, which says so)
+        is exported and benchmarked; an interrupted one only stops."""
+        engine = self.engine
+        style, world = engine.style, engine.world
+        style.term.clear_status()
+        engine.finishing = True
+        train_s = engine.clock.now() - (engine.training_started or engine.clock.now())
+        style.training_end(self.summary(outcome, train_s))
+        if outcome != "interrupted":
+            engine.evaluate(final=True)
+            world.phase("free")
+            self.export()
+            world.phase("eval")
+            self.run_benchmarks()
+        world.phase("free")
+        style.summary(self.summary(outcome, train_s))
+
+    def summary(self, outcome: str, train_s: float) -> Summary:
+        """The run as it stands, for the style's closing words."""
+        engine = self.engine
+        plan = engine.plan
+        return Summary(
+            steps=engine.step,
+            tokens=engine.step * plan.trained_tokens_per_step,
+            wall_s=engine.clock.elapsed(),
+            final_loss=engine.curve.last_loss if engine.steps_done else None,
+            final_eval_loss=engine.last_eval,
+            checkpoint_dir=plan.save_dir,
+            exports=tuple(engine.exports),
+            interrupted=outcome == "interrupted",
+            time=engine.clock.now(),
+            outcome=outcome,
+            total_steps=plan.total_steps,
+            mean_loss=engine.loss_sum / engine.steps_done if engine.steps_done else None,
+            train_s=train_s,
+            steps_run=engine.steps_done,
+            limit=self.limit_text(),
+        )
+
+    def limit_text(self) -> str:
+        engine = self.engine
+        if engine.options.exit_after_steps is not None:
+            return f"--exit-after-steps {engine.options.exit_after_steps}"
+        if engine.options.exit_after_time is not None:
+            return f"--exit-after-time {engine.options.exit_after_time:g}"
+        return ""
+
+    def announce_early_stop(self) -> None:
+        """An early stop on purpose says so before it saves, exports and benchmarks."""
+        engine = self.engine
+        plan = engine.plan
+        engine.style.term.clear_status()
+        engine.style.say(
+            engine.clock.now(),
+            "stop",
+            f"stopping early at step {engine.step:,} of {plan.total_steps:,} ({self.limit_text()})"
+            ": saving, exporting and benchmarking the model as trained so far",
+        )
+
+    def export(self) -> None:
+        engine = self.engine
+        plan, style = engine.plan, engine.style
+        name = plan.model.name
+        root = f"{plan.save_dir}/export"
+        exported = plan.trainable if plan.lora else plan.params
+        safetensors = ar.weight_files(int(ar.BF16 * exported), lora=plan.lora is not None)
+        if not plan.lora:
+            safetensors += [
+                ("model.safetensors.index.json", 23950 + 60 * plan.model.arch.layers),
+                ("config.json", 1142),
+                ("generation_config.json", 184),
+                ("tokenizer.json", 17209920),
+            ]
+        artifacts = [
+            ExportArtifact(
+                "safetensors",
+                "adapter" if plan.lora else "bf16",
+                f"{root}/hf",
+                tuple(safetensors),
+                ar.export_s("safetensors", "", sum(b for _, b in safetensors), exported),
+            )
+        ]
+        for quant, bits in (("F16", 16.0), ("Q8_0", 8.5), ("Q4_K_M", 4.85)):
+            if plan.lora and quant == "F16":
+                continue
+            nbytes = int(plan.params * bits / 8)
+            artifacts.append(
+                ExportArtifact(
+                    "gguf",
+                    quant,
+                    f"{root}/gguf",
+                    ((f"{name}-{quant}.gguf", nbytes),),
+                    ar.export_s("gguf", quant, nbytes, plan.params),
+                )
+            )
+        if engine.options.quantize:
+            bits = {"int8": 8.3, "int4": 4.15, "gptq": 4.15}[engine.options.quantize]
+            nbytes = int(plan.params * bits / 8)
+            label = {
+                "int8": "INT8 (bitsandbytes LLM.int8)",
+                "int4": "INT4 (NF4)",
+                "gptq": "GPTQ 4-bit, group size 128",
+            }[engine.options.quantize]
+            artifacts.append(
+                ExportArtifact(
+                    engine.options.quantize,
+                    label,
+                    f"{root}/quantized",
+                    (("model.safetensors", nbytes), ("quantize_config.json", 311)),
+                    ar.export_s(engine.options.quantize, label, nbytes, plan.params),
+                )
+            )
+        for artifact in artifacts:
+            # The story takes the conversion's real time; the wall waits at most
+            # EXPORT_WALL_S of it (a demo does not sit through an hour of GPTQ).
+            shown = min(artifact.seconds, EXPORT_WALL_S * engine.options.speed)
+            engine.wait(shown, check=False)
+            engine.clock.jump(artifact.seconds - shown)
+            style.export(engine.clock.now(), artifact)
+            engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
+
+    def run_benchmarks(self) -> None:
+        """lm-eval-harness on one node: loglikelihood requests at the eval speed, GSM8K
+        generations at decoding speed, with the harness's progress bars."""
+        engine = self.engine
+        plan = engine.plan
+        per_node = plan.gpus_per_node / plan.gpus
+        scoring = BENCHMARK_TOKENS / (plan.performance.eval_tokens_per_s * per_node)
+        generating = BENCHMARK_GENERATED_TOKENS / (DECODE_TOKENS_PER_S_PER_GPU * plan.gpus_per_node)
+        tasks = ar.BENCHMARK_TASKS
+        scored = sum(t.requests for t in tasks if t.name not in ar.GENERATED_TASKS)
+        generated = sum(t.requests for t in tasks if t.name in ar.GENERATED_TASKS)
+        engine.load("benchmarks", scored, "requests", scoring)
+        engine.load("generations", generated, "requests", generating)
+        engine.style.benchmarks(self.benchmarks())
+
+    def benchmarks(self) -> list[BenchmarkRow]:
+        """lm-eval-harness on the exported model. A fine-tune starts from the published
+        model: its published scores (a reasoning fine-tune gains a little on GSM8K). A
+        model trained from scratch scores what its loss allows: near chance at first,
+        MMLU and GSM8K only once the loss is low."""
+        engine = self.engine
+        plan = engine.plan
+        loss = None if plan.task != "pretrain" else engine.curve.expected_loss(engine.step)
+        rows = []
+        for task in ar.BENCHMARK_TASKS:
+            full = plan.model.published[task.name]
+            if plan.task == "lora" and task.name == "gsm8k":
+                full = min(0.95, full + 0.03)
+            expected = ar.benchmark_expected(task, full, loss)
+            noise = engine.rng.gauss(0, 1)
+            if task.name in ar.GENERATED_TASKS:  # the same generations under both filters
+                for name, share in (
+                    ("flexible-extract", 1.0),
+                    ("strict-match", ar.GSM8K_STRICT_SHARE),
+                ):
+                    value, stderr = ar.benchmark_result(task, expected * share, noise)
+                    rows.append(BenchmarkRow(task.name, task.version, task.metric, task.shots,
+                                             value, stderr, name))  # fmt: skip
+                continue
+            value, stderr = ar.benchmark_result(task, expected, noise)
+            rows.append(BenchmarkRow(task.name, task.version, task.metric, task.shots, value,
+                                     stderr))  # fmt: skip
+        return rows
