@@ -379,8 +379,8 @@ def _query_apps(args: Args, out: IO[str]) -> int:
             gpu = gpus.get(process["gpu_index"])
             if gpu is None:
                 continue
-            model = snapshot["models"][gpu["model"]]
-            context = fields.AppContext(snapshot, gpu, process, model, asked)
+            gpu_context = fields.FieldContext.of(snapshot, node, gpu, at=asked)
+            context = fields.AppContext(gpu_context, process)
             out.write(", ".join(f.format_value(context, units) for f in chosen) + "\n")
         out.flush()
     return EXIT_OK

@@ -36,11 +36,7 @@ class FieldContext:
         self, snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord, model: dict[str, Any],
         at: float,
     ) -> None:  # fmt: skip
-        self.snapshot = snapshot
-        self.node = node
-        self.gpu = gpu
-        self.model = model
-        self.at = at
+        self.snapshot, self.node, self.gpu, self.model, self.at = snapshot, node, gpu, model, at
 
     @classmethod
     def of(
@@ -503,21 +499,14 @@ def csv_row(fields: Sequence[QueryField], context: FieldContext, units: bool = T
     return ", ".join(f.format_value(context, units) for f in fields)
 
 
-class AppContext:
-    """What a ``--query-compute-apps`` field reads: one process and its GPU, at a moment
-    (``at``, as in ``FieldContext``)."""
+class AppContext(FieldContext):
+    """What a ``--query-compute-apps`` field reads: one process, and its GPU at a moment."""
 
-    __slots__ = ("at", "gpu", "model", "process", "snapshot")
+    __slots__ = ("process",)
 
-    def __init__(
-        self, snapshot: Snapshot, gpu: GpuRecord, process: ProcessRecord, model: dict[str, Any],
-        at: float,
-    ) -> None:  # fmt: skip
-        self.snapshot = snapshot
-        self.gpu = gpu
+    def __init__(self, context: FieldContext, process: ProcessRecord) -> None:
+        super().__init__(context.snapshot, context.node, context.gpu, context.model, context.at)
         self.process = process
-        self.model = model
-        self.at = at
 
 
 class AppField:
