@@ -1,1 +1,2 @@
-"""fakehw.views: pieces the viewers share (process info from the host)."""
+"""What every viewer shares: the one daemon source (``source``) and what the host knows
+of a GPU process (``procinfo``)."""
