@@ -1,14 +1,11 @@
-"""The cluster: every GPU's state as numpy arrays, and the processes on them.
+"""The cluster: every GPU's state as numpy arrays, and the tick that advances it.
 
-``Cluster.step(dt)`` advances the whole cluster at once; ``Cluster.snapshot()``
-turns the current state into plain records (see ``fakehw.contract.snapshot``). The
-physics is in ``fakehw.thermal``; what each process asks of its GPUs is in
-``fakehw.workload``. Nothing here renders anything or touches a socket.
-
-Memory follows PyTorch's caching allocator: a process's usage climbs in steps
-toward what its current phase needs and never shrinks while it works (the
-allocator keeps what it took); only the ``free`` phase (``empty_cache()``) or
-the process's end gives memory back.
+``Cluster.step(dt)`` advances the whole cluster at once: the demand of the processes
+(``fakehw.workload``, from the process table of ``fakehw.processes``), power, clocks
+and heat (``fakehw.thermal``), utilization, traffic, and each process's memory moving
+in allocator-sized steps toward its target. ``Cluster.snapshot()`` hands the state to
+``fakehw.publish`` for plain records (``fakehw.contract.snapshot``). Nothing here
+renders anything or touches a socket.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -29,8 +26,11 @@ from fakehw.hostload import HostLoad
 from fakehw.processes import (
     DRIVER_OVERHEAD_MIB,
     AttachedProcess,
+    AttachOptions,
     ClusterError,
+    PhaseOptions,
     ProcessTable,
+    SlotTable,
 )
 from fakehw.publish import Publisher
 from fakehw.thermal import (
@@ -127,8 +127,6 @@ class Cluster:
         self.tick = 0
         self._rng = np.random.default_rng([self.config.seed, 0x6A11])
         self.table = ProcessTable(self.spec, self.gpu_count, self._rng)
-        self.processes = self.table.processes  # pid -> AttachedProcess
-        self.slots = self.table.slots
         self.publisher = Publisher(self)
         self._init_manufacturing_spread(np.random.default_rng([self.config.seed, 0x5EED]))
         self._init_state()
@@ -222,14 +220,26 @@ class Cluster:
         )
 
     # -------------------------------------------------------------- processes
-    def attach(self, pid: int, name: str, gpus: Sequence[int], **options: Any) -> AttachedProcess:
+    @property
+    def processes(self) -> dict[int, AttachedProcess]:
+        """pid -> the process (the table's, to read: changes go through the methods below)."""
+        return self.table.processes
+
+    @property
+    def slots(self) -> SlotTable:
+        """One row per (process, GPU), as the tick reads them."""
+        return self.table.slots
+
+    def attach(
+        self, pid: int, name: str, gpus: Sequence[int], **options: Unpack[AttachOptions]
+    ) -> AttachedProcess:
         """Put a process on GPUs from now on; ``options`` are ``ProcessTable.attach``'s
         (user, watch_pid, watch_started, memory_plan, phase, job)."""
         process = self.table.attach(pid, name, gpus, now=self.time, **options)
         self._slots_changed()
         return process
 
-    def set_phase(self, pid: int, phase: str, **options: Any) -> None:
+    def set_phase(self, pid: int, phase: str, **options: Unpack[PhaseOptions]) -> None:
         """Change what a process does on all its GPUs from now on (all or nothing);
         ``options`` are ``ProcessTable.set_phase``'s (memory_mib, cycle_s, intensity)."""
         self.table.set_phase(pid, phase, now=self.time, **options)

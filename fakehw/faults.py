@@ -20,13 +20,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fakehw.contract import snapshot as records
+from fakehw.contract.limits import MAX_ECC_COUNT
 from fakehw.processes import ClusterError
 
 if TYPE_CHECKING:
     from fakehw.devices import Cluster
 
 LOST_COOLING_W = 600.0  # a failed cooling path, as this much extra heat in the thermal model
-MAX_ECC_ERRORS = 1_000_000  # per request
 
 
 def inject(cluster: Cluster, gpu: int, fault: str, count: int = 1) -> None:
@@ -37,8 +37,8 @@ def inject(cluster: Cluster, gpu: int, fault: str, count: int = 1) -> None:
     elif fault == "power-brake":
         c.fault_brake[gpu] = True
     elif fault == "ecc":
-        if not 1 <= count <= MAX_ECC_ERRORS:
-            raise ClusterError(f"count must be from 1 to {MAX_ECC_ERRORS}")
+        if not 1 <= count <= MAX_ECC_COUNT:
+            raise ClusterError(f"count must be from 1 to {MAX_ECC_COUNT}")
         c.ecc_volatile[gpu] += count
     elif fault == "ecc-uncorrectable":
         c.ecc_uncorrected[gpu] += 1

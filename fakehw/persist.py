@@ -96,19 +96,7 @@ def _reattach(cluster: Cluster, saved: Mapping[str, Any]) -> None:
     try:
         cluster.set_phase(pid, saved["phase"], cycle_s=saved["cycle_s"],
                           intensity=saved["intensity"])  # fmt: skip
-        slots = cluster.slots
-        mask = slots.pid == pid
-        for column in ("target_mib", "used_mib"):
-            held = np.asarray(saved.get(column, []), dtype=np.float64)
-            if held.shape != slots.used_mib[mask].shape:
-                continue
-            others = slots.target_per_gpu[slots.gpu[mask]] - slots.target_mib[mask]
-            if not (np.all(others + held <= cluster.process_memory_limit_mib) and held.min() >= 0):
-                continue
-            if column == "target_mib":
-                slots.set_target(mask, held)
-            else:
-                slots.used_mib[mask] = held
+        cluster.table.restore_holdings(pid, saved.get("target_mib", []), saved.get("used_mib", []))
     except (ClusterError, KeyError, TypeError, ValueError):
         cluster.detach(pid)
         raise

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
+from fakehw.contract.limits import CYCLE_S_RANGE, INTENSITY_RANGE
 from fakehw.specs import GpuSpec
 from fakehw.thermal import FloatArray
 from fakehw.workload import DEFAULT_CYCLE_S, PHASES, PhaseProfile
@@ -31,6 +33,25 @@ DRIVER_OVERHEAD_MIB = 9
 DEFAULT_LOAD_SHARE = 0.42
 DEFAULT_TRAIN_SHARE = 0.575
 MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
+
+
+class AttachOptions(TypedDict, total=False):
+    """``ProcessTable.attach``'s keyword arguments, for the layers that pass them on."""
+
+    user: str
+    watch_pid: int | None
+    watch_started: float | None
+    memory_plan: Mapping[str, int] | None
+    phase: str
+    job: str | None
+
+
+class PhaseOptions(TypedDict, total=False):
+    """``ProcessTable.set_phase``'s keyword arguments, for the layers that pass them on."""
+
+    memory_mib: int | None
+    cycle_s: float | None
+    intensity: float | None
 
 
 class ClusterError(ValueError):
@@ -213,10 +234,12 @@ class ProcessTable:
         _check_phase(phase)
         if memory_mib is not None:
             self._check_memory(memory_mib, f"memory_mib for phase {phase}")
-        if cycle_s is not None and not 0.05 <= cycle_s <= 600:
-            raise ClusterError("cycle_s must be between 0.05 and 600 seconds")
-        if intensity is not None and not 0.0 <= intensity <= 1.5:
-            raise ClusterError("intensity must be between 0 and 1.5")
+        low, high = CYCLE_S_RANGE
+        if cycle_s is not None and not low <= cycle_s <= high:
+            raise ClusterError(f"cycle_s must be between {low:g} and {high:g} seconds")
+        low, high = INTENSITY_RANGE
+        if intensity is not None and not low <= intensity <= high:
+            raise ClusterError(f"intensity must be between {low:g} and {high:g}")
         mask = self.slots.pid == pid
         target = self._fitted_target(process, phase, self.slots.target_mib[mask], memory_mib)
         process.phase = phase
@@ -263,11 +286,24 @@ class ProcessTable:
         """What a GPU leaves to its processes: usable memory less the driver's share."""
         return self.spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
 
-    def detach(self, pid: int) -> AttachedProcess:
-        """The process ended: its memory is freed at once, as the driver does."""
-        process = self.get(pid)
-        self.detach_many([pid])
-        return process
+    def restore_holdings(self, pid: int, target_mib: Sequence[float], used_mib: Sequence[float]
+                         ) -> None:  # fmt: skip
+        """Give a re-attached process what it held before a restart, per GPU: its target
+        and its memory in use, each only if it is whole (one figure per GPU, none below
+        zero) and fits beside what the GPUs' other processes hold; else that one stays as
+        the attach left it."""
+        mask = self.slots.pid == pid
+        for column, figures in (("target_mib", target_mib), ("used_mib", used_mib)):
+            held = np.asarray(figures, dtype=np.float64)
+            if held.shape != self.slots.used_mib[mask].shape:
+                continue
+            others = self.slots.target_per_gpu[self.slots.gpu[mask]] - self.slots.target_mib[mask]
+            if not (np.all(others + held <= self.process_memory_limit_mib) and held.min() >= 0):
+                continue
+            if column == "target_mib":
+                self.slots.set_target(mask, held)
+            else:
+                self.slots.used_mib[mask] = held
 
     def detach_many(self, pids: Sequence[int]) -> list[int]:
         """These processes ended (those of them attached): freed together, at the cost

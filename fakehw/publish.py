@@ -73,7 +73,6 @@ class Publisher:
     def snapshot(self, nodes: Sequence[int], detail: bool = False) -> records.Snapshot:
         """The current state of ``nodes`` as plain records (``Cluster.snapshot``)."""
         c = self.cluster
-        wanted = nodes
         self._ensure_published()
         spec = c.spec
         return {
@@ -85,7 +84,7 @@ class Publisher:
             "nvml_version": versions.NVML_VERSION,
             "cluster": c.config.to_json(),
             "models": {spec.key: specs.model_record(spec)},
-            "nodes": [self._node_record(node, detail) for node in wanted],
+            "nodes": [self._node_record(node, detail) for node in nodes],
         }
 
     def summary(self) -> records.ClusterSummary:

@@ -15,6 +15,9 @@ A module's room is its path (see ``room``):
   share in ``fakehw/views/``) and the training log import no physics and no numpy,
   and neither does anything they import; only the tools may import anything;
 - numpy is imported by physics only.
+
+The AST sees ``import`` statements; ``programs/launch.py`` loads each program's module
+by its name (``importlib``), which is the one way programs/ reaches the other rooms.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# (``__main__.py`` files are the ``python -m`` doors, three lines each into programs/launch.py)
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__main__.py"}
 
 
@@ -147,8 +151,10 @@ def _loaded(argv: list[str], env: dict[str, str]) -> set[str]:
     """The modules ``python -S argv`` loads (no site: what the program itself loads)."""
     result = subprocess.run([sys.executable, "-S", "-X", "importtime", *argv], env=env,
                             capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
-    return {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()
-            if line.startswith("import time:") and "|" in line} - {"package"}  # fmt: skip
+    rows = [
+        line.split("|") for line in result.stderr.splitlines() if line.startswith("import time:")
+    ]
+    return {row[2].strip() for row in rows[1:] if len(row) == 3}  # the header row aside
 
 
 @pytest.mark.parametrize("command", list(ONE_SHOT))

@@ -17,7 +17,7 @@ from datetime import datetime
 from fakehw.gpustat import render
 from fakehw.programs.argtypes import ascii_int, float_option
 from fakehw.programs.signals import Terminated, raise_on_termination
-from fakehw.views.procinfo import ProcessTable
+from fakehw.views.procinfo import HostProcesses
 
 ENTER_FULLSCREEN, EXIT_FULLSCREEN = "\x1b[?1049h\x1b[22;0;0t", "\x1b[?1049l\x1b[23;0;0t"
 HOME, CLEAR_EOL, CLEAR_EOS = "\x1b[1;1H", "\x1b[K", "\x1b[J"
@@ -135,7 +135,7 @@ class Source:
     def __init__(self) -> None:
         from fakehw.views.source import DaemonSource, SourceFailed
 
-        self.procs = ProcessTable()
+        self.procs = HostProcesses()
         try:
             self.daemon = DaemonSource("fake-gpustat")  # watch mode survives restarts
         except SourceFailed as exc:

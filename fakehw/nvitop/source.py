@@ -9,7 +9,7 @@ import os
 
 from fakehw import TYPE_CHECKING
 from fakehw.nvitop import view
-from fakehw.views.procinfo import HostProcess, ProcessTable
+from fakehw.views.procinfo import HostProcess, HostProcesses
 
 if TYPE_CHECKING:
     from fakehw.contract.snapshot import ClusterSummary, NodeRecord, ProcessRecord, Snapshot
@@ -32,7 +32,7 @@ class Source:
         from fakehw.views.source import DaemonSource, SourceFailed
 
         self.args = args
-        self.procs = ProcessTable()
+        self.procs = HostProcesses()
         try:
             self.daemon = DaemonSource("fake-nvitop")  # the monitor survives restarts
         except SourceFailed as exc:

@@ -16,7 +16,7 @@ from fakehw.service import protocol as proto
 from fakehw.service.connections import Connection
 from fakehw.service.runtime import TokenError, create_token_file, read_token_file
 
-log = logging.getLogger("fakehw.service.daemon")
+log = logging.getLogger(__name__)
 
 
 def load_or_create_token(path: str, create: bool) -> bytes:

@@ -8,7 +8,7 @@ Simulator ticks in its own thread. The daemon
 * listens on ``daemon.sock``, mode 0600, and answers only peers of its own uid;
 * optionally (``tcp_listen``) also on TCP, loopback unless told otherwise, for
   viewers on other hosts: a TCP client must present the token in its first
-  line (``hello``) within 5 s, and may then only look (``service.ops.TCP_OPS``);
+  line (``hello``) within 5 s, and may then only look (``fakehw.service.ops.TCP_OPS``);
 * detaches a process whose real PID has died (freeing its memory, as the
   driver does) within half a second;
 * exits after ``idle_timeout_s`` with no client connected and no process
@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import ipaddress
 import logging
-import logging.handlers
 import os
 import selectors
 import signal
@@ -42,6 +41,7 @@ from typing import Any
 from fakehw import __version__
 from fakehw.contract.config import ClusterConfig, DaemonConfig
 from fakehw.devices import MAX_UNSAVED_STATE_S
+from fakehw.persist import StateUnreadable
 from fakehw.processes import ClusterError, OutOfMemory
 from fakehw.service import auth, pidwatch
 from fakehw.service import protocol as proto
@@ -60,9 +60,9 @@ from fakehw.service.runtime import (
     check_socket_path,
     open_private,
 )
-from fakehw.service.simulator import Simulator, StateUnreadable
+from fakehw.service.simulator import Simulator
 
-log = logging.getLogger("fakehw.service.daemon")
+log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.5
 # A client's further requests wait (unread, in the kernel's buffers) while this much of
@@ -128,7 +128,6 @@ class Daemon:
         self.started = time.monotonic()
         self._pid_namespace = pidwatch.pid_namespace()
         self.last_activity = time.monotonic()
-        self.next_subscription = 1
         self.running = False
         self._lock_handle: Any = None
         self._listener: socket.socket | None = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fakehw import __version__
+from fakehw.contract.limits import CYCLE_S_RANGE, INTENSITY_RANGE
 from fakehw.processes import ClusterError
 from fakehw.service import auth, pidwatch
 from fakehw.service import protocol as proto
@@ -27,7 +28,7 @@ from fakehw.workload import PHASE_NAMES
 if TYPE_CHECKING:
     from fakehw.service.daemon import Daemon
 
-log = logging.getLogger("fakehw.service.daemon")
+log = logging.getLogger(__name__)
 
 
 class Operations:
@@ -38,6 +39,7 @@ class Operations:
         self.simulator = daemon.simulator
         self.cluster_config = daemon.cluster_config
         self.settings = daemon.settings
+        self.next_subscription = 1  # subscription ids, unique for the daemon's life
 
     def dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
         """The encoded reply to one decoded request, or ``ProtocolError`` (refused) or
@@ -210,8 +212,8 @@ class Operations:
             raise proto.ProtocolError(
                 proto.CONFLICT, f"at most {proto.MAX_SUBSCRIPTIONS} subscriptions per connection"
             )
-        ident = self.daemon.next_subscription
-        self.daemon.next_subscription += 1
+        ident = self.next_subscription
+        self.next_subscription += 1
         # The first push follows the response at once.
         detail = self._detail_arg(message)
         conn.subscriptions[ident] = Subscription(ident, interval / 1000.0, nodes, detail, 0.0)
@@ -268,12 +270,13 @@ class Operations:
     def set_phase(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         pid = proto.arg_int(message, "pid")
         phase = proto.arg_str(message, "phase", max_length=32)
+        (shortest, longest), (least, most) = CYCLE_S_RANGE, INTENSITY_RANGE
         self.simulator.set_phase(
             pid,
             phase,
             memory_mib=proto.arg_optional_int(message, "memory_mib"),  # the cluster checks it
-            cycle_s=proto.arg_optional_number(message, "cycle_s", low=0.05, high=600),
-            intensity=proto.arg_optional_number(message, "intensity", low=0.0, high=1.5),
+            cycle_s=proto.arg_optional_number(message, "cycle_s", low=shortest, high=longest),
+            intensity=proto.arg_optional_number(message, "intensity", low=least, high=most),
         )
         return {"pid": pid, "phase": phase}
 

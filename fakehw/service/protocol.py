@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from fakehw import TYPE_CHECKING
+from fakehw.contract.limits import MAX_ECC_COUNT as MAX_ECC_COUNT
 from fakehw.contract.snapshot import CLEAR_FAULTS as CLEAR_FAULTS
 from fakehw.contract.snapshot import FAULTS as FAULTS
 from fakehw.contract.snapshot import GPU_FAULTS as GPU_FAULTS
@@ -54,7 +55,6 @@ MAX_STATUS_PROCESSES = 1024  # ``status`` lists this many processes (and counts 
 # What ``inject`` may do to a GPU (docs/protocol.md): its faults, a crash of the
 # processes on it, and ``clear``: the names the snapshot (the contract) defines,
 # imported above.
-MAX_ECC_COUNT = 1_000_000
 MAX_UNAUTHENTICATED_LINE_BYTES = 4096  # a TCP client's first line (its hello)
 AUTH_TIMEOUT_S = 5.0  # a TCP client must say hello with its token within this
 

@@ -19,10 +19,7 @@ from typing import Any
 from fakehw import persist
 from fakehw.contract.config import ClusterConfig
 from fakehw.devices import Cluster
-from fakehw.persist import StateUnreadable
 from fakehw.processes import AttachedProcess
-
-__all__ = ["Simulator", "StateUnreadable"]
 
 # After a pause (laptop suspend, a stopped process) the model catches up in
 # steps of at most this many seconds, up to MAX_CATCH_UP_S; beyond that one

@@ -27,19 +27,16 @@ from fakehw.service.client import DaemonUnavailable, RequestFailed
 from fakehw.service.protocol import CLEAR_FAULTS, FAULTS, parse_tcp_address
 from fakehw.service.runtime import RuntimeDirError, runtime_paths
 from fakehw.specs import CATALOG
+from fakehw.tools.errors import (
+    EXIT_FAILURE,
+    EXIT_NOT_ANSWERING,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3  # `status` of a daemon that is not running (LSB convention)
-EXIT_NOT_ANSWERING = 4  # `status` of a daemon whose process is there but does not answer
 STATUS_TIMEOUT_S = 3.0  # `daemon status` and `stop` say "not answering" after this
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _LineFormatter(argparse.HelpFormatter):

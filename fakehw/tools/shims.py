@@ -12,7 +12,7 @@ import shutil
 import sys
 
 from fakehw.service.runtime import runtime_paths
-from fakehw.tools.cli import EXIT_OK, EXIT_USAGE, CliError
+from fakehw.tools.errors import EXIT_OK, EXIT_USAGE, CliError
 
 
 def shim_directory() -> str:

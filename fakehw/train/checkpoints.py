@@ -130,7 +130,7 @@ class Checkpoints:
             time=engine.clock.now(),
             reason=reason,
         )
-        engine.checkpoints.append(info)
+        engine.saved.append(info)
         engine.last_checkpoint = engine.step
         style.checkpoint_done(info)
         engine.metrics.checkpoint(info)

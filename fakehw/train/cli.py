@@ -463,9 +463,9 @@ def run(args: argparse.Namespace) -> int:
     from fakehw.train.catalog import UnknownModel
     from fakehw.train.checkpoints import SaveAbandoned
     from fakehw.train.engine import Engine, Options
+    from fakehw.train.events import JobFailed
     from fakehw.train.metrics import MetricsWriter
     from fakehw.train.plan import PlanError, make_plan
-    from fakehw.train.recovery import JobFailed
     from fakehw.train.styles import STYLES
     from fakehw.train.terminal import Terminal
     from fakehw.train.world import World, WorldError

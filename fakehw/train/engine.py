@@ -27,12 +27,13 @@ from fakehw.train.events import (
     CollectiveTiming,
     EvalResult,
     Incident,
+    RankDied,
     StepMetrics,
 )
 from fakehw.train.learning import LearningCurve
 from fakehw.train.metrics import MetricsWriter
 from fakehw.train.plan import RunPlan
-from fakehw.train.recovery import RankDied, Recovery
+from fakehw.train.recovery import Recovery
 from fakehw.train.startup import Startup
 from fakehw.train.styles.base import LaunchInfo, Style, perplexity
 from fakehw.train.world import World
@@ -98,7 +99,10 @@ class Engine:
     The parts of a run that are not the loop are its collaborators, each reading and
     updating the engine's state: ``starting`` (``fakehw.train.startup``), ``saving``
     (``fakehw.train.checkpoints``), ``recovery`` (``fakehw.train.recovery``) and
-    ``wrap_up`` (``fakehw.train.wrapup``).
+    ``wrap_up`` (``fakehw.train.wrapup``). What they change of it: ``launch`` (start-up);
+    ``saved``, ``last_checkpoint``, ``interrupt_told`` (checkpoints); ``step`` and
+    ``restarts`` (recovery, resuming from the last checkpoint); ``exports`` (wrap-up);
+    ``finishing`` (set by the final save and the wrap-up, cleared by a recovery).
     """
 
     def __init__(
@@ -121,7 +125,7 @@ class Engine:
         self.step_times: list[float] = []
         self.logged = 0
         self.slow_warned_at = -(10**9)
-        self.checkpoints: list[CheckpointInfo] = []
+        self.saved: list[CheckpointInfo] = []  # the checkpoints written, in order
         self.exports: list[str] = []
         self.launch: LaunchInfo | None = None
         self.training_since = time.monotonic()
@@ -184,7 +188,7 @@ class Engine:
     def run(self) -> str:
         """Play the run; returns "finished" or "limit" (``KeyboardInterrupt`` and
         ``Terminated`` pass through to the caller, which ends the run)."""
-        self.starting.startup()
+        self.starting.run()
         while True:
             try:
                 outcome = self.train()

@@ -173,3 +173,20 @@ class Summary:
     train_s: float = 0.0  # from the first step to the end of training (HF's train_runtime)
     steps_run: int = 0  # steps this run trained (a resumed run starts past 0)
     limit: str = ""  # what stopped it early: "--exit-after-steps 400"
+
+
+# ---------------------------------------------------------- the job's end
+class JobFailed(Exception):
+    """The job cannot run (a GPU is full): what PyTorch and torchrun print, then exit 1."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0] if lines else "job failed")
+        self.lines = lines
+
+
+class RankDied(Exception):
+    """Ranks died mid-run (the engine recovers: ``fakehw.train.recovery``)."""
+
+    def __init__(self, ranks: list[int]) -> None:
+        super().__init__(f"ranks {ranks} died")
+        self.ranks = ranks

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train import nccl, torchrun
+from fakehw.train.events import JobFailed
 
 if TYPE_CHECKING:
     from fakehw.train.engine import Engine
@@ -17,20 +18,6 @@ MAX_RESTARTS = 3
 CUDA_ERRORS = {48: "uncorrectable ECC error encountered", 79: "unspecified launch failure"}
 WATCHDOG_TIMEOUT_S = 600.0  # NCCL's default collective timeout, story seconds
 TORCHRUN_MONITOR_S = 5.0  # torchrun's agent looks at its workers this often
-
-
-class JobFailed(Exception):
-    """The job cannot run (a GPU is full): what PyTorch and torchrun print, then exit 1."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(lines[0] if lines else "job failed")
-        self.lines = lines
-
-
-class RankDied(Exception):
-    def __init__(self, ranks: list[int]) -> None:
-        super().__init__(f"ranks {ranks} died")
-        self.ranks = ranks
 
 
 class Recovery:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train import nccl, torchrun
-from fakehw.train.recovery import JobFailed
+from fakehw.train.events import JobFailed
 from fakehw.train.styles.base import LaunchInfo, si, size
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ class Startup:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def startup(self) -> None:
+    def run(self) -> None:
         engine = self.engine
         plan, style, world = engine.plan, engine.style, engine.world
         style.header(engine.clock.now())

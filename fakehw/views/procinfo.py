@@ -55,7 +55,7 @@ class HostProcess:
         return max(0.0, time.time() - self.started)
 
 
-class ProcessTable:
+class HostProcesses:
     """psutil handles kept between refreshes, so that CPU percentages are rates."""
 
     def __init__(self) -> None:
