@@ -175,7 +175,7 @@ def test_query_lms_keeps_up(h100: Node, interval_ms: int) -> None:
     out = loop_output(h100, args, 2.2)
     stamps = [time.mktime(time.strptime(s[:19], "%Y/%m/%d %H:%M:%S")) + float(s[19:])
               for s in out.splitlines()]  # fmt: skip
-    assert len(stamps) >= 1500 / interval_ms  # ~2200 / interval_ms in 2.2 s
+    assert len(stamps) >= 1000 / interval_ms + 5  # ~2200 / interval_ms in 2.2 s
     gaps = sorted(b - a for a, b in itertools.pairwise(stamps))
     period = interval_ms / 1000
     assert 0.8 * period <= gaps[len(gaps) // 2] <= 1.2 * period, gaps  # the cadence holds
