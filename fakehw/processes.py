@@ -349,7 +349,7 @@ class ProcessTable:
             return float(explicit)
         if phase in process.memory_plan:
             return float(process.memory_plan[phase])
-        usable = spec.memory_usable_mib - DRIVER_OVERHEAD_MIB
+        usable = self.process_memory_limit_mib
         spread = 1.0 + 0.03 * math.sin(process.pid)  # stable per process
         defaults = {
             "context": spec.context_mib,

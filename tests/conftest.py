@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Node, alive
+from helpers import Node, alive, node_fixture
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -119,12 +119,8 @@ def _has_tmux() -> bool:
 
 
 # ------------------------------------------------- the real captures' machines
-@pytest.fixture(scope="module")
-def h100() -> Iterator[Node]:
-    """An H100 node as the real capture's host (one GPU), idle."""
-    node = Node("h100", 1)
-    yield node
-    node.close()
+h100 = node_fixture("h100", "h100", 1, "An H100 node as the real capture's host (one GPU), idle.")
+h200x2 = node_fixture("h200x2", "h200", 2, "Two idle H200s, as the real capture's host.")
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,18 @@ def training(log: Path, speed_factor: float) -> Iterator[subprocess.Popen[bytes]
             train.wait(timeout=30)
 
 
+def node_fixture(name: str, model: str, gpus: int, doc: str) -> Callable[[], Iterator[Node]]:
+    """A module-scoped fixture ``name``: one idle node of ``gpus`` ``model`` GPUs."""
+
+    def node() -> Iterator[Node]:
+        machine = Node(model, gpus)
+        yield machine
+        machine.close()
+
+    node.__doc__ = doc
+    return pytest.fixture(scope="module", name=name)(node)
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:
     """Poll until ``predicate()`` is truthy; return its value or fail the test."""
     deadline = time.monotonic() + timeout

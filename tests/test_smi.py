@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,6 @@ from helpers import REAL, Node, alive
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "bin" / "fake-nvidia-smi"
-
-
-@pytest.fixture(scope="module")
-def h200x2() -> Iterator[Node]:
-    node = Node("h200", 2)
-    yield node
-    node.close()
 
 
 def capture(path: str) -> tuple[list[str], int | None]:

@@ -24,24 +24,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REAL, SMI_LAUNCHER, Node, wait_for
+from helpers import REAL, SMI_LAUNCHER, Node, node_fixture, wait_for
 
 INVALID = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help.\n\n"
 NO_DEVICES = "No devices were found\n"
 
 
-@pytest.fixture(scope="module")
-def h100x4() -> Iterator[Node]:
-    node = Node("h100", 4)
-    yield node
-    node.close()
-
-
-@pytest.fixture(scope="module")
-def h200x2() -> Iterator[Node]:
-    node = Node("h200", 2)
-    yield node
-    node.close()
+h100x4 = node_fixture("h100x4", "h100", 4, "Four idle H100s.")
 
 
 def capture_bytes(path: str) -> list[bytes]:
