@@ -69,7 +69,7 @@ STARTING = {
 }
 # A traceback through fakehw's own modules (the launcher's import aside: before it
 # runs, Ctrl-C belongs to the interpreter's start-up, as for any Python program).
-OURS = re.compile(r'File "[^"]*/fakehw/(?!launch\.py|__init__\.py)[^"]*"')
+OURS = re.compile(r'File "[^"]*/fakehw/(?!(?:programs/)?(?:launch|__init__)\.py")[^"]*"')
 
 
 @pytest.mark.parametrize("program", list(STARTING))
