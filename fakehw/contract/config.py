@@ -16,6 +16,9 @@ The config file is TOML, found at ``$FAKEHW_CONFIG`` or
     tcp_listen = ""             # "[HOST:]PORT" serves read-only views over TCP (off if empty)
     tcp_token_file = ""         # token TCP clients must present (default RUNTIME_DIR/tcp.token)
 
+    [train]
+    output_dir = ""             # fake-train --output-dir's default ("" = write nothing)
+
 Command-line flags override the file; the file overrides the defaults.
 No numpy here: viewers read the config to start a daemon.
 """
@@ -36,7 +39,7 @@ MAX_GPUS = 65536
 MAX_GPUS_PER_NODE = 16
 
 
-_Settings = TypeVar("_Settings", "ClusterConfig", "DaemonConfig")
+_Settings = TypeVar("_Settings", "ClusterConfig", "DaemonConfig", "TrainConfig")
 
 
 class ConfigError(ValueError):
@@ -129,6 +132,16 @@ class DaemonConfig:
         return parse_tcp_address(self.tcp_listen) if self.tcp_listen else None
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = ""  # fake-train --output-dir's default; "" = write nothing
+
+    def validated(self) -> TrainConfig:
+        if not isinstance(self.output_dir, str):
+            raise ConfigError(f"output_dir must be a path, got {self.output_dir!r}")
+        return self
+
+
 def parse_tcp_address(text: str) -> tuple[str, int]:
     try:
         return tcpaddress.parse_tcp_address(text)
@@ -160,12 +173,34 @@ def config_path() -> Path:
 
 def load_settings(path: Path | None = None) -> tuple[ClusterConfig, DaemonConfig]:
     """Defaults overlaid with the config file, validated."""
+    data, path = _read(path)
+    try:
+        cluster = _overlay(ClusterConfig(), data.get("cluster", {}), "cluster").validated()
+        daemon = _overlay(DaemonConfig(), data.get("daemon", {}), "daemon").validated()
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+    return cluster, daemon
+
+
+def load_train_settings(path: Path | None = None) -> TrainConfig:
+    """fake-train's defaults (the ``[train]`` table) overlaid on its built-in ones."""
+    data, path = _read(path)
+    try:
+        return _overlay(TrainConfig(), data.get("train", {}), "train").validated()
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+SECTIONS = ("cluster", "daemon", "train")
+
+
+def _read(path: Path | None) -> tuple[dict[str, Any], Path]:
+    """The config file's tables (none when there is no file), and its path."""
     path = path or config_path()
-    cluster, daemon = ClusterConfig(), DaemonConfig()
     if not path.exists():
         if os.environ.get("FAKEHW_CONFIG"):
             raise ConfigError(f"config file {path} (from FAKEHW_CONFIG) does not exist")
-        return cluster.validated(), daemon
+        return {}, path
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -174,18 +209,13 @@ def load_settings(path: Path | None = None) -> tuple[ClusterConfig, DaemonConfig
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    unknown_tables = set(data) - {"cluster", "daemon"}
+    unknown_tables = set(data) - set(SECTIONS)
     if unknown_tables:
         raise ConfigError(
             f"config file {path}: unknown section(s) {', '.join(sorted(unknown_tables))} "
-            "(expected [cluster] and [daemon])"
+            "(expected [cluster], [daemon] and [train])"
         )
-    try:
-        cluster = _overlay(cluster, data.get("cluster", {}), "cluster").validated()
-        daemon = _overlay(daemon, data.get("daemon", {}), "daemon").validated()
-    except ConfigError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from exc
-    return cluster, daemon
+    return data, path
 
 
 def _overlay(base: _Settings, table: object, section: str) -> _Settings:

@@ -108,6 +108,7 @@ class Checkpoints:
         path = self.checkpoint_path(engine.step)
         started = engine.clock.now()
         style.checkpoint_start(started, engine.step, path, reason)
+        engine.records.checkpoint_started(engine.step, path)
         total = plan.checkpoint_bytes
         writers = plan.nodes if plan.par.sharded_checkpoint else 1
         seconds = ar.checkpoint_write_s(total, writers) * engine.rng.uniform(0.9, 1.15)
@@ -121,10 +122,13 @@ class Checkpoints:
             )
             style.say(engine.clock.now(), "signal", style.term.paint(message, "yellow"))
             engine.wait_until(deadline, check=False)
+        files = engine.records.write_checkpoint(
+            engine.step, path, style.checkpoint_files(engine.step, total)
+        )
         info = CheckpointInfo(
             step=engine.step,
             path=path,
-            files=tuple(style.checkpoint_files(engine.step, total)),
+            files=tuple(files),
             bytes=total,
             seconds=seconds,
             time=engine.clock.now(),
@@ -133,7 +137,8 @@ class Checkpoints:
         engine.saved.append(info)
         engine.last_checkpoint = engine.step
         style.checkpoint_done(info)
-        engine.metrics.checkpoint(info)
+        for removed in engine.records.checkpoint(info):
+            style.checkpoint_removed(engine.clock.now(), removed)
         return info
 
     def abandoned(self) -> None:

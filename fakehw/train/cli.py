@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import NoReturn
 
+from fakehw import TYPE_CHECKING
 from fakehw.contract.config import ClusterConfig
 from fakehw.programs.argtypes import ascii_float, ascii_int
 from fakehw.programs.signals import (
@@ -30,6 +31,12 @@ from fakehw.programs.signals import (
 from fakehw.service.client import Client
 from fakehw.service.protocol import FAULTS
 from fakehw.specs import GpuSpec
+
+if TYPE_CHECKING:
+    from fakehw.train.plan import RunPlan
+    from fakehw.train.recorder import Records
+    from fakehw.train.styles.base import Style
+    from fakehw.train.terminal import Terminal
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -234,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-jsonl",
         metavar="PATH",
         help="write every logged step, eval and checkpoint as JSON lines",
+    )
+    stop.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="really write what the run leaves, as the style's framework lays it out: "
+        "TensorBoard event files, one log per rank, checkpoint directories (weights as "
+        "sparse files), metrics.jsonl and run.json (default: [train] output_dir of the "
+        "config file; none: write nothing)",
     )
     info = parser.add_argument_group("information")
     info.add_argument("--list-models", action="store_true", help="list the models and exit")
@@ -459,17 +474,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def output_dir_of(args: argparse.Namespace) -> str:
+    """--output-dir, else the config file's ``[train] output_dir`` ("" for none)."""
+    from fakehw.contract.config import ConfigError, load_train_settings
+
+    if args.output_dir is not None:
+        if not args.output_dir.strip():
+            raise UsageError("--output-dir needs a directory")
+        return str(args.output_dir)
+    try:
+        return load_train_settings().output_dir
+    except ConfigError as exc:  # the file is wrong, not the command line
+        raise RuntimeError(str(exc)) from None
+
+
+def open_records(
+    args: argparse.Namespace, output_dir: str, plan: RunPlan, style: Style, term: Terminal
+) -> Records:
+    """Who keeps the run's records: --metrics-jsonl's writer, --output-dir's files. With
+    an output directory, the plan's save directory becomes its real one."""
+    from fakehw.train.metrics import MetricsWriter
+    from fakehw.train.output import rundir
+    from fakehw.train.recorder import Recorder, Records
+
+    kept: list[Recorder] = []
+    try:
+        if args.metrics_jsonl:
+            try:
+                kept.append(MetricsWriter(args.metrics_jsonl))
+            except OSError as exc:
+                raise UsageError(f"--metrics-jsonl {args.metrics_jsonl}: {exc.strerror}") from None
+        if output_dir:
+            try:
+                root = rundir.prepare(output_dir)
+            except rundir.OutputDirError as exc:
+                raise UsageError(str(exc)) from None
+            layout = rundir.layout_for(plan, root, style.checkpoint_dir)
+            plan.save_dir = str(layout.checkpoints)  # the log names the real directories
+
+            def notify(text: str) -> None:
+                term.line(term.paint(f"fake-train: {text}", "yellow"))
+
+            kept += rundir.recorders(layout, notify)
+    except BaseException:
+        Records(kept).close()
+        raise
+    return Records(kept)
+
+
 def run(args: argparse.Namespace) -> int:
     from fakehw.train.catalog import UnknownModel
     from fakehw.train.checkpoints import SaveAbandoned
     from fakehw.train.engine import Engine, Options
     from fakehw.train.events import JobFailed
-    from fakehw.train.metrics import MetricsWriter
+    from fakehw.train.output import rundir
     from fakehw.train.plan import PlanError, make_plan
     from fakehw.train.styles import STYLES
     from fakehw.train.terminal import Terminal
     from fakehw.train.world import World, WorldError
 
+    output_dir = output_dir_of(args)
+    if output_dir:
+        try:
+            rundir.check(output_dir)
+        except rundir.OutputDirError as exc:
+            raise UsageError(str(exc)) from None
     color = {"always": True, "never": False}.get(args.color)
     term = Terminal(color=color)
     notices: list[str] = []
@@ -491,17 +560,17 @@ def run(args: argparse.Namespace) -> int:
     except (UnknownModel, PlanError) as exc:
         client.close()
         raise UsageError(str(exc)) from None
-    try:
-        metrics = MetricsWriter(args.metrics_jsonl)
-    except OSError as exc:
-        client.close()
-        raise UsageError(f"--metrics-jsonl {args.metrics_jsonl}: {exc.strerror}") from None
-    world = World(plan, client, list(client.hello["hostnames"]))
-    style = STYLES[args.style](term, plan)
     bad = [gpu for _, gpu, _ in args.inject if gpu >= plan.gpus]
     if bad:
         client.close()
         raise UsageError(f"--inject names GPU {bad[0]}; the job has GPUs 0-{plan.gpus - 1}")
+    style = STYLES[args.style](term, plan)
+    try:
+        records = open_records(args, output_dir, plan, style, term)
+    except UsageError:
+        client.close()
+        raise
+    world = World(plan, client, list(client.hello["hostnames"]))
     options = Options(
         speed=args.speed_factor,
         injections=tuple(args.inject),
@@ -509,7 +578,7 @@ def run(args: argparse.Namespace) -> int:
         exit_after_time=args.exit_after_time,
         quantize=args.quantize,
     )
-    engine = Engine(plan, world, style, metrics, options)
+    engine = Engine(plan, world, style, records, options)
     code = 0
     try:
         for notice in notices:
@@ -540,7 +609,7 @@ def run(args: argparse.Namespace) -> int:
         # Each step runs even if one before it fails (a vanished terminal gives EIO).
         ignore_termination()
         with contextlib.ExitStack() as cleanup:
-            cleanup.callback(metrics.close)
+            cleanup.callback(records.close)
             cleanup.callback(world.close)
             cleanup.callback(term.close)
     return code

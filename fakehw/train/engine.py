@@ -26,13 +26,14 @@ from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
     EvalResult,
+    GpuSample,
     Incident,
     RankDied,
     StepMetrics,
 )
 from fakehw.train.learning import LearningCurve
-from fakehw.train.metrics import MetricsWriter
 from fakehw.train.plan import RunPlan
+from fakehw.train.recorder import Records
 from fakehw.train.recovery import Recovery
 from fakehw.train.startup import Startup
 from fakehw.train.styles.base import LaunchInfo, Style, perplexity
@@ -106,12 +107,12 @@ class Engine:
     """
 
     def __init__(
-        self, plan: RunPlan, world: World, style: Style, metrics: MetricsWriter, options: Options
+        self, plan: RunPlan, world: World, style: Style, records: Records, options: Options
     ) -> None:
         self.plan = plan
         self.world = world
         self.style = style
-        self.metrics = metrics
+        self.records = records  # the metrics JSONL, the output directory
         self.options = options
         self.clock = StoryClock(options.speed)
         self.rng = random.Random(plan.seed * 7919 + 1)
@@ -453,12 +454,17 @@ class Engine:
             )
 
     def incident(self, kind: str, **details: object) -> None:
-        self.style.incident(Incident(kind, self.step, self.clock.now(), dict(details)))
+        incident = Incident(kind, self.step, self.clock.now(), dict(details))
+        self.style.incident(incident)
+        self.records.incident(incident)
 
     def log(self, m: StepMetrics) -> None:
         style = self.style
         style.step(m)
-        self.metrics.step(m)
+        self.records.step(m)
+        sample = GpuSample.of(m.step, m.time, self.world.cells())
+        if sample is not None:
+            self.records.gpus(sample)
         self.logged += 1
         if style.uses_live_bar and style.term.tty:
             style.progress(m)
@@ -531,7 +537,7 @@ class Engine:
         )
         self.last_eval = loss
         style.eval_done(result)
-        self.metrics.eval(result)
+        self.records.eval(result)
 
 
 def log_interval(wall_per_step: float) -> int:

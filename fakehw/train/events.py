@@ -129,6 +129,53 @@ class GpuCell:
 
 
 @dataclass(frozen=True)
+class GpuSample:
+    """The job's GPUs as the daemon reports them at a logged step: what TensorBoard's
+    GPU panels and ``fakehw plot`` show beside the loss."""
+
+    step: int
+    time: float
+    power_w_mean: float
+    power_w_max: float
+    temp_c_mean: float
+    temp_c_max: int
+    sm_clock_mhz_mean: float
+    memory_used_gib_mean: float
+    util_mean: float
+    sm_clocks: tuple[int, ...] = ()  # each job GPU's, in rank order (0: off the bus)
+
+    @classmethod
+    def of(cls, step: int, time: float, cells: list[GpuCell]) -> GpuSample | None:
+        live = [c for c in cells if not c.lost]
+        if not live:
+            return None
+        count = len(live)
+        return cls(
+            step=step,
+            time=time,
+            power_w_mean=sum(c.power_w for c in live) / count,
+            power_w_max=max(c.power_w for c in live),
+            temp_c_mean=sum(c.temp for c in live) / count,
+            temp_c_max=max(c.temp for c in live),
+            sm_clock_mhz_mean=sum(c.clock_sm_mhz for c in live) / count,
+            memory_used_gib_mean=sum(c.memory_used_mib for c in live) / count / 1024,
+            util_mean=sum(c.util for c in live) / count,
+            sm_clocks=tuple(0 if c.lost else c.clock_sm_mhz for c in cells),
+        )
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """The job as it starts its ranks: where each runs, under which PID."""
+
+    time: float
+    hostnames: tuple[str, ...]  # one per node
+    pids: dict[int, int]  # rank: PID
+    ip: str  # node 0's address (NCCL's bootstrap interface)
+    master_port: int
+
+
+@dataclass(frozen=True)
 class Incident:
     kind: str  # "loss_spike", "overflow", "slow_rank", "rank_failure", "restart", "recovered"
     step: int

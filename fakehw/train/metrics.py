@@ -5,7 +5,9 @@ tokens_seen, loss, ppl, lr, grad_norm, tokens_per_s, samples_per_s, step_time_s,
 elapsed_s, eta_s, tflops_per_gpu, mfu, gpus, global_batch_tokens, params``
 (``params``: active per token; ``ppl``: null for DPO) and the step's split,
 ``compute_s, exposed_comm_s, bubble_fraction``; ``{"event": "eval", ...}`` and
-``{"event": "checkpoint", "path", "bytes", ...}`` mark the other events. Lines are
+``{"event": "checkpoint", "path", "bytes", ...}`` mark the other events, and
+``{"event": "gpus", "power_w", "temp_c", ...}`` gives the job's GPUs (means over them,
+as the daemon reports them) at each logged step. Lines are
 flushed as they are written, so a reader can follow the file live.
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from fakehw.train.events import CheckpointInfo, EvalResult, StepMetrics
+from fakehw.train.events import CheckpointInfo, EvalResult, GpuSample, StepMetrics
+from fakehw.train.recorder import Recorder
 
 
-class MetricsWriter:
+class MetricsWriter(Recorder):
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._file: TextIO | None = open(path, "w") if path else None  # noqa: SIM115
@@ -75,7 +78,23 @@ class MetricsWriter:
             }
         )
 
-    def checkpoint(self, c: CheckpointInfo) -> None:
+    def gpus(self, sample: GpuSample) -> None:
+        self._write(
+            {
+                "event": "gpus",
+                "step": sample.step,
+                "power_w": sample.power_w_mean,
+                "power_w_max": sample.power_w_max,
+                "temp_c": sample.temp_c_mean,
+                "temp_c_max": sample.temp_c_max,
+                "sm_clock_mhz": sample.sm_clock_mhz_mean,
+                "memory_used_gib": sample.memory_used_gib_mean,
+                "util": sample.util_mean,
+                "time": sample.time,
+            }
+        )
+
+    def checkpoint(self, c: CheckpointInfo) -> list[str]:
         self._write(
             {
                 "event": "checkpoint",
@@ -88,6 +107,7 @@ class MetricsWriter:
                 "time": c.time,
             }
         )
+        return []
 
     def close(self) -> None:
         if self._file is not None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train import nccl, torchrun
-from fakehw.train.events import JobFailed
+from fakehw.train.events import JobFailed, RunStart
 from fakehw.train.styles.base import LaunchInfo, si, size
 
 if TYPE_CHECKING:
@@ -50,6 +50,15 @@ class Startup:
         style.nccl_init(
             nccl.init_lines(plan, engine.launch.hostnames[0], engine.launch.ip, world.local_pids)
         )
+        engine.records.started(
+            RunStart(
+                time=engine.clock.now(),
+                hostnames=tuple(world.hostnames[: plan.nodes]),
+                pids=dict(world.pids),
+                ip=engine.launch.ip,
+                master_port=engine.launch.master_port,
+            )
+        )
         engine.load("tokenizer", plan.model.arch.vocab, "tokens", 1.0)
         style.loaded(
             engine.clock.now(),
@@ -78,6 +87,9 @@ class Startup:
             engine.load("weights", shards_model, "shards", ar.weights_read_s(plan.params))
         style.model_info(engine.clock.now())
         if plan.start_step:
+            resumed = engine.saving.checkpoint_path(plan.start_step)
+            files = style.checkpoint_files(plan.start_step, plan.checkpoint_bytes)
+            engine.records.resumed(plan.start_step, resumed, files)
             style.say(
                 engine.clock.now(),
                 "resume",

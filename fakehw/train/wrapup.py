@@ -35,7 +35,9 @@ class WrapUp:
         style.term.clear_status()
         engine.finishing = True
         train_s = engine.clock.now() - (engine.training_started or engine.clock.now())
-        style.training_end(self.summary(outcome, train_s))
+        ended = self.summary(outcome, train_s)
+        style.training_end(ended)
+        engine.records.training_ended(ended)
         if outcome != "interrupted":
             engine.evaluate(final=True)
             world.phase("free")
@@ -43,7 +45,9 @@ class WrapUp:
             world.phase("eval")
             self.run_benchmarks()
         world.phase("free")
-        style.summary(self.summary(outcome, train_s))
+        summary = self.summary(outcome, train_s)
+        style.summary(summary)
+        engine.records.finished(summary)
 
     def summary(self, outcome: str, train_s: float) -> Summary:
         """The run as it stands, for the style's closing words."""
@@ -146,6 +150,7 @@ class WrapUp:
             shown = min(artifact.seconds, EXPORT_WALL_S * engine.options.speed)
             engine.wait(shown, check=False)
             engine.clock.jump(artifact.seconds - shown)
+            engine.records.export(artifact)
             style.export(engine.clock.now(), artifact)
             engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
 

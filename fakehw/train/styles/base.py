@@ -465,6 +465,10 @@ class Style:
             + f" in {c.seconds:.1f} s ({c.bytes / c.seconds / 1e9:.1f} GB/s): {files}{more}",
         )
 
+    def checkpoint_removed(self, t: float, path: str) -> None:
+        """An older checkpoint deleted to keep the framework's limit."""
+        self.say(t, "checkpoint", f"removed {path} (older than the checkpoints kept)")
+
     def checkpoint_dir(self, step: int) -> str:
         return f"step_{step:07d}"
 

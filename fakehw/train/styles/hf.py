@@ -27,6 +27,7 @@ from fakehw.train.events import (
     StepMetrics,
     Summary,
 )
+from fakehw.train.hflogs import eval_logs, final_logs, train_logs
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import (
     LaunchInfo,
@@ -214,14 +215,7 @@ class HfStyle(Style):
                          self._width)  # fmt: skip
 
     def step(self, m: StepMetrics) -> None:
-        logs: dict[str, object] = {
-            "loss": hf_value(m.interval_loss),
-            "grad_norm": hf_value(m.grad_norm),
-            "learning_rate": hf_value(m.lr),
-        }
-        for key, value in m.extra.items():
-            logs[key] = hf_value(value)
-        logs["epoch"] = hf_value(m.epoch_fraction)
+        logs: dict[str, object] = {k: hf_value(v) for k, v in train_logs(m).items()}
         self.bar.draw(self._training_bar(m))
         self.write_logs(logs)
 
@@ -253,21 +247,10 @@ class HfStyle(Style):
         self.inner.draw(tqdm_line(done, total, elapsed, elapsed / max(1, done), self._width))
 
     def eval_done(self, r: EvalResult) -> None:
-        metrics: dict[str, float] = {"eval_loss": r.loss}
-        metrics.update(r.extra)
-        metrics.update(
-            {
-                "eval_runtime": r.runtime_s,
-                "eval_samples_per_second": r.samples / r.runtime_s,
-                "eval_steps_per_second": max(1, r.batches) / r.runtime_s,
-                "epoch": r.step / self.plan.steps_per_epoch,
-            }
-        )
+        metrics = eval_logs(r, self.plan.steps_per_epoch)
         self.inner.close(leave=False)
         if r.final:  # the script's own print(trainer.evaluate()): plain floats, rounded
-            digits = {"eval_runtime": 4, "eval_samples_per_second": 3,
-                      "eval_steps_per_second": 3, "epoch": 2}  # fmt: skip
-            self.term.line(str({k: round(v, digits[k]) if k in digits else v
+            self.term.line(str({k: round(v, 2) if k == "epoch" else v
                                 for k, v in metrics.items()}))  # fmt: skip
             return
         self.write_logs({k: hf_value(v) for k, v in metrics.items()})
@@ -291,6 +274,10 @@ class HfStyle(Style):
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
         """The Trainer says nothing as a save starts: its shard bar follows."""
 
+    def checkpoint_removed(self, t: float, path: str) -> None:
+        """``Deleting older checkpoint [...]`` is an INFO line: not shown at the Trainer's
+        default verbosity (rank 0's log file has it)."""
+
     def checkpoint_done(self, c: CheckpointInfo) -> None:
         shards = [name for name, _ in c.files if name.endswith(".safetensors")]
         desc = "Writing model shards: "
@@ -303,18 +290,11 @@ class HfStyle(Style):
     def training_end(self, s: Summary) -> None:
         """``trainer.train()`` returns: its bar closes and its final dict follows (the
         script's ``print(trainer.evaluate())`` comes after, as in the real capture)."""
-        plan = self.plan
         self.bar.close()
         if s.final_loss is None:  # stopped before the first step: the Trainer prints nothing
             return
-        runtime = max(s.train_s, 1e-3)
-        final = {
-            "train_runtime": hf_value(runtime),
-            "train_samples_per_second": hf_value(s.steps_run * plan.global_batch / runtime),
-            "train_steps_per_second": hf_value(s.steps_run / runtime),
-            "train_loss": hf_value(s.mean_loss if s.mean_loss is not None else s.final_loss),
-            "epoch": hf_value(s.steps / plan.steps_per_epoch),
-        }
+        # the progress callback leaves total_flos out of what it prints
+        final = {k: hf_value(v) for k, v in final_logs(s, self.plan).items() if k != "total_flos"}
         self.term.line(str(final))
 
     def summary(self, s: Summary) -> None:

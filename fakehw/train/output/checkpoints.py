@@ -1,0 +1,70 @@
+"""The checkpoint directories a run leaves: each save's files as its framework names
+them (weights and optimizer states sparse, the trainer's small files with their real
+contents), the pointers beside them (``latest``, ``best``), and retention: older
+checkpoints deleted as the framework does (``fakehw.train.output.layouts``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fakehw.train.events import CheckpointInfo, EvalResult, ExportArtifact, StepMetrics, Summary
+from fakehw.train.output import hfconfig
+from fakehw.train.output.files import FileWriter
+from fakehw.train.output.layouts.base import Layout
+from fakehw.train.recorder import Files, Recorder
+
+
+class CheckpointStore(Recorder):
+    def __init__(self, layout: Layout, files: FileWriter) -> None:
+        self.layout = layout
+        self.files = files
+        self.on_disk: list[int] = []  # the steps of the checkpoints kept, oldest first
+        self.removed_paths: list[str] = []
+
+    def step(self, m: StepMetrics) -> None:
+        self.layout.observe_step(m)
+
+    def eval(self, r: EvalResult) -> None:
+        if not r.final:
+            self.layout.observe_eval(r)
+
+    def training_ended(self, s: Summary) -> None:
+        self.layout.observe_final(s)
+
+    def write_checkpoint(self, step: int, path: str, files: Files) -> Files:
+        """The save's files, once its time has passed: a save given up half-way (Ctrl-C
+        twice) leaves its directory as the log says, incomplete."""
+        directory = Path(path)
+        self.layout.saved(step)  # is it the best? (its trainer state says so)
+        return self.files.write_files(directory, files, self.layout.state_files(step))
+
+    def checkpoint_started(self, step: int, path: str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(self, c: CheckpointInfo) -> list[str]:
+        if c.step in self.on_disk:
+            self.on_disk.remove(c.step)
+        self.on_disk.append(c.step)
+        self.layout.point(c.step)
+        removed = []
+        for step in self.layout.retention(self.on_disk):
+            path = str(self.layout.checkpoints / self.layout.checkpoint_name(step))
+            self.files.remove_tree(Path(path))
+            self.on_disk.remove(step)
+            removed.append(path)
+        self.removed_paths += removed
+        return removed
+
+    def resumed(self, step: int, path: str, files: Files) -> None:
+        """The checkpoint a resumed run loads is on disk (an earlier run left it)."""
+        directory = Path(path)
+        if not directory.exists():
+            self.files.write_files(directory, files, self.layout.state_files(step))
+        self.on_disk.append(step)
+        self.layout.point(step)
+
+    def export(self, a: ExportArtifact) -> None:
+        contents = (
+            hfconfig.model_files(self.layout.plan.model.arch) if a.format == "safetensors" else {}
+        )
+        self.files.write_files(Path(a.path), list(a.files), contents)

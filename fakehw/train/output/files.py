@@ -1,0 +1,105 @@
+"""Writing a run's files: small ones with their real contents, large binary ones
+(weights, optimizer states) as sparse files of the size the log states.
+
+A sparse file's size costs no disk: ``truncate`` extends it without writing a block
+(``st_blocks`` stays near 0). On a file system that would allocate them anyway
+(some network and FUSE file systems do), the first such file is taken back and no
+more are written: the log still states their sizes, and the writer says so once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Files = list[tuple[str, int]]
+
+# A file this large is written sparse; a sparse file that holds more than this share
+# of its size on disk was allocated after all.
+SPARSE_FROM_BYTES = 1 << 20
+ALLOCATED_SHARE = 0.5
+
+
+def disk_bytes(path: Path) -> int:
+    """What a file really uses on disk (its blocks), not its apparent size."""
+    return path.stat().st_blocks * 512
+
+
+@dataclass
+class FileWriter:
+    """Writes files under a run's output directory and remembers what it wrote."""
+
+    root: Path
+    notify: Callable[[str], None]  # one line for the console
+    sparse_ok: bool | None = None  # None: not known until the first sparse file
+    written: list[Path] = field(default_factory=list)
+
+    def write_text(self, path: Path, text: str) -> int:
+        return self.write_bytes(path, text.encode())
+
+    def write_bytes(self, path: Path, data: bytes) -> int:
+        """Write ``data`` to ``path`` whole: to a temporary name, then renamed, so a
+        reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+        self.written.append(path)
+        return len(data)
+
+    def write_sparse(self, path: Path, size: int) -> bool:
+        """A file of ``size`` bytes that uses no disk; False if the file system would
+        allocate it (then nothing is written, and the console is told once)."""
+        if self.sparse_ok is False:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as file:
+            file.truncate(size)
+        if self.sparse_ok is None and size >= SPARSE_FROM_BYTES:
+            self.sparse_ok = disk_bytes(path) < ALLOCATED_SHARE * size
+            if not self.sparse_ok:
+                path.unlink()
+                self.notify(
+                    f"{self.root} is on a file system that allocates sparse files: the "
+                    "weight and optimizer files are not written (the log and run.json give "
+                    "their sizes)"
+                )
+                return False
+        self.written.append(path)
+        return True
+
+    def write_files(self, directory: Path, files: Files, contents: dict[str, bytes]) -> Files:
+        """The files of one directory: those in ``contents`` with their contents, the
+        others sparse. Returns the files with the sizes written."""
+        written: Files = []
+        for name, size in files:
+            target = directory / name
+            if name in contents:
+                written.append((name, self.write_bytes(target, contents[name])))
+            elif size < SPARSE_FROM_BYTES:  # a small binary file: its bytes are zeros
+                self.write_bytes(target, bytes(size))
+                written.append((name, size))
+            else:
+                self.write_sparse(target, size)
+                written.append((name, size))
+        return written
+
+    def remove_tree(self, directory: Path) -> None:
+        """Delete a directory this writer made (a rotated checkpoint)."""
+        shutil.rmtree(directory, ignore_errors=True)
+        self.written = [p for p in self.written if directory not in p.parents]
+
+
+def usage(root: Path) -> tuple[int, int, int]:
+    """(files, apparent bytes, bytes on disk) of everything under ``root``."""
+    count = apparent = on_disk = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            stat = os.lstat(os.path.join(folder, name))
+            count += 1
+            apparent += stat.st_size
+            on_disk += stat.st_blocks * 512
+    return count, apparent, on_disk

@@ -1,0 +1,194 @@
+"""A framework's layout: where a run's files go, what TensorBoard tags it writes, what
+its checkpoint directories hold beside the weights, and how many it keeps.
+
+This base is fake-train's own framework (the default style): ``DIR/checkpoints/
+step_0001000/`` with ``latest`` and ``best`` symlinks beside them, the last three
+kept (and the best), ``DIR/tensorboard/`` with the run's figures and the GPUs'
+readings, ``DIR/logs/train_rank{N}.log``. The other frameworks override what they do
+differently (``hf``, ``megatron``, ``deepspeed``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from fakehw.train.events import EvalResult, GpuSample, RunStart, StepMetrics, Summary
+from fakehw.train.plan import RunPlan
+
+Scalar = tuple[str, float, int]  # (tag, value, step)
+
+
+class Layout:
+    name = "default"
+    keep_last: int | None = 3  # checkpoints kept besides the best; None keeps them all
+    keeps_best = True
+    new_event_file_after_training = False
+
+    def __init__(self, plan: RunPlan, root: Path, checkpoint_name: Callable[[int], str]) -> None:
+        self.plan = plan
+        self.root = root
+        self.checkpoint_name = checkpoint_name  # the style's name of a step's directory
+        self.last_step: StepMetrics | None = None
+        self.best_step: int | None = None
+        self.best_loss: float | None = None
+        self.evals: dict[int, float] = {}  # step: validation loss
+
+    # ------------------------------------------------------------- where
+    @property
+    def checkpoints(self) -> Path:
+        """Where the checkpoint directories go (the log's save directory)."""
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def tensorboard_dir(self, start: RunStart) -> Path:
+        return self.root / "tensorboard"
+
+    def tensorboard_rank(self) -> int:
+        """The rank whose process writes TensorBoard (Megatron: the last)."""
+        return 0
+
+    def event_file_name(self, start: RunStart, wall_time: float, index: int) -> str:
+        """PyTorch's ``SummaryWriter`` name: time, host and PID of the writing rank."""
+        rank = self.tensorboard_rank()
+        host = start.hostnames[rank // self.plan.gpus_per_node]
+        return f"events.out.tfevents.{int(wall_time):010d}.{host}.{start.pids[rank]}.{index}"
+
+    def logged_loss(self, m: StepMetrics) -> float:
+        """The loss the framework's log shows for a logged step: the step's own here;
+        the frameworks that average over the logging interval override it."""
+        return m.loss
+
+    # --------------------------------------------------------- TensorBoard
+    def text_summaries(self) -> list[tuple[str, str]]:
+        return [("config", json.dumps(self.config(), indent=2))]
+
+    def config(self) -> dict[str, object]:
+        plan = self.plan
+        return {
+            "model": plan.model.name,
+            "task": plan.task,
+            "dataset": plan.dataset.name,
+            "gpus": plan.gpus,
+            "global_batch": plan.global_batch,
+            "seq": plan.seq,
+            "total_steps": plan.total_steps,
+            "peak_lr": plan.peak_lr,
+            "warmup_steps": plan.warmup_steps,
+            "schedule": plan.schedule,
+            "precision": plan.precision,
+            "seed": plan.seed,
+        }
+
+    def step_scalars(self, m: StepMetrics) -> list[Scalar]:
+        """The figures of the default style's step line, as it prints them (the step's
+        own loss and time, not the interval's means)."""
+        values: list[Scalar] = [
+            ("train/loss", self.logged_loss(m), m.step),
+            ("train/learning_rate", m.lr, m.step),
+            ("train/grad_norm", m.grad_norm, m.step),
+            ("train/tokens_per_s", m.tokens_per_s, m.step),
+            ("train/mfu", m.mfu, m.step),
+            ("train/tflops_per_gpu", m.tflops_per_gpu, m.step),
+            ("train/step_time_s", m.step_time_s, m.step),
+            ("train/samples_per_s", m.samples_per_s, m.step),
+        ]
+        if m.ppl is not None:
+            values.append(("train/ppl", m.ppl, m.step))
+        if m.loss_scale is not None:
+            values.append(("train/loss_scale", m.loss_scale, m.step))
+        return values
+
+    def gpu_scalars(self, sample: GpuSample) -> list[Scalar]:
+        step = sample.step
+        return [
+            ("gpu/power_w", sample.power_w_mean, step),
+            ("gpu/power_w_max", sample.power_w_max, step),
+            ("gpu/temp_c", sample.temp_c_mean, step),
+            ("gpu/temp_c_max", sample.temp_c_max, step),
+            ("gpu/sm_clock_mhz", sample.sm_clock_mhz_mean, step),
+            ("gpu/memory_used_gib", sample.memory_used_gib_mean, step),
+            ("gpu/util", sample.util_mean, step),
+        ]
+
+    def eval_scalars(self, r: EvalResult) -> list[Scalar]:
+        values: list[Scalar] = [
+            ("eval/loss", r.loss, r.step),
+            ("eval/runtime_s", r.runtime_s, r.step),
+            ("eval/tokens_per_s", r.tokens_per_s, r.step),
+        ]
+        if r.ppl is not None:
+            values.append(("eval/ppl", r.ppl, r.step))
+        return values
+
+    def final_scalars(self, s: Summary) -> list[Scalar]:
+        return []
+
+    # ---------------------------------------------------------- checkpoints
+    def observe_step(self, m: StepMetrics) -> None:
+        """A logged step, for the trainer state a checkpoint saves."""
+        self.last_step = m
+
+    def observe_eval(self, r: EvalResult) -> None:
+        """An evaluation: the best checkpoint is the one with the lowest val loss."""
+        self.evals[r.step] = r.loss
+
+    def observe_final(self, s: Summary) -> None:
+        """The training loop's end (HF logs its train_runtime then)."""
+
+    def saved(self, step: int) -> None:
+        """A checkpoint of ``step`` is complete: is it the best so far?"""
+        loss = self.evals.get(step)
+        better = loss is not None and (self.best_loss is None or loss < self.best_loss)
+        if self.keeps_best and better:
+            self.best_step, self.best_loss = step, loss
+
+    def state_files(self, step: int) -> dict[str, bytes]:
+        """The small files of a checkpoint, with their contents."""
+        m = self.last_step
+        state = {
+            "step": step,
+            "epoch": step / self.plan.steps_per_epoch,
+            "tokens_seen": step * self.plan.trained_tokens_per_step,
+            "train_loss": None if m is None else self.logged_loss(m),
+            "learning_rate": None if m is None else m.lr,
+            "best_step": self.best_step,
+            "best_val_loss": self.best_loss,
+            "val_loss": dict(sorted(self.evals.items())),
+        }
+        return {"trainer_state.json": (json.dumps(state, indent=2) + "\n").encode()}
+
+    def retention(self, kept: list[int]) -> list[int]:
+        """Of the checkpoints on disk (steps, oldest first, the newest just saved),
+        those to delete: all but the last ``keep_last`` and the best."""
+        if self.keep_last is None:
+            return []
+        recent = set(kept[-self.keep_last :])
+        return [s for s in kept if s not in recent and s != self.best_step]
+
+    def removal_line(self, path: str) -> str:
+        """What the framework logs (on rank 0) as it deletes a checkpoint."""
+        return f"removed checkpoint {path} (keeping the last {self.keep_last} and the best)"
+
+    def point(self, latest: int) -> None:
+        """The pointers beside the checkpoints: ``latest`` and ``best`` symlinks."""
+        self._symlink("latest", self.checkpoint_name(latest))
+        if self.best_step is not None:
+            self._symlink("best", self.checkpoint_name(self.best_step))
+
+    def _symlink(self, name: str, target: str) -> None:
+        link = self.checkpoints / name
+        partial = self.checkpoints / f".{name}.partial"
+        if partial.is_symlink() or partial.exists():
+            partial.unlink()
+        os.symlink(target, partial)
+        partial.replace(link)  # atomic: a reader never finds no link
+
+    def pointer_names(self) -> set[str]:
+        """Entries beside the checkpoint directories that are not checkpoints."""
+        return {"latest", "best"}

@@ -1,0 +1,144 @@
+"""Who keeps a run's records beside its log: one interface, and the fan-out the engine
+talks to.
+
+The engine hands every record (``fakehw.train.events``) to one :class:`Records`,
+which passes it to each recorder in turn: the ``--metrics-jsonl`` writer
+(``fakehw.train.metrics``) and, with ``--output-dir``, what the run leaves on disk
+(``fakehw.train.output``: TensorBoard, per-rank logs, checkpoint directories,
+``run.json``). A recorder overrides what it keeps; every other call does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from fakehw.train.events import (
+    CheckpointInfo,
+    EvalResult,
+    ExportArtifact,
+    GpuSample,
+    Incident,
+    RunStart,
+    StepMetrics,
+    Summary,
+)
+
+Files = list[tuple[str, int]]  # (name inside a directory, bytes)
+
+
+class Recorder:
+    """One keeper of a run's records."""
+
+    def started(self, start: RunStart) -> None:
+        """The ranks are up (after NCCL's set-up, before the first step)."""
+
+    def step(self, m: StepMetrics) -> None:
+        """A logged step."""
+
+    def gpus(self, sample: GpuSample) -> None:
+        """The job's GPUs at a logged step."""
+
+    def eval(self, r: EvalResult) -> None:
+        """An evaluation, during training or the final one."""
+
+    def incident(self, i: Incident) -> None:
+        """A warning: a loss spike, an overflow, a slow or failed rank."""
+
+    def checkpoint_started(self, step: int, path: str) -> None:
+        """A save begins (its directory appears; its files come when it is done)."""
+
+    def write_checkpoint(self, step: int, path: str, files: Files) -> Files:
+        """A checkpoint being saved: returns its files as they are (a recorder that
+        writes them gives the sizes of what it wrote)."""
+        return files
+
+    def checkpoint(self, c: CheckpointInfo) -> list[str]:
+        """A checkpoint saved; returns the paths of older ones it deleted to keep the
+        framework's limit (``save_total_limit``)."""
+        return []
+
+    def removed(self, paths: list[str], time: float) -> None:
+        """Older checkpoints were deleted to keep the framework's limit."""
+
+    def resumed(self, step: int, path: str, files: Files) -> None:
+        """The run starts from an earlier run's checkpoint at ``path``."""
+
+    def export(self, a: ExportArtifact) -> None:
+        """A model exported after training."""
+
+    def training_ended(self, s: Summary) -> None:
+        """The training loop is over (the final evaluation and exports follow)."""
+
+    def finished(self, s: Summary) -> None:
+        """The run is over, whatever ended it."""
+
+    def close(self) -> None:
+        """Release what is open; called once, on every exit path."""
+
+
+class Records(Recorder):
+    """Every record, to each recorder in turn."""
+
+    def __init__(self, recorders: list[Recorder]) -> None:
+        self.recorders = recorders
+
+    def started(self, start: RunStart) -> None:
+        for recorder in self.recorders:
+            recorder.started(start)
+
+    def step(self, m: StepMetrics) -> None:
+        for recorder in self.recorders:
+            recorder.step(m)
+
+    def gpus(self, sample: GpuSample) -> None:
+        for recorder in self.recorders:
+            recorder.gpus(sample)
+
+    def eval(self, r: EvalResult) -> None:
+        for recorder in self.recorders:
+            recorder.eval(r)
+
+    def incident(self, i: Incident) -> None:
+        for recorder in self.recorders:
+            recorder.incident(i)
+
+    def checkpoint_started(self, step: int, path: str) -> None:
+        for recorder in self.recorders:
+            recorder.checkpoint_started(step, path)
+
+    def write_checkpoint(self, step: int, path: str, files: Files) -> Files:
+        for recorder in self.recorders:
+            files = recorder.write_checkpoint(step, path, files)
+        return files
+
+    def checkpoint(self, c: CheckpointInfo) -> list[str]:
+        removed: list[str] = []
+        for recorder in self.recorders:
+            removed += recorder.checkpoint(c)
+        if removed:
+            for recorder in self.recorders:
+                recorder.removed(removed, c.time)
+        return removed
+
+    def resumed(self, step: int, path: str, files: Files) -> None:
+        for recorder in self.recorders:
+            recorder.resumed(step, path, files)
+
+    def export(self, a: ExportArtifact) -> None:
+        for recorder in self.recorders:
+            recorder.export(a)
+
+    def training_ended(self, s: Summary) -> None:
+        for recorder in self.recorders:
+            recorder.training_ended(s)
+
+    def finished(self, s: Summary) -> None:
+        for recorder in self.recorders:
+            recorder.finished(s)
+
+    def close(self) -> None:
+        """Closes every recorder, even when one of them fails (the first error is raised
+        once all are closed)."""
+        with contextlib.ExitStack() as closing:
+            for recorder in reversed(self.recorders):
+                closing.callback(recorder.close)

@@ -1,0 +1,381 @@
+"""fake-train --output-dir: what a run leaves on disk, read back by real readers.
+
+TensorBoard's own event reader and a real ``tensorboard --logdir`` server on loopback
+read the event files; the per-rank logs are checked line by line against loguru's
+format; checkpoint directories against the real HF Trainer capture
+(``tests/real/hf-trainer/``): its file names, ``trainer_state.json``'s form and
+``save_total_limit`` rotation; weight files must be sparse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import REAL
+
+from fakehw.train.output import hfconfig
+from fakehw.train.output.files import FileWriter
+
+HF_REAL = REAL / "hf-trainer" / "output_dir"
+LOGURU = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| (INFO|WARNING|ERROR) +\| "
+    r"__main__:\w+:\d+ - .+$"
+)
+EVENT_FILE = re.compile(r"^events\.out\.tfevents\.\d{10}\.[\w.-]+\.\d+\.\d+$")
+
+
+def accumulate(path: Path):  # type: ignore[no-untyped-def]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+class Run:
+    def __init__(self, root: Path, stdout: str, stderr: str) -> None:
+        self.root = root
+        self.stdout = stdout
+        self.stderr = stderr
+        self.info = json.loads((root / "run.json").read_text())
+        self.records = [json.loads(line) for line in (root / "metrics.jsonl").open()]
+
+    @property
+    def steps(self) -> list[dict[str, object]]:
+        return [r for r in self.records if "event" not in r]
+
+    def events(self, kind: str) -> list[dict[str, object]]:
+        return [r for r in self.records if r.get("event") == kind]
+
+    def event_files(self) -> list[Path]:
+        return sorted(self.root.rglob("events.out.tfevents.*"))
+
+
+class Runs:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.done: dict[tuple[str, ...], Run] = {}
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FAKEHW_RUNTIME_DIR": str(self.base / "rt")}
+
+    def __call__(self, *args: str) -> Run:
+        if args not in self.done:
+            root = self.base / f"out{len(self.done)}"
+            result = subprocess.run(
+                [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "5",
+                 *args, "--output-dir", str(root)],
+                capture_output=True, text=True, timeout=300, check=False, env=self.env(),
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+            self.done[args] = Run(root, result.stdout, result.stderr)
+        return self.done[args]
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[Runs]:
+    base = Path(tempfile.mkdtemp(prefix="fhw-out-"))
+    played = Runs(base)
+    yield played
+    subprocess.run([sys.executable, "-m", "fakehw", "daemon", "stop"], env=played.env(),
+                   capture_output=True, timeout=30, check=False)  # fmt: skip
+
+
+STEPS = ("--speed-factor", "300", "--exit-after-steps", "1000")
+HF_SFT = ("--style", "hf", "--task", "sft", "--speed-factor", "1000", "--exit-after-steps", "2000")
+
+
+# ------------------------------------------------------------- TensorBoard
+def test_hf_event_files_carry_the_real_trainers_tags_and_values(runs: Runs) -> None:
+    run = runs("--style", "hf", *STEPS)
+    files = run.event_files()
+    assert [f.parent for f in files] == [files[0].parent] * 2  # training, then evaluate()
+    assert re.fullmatch(r"[A-Z][a-z]{2}\d\d_\d\d-\d\d-\d\d_dgx-h100-01", files[0].parent.name)
+    assert all(EVENT_FILE.match(f.name) for f in files) and files[1].name.endswith(".1")
+    ours = [accumulate(f).Tags() for f in files]
+    real = [accumulate(f).Tags() for f in sorted((HF_REAL / "runs").iterdir())]
+    for mine, theirs in zip(ours, real, strict=True):
+        assert set(mine["scalars"]) == set(theirs["scalars"])
+        assert set(mine["tensors"]) == set(theirs["tensors"])
+    # the values are the run's: the log's interval losses at the logged steps
+    events = accumulate(files[0])
+    losses = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert losses, "no training loss written"
+    assert set(losses) == {r["step"] for r in run.steps}
+    evals = {e.step: e.value for e in events.Scalars("eval/loss")}
+    assert evals == pytest.approx({r["step"]: r["loss"] for r in run.events("eval")
+                                   if not r["final"]}, rel=1e-6)  # fmt: skip
+    final = accumulate(files[1]).Scalars("eval/loss")
+    assert [e.value for e in final] == pytest.approx(
+        [r["loss"] for r in run.events("eval") if r["final"]], rel=1e-6
+    )
+    args = json.loads(events.Tensors("args/text_summary")[0].tensor_proto.string_val[0])
+    assert args["output_dir"] == str(run.root) and args["save_total_limit"] == 2
+
+
+@pytest.mark.parametrize(
+    ("style", "tags"),
+    [
+        ("default", {"train/loss", "train/mfu", "train/tokens_per_s", "gpu/power_w",
+                     "gpu/temp_c", "eval/loss"}),
+        ("megatron", {"lm loss", "lm loss vs samples", "learning-rate", "grad-norm",
+                      "iteration-time", "throughput", "lm loss validation",
+                      "lm loss validation ppl"}),
+        ("deepspeed", {"Train/Samples/train_loss", "Train/Samples/lr", "lm loss validation"}),
+    ],
+)  # fmt: skip
+def test_each_framework_writes_its_own_tags(runs: Runs, style: str, tags: set[str]) -> None:
+    run = runs("--style", style, *STEPS)
+    (file,) = run.event_files()
+    scalars = accumulate(file).Tags()["scalars"]
+    assert tags <= set(scalars), sorted(scalars)
+    events = accumulate(file)
+    if style == "deepspeed":  # the monitor's x axis: samples consumed
+        steps = [e.step for e in events.Scalars("Train/Samples/train_loss")]
+        assert steps == [r["step"] * run.info["plan"]["global_batch"] for r in run.steps]
+    if style == "default":  # the GPUs as the daemon reported them, beside the loss
+        power = [e.value for e in events.Scalars("gpu/power_w")]
+        assert power == pytest.approx([r["power_w"] for r in run.events("gpus")], rel=1e-6)
+        assert max(power) > 300  # training draws power
+
+
+def test_a_running_tensorboard_serves_the_runs_scalars(runs: Runs, tmp_path: Path) -> None:
+    run = runs("--style", "default", *STEPS)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run.root), "--host",
+         "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/data/plugin/scalars"
+        deadline = time.monotonic() + 90
+        tags: dict[str, dict[str, object]] = {}
+        while time.monotonic() < deadline and "train/loss" not in tags.get("tensorboard", {}):
+            try:
+                with urllib.request.urlopen(f"{base}/tags", timeout=5) as reply:
+                    tags = json.load(reply)
+            except OSError:
+                time.sleep(0.5)
+        assert "train/loss" in tags.get("tensorboard", {}), tags
+        query = urllib.parse.urlencode({"run": "tensorboard", "tag": "train/loss"})
+        with urllib.request.urlopen(f"{base}/scalars?{query}", timeout=10) as reply:
+            points = json.load(reply)  # [[wall_time, step, value], ...]
+        assert [p[1] for p in points] == [r["step"] for r in run.steps]
+        assert [p[2] for p in points] == pytest.approx([r["loss"] for r in run.steps], rel=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- rank logs
+def test_every_rank_logs_its_own_file_in_loguru_format(runs: Runs) -> None:
+    run = runs("--style", "default", *STEPS)
+    logs = sorted((run.root / "logs").iterdir())
+    assert [p.name for p in logs] == sorted(f"train_rank{n}.log" for n in range(8))
+    per_rank_loss: dict[int, list[float]] = {}
+    for rank in range(8):
+        lines = (run.root / "logs" / f"train_rank{rank}.log").read_text().splitlines()
+        own = [line for line in lines if "NCCL" not in line]
+        assert own and all(LOGURU.match(line) for line in own), own[:3]
+        pid = re.search(r"pid (\d+)", own[0])
+        assert pid and f"rank {rank}/8" in own[0]
+        nccl = [line for line in lines if " NCCL INFO " in line]
+        assert nccl and all(line.startswith(f"dgx-h100-01:{pid[1]}:") for line in nccl)
+        steps = [line for line in own if " - step " in line]
+        assert len(steps) == len(run.steps)
+        per_rank_loss[rank] = [float(re.search(r"loss ([\d.]+)", s)[1]) for s in steps]  # type: ignore[index]
+    # each rank logs its own micro-batches' loss; they average to the job's
+    for k, record in enumerate(run.steps):
+        mean = sum(per_rank_loss[r][k] for r in range(8)) / 8
+        assert mean == pytest.approx(record["loss"], abs=2e-4)
+        assert len({per_rank_loss[r][k] for r in range(8)}) > 1
+
+
+def test_a_slow_rank_is_named_in_its_own_log_only(tmp_path: Path) -> None:
+    from fakehw.specs import lookup
+    from fakehw.train.events import Incident
+    from fakehw.train.output.layouts.base import Layout
+    from fakehw.train.output.ranklogs import RankLogs
+    from fakehw.train.plan import make_plan
+
+    plan = make_plan(seed=1, task="pretrain", style="default", gpu=lookup("h100"), nodes=1,
+                     gpus_per_node=8)  # fmt: skip
+    logs = RankLogs(plan, Layout(plan, tmp_path, lambda step: f"step_{step:07d}"))
+    logs.incident(Incident("slow_rank", 120, 1.8e9, {"rank": 5, "host": "h", "slowdown": 12.0,
+                                                      "reason": "GPU SM clock"}))  # fmt: skip
+    logs.close()
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["train_rank5.log"]
+    (line,) = (tmp_path / "logs" / "train_rank5.log").read_text().splitlines()
+    assert LOGURU.match(line) and "| WARNING  |" in line and "12% slower" in line
+
+
+# -------------------------------------------------------------- checkpoints
+def test_hf_checkpoints_rotate_as_save_total_limit_does_and_keep_the_best(runs: Runs) -> None:
+    run = runs(*HF_SFT)
+    saved = [c["step"] for c in run.events("checkpoint")]
+    assert len(saved) >= 4
+    kept = sorted(int(p.name.split("-")[1]) for p in run.root.glob("checkpoint-*"))
+    state = json.loads((run.root / f"checkpoint-{saved[-1]}" / "trainer_state.json").read_text())
+    best = state["best_global_step"]
+    assert best in kept and saved[-1] in kept
+    assert set(kept) == {saved[-1], saved[-2], best}
+    assert state["best_model_checkpoint"] == str(run.root / f"checkpoint-{best}")
+    evals = {r["step"]: r["loss"] for r in run.events("eval") if not r["final"]}
+    assert best == min((s for s in saved if s in evals), key=evals.__getitem__)
+    # what Trainer logs as it deletes (rank 0's log: the console hides INFO)
+    rank0 = (run.root / "logs" / "train_rank0.log").read_text()
+    for step in set(saved) - set(kept):
+        line = (
+            f"Deleting older checkpoint [{run.root}/checkpoint-{step}] due to args.save_total_limit"
+        )
+        assert line in rank0
+        assert "Deleting" not in run.stdout + run.stderr
+
+
+def test_hf_rotation_leaves_what_the_real_trainer_left() -> None:
+    """The real capture: saves at 100, 200, 300 with save_total_limit=2, no best."""
+    from fakehw.specs import lookup
+    from fakehw.train.output.layouts.hf import HfLayout
+    from fakehw.train.plan import make_plan
+
+    plan = make_plan(seed=1, task="sft", style="hf", gpu=lookup("h100"), nodes=1,
+                     gpus_per_node=8)  # fmt: skip
+    layout = HfLayout(plan, Path("/out"), lambda step: f"checkpoint-{step}")
+    assert layout.retention([100, 200]) == []
+    assert layout.retention([100, 200, 300]) == [100]
+    real = (REAL / "hf-trainer" / "output_dir_listing.txt").read_text()
+    assert "out/checkpoint-100" not in real and "out/checkpoint-200\n" in real
+    layout.best_step = 100  # the best survives, moved to the second-newest place
+    assert layout.retention([100, 200, 300]) == [200]
+
+
+def test_hf_checkpoint_holds_the_real_trainers_files_in_its_format(runs: Runs) -> None:
+    run = runs(*HF_SFT)
+    last = max(run.root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    real_files = {"training_args.bin", "rng_state.pth", "scheduler.pt", "optimizer.pt",
+                  "trainer_state.json", "config.json", "generation_config.json"}  # fmt: skip
+    names = {p.name for p in last.iterdir()}
+    assert real_files - {"optimizer.pt"} <= names
+    real_state = json.loads((HF_REAL / "checkpoint-300" / "trainer_state.json").read_text())
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert set(state) == set(real_state)
+    # the same form, key for key, as Trainer's save_to_json writes it
+    raw = (last / "trainer_state.json").read_bytes()
+    assert raw == hfconfig.dumps(state)
+    assert (HF_REAL / "checkpoint-300" / "trainer_state.json").read_bytes() == hfconfig.dumps(
+        real_state
+    )
+    kinds = {frozenset(e) for e in real_state["log_history"]}
+    assert {frozenset(e) for e in state["log_history"]} <= kinds
+    logged = [e for e in state["log_history"] if "loss" in e]
+    assert [e["step"] for e in logged] == [
+        r["step"] for r in run.steps if r["step"] <= state["global_step"]
+    ]
+    config = json.loads((last / "config.json").read_text())
+    real_config = json.loads((HF_REAL / "checkpoint-300" / "config.json").read_text())
+    assert {"architectures", "hidden_size", "num_hidden_layers", "vocab_size"} <= set(config)
+    assert config["transformers_version"] == real_config["transformers_version"]
+    assert (last / "generation_config.json").read_bytes() == (
+        HF_REAL / "checkpoint-300" / "generation_config.json"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("style", ["default", "hf", "megatron", "deepspeed"])
+def test_weights_have_the_logged_size_and_use_no_disk(runs: Runs, style: str) -> None:
+    run = runs("--style", style, *STEPS)
+    (saved,) = run.events("checkpoint")
+    directory = Path(str(saved["path"]))
+    sizes = {str(p.relative_to(directory)): p.stat() for p in directory.rglob("*") if p.is_file()}
+    assert len(sizes) == saved["files"]
+    assert sum(s.st_size for s in sizes.values()) == pytest.approx(saved["bytes"], rel=0.01)
+    big = [s for s in sizes.values() if s.st_size >= 1 << 20]
+    assert big and all(s.st_blocks * 512 < s.st_size / 100 for s in big)
+    disk = run.info["disk"]
+    assert disk["sparse_files"] and disk["on_disk_bytes"] < 5 << 20 < disk["apparent_bytes"]
+
+
+def test_the_pointers_name_the_newest_checkpoint(runs: Runs) -> None:
+    megatron = runs("--style", "megatron", *STEPS)
+    last = megatron.events("checkpoint")[-1]["step"]
+    assert (megatron.root / "checkpoints" / "latest_checkpointed_iteration.txt").read_text() == str(
+        last
+    )
+    deepspeed = runs("--style", "deepspeed", *STEPS)
+    assert (deepspeed.root / "checkpoints" / "latest").read_text() == f"global_step{last}"
+    default = runs("--style", "default", *STEPS)
+    assert os.readlink(default.root / "checkpoints" / "latest") == f"step_{last:07d}"
+    assert (default.root / "checkpoints" / "best").resolve().is_dir()
+
+
+def test_a_file_system_that_allocates_sparse_files_gets_no_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakehw.train.output import files
+
+    said: list[str] = []
+    monkeypatch.setattr(files, "disk_bytes", lambda path: path.stat().st_size)
+    writer = FileWriter(tmp_path, said.append)
+    written = writer.write_files(tmp_path / "ckpt", [("model.safetensors", 10 << 20),
+                                                     ("optimizer.pt", 20 << 20),
+                                                     ("trainer_state.json", 4)],
+                                 {"trainer_state.json": b"{}\n"})  # fmt: skip
+    assert written == [("model.safetensors", 10 << 20), ("optimizer.pt", 20 << 20),
+                       ("trainer_state.json", 3)]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["trainer_state.json"]
+    assert len(said) == 1 and "not written" in said[0]
+
+
+# ------------------------------------------------------------- the run's files
+def test_the_log_names_only_paths_that_exist(runs: Runs) -> None:
+    run = runs("--style", "default", *STEPS)
+    named = set(re.findall(rf"{re.escape(str(run.root))}[\w/.-]*", run.stdout))
+    assert named and all(Path(p).exists() for p in named), named
+    assert run.info["status"] == "limit" and run.info["final"]["steps"] == 1000
+    summary = re.search(r"final train loss ([\d.]+)", run.stdout)
+    assert summary and run.info["final"]["train_loss"] == pytest.approx(float(summary[1]), abs=1e-4)
+    listed = {f["path"] for f in run.info["files"]}
+    assert {"metrics.jsonl", "logs/train_rank7.log"} <= listed
+
+
+def test_the_config_file_sets_the_output_dir(runs: Runs, tmp_path: Path) -> None:
+    out = tmp_path / "from-config"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[train]\noutput_dir = "{out}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "2", "--speed-factor",
+         "1000", "--exit-after-steps", "3"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**runs.env(), "FAKEHW_CONFIG": str(config)}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "run.json").exists() and f"{out}/checkpoints" in result.stdout
+
+
+def test_an_output_dir_that_cannot_be_used_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--output-dir", str(blocker)],
+        capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "not a directory" in result.stderr and "Traceback" not in result.stderr
+    assert blocker.read_text() == ""
