@@ -379,3 +379,58 @@ def test_an_output_dir_that_cannot_be_used_is_refused_before_anything_starts(
     assert result.returncode == 2
     assert "not a directory" in result.stderr and "Traceback" not in result.stderr
     assert blocker.read_text() == ""
+
+
+# -------------------------------------------------------------------- plot
+def test_fakehw_plot_draws_the_runs_own_figures(runs: Runs, tmp_path: Path) -> None:
+    from fakehw.tools.plot import PANELS, figure, read_run, smoothed
+
+    run = runs("--style", "default", *STEPS)
+    output = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, "-m", "fakehw", "plot", str(run.root), "-o",
+                             str(output)], capture_output=True, text=True, timeout=120,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(output)
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 50_000
+    fig = figure(read_run(run.root))  # what was saved, inspected before saving
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [title for title, _, _ in PANELS]
+    panel = dict(zip(titles, fig.axes, strict=True))
+    raw, smooth, evals = panel["loss"].lines
+    assert list(raw.get_xdata()) == [r["step"] for r in run.steps]
+    assert list(raw.get_ydata()) == [r["loss"] for r in run.steps]
+    assert list(smooth.get_ydata()) == pytest.approx(smoothed([r["loss"] for r in run.steps]))
+    assert list(evals.get_ydata()) == [r["loss"] for r in run.events("eval") if not r["final"]]
+    assert list(panel["MFU"].lines[0].get_ydata()) == [r["mfu"] for r in run.steps]
+    mean, hottest = panel["GPU temperature"].lines
+    assert list(mean.get_ydata()) == [r["temp_c"] for r in run.events("gpus")]
+    assert list(hottest.get_ydata()) == [r["temp_c_max"] for r in run.events("gpus")]
+    assert list(panel["GPU power"].lines[0].get_ydata()) == [
+        r["power_w"] for r in run.events("gpus")
+    ]
+
+
+def test_fakehw_plot_reads_a_tensorboard_directory(runs: Runs) -> None:
+    from fakehw.tools.plot import read_run
+
+    run = runs("--style", "hf", *STEPS)
+    curves = read_run(run.root / "runs")
+    (file, _) = run.event_files()
+    written = accumulate(file).Scalars("train/loss")
+    assert curves.series["loss"] == ([e.step for e in written], [e.value for e in written])
+    assert "power_w" not in curves.series  # HF's callback logs no GPU readings
+
+
+def test_fakehw_plot_without_matplotlib_says_how_to_get_it(runs: Runs) -> None:
+    run = runs("--style", "default", *STEPS)
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from fakehw.tools.cli import main\n"
+            f"sys.exit(main(['plot', {str(run.root)!r}]))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        "fakehw: plotting needs matplotlib, an optional extra: pip install 'fakehw[plot]'\n"
+    )
+    assert not (run.root / "curves.png").exists()

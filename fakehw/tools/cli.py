@@ -283,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_arguments(demo)
 
+    plot = commands.add_parser(
+        "plot",
+        help="draw a training run's curves into a PNG (needs the plot extra: matplotlib)",
+        description="Draws loss (raw and smoothed), perplexity, learning rate, gradient "
+        "norm, tokens/s, MFU, validation loss and the GPUs' power and temperature against "
+        "the step, from what a fake-train run left.",
+        epilog="RUN: a fake-train --output-dir, a --metrics-jsonl file or a TensorBoard "
+        "directory.\nExamples: fakehw plot runs/demo\n          fakehw plot run.jsonl -o "
+        "curves.png",
+    )
+    plot.add_argument(
+        "run", metavar="RUN", help="output directory, metrics JSONL or TensorBoard dir"
+    )
+    plot.add_argument("-o", "--output", metavar="PNG",
+                      help="where to write (default: RUN/curves.png for a directory, "
+                      "RUN's name with -curves.png for a file)")  # fmt: skip
+
     models = commands.add_parser("models", help="list the GPU models and their aliases")
     models.add_argument("--json", action="store_true")
     return parser
@@ -665,6 +682,26 @@ def cmd_inject(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fakehw.tools.plot import PlotError, plot
+
+    run = Path(args.run)
+    if args.output:
+        output = Path(args.output)
+    elif run.is_dir():
+        output = run / "curves.png"
+    else:
+        output = run.with_name(run.stem + "-curves.png")
+    try:
+        plot(run, output)
+    except PlotError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+    print(output)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fakehw.tools.demo import DemoError, run
 
@@ -706,6 +743,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "exporter": cmd_exporter,
     "demo": cmd_demo,
     "inject": cmd_inject,
+    "plot": cmd_plot,
 }
 
 

@@ -537,6 +537,8 @@ class Engine:
         )
         self.last_eval = loss
         style.eval_done(result)
+        if not final:
+            style.lr_schedule(self.clock.now(), self.step, at_start=False)
         self.records.eval(result)
 
 

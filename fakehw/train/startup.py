@@ -101,6 +101,7 @@ class Startup:
         engine.recovery.check_lost_gpus()
         style.parallelism(engine.clock.now())
         style.training_start(engine.clock.now())
+        style.lr_schedule(engine.clock.now(), plan.start_step, at_start=True)
 
     def check_memory(self) -> None:
         """Another job on the same GPUs leaves too little memory: CUDA OOM, as in life."""

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from fakehw.train import arithmetic as ar
+from fakehw.train import lrchart
 from fakehw.train.events import (
     BenchmarkRow,
     CheckpointInfo,
@@ -318,6 +319,14 @@ class Style:
             f"{plan.eval_every} · checkpoint "
             f"every {plan.checkpoint_every} → {plan.save_dir}{resume}",
         )
+
+    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
+        """The planned learning rate, the current step marked: at the start, and at each
+        evaluation when a reader watches the terminal."""
+        if not at_start and not self.term.tty:
+            return
+        lines = lrchart.chart(self.plan, step)
+        self.term.lines([self.term.paint(line, "gray") for line in lines])
 
     # ------------------------------------------------------------ training
     def step(self, m: StepMetrics) -> None:

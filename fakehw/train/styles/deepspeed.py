@@ -223,6 +223,9 @@ class DeepSpeedStyle(Style):
     def eval_done(self, r: EvalResult) -> None:
         self.term.lines(validation_block(r))  # the Megatron-DeepSpeed script's
 
+    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
+        """The framework draws no such chart."""
+
     def checkpoint_dir(self, step: int) -> str:
         return f"global_step{step}"
 

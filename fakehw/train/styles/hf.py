@@ -274,6 +274,9 @@ class HfStyle(Style):
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
         """The Trainer says nothing as a save starts: its shard bar follows."""
 
+    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
+        """The framework draws no such chart."""
+
     def checkpoint_removed(self, t: float, path: str) -> None:
         """``Deleting older checkpoint [...]`` is an INFO line: not shown at the Trainer's
         default verbosity (rank 0's log file has it)."""

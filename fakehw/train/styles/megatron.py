@@ -297,6 +297,9 @@ class MegatronStyle(Style):
     def eval_done(self, r: EvalResult) -> None:
         self.term.lines(validation_block(r))
 
+    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
+        """The framework draws no such chart."""
+
     def checkpoint_dir(self, step: int) -> str:
         return f"iter_{step:07d}"
 
