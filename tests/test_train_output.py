@@ -434,3 +434,53 @@ def test_fakehw_plot_without_matplotlib_says_how_to_get_it(runs: Runs) -> None:
         "fakehw: plotting needs matplotlib, an optional extra: pip install 'fakehw[plot]'\n"
     )
     assert not (run.root / "curves.png").exists()
+
+
+# ------------------------------------------------------------ weight files
+def test_every_models_tensors_add_up_to_its_parameter_count() -> None:
+    from fakehw.train.catalog import MODELS
+    from fakehw.train.tensors import elements, model_tensors
+
+    for entry in MODELS:
+        tensors = model_tensors(entry.arch)
+        assert elements(tensors) == entry.arch.params, entry.name
+        assert len({name for name, _ in tensors}) == len(tensors), entry.name
+
+
+def test_llama_shards_are_the_published_checkpoints_files() -> None:
+    """meta-llama/Llama-3.1-8B on the Hub: four shards of these exact sizes and an index
+    whose total_size is 16,060,522,496 (the bf16 data, headers left out)."""
+    from fakehw.train.catalog import find_model
+    from fakehw.train.tensors import INDEX_NAME, weight_files
+
+    weights = weight_files(find_model("Llama-3.1-8B").arch)
+    assert [(s.name, s.file_bytes) for s in weights.shards] == [
+        ("model-00001-of-00004.safetensors", 4976698672),
+        ("model-00002-of-00004.safetensors", 4999802720),
+        ("model-00003-of-00004.safetensors", 4915916176),
+        ("model-00004-of-00004.safetensors", 1168138808),
+    ]
+    index = json.loads(weights.contents[INDEX_NAME])
+    assert index["metadata"]["total_size"] == 16060522496
+    assert index["weight_map"]["lm_head.weight"] == "model-00004-of-00004.safetensors"
+
+
+def test_saved_weights_open_in_the_safetensors_library(runs: Runs) -> None:
+    from safetensors import safe_open
+
+    run = runs("--style", "hf", *STEPS)
+    (checkpoint,) = run.root.glob("checkpoint-*")
+    index = json.loads((checkpoint / "model.safetensors.index.json").read_text())
+    seen = {}
+    for shard in sorted(checkpoint.glob("model-*.safetensors")):
+        with safe_open(str(shard), framework="numpy") as opened:
+            for name in opened.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                seen[name] = shard.name
+                assert opened.get_slice(name).get_dtype() == "BF16"
+    assert seen == index["weight_map"]
+    shapes = {}
+    with safe_open(str(checkpoint / index["weight_map"]["model.embed_tokens.weight"]),
+                   framework="numpy") as opened:  # fmt: skip
+        shapes = opened.get_slice("model.embed_tokens.weight").get_shape()
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert shapes == [config["vocab_size"], config["hidden_size"]]

@@ -600,28 +600,6 @@ TOKENIZE_PROCESSES = 32
 SHARD_INDEX_S = 0.0008  # to open one pre-tokenized shard's index (memory-mapped)
 
 
-SAFETENSORS_SHARD_BYTES = 5 * 10**9  # save_pretrained's max_shard_size
-
-
-def safetensor_shards(total: int) -> list[tuple[str, int]]:
-    """The weight files of a Hugging Face checkpoint of ``total`` bytes, as
-    ``save_pretrained`` splits it (5 GB shards, ``model-00001-of-00004``...)."""
-    count = max(1, math.ceil(total / SAFETENSORS_SHARD_BYTES))
-    if count == 1:
-        return [("model.safetensors", total)]
-    return [
-        (f"model-{i:05d}-of-{count:05d}.safetensors", total // count) for i in range(1, count + 1)
-    ]
-
-
-def weight_files(total: int, lora: bool = False) -> list[tuple[str, int]]:
-    """The weight files of a save: ``save_pretrained``'s shards, or a LoRA's adapters
-    under PEFT's names."""
-    if lora:
-        return [("adapter_model.safetensors", total), ("adapter_config.json", 812)]
-    return safetensor_shards(total)
-
-
 def checkpoint_write_s(nbytes: int, writers: int) -> float:
     """A checkpoint's save: its bytes over the writing nodes' bandwidth (every node
     writes its ranks' shards when the state is sharded, else rank 0 writes it all)."""

@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
-from fakehw.train import nccl, torchrun
+from fakehw.train import nccl, tensors, torchrun
 from fakehw.train.events import JobFailed
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Recovery:
         world.phase("load")
         engine.load(
             "checkpoint",
-            len(ar.safetensor_shards(ar.BF16 * plan.params)),
+            len(tensors.weight_files(plan.model.arch).shards),
             "shards",
             ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes),
         )

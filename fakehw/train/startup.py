@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
-from fakehw.train import nccl, torchrun
+from fakehw.train import nccl, tensors, torchrun
 from fakehw.train.events import JobFailed, RunStart
 from fakehw.train.styles.base import LaunchInfo, si, size
 
@@ -77,7 +77,7 @@ class Startup:
             f"{plan.seq} tokens",
         )
         world.phase("load")
-        shards_model = len(ar.safetensor_shards(ar.BF16 * plan.params))
+        shards_model = len(tensors.weight_files(plan.model.arch).shards)
         if plan.start_step:  # a resumed run reads its checkpoint: model and optimizer
             seconds = ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes)
             engine.load("checkpoint", shards_model, "shards", seconds)

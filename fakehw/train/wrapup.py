@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train.events import BenchmarkRow, ExportArtifact, Summary
+from fakehw.train.output.hfconfig import model_files
+from fakehw.train.styles.base import weight_files
 
 if TYPE_CHECKING:
     from fakehw.train.engine import Engine
@@ -97,12 +99,10 @@ class WrapUp:
         name = plan.model.name
         root = f"{plan.save_dir}/export"
         exported = plan.trainable if plan.lora else plan.params
-        safetensors = ar.weight_files(int(ar.BF16 * exported), lora=plan.lora is not None)
+        safetensors = weight_files(plan)
         if not plan.lora:
             safetensors += [
-                ("model.safetensors.index.json", 23950 + 60 * plan.model.arch.layers),
-                ("config.json", 1142),
-                ("generation_config.json", 184),
+                *((name, len(content)) for name, content in model_files(plan.model.arch).items()),
                 ("tokenizer.json", 17209920),
             ]
         artifacts = [

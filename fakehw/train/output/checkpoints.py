@@ -1,7 +1,8 @@
 """The checkpoint directories a run leaves: each save's files as its framework names
-them (weights and optimizer states sparse, the trainer's small files with their real
-contents), the pointers beside them (``latest``, ``best``), and retention: older
-checkpoints deleted as the framework does (``fakehw.train.output.layouts``)."""
+them (weights with their safetensors headers and sparse data, optimizer states sparse,
+the trainer's small files with their real contents), the pointers beside them
+(``latest``, ``best``), and retention: older checkpoints deleted as the framework does
+(``fakehw.train.output.layouts``). Exports are written the same way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fakehw.train.output import hfconfig
 from fakehw.train.output.files import FileWriter
 from fakehw.train.output.layouts.base import Layout
 from fakehw.train.recorder import Files, Recorder
+from fakehw.train.styles.base import adapter_config, weights
 
 
 class CheckpointStore(Recorder):
@@ -19,7 +21,6 @@ class CheckpointStore(Recorder):
         self.layout = layout
         self.files = files
         self.on_disk: list[int] = []  # the steps of the checkpoints kept, oldest first
-        self.removed_paths: list[str] = []
 
     def step(self, m: StepMetrics) -> None:
         self.layout.observe_step(m)
@@ -31,15 +32,23 @@ class CheckpointStore(Recorder):
     def training_ended(self, s: Summary) -> None:
         self.layout.observe_final(s)
 
+    def checkpoint_started(self, step: int, path: str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
     def write_checkpoint(self, step: int, path: str, files: Files) -> Files:
         """The save's files, once its time has passed: a save given up half-way (Ctrl-C
         twice) leaves its directory as the log says, incomplete."""
-        directory = Path(path)
         self.layout.saved(step)  # is it the best? (its trainer state says so)
-        return self.files.write_files(directory, files, self.layout.state_files(step))
+        return self._write(Path(path), files, self.layout.state_files(step))
 
-    def checkpoint_started(self, step: int, path: str) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
+    def _write(self, directory: Path, files: Files, contents: dict[str, bytes]) -> Files:
+        """Files of a save or an export: the weights' headers, PEFT's config, ``contents``."""
+        plan = self.layout.plan
+        weight_files = weights(plan)
+        contents = {**weight_files.contents, **contents}
+        if plan.lora:
+            contents["adapter_config.json"] = adapter_config(plan)
+        return self.files.write_files(directory, files, contents, weight_files.heads)
 
     def checkpoint(self, c: CheckpointInfo) -> list[str]:
         if c.step in self.on_disk:
@@ -52,19 +61,20 @@ class CheckpointStore(Recorder):
             self.files.remove_tree(Path(path))
             self.on_disk.remove(step)
             removed.append(path)
-        self.removed_paths += removed
         return removed
 
     def resumed(self, step: int, path: str, files: Files) -> None:
         """The checkpoint a resumed run loads is on disk (an earlier run left it)."""
         directory = Path(path)
         if not directory.exists():
-            self.files.write_files(directory, files, self.layout.state_files(step))
+            self._write(directory, files, self.layout.state_files(step))
         self.on_disk.append(step)
         self.layout.point(step)
 
     def export(self, a: ExportArtifact) -> None:
-        contents = (
-            hfconfig.model_files(self.layout.plan.model.arch) if a.format == "safetensors" else {}
-        )
-        self.files.write_files(Path(a.path), list(a.files), contents)
+        if a.format == "safetensors":  # save_pretrained's files: weights and configs
+            self._write(
+                Path(a.path), list(a.files), hfconfig.model_files(self.layout.plan.model.arch)
+            )
+        else:  # GGUF and quantized weights: sparse
+            self.files.write_files(Path(a.path), list(a.files), {})

@@ -50,16 +50,18 @@ class FileWriter:
         self.written.append(path)
         return len(data)
 
-    def write_sparse(self, path: Path, size: int) -> bool:
-        """A file of ``size`` bytes that uses no disk; False if the file system would
-        allocate it (then nothing is written, and the console is told once)."""
+    def write_sparse(self, path: Path, size: int, head: bytes = b"") -> bool:
+        """A file of ``size`` bytes that uses no disk beyond ``head`` (its first bytes: a
+        safetensors header); False if the file system would allocate it (then nothing is
+        written, and the console is told once)."""
         if self.sparse_ok is False:
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as file:
+            file.write(head)
             file.truncate(size)
         if self.sparse_ok is None and size >= SPARSE_FROM_BYTES:
-            self.sparse_ok = disk_bytes(path) < ALLOCATED_SHARE * size
+            self.sparse_ok = disk_bytes(path) < len(head) + ALLOCATED_SHARE * size
             if not self.sparse_ok:
                 path.unlink()
                 self.notify(
@@ -71,13 +73,24 @@ class FileWriter:
         self.written.append(path)
         return True
 
-    def write_files(self, directory: Path, files: Files, contents: dict[str, bytes]) -> Files:
+    def write_files(
+        self,
+        directory: Path,
+        files: Files,
+        contents: dict[str, bytes],
+        heads: dict[str, bytes] | None = None,
+    ) -> Files:
         """The files of one directory: those in ``contents`` with their contents, the
-        others sparse. Returns the files with the sizes written."""
+        others sparse (after their ``heads``, if any). Returns the files with the sizes
+        written."""
+        heads = heads or {}
         written: Files = []
         for name, size in files:
             target = directory / name
-            if name in contents:
+            if name in heads:
+                self.write_sparse(target, size, heads[name])
+                written.append((name, size))
+            elif name in contents:
                 written.append((name, self.write_bytes(target, contents[name])))
             elif size < SPARSE_FROM_BYTES:  # a small binary file: its bytes are zeros
                 self.write_bytes(target, bytes(size))

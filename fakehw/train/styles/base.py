@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from fakehw.train import arithmetic as ar
-from fakehw.train import lrchart
+from fakehw.train import lrchart, tensors
 from fakehw.train.events import (
     BenchmarkRow,
     CheckpointInfo,
@@ -492,7 +492,7 @@ class Style:
             else [("optimizer.pt", total - weights)]
         )
         return [
-            *ar.weight_files(weights, lora=plan.lora is not None),
+            *weight_files(plan),
             *optimizer,
             ("trainer_state.json", 2841 + 40 * step // max(1, plan.eval_every)),
         ]
@@ -545,6 +545,38 @@ class Style:
 def weight_bytes(plan: RunPlan) -> int:
     """The bf16 weights a checkpoint holds (only the adapters, for LoRA)."""
     return ar.BF16 * (plan.trainable if plan.lora else plan.params)
+
+
+def weights(plan: RunPlan) -> tensors.WeightFiles:
+    """The weight files a save writes: the model's safetensors shards (and their index),
+    or a LoRA's adapter, with PEFT's adapter_config.json beside it."""
+    lora = (plan.lora.rank, plan.lora.targets) if plan.lora else None
+    return tensors.weight_files(plan.model.arch, lora)
+
+
+def weight_files(plan: RunPlan) -> list[tuple[str, int]]:
+    files = weights(plan).files
+    if plan.lora:
+        files.append(("adapter_config.json", len(adapter_config(plan))))
+    return files
+
+
+def adapter_config(plan: RunPlan) -> bytes:
+    """PEFT's adapter_config.json for the run's LoRA."""
+    import json
+
+    assert plan.lora is not None
+    config = {
+        "base_model_name_or_path": plan.model.name,
+        "bias": "none",
+        "lora_alpha": plan.lora.alpha,
+        "lora_dropout": plan.lora.dropout,
+        "peft_type": "LORA",
+        "r": plan.lora.rank,
+        "target_modules": sorted(plan.lora.targets),
+        "task_type": "CAUSAL_LM",
+    }
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
 def epochs_text(plan: RunPlan) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 
-from fakehw.train import arithmetic as ar
 from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
@@ -36,6 +35,7 @@ from fakehw.train.styles.base import (
     size,
     torchrun_warning,
     weight_bytes,
+    weight_files,
 )
 from fakehw.train.terminal import Terminal
 
@@ -261,7 +261,7 @@ class HfStyle(Style):
     def checkpoint_files(self, step: int, total: int) -> list[tuple[str, int]]:
         plan = self.plan
         weights = weight_bytes(plan)
-        files = ar.weight_files(weights, lora=plan.lora is not None)
+        files = weight_files(plan)
         if plan.par.zero_stage >= 3:
             files += per_rank("optimizer_0/__{rank}_0.distcp", plan.gpus, total - weights)
         else:
