@@ -462,3 +462,57 @@ def test_print_tmuxp_refuses_what_fake_train_would(
     result = demo(tmux_server, "--print-tmuxp", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert result.stdout == ""  # no file that starts a fake-train which refuses at once
+
+
+def test_tensorboard_opens_beside_the_run_and_serves_its_scalars(
+    tmux_server: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    env = tmux_server
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "run"
+    started = demo(env, "--detach", "--session", "tb", "--seed", "3", "--gpus", "8",
+                   "--speed-factor", "100", "--tensorboard", "--tensorboard-port", str(port),
+                   "--output-dir", str(out))  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert f"TensorBoard on http://127.0.0.1:{port}/" in started.stdout
+    assert f"fakehw plot {out}" in started.stdout
+    ids = panes(env, "tb")
+    assert len(ids) == 3
+
+    def served() -> dict[str, object]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags",
+                                        timeout=5) as reply:  # fmt: skip
+                tags: dict[str, dict[str, object]] = json.load(reply)
+        except OSError:
+            return {}
+        return tags.get("tensorboard", {}) if "train/loss" in tags.get("tensorboard", {}) else {}
+
+    try:
+        tags = wait_for(served, timeout=90, interval=0.5)
+    except BaseException:
+        for pane in ids:
+            print(f"pane {pane} shows:\n{capture(env, pane)[-2000:]}")
+        raise
+    assert {"train/loss", "gpu/power_w"} <= set(tags)
+    assert demo(env, "--kill", "--session", "tb").returncode == 0
+
+
+def test_tensorboard_without_the_package_says_how(tmux_server: dict[str, str]) -> None:
+    code = ("import sys; sys.modules['tensorboard'] = None\n"
+            "from fakehw.tools.cli import main\n"
+            "sys.exit(main(['demo', '--detach', '--tensorboard']))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], env=tmux_server, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "--tensorboard needs the tensorboard package" in result.stderr
+    assert "tensorboard --logdir DIR" in result.stderr
+    listed = subprocess.run(["tmux", "list-sessions"], env=tmux_server, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert listed.returncode != 0  # nothing was opened

@@ -88,9 +88,16 @@ LAYOUTS: dict[str, Layout] = {
 }  # fmt: skip
 
 MODULES = {"train": "fakehw.train", "smi": "fakehw.smi", "nvitop": "fakehw.nvitop",
-           "gpustat": "fakehw.gpustat"}  # fmt: skip
+           "gpustat": "fakehw.gpustat", "tensorboard": "tensorboard.main"}  # fmt: skip
 SCRIPTS = {"train": "fake-train", "smi": "fake-nvidia-smi", "nvitop": "fake-nvitop",
-           "gpustat": "fake-gpustat"}  # fmt: skip
+           "gpustat": "fake-gpustat", "tensorboard": "tensorboard"}  # fmt: skip
+DEFAULT_TENSORBOARD_PORT = 6006
+DEMO_OUTPUT = "demo-run"  # --tensorboard's output directory, in the demo cluster's runtime dir
+TENSORBOARD_HINT = (
+    "--tensorboard needs the tensorboard package (pip install tensorboard); without it, "
+    "run the demo with --output-dir DIR and open TensorBoard where it is installed: "
+    "tensorboard --logdir DIR"
+)
 
 
 class DemoError(Exception):
@@ -116,7 +123,8 @@ def kill_command(name: str) -> str:
 
 def train_args(args: argparse.Namespace) -> list[str]:
     out = []
-    for flag in ("seed", "gpus", "nodes", "gpu_model", "speed_factor", "style", "model", "task"):
+    for flag in ("seed", "gpus", "nodes", "gpu_model", "speed_factor", "style", "model", "task",
+                 "output_dir"):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             out += [f"--{flag.replace('_', '-')}", str(value)]
@@ -135,6 +143,24 @@ def check_train_arguments(args: argparse.Namespace) -> None:
             lookup(args.gpu_model)
     except (UsageError, UnknownGpuModel) as exc:
         raise DemoError(str(exc), 2) from None
+
+
+def require_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise DemoError(TENSORBOARD_HINT, 2)
+
+
+def with_tensorboard(layout: Layout, args: argparse.Namespace) -> Layout:
+    """The layout with TensorBoard on the run's output directory, in a pane below the
+    log (its address is printed once the demo is open)."""
+    if not getattr(args, "tensorboard", False):
+        return layout
+    require_tensorboard()
+    board = Pane("tensorboard", ("--logdir", args.output_dir, "--host", "127.0.0.1", "--port",
+                                 str(args.tensorboard_port)), "v", 0, 25)  # fmt: skip
+    return Layout(layout.name, layout.description, (*layout.panes, board))
 
 
 def pane_command(pane: Pane, args: argparse.Namespace, runtime: str, portable: bool) -> str:
@@ -255,6 +281,9 @@ def start(args: argparse.Namespace, layout: Layout) -> Started:
     refuse_taken_name(args.session, inside)
     raise_on_termination()  # a closed terminal, like Ctrl-C, unwinds through the clean-up
     runtime = prepare_cluster(args)
+    if args.tensorboard and args.output_dir is None:
+        args.output_dir = os.path.join(runtime, DEMO_OUTPUT)
+    layout = with_tensorboard(layout, args)
     try:
         started = open_layout(args, layout, runtime, inside)
     except BaseException:
@@ -482,6 +511,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", help="fake-train's log style")
     parser.add_argument("--model", help="fake-train's model")
     parser.add_argument("--task", help="fake-train's task")  # fmt: skip
+    parser.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="fake-train --output-dir: the run really writes TensorBoard files, logs and "
+        "checkpoints there",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also open TensorBoard on the run, in a pane below the log (needs the "
+        "tensorboard package; the run writes to --output-dir, or to the demo cluster's "
+        "runtime directory)",
+    )
+    parser.add_argument(
+        "--tensorboard-port",
+        type=int_option,
+        default=DEFAULT_TENSORBOARD_PORT,
+        metavar="PORT",
+        help=f"TensorBoard's port on 127.0.0.1 (default {DEFAULT_TENSORBOARD_PORT})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -496,8 +545,16 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.print_tmuxp:
         check_train_arguments(args)  # the file must not start a fake-train that refuses them
-        print(tmuxp_yaml(args, layout), end="")
+        if args.tensorboard and args.output_dir is None:
+            raise DemoError("--print-tmuxp --tensorboard needs --output-dir DIR", 2)
+        print(tmuxp_yaml(args, with_tensorboard(layout, args)), end="")
         return 0
+    if args.tensorboard:
+        require_tensorboard()  # refused before anything opens
+    if not 1 <= args.tensorboard_port <= 65535:
+        raise DemoError(f"--tensorboard-port {args.tensorboard_port}: not a TCP port", 2)
+    if args.output_dir is not None:
+        args.output_dir = os.path.abspath(args.output_dir)  # the panes start elsewhere
     if args.kill:
         print(f"fakehw demo: {kill(args.session)}")
         return 0
@@ -510,6 +567,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"fakehw demo: {layout.name} running in tmux session {args.session!r} "
               f"({started.window}); attach with `tmux attach -t {shlex.quote(args.session)}`, "
               f"{end_it}")  # fmt: skip
+    if args.output_dir:
+        print(f"fakehw demo: the run writes to {args.output_dir}; afterwards: "
+              f"fakehw plot {shlex.quote(args.output_dir)}")  # fmt: skip
+    if args.tensorboard:
+        print(f"fakehw demo: TensorBoard on http://127.0.0.1:{args.tensorboard_port}/")
     return 0
 
 
