@@ -73,7 +73,9 @@ def read_run(path: Path) -> Curves:
         raise PlotError(f"{path}: no such file or directory")
     metrics = path / "metrics.jsonl"
     if metrics.is_file():
-        return read_jsonl(metrics)
+        curves = read_jsonl(metrics)
+        curves.source = run_title(path) or curves.source
+        return curves
     events = sorted(path.rglob("events.out.tfevents.*"))
     if events:
         return read_events(events, str(path))
@@ -81,6 +83,16 @@ def read_run(path: Path) -> Curves:
         f"{path}: neither a run's output directory (metrics.jsonl) nor a TensorBoard "
         "directory (events.out.tfevents.*)"
     )
+
+
+def run_title(directory: Path) -> str | None:
+    """``run name (model, task, style)`` from an output directory's run.json."""
+    try:
+        info = json.loads((directory / "run.json").read_text(encoding="utf-8"))
+        config = info["config"]
+        return f"{info['run_name']} ({config['model']}, {config['task']}, {info['style']} style)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_jsonl(path: Path) -> Curves:
