@@ -207,6 +207,21 @@ def test_every_rank_logs_its_own_file_in_loguru_format(runs: Runs) -> None:
         assert len({per_rank_loss[r][k] for r in range(8)}) > 1
 
 
+def test_the_ranks_of_another_node_log_their_own_nccl_set_up(runs: Runs) -> None:
+    run = runs("--gpus", "16", "--nodes", "2", "--speed-factor", "1000", "--exit-after-steps", "30")
+    for rank in (0, 9, 15):
+        lines = (run.root / "logs" / f"train_rank{rank}.log").read_text().splitlines()
+        host = "dgx-h100-01" if rank < 8 else "dgx-h100-02"
+        nccl = [line for line in lines if " NCCL INFO " in line]
+        assert nccl and all(line.startswith(f"{host}:") for line in nccl)
+        assert any("comm 0x" in line and f" rank {rank} nRanks 16 nNodes 2 " in line
+                   for line in nccl)  # fmt: skip
+        rings = [line for line in nccl if re.search(r"Channel \d\d/\d+ : 0 ", line)]
+        assert bool(rings) == (rank == 0)  # only rank 0 prints the rings
+        # the send side of each channel: to its successor in that channel's ring
+        assert any(f"Channel 00/0 : {rank}[{rank % 8}] -> " in line for line in nccl)
+
+
 def test_a_slow_rank_is_named_in_its_own_log_only(tmp_path: Path) -> None:
     from fakehw.specs import lookup
     from fakehw.train.events import Incident

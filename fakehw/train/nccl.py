@@ -68,8 +68,11 @@ def init_seconds(plan: RunPlan) -> dict[str, float]:
     return parts
 
 
-def init_lines(plan: RunPlan, host: str, ip: str, pids: tuple[int, ...]) -> list[str]:
-    """What the node's ranks print while their communicator comes up, interleaved."""
+def init_lines(
+    plan: RunPlan, host: str, ip: str, pids: tuple[int, ...], node: int = 0
+) -> list[str]:
+    """What one node's ranks print while their communicator comes up, interleaved (the
+    rings over all ranks: rank 0 only)."""
     rng = random.Random(f"nccl-lines-{plan.seed}")
     ranks, nodes, per_node = plan.gpus, plan.nodes, plan.gpus_per_node
     nchannels = channels(plan)
@@ -104,7 +107,7 @@ def init_lines(plan: RunPlan, host: str, ip: str, pids: tuple[int, ...]) -> list
         ]
     streams: list[list[str]] = []
     for local, p in enumerate(prefix):
-        rank = local  # node 0's ranks
+        rank = node * per_node + local
         lines = [
             p + "ENV/Plugin: Could not find: libnccl-env.so",
             p + f"Bootstrap: Using eth0:{ip}<0>",
@@ -117,7 +120,7 @@ def init_lines(plan: RunPlan, host: str, ip: str, pids: tuple[int, ...]) -> list
             p + f"comm {comm[local]} rank {rank} nRanks {ranks} nNodes {nodes} localRanks "
             f"{per_node} localRank {local} MNNVL 0",
         ]
-        if local == 0:
+        if rank == 0:
             lines += [
                 p + f"Channel {c:02d}/{nchannels} : " + " ".join(map(str, ring(plan, c)))
                 for c in range(nchannels)
@@ -159,10 +162,14 @@ def _tree(plan: RunPlan, rank: int, channel: int) -> str:
 def _connection(plan: RunPlan, rank: int, channel: int) -> str:
     """The send side of one channel: to the next GPU of the ring over NVLink (or PCIe),
     or out of the node over the GPU's own InfiniBand rail."""
-    order = ring(plan, channel)
-    position = order.index(rank)
-    peer = order[(position + 1) % len(order)]
     per_node = plan.gpus_per_node
+    node, local = divmod(rank, per_node)
+    turn = channel % per_node  # the ring's order within a node (see ring())
+    position = (local - turn) % per_node
+    if position + 1 < per_node:
+        peer = node * per_node + (position + 1 + turn) % per_node
+    else:  # on to the next node's first GPU of this ring
+        peer = (node + 1) % plan.nodes * per_node + turn
     if peer // per_node == rank // per_node:
         via = "P2P/CUMEM" if plan.gpu.nvlink_topology == "all" else "P2P/direct pointer"
     else:

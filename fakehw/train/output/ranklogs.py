@@ -105,7 +105,7 @@ class RankLogs(Recorder):
         for node in range(plan.nodes):
             host = start.hostnames[node]
             pids = tuple(start.pids.get(node * per_node + local, 0) for local in range(per_node))
-            lines = nccl.init_lines(plan, host, node_ip(start.ip, node), pids)
+            lines = nccl.init_lines(plan, host, node_ip(start.ip, node), pids, node)
             for local in range(per_node):
                 rank = node * per_node + local
                 self._say(rank, start.time, "INFO", "setup",
