@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import psutil
 import pytest
@@ -27,6 +28,55 @@ PROGRAMS = {
     "fake-nvitop": [sys.executable, "-m", "fakehw.nvitop"],
 }
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Records:
+    """The records of a fake-train metrics JSONL: steps (no ``event`` key) and events."""
+
+    def __init__(self, records: list[dict[str, object]]) -> None:
+        self.records = records
+
+    @classmethod
+    def read(cls, path: Path) -> list[dict[str, object]]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    @property
+    def steps(self) -> list[dict[str, object]]:
+        return [r for r in self.records if "event" not in r]
+
+    def events(self, kind: str) -> list[dict[str, object]]:
+        return [r for r in self.records if r.get("event") == kind]
+
+
+class TrainRuns(Generic[R]):
+    """fake-train runs of one test module on one daemon of its own, each played once
+    and kept (same arguments, same run): ``make(runs, args, index)`` plays one."""
+
+    def __init__(self, base: Path, make: Callable[[TrainRuns[R], tuple[str, ...], int], R]) -> None:
+        self.base = base
+        self.make = make
+        self.done: dict[tuple[str, ...], R] = {}
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FAKEHW_RUNTIME_DIR": str(self.base / "rt")}
+
+    def __call__(self, *args: str) -> R:
+        if args not in self.done:
+            self.done[args] = self.make(self, args, len(self.done))
+        return self.done[args]
+
+    def play(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """fake-train with ``args``, which must succeed."""
+        result = subprocess.run([*PROGRAMS["fake-train"], *args], capture_output=True,
+                                text=True, timeout=300, check=False, env=self.env(),
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def stop(self) -> None:
+        subprocess.run([*PROGRAMS["fakehw"], "daemon", "stop"], env=self.env(),
+                       capture_output=True, timeout=30, check=False)  # fmt: skip
 
 
 def run_program(program: str, *args: str, timeout: float = 60,

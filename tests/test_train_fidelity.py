@@ -13,7 +13,6 @@ import base64
 import itertools
 import json
 import math
-import os
 import re
 import signal
 import statistics
@@ -21,12 +20,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import REAL, wait_for
+from helpers import REAL, Records, TrainRuns, wait_for
 
 SPEED = ["--speed-factor", "1000"]
 # Real item counts of the benchmarks' test splits (lm-evaluation-harness).
@@ -36,19 +34,11 @@ ITEMS = {"hellaswag": 10042, "arc_easy": 2376, "mmlu": 14042, "gsm8k": 1319}
 LINK_GBPS = {"NVLink": 450.0, "InfiniBand": 50.0}
 
 
-@dataclass
-class Run:
-    args: tuple[str, ...]
-    stdout: str
-    stderr: str
-    metrics: list[dict[str, object]]
-
-    @property
-    def steps(self) -> list[dict[str, object]]:
-        return [r for r in self.metrics if "event" not in r]
-
-    def events(self, kind: str) -> list[dict[str, object]]:
-        return [r for r in self.metrics if r.get("event") == kind]
+class Run(Records):
+    def __init__(self, args: tuple[str, ...], stdout: str, stderr: str,
+                 metrics: list[dict[str, object]]) -> None:  # fmt: skip
+        super().__init__(metrics)
+        self.args, self.stdout, self.stderr, self.metrics = args, stdout, stderr, metrics
 
     @property
     def text(self) -> str:
@@ -56,38 +46,20 @@ class Run:
         return "\n".join(line for line in self.stdout.splitlines() if "NCCL INFO" not in line)
 
 
-class Runs:
-    """fake-train runs of this module, each played once and kept."""
+Runs = TrainRuns[Run]
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.done: dict[tuple[str, ...], Run] = {}
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "FAKEHW_RUNTIME_DIR": str(self.root / "rt")}
-
-    def __call__(self, *args: str) -> Run:
-        if args not in self.done:
-            metrics = self.root / f"m{len(self.done)}.jsonl"
-            result = subprocess.run(
-                [sys.executable, "-m", "fakehw.train", *SPEED, *args,
-                 "--metrics-jsonl", str(metrics)],
-                capture_output=True, text=True, timeout=300, check=False, env=self.env(),
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stderr[-3000:]
-            records = [json.loads(line) for line in metrics.read_text().splitlines()]
-            self.done[args] = Run(args, result.stdout, result.stderr, records)
-        return self.done[args]
+def play(runs: Runs, args: tuple[str, ...], index: int) -> Run:
+    metrics = runs.base / f"m{index}.jsonl"
+    result = runs.play(*SPEED, *args, "--metrics-jsonl", str(metrics))
+    return Run(args, result.stdout, result.stderr, Records.read(metrics))
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[Runs]:
-    root = Path(tempfile.mkdtemp(prefix="fhw-fid-"))
-    played = Runs(root)
+    played = TrainRuns(Path(tempfile.mkdtemp(prefix="fhw-fid-")), play)
     yield played
-    subprocess.run([sys.executable, "-m", "fakehw", "daemon", "stop"], env=played.env(),
-                   capture_output=True, timeout=30, check=False)  # fmt: skip
+    played.stop()
 
 
 def number(text: str) -> float:
@@ -464,7 +436,7 @@ def test_rank_processes_hold_memory_and_threads_like_real_ranks(runs: Runs) -> N
 def test_first_steps_are_slower_and_nccl_init_grows_with_ranks(runs: Runs) -> None:
     """Step by step (a speed at which every step is logged), the first steps are slower
     (allocator, cuBLAS and NCCL warming up); Ctrl-C then saves and ends the run."""
-    metrics = runs.root / "warm.jsonl"
+    metrics = runs.base / "warm.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "fakehw.train", "--model", "Llama-3.2-1B", "--nodes", "1",
          "--gpus", "8", "--seed", "5", "--speed-factor", "8", "--metrics-jsonl", str(metrics)],

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REAL
+from helpers import REAL, Records, TrainRuns
 
 from fakehw.train.output import hfconfig
 from fakehw.train.output.files import FileWriter
@@ -44,54 +44,32 @@ def accumulate(path: Path):  # type: ignore[no-untyped-def]
     return accumulator
 
 
-class Run:
+class Run(Records):
     def __init__(self, root: Path, stdout: str, stderr: str) -> None:
+        super().__init__(Records.read(root / "metrics.jsonl"))
         self.root = root
         self.stdout = stdout
         self.stderr = stderr
         self.info = json.loads((root / "run.json").read_text())
-        self.records = [json.loads(line) for line in (root / "metrics.jsonl").open()]
-
-    @property
-    def steps(self) -> list[dict[str, object]]:
-        return [r for r in self.records if "event" not in r]
-
-    def events(self, kind: str) -> list[dict[str, object]]:
-        return [r for r in self.records if r.get("event") == kind]
 
     def event_files(self) -> list[Path]:
         return sorted(self.root.rglob("events.out.tfevents.*"))
 
 
-class Runs:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.done: dict[tuple[str, ...], Run] = {}
+Runs = TrainRuns[Run]
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "FAKEHW_RUNTIME_DIR": str(self.base / "rt")}
 
-    def __call__(self, *args: str) -> Run:
-        if args not in self.done:
-            root = self.base / f"out{len(self.done)}"
-            result = subprocess.run(
-                [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "5",
-                 *args, "--output-dir", str(root)],
-                capture_output=True, text=True, timeout=300, check=False, env=self.env(),
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stderr[-3000:]
-            self.done[args] = Run(root, result.stdout, result.stderr)
-        return self.done[args]
+def play(runs: Runs, args: tuple[str, ...], index: int) -> Run:
+    root = runs.base / f"out{index}"
+    result = runs.play("--gpus", "8", "--seed", "5", *args, "--output-dir", str(root))
+    return Run(root, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[Runs]:
-    base = Path(tempfile.mkdtemp(prefix="fhw-out-"))
-    played = Runs(base)
+    played = TrainRuns(Path(tempfile.mkdtemp(prefix="fhw-out-")), play)
     yield played
-    subprocess.run([sys.executable, "-m", "fakehw", "daemon", "stop"], env=played.env(),
-                   capture_output=True, timeout=30, check=False)  # fmt: skip
+    played.stop()
 
 
 STEPS = ("--speed-factor", "300", "--exit-after-steps", "1000")
@@ -499,3 +477,16 @@ def test_saved_weights_open_in_the_safetensors_library(runs: Runs) -> None:
         shapes = opened.get_slice("model.embed_tokens.weight").get_shape()
     config = json.loads((checkpoint / "config.json").read_text())
     assert shapes == [config["vocab_size"], config["hidden_size"]]
+
+
+def test_a_resumed_run_finds_the_checkpoint_it_loads(runs: Runs) -> None:
+    run = runs("--style", "megatron", "--resume", "--speed-factor", "1000",
+               "--exit-after-steps", "300")  # fmt: skip
+    loaded = re.search(r"loaded (\S+/iter_(\d+)) \(step", run.stdout)
+    assert loaded and Path(loaded[1]).is_dir()
+    start = int(loaded[2])
+    assert run.info["plan"]["start_step"] == start
+    saved = [c["step"] for c in run.events("checkpoint")]
+    assert saved and all(step > start for step in saved)
+    pointer = run.root / "checkpoints" / "latest_checkpointed_iteration.txt"
+    assert pointer.read_text() == str(saved[-1])

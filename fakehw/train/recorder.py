@@ -11,6 +11,7 @@ which passes it to each recorder in turn: the ``--metrics-jsonl`` writer
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from fakehw.train.events import (
     CheckpointInfo,
@@ -82,29 +83,27 @@ class Records(Recorder):
     def __init__(self, recorders: list[Recorder]) -> None:
         self.recorders = recorders
 
-    def started(self, start: RunStart) -> None:
+    def _each(self, tell: Callable[[Recorder], object]) -> None:
         for recorder in self.recorders:
-            recorder.started(start)
+            tell(recorder)
+
+    def started(self, start: RunStart) -> None:
+        self._each(lambda recorder: recorder.started(start))
 
     def step(self, m: StepMetrics) -> None:
-        for recorder in self.recorders:
-            recorder.step(m)
+        self._each(lambda recorder: recorder.step(m))
 
     def gpus(self, sample: GpuSample) -> None:
-        for recorder in self.recorders:
-            recorder.gpus(sample)
+        self._each(lambda recorder: recorder.gpus(sample))
 
     def eval(self, r: EvalResult) -> None:
-        for recorder in self.recorders:
-            recorder.eval(r)
+        self._each(lambda recorder: recorder.eval(r))
 
     def incident(self, i: Incident) -> None:
-        for recorder in self.recorders:
-            recorder.incident(i)
+        self._each(lambda recorder: recorder.incident(i))
 
     def checkpoint_started(self, step: int, path: str) -> None:
-        for recorder in self.recorders:
-            recorder.checkpoint_started(step, path)
+        self._each(lambda recorder: recorder.checkpoint_started(step, path))
 
     def write_checkpoint(self, step: int, path: str, files: Files) -> Files:
         for recorder in self.recorders:
@@ -116,25 +115,23 @@ class Records(Recorder):
         for recorder in self.recorders:
             removed += recorder.checkpoint(c)
         if removed:
-            for recorder in self.recorders:
-                recorder.removed(removed, c.time)
+            self.removed(removed, c.time)
         return removed
 
+    def removed(self, paths: list[str], time: float) -> None:
+        self._each(lambda recorder: recorder.removed(paths, time))
+
     def resumed(self, step: int, path: str, files: Files) -> None:
-        for recorder in self.recorders:
-            recorder.resumed(step, path, files)
+        self._each(lambda recorder: recorder.resumed(step, path, files))
 
     def export(self, a: ExportArtifact) -> None:
-        for recorder in self.recorders:
-            recorder.export(a)
+        self._each(lambda recorder: recorder.export(a))
 
     def training_ended(self, s: Summary) -> None:
-        for recorder in self.recorders:
-            recorder.training_ended(s)
+        self._each(lambda recorder: recorder.training_ended(s))
 
     def finished(self, s: Summary) -> None:
-        for recorder in self.recorders:
-            recorder.finished(s)
+        self._each(lambda recorder: recorder.finished(s))
 
     def close(self) -> None:
         """Closes every recorder, even when one of them fails (the first error is raised
