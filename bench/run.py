@@ -687,7 +687,47 @@ def monitor_cpu(seconds: float, command: list[str] | None = None) -> dict[str, f
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup", "train"]
+def output_cost(gpus: int, steps: int) -> list[object]:
+    """fake-train on ``gpus`` GPUs for ``steps`` steps as fast as it plays (speed factor
+    1000, on a pipe), with and without ``--output-dir``: its CPU (the process and its
+    ranks) and wall time side by side, and what the output directory holds."""
+    import resource
+
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-"))
+    out = runtime / "out"
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
+    nodes = max(1, gpus // 8)
+    start_daemon(runtime, nodes)
+    measured = {}
+    try:
+        for label, extra in (("without", []), ("with", ["--output-dir", str(out)])):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.monotonic()
+            subprocess.run(
+                [sys.executable, "-m", "fakehw.train", "--gpus", str(gpus), "--nodes",
+                 str(nodes), "--seed", "1", "--speed-factor", "1000", "--exit-after-steps",
+                 str(steps), *extra],
+                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                check=True,
+            )  # fmt: skip
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            measured[label] = (cpu, time.monotonic() - began)
+        from fakehw.train.output.files import usage
+
+        files, apparent, on_disk = usage(out)
+    finally:
+        stop_daemon(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
+    ratio = measured["with"][0] / measured["without"][0]
+    return [gpus, steps, f"{measured['without'][0]:.1f} s / {measured['without'][1]:.1f} s",
+            f"{measured['with'][0]:.1f} s / {measured['with'][1]:.1f} s", f"{ratio:.2f} x",
+            f"{files:,} files, {apparent / 1e9:.0f} GB, {on_disk / 2**20:.1f} MiB on disk",
+            "<= 1.3 x", "ok" if ratio <= 1.3 else "MISSED"]  # fmt: skip
+
+
+SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup", "train",
+            "output"]  # fmt: skip
 
 
 def main() -> None:
@@ -774,6 +814,13 @@ def main() -> None:
         rows = startup(15 if args.quick else 40)
         print("One-shot start-up, median wall time (daemon running)")
         print(tabulate(rows, headers=["command", "ms", "vs python3 -c pass", "target", ""]))
+        print()
+
+    if "output" in sections:
+        rows = [output_cost(8, 1000), output_cost(512, 300)]
+        print("fake-train --output-dir: CPU and wall time (fake-train and its ranks)")
+        print(tabulate(rows, headers=["GPUs", "steps", "without (CPU / wall)", "with",
+                                      "CPU ratio", "DIR holds", "target", ""]))  # fmt: skip
         print()
 
     if "train" in sections:

@@ -220,25 +220,37 @@ def test_a_slow_rank_is_named_in_its_own_log_only(tmp_path: Path) -> None:
 
 # -------------------------------------------------------------- checkpoints
 def test_hf_checkpoints_rotate_as_save_total_limit_does_and_keep_the_best(runs: Runs) -> None:
+    import struct
+
     run = runs(*HF_SFT)
     saved = [c["step"] for c in run.events("checkpoint")]
     assert len(saved) >= 4
-    kept = sorted(int(p.name.split("-")[1]) for p in run.root.glob("checkpoint-*"))
+    # Trainer: every evaluation may become the best (lowest float32 eval_loss); a save
+    # whose own evaluation is the best yet becomes best_model_checkpoint
+    best_metric, best_step, best_model = None, None, None
+    for record in [r for r in run.records if r.get("event") in ("eval", "checkpoint")]:
+        if record["event"] == "eval" and not record["final"]:
+            loss = struct.unpack("f", struct.pack("f", record["loss"]))[0]
+            if best_metric is None or loss < best_metric:
+                best_metric, best_step = loss, record["step"]
+        elif record["event"] == "checkpoint" and record["step"] == best_step:
+            best_model = best_step
     state = json.loads((run.root / f"checkpoint-{saved[-1]}" / "trainer_state.json").read_text())
-    best = state["best_global_step"]
-    assert best in kept and saved[-1] in kept
-    assert set(kept) == {saved[-1], saved[-2], best}
-    assert state["best_model_checkpoint"] == str(run.root / f"checkpoint-{best}")
-    evals = {r["step"]: r["loss"] for r in run.events("eval") if not r["final"]}
-    assert best == min((s for s in saved if s in evals), key=evals.__getitem__)
+    assert (state["best_metric"], state["best_global_step"]) == (best_metric, best_step)
+    expected_path = None if best_model is None else str(run.root / f"checkpoint-{best_model}")
+    assert state["best_model_checkpoint"] == expected_path
+    # save_total_limit=2: the newest and the best (moved to second place), else the last two
+    kept = sorted(int(p.name.split("-")[1]) for p in run.root.glob("checkpoint-*"))
+    if best_model is None or best_model == saved[-1]:
+        assert kept == saved[-2:]
+    else:
+        assert kept == sorted({best_model, saved[-1]})
     # what Trainer logs as it deletes (rank 0's log: the console hides INFO)
     rank0 = (run.root / "logs" / "train_rank0.log").read_text()
     for step in set(saved) - set(kept):
-        line = (
-            f"Deleting older checkpoint [{run.root}/checkpoint-{step}] due to args.save_total_limit"
-        )
-        assert line in rank0
-        assert "Deleting" not in run.stdout + run.stderr
+        path = f"{run.root}/checkpoint-{step}"
+        assert f"Deleting older checkpoint [{path}] due to args.save_total_limit" in rank0
+    assert "Deleting" not in run.stdout + run.stderr
 
 
 def test_hf_rotation_leaves_what_the_real_trainer_left() -> None:
@@ -490,3 +502,26 @@ def test_a_resumed_run_finds_the_checkpoint_it_loads(runs: Runs) -> None:
     assert saved and all(step > start for step in saved)
     pointer = run.root / "checkpoints" / "latest_checkpointed_iteration.txt"
     assert pointer.read_text() == str(saved[-1])
+
+
+def test_a_failed_job_says_so_in_run_json_and_its_ranks_logs(
+    runtime_dir: Path, sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    from fakehw.service.client import Client
+
+    with Client.connect() as client:  # another job fills GPU 3
+        client.request("attach", pid=sleeper.pid, name="other-job", gpus=[3])
+        client.request("set_phase", pid=sleeper.pid, phase="train", memory_mib=80000)
+        out = tmp_path / "out"
+        result = subprocess.run(
+            [sys.executable, "-m", "fakehw.train", "--gpus", "8", "--seed", "1",
+             "--speed-factor", "1000", "--output-dir", str(out)],
+            capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "CUDA out of memory" in result.stdout
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "failed" and any("OutOfMemoryError" in line for line in info["error"])
+    rank3 = (out / "logs" / "train_rank3.log").read_text()
+    assert "[rank3]: torch.OutOfMemoryError: CUDA out of memory." in rank3
+    assert "OutOfMemoryError" not in (out / "logs" / "train_rank0.log").read_text()

@@ -159,7 +159,7 @@ def _metrics(**changes: object) -> StepMetrics:
     values: dict[str, object] = dict(
         step=120, total_steps=5000, epoch=0, epochs=1, epoch_fraction=0.024,
         tokens_seen=120 * 1048576, samples_seen=120 * 256, loss=2.3456789, interval_loss=2.3456789,
-        interval_step_s=2.097152, interval_skipped=0,
+        interval_step_s=2.097152, interval_skipped=0, interval_tflops_per_gpu=392.3,
         ppl=math.exp(2.3456789),
         lr=2.5e-4, grad_norm=0.81234, tokens_per_s=500_000.0, samples_per_s=122.07,
         step_time_s=2.097152, elapsed_s=260.0, eta_s=10_000.0, tflops_per_gpu=392.3,

@@ -26,7 +26,7 @@ from fakehw import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SMOOTHING = 0.9  # TensorBoard's slider: a debiased exponential moving average
+SMOOTHING = 0.6  # TensorBoard's slider at its default: a debiased exponential moving average
 Series = tuple[list[float], list[float]]  # (steps, values)
 
 
@@ -38,6 +38,9 @@ class PlotError(Exception):
 class Curves:
     source: str
     series: dict[str, Series] = field(default_factory=dict)
+    # the loss the run's framework logs: each logged step's own (fake-train's style), or
+    # the mean over the logging interval (HF Trainer, Megatron, DeepSpeed)
+    loss_key: str = "loss"
 
     def add(self, name: str, step: float, value: float | None) -> None:
         if value is None or not math.isfinite(value):
@@ -48,7 +51,7 @@ class Curves:
 
 
 # ------------------------------------------------------------------ reading
-JSONL_STEP = {"loss": "loss", "ppl": "ppl", "lr": "lr", "grad_norm": "grad_norm",
+JSONL_STEP = {"ppl": "ppl", "lr": "lr", "grad_norm": "grad_norm",
               "tokens_per_s": "tokens_per_s", "mfu": "mfu"}  # fmt: skip
 JSONL_GPUS = {"power_w": "power_w", "power_w_max": "power_w_max", "temp_c": "temp_c",
               "temp_c_max": "temp_c_max"}  # fmt: skip
@@ -73,8 +76,10 @@ def read_run(path: Path) -> Curves:
         raise PlotError(f"{path}: no such file or directory")
     metrics = path / "metrics.jsonl"
     if metrics.is_file():
-        curves = read_jsonl(metrics)
-        curves.source = run_title(path) or curves.source
+        info = run_info(path)
+        averaged = info is not None and info.get("style") not in (None, "default")
+        curves = read_jsonl(metrics, "interval_loss" if averaged else "loss")
+        curves.source = run_title(info) or curves.source
         return curves
     events = sorted(path.rglob("events.out.tfevents.*"))
     if events:
@@ -85,18 +90,27 @@ def read_run(path: Path) -> Curves:
     )
 
 
-def run_title(directory: Path) -> str | None:
-    """``run name (model, task, style)`` from an output directory's run.json."""
+def run_info(directory: Path) -> dict[str, object] | None:
+    """An output directory's run.json, if it has a readable one."""
     try:
         info = json.loads((directory / "run.json").read_text(encoding="utf-8"))
-        config = info["config"]
-        return f"{info['run_name']} ({config['model']}, {config['task']}, {info['style']} style)"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def run_title(info: dict[str, object] | None) -> str | None:
+    """``run name (model, task, style)`` from a run.json."""
+    try:
+        config = info["config"]  # type: ignore[index]
+        return f"{info['run_name']} ({config['model']}, {config['task']}, {info['style']} style)"  # type: ignore[index]
+    except (KeyError, TypeError):
         return None
 
 
-def read_jsonl(path: Path) -> Curves:
-    curves = Curves(str(path))
+def read_jsonl(path: Path, loss_key: str = "loss") -> Curves:
+    """A metrics JSONL; ``loss_key``: which loss of a step record the loss curve draws."""
+    curves = Curves(str(path), loss_key=loss_key)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -113,8 +127,10 @@ def read_jsonl(path: Path) -> Curves:
         if event is None:
             for key, name in JSONL_STEP.items():
                 curves.add(name, step, _number(record.get(key)))
-        elif event == "eval" and not record.get("final"):
-            curves.add("eval_loss", step, _number(record.get("loss")))
+            curves.add("loss", step, _number(record.get(loss_key, record.get("loss"))))
+        elif event == "eval":
+            series = "final_eval_loss" if record.get("final") else "eval_loss"
+            curves.add(series, step, _number(record.get("loss")))
         elif event == "gpus":
             for key, name in JSONL_GPUS.items():
                 curves.add(name, step, _number(record.get(key)))
@@ -201,7 +217,11 @@ def figure(curves: Curves) -> Figure:
                     ax.plot(*curves.series["eval_loss"], "o", color="tab:red", label="eval")
                 ax.legend()
             elif name == "eval_loss":
-                ax.plot(steps, values, "o-", color="tab:red")
+                ax.plot(steps, values, "o-", color="tab:red", label="during training")
+                if "final_eval_loss" in curves.series:
+                    ax.plot(*curves.series["final_eval_loss"], "D", color="black",
+                            label="final")  # fmt: skip
+                    ax.legend()
             else:
                 ax.plot(steps, values, label=LABELS.get(name))
         if title in ("GPU power", "GPU temperature"):

@@ -599,10 +599,12 @@ def run(args: argparse.Namespace) -> int:
     except WorldError as exc:
         term.clear_status()
         print(f"fake-train: {exc}", file=sys.stderr)
+        records.failed([f"fake-train: {exc}"], engine.clock.now())
         code = EXIT_FAILURE
     except JobFailed as exc:
         term.clear_status()
         term.lines([term.paint(line, "red") for line in exc.lines])
+        records.failed(exc.lines, engine.clock.now())
         code = EXIT_FAILURE
     finally:
         # Whatever happened, the ranks leave the GPUs and the terminal is restored.

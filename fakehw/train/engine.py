@@ -393,6 +393,7 @@ class Engine:
             loss=loss,
             interval_loss=interval_loss,
             interval_step_s=interval_step_s,
+            interval_tflops_per_gpu=perf.tflops_per_gpu(interval_step_s),
             interval_skipped=interval_skipped,
             ppl=self.perplexity(loss),
             lr=self.lr(),

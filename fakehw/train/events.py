@@ -25,6 +25,7 @@ class StepMetrics:
     # Megatron and DeepSpeed log (they average over the logging interval)
     interval_loss: float
     interval_step_s: float  # their mean step time ("elapsed time per iteration")
+    interval_tflops_per_gpu: float  # the model FLOPs at that mean time (Megatron's throughput)
     interval_skipped: int  # of them, the steps fp16 skipped on an overflow
     ppl: float | None  # none for DPO: a preference loss is no language model's
     lr: float

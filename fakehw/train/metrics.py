@@ -36,6 +36,7 @@ class MetricsWriter(Recorder):
             "epoch": round(m.epoch_fraction, 6),
             "tokens_seen": m.tokens_seen,
             "loss": m.loss,
+            "interval_loss": m.interval_loss,
             "ppl": m.ppl,
             "lr": m.lr,
             "grad_norm": m.grad_norm,

@@ -71,7 +71,11 @@ class Recorder:
         """The training loop is over (the final evaluation and exports follow)."""
 
     def finished(self, s: Summary) -> None:
-        """The run is over, whatever ended it."""
+        """The run is over: finished, stopped early or interrupted."""
+
+    def failed(self, lines: list[str], time: float) -> None:
+        """The job failed (a GPU out of memory or lost, the daemon gone): what the
+        ranks and torchrun printed."""
 
     def close(self) -> None:
         """Release what is open; called once, on every exit path."""
@@ -132,6 +136,9 @@ class Records(Recorder):
 
     def finished(self, s: Summary) -> None:
         self._each(lambda recorder: recorder.finished(s))
+
+    def failed(self, lines: list[str], time: float) -> None:
+        self._each(lambda recorder: recorder.failed(lines, time))
 
     def close(self) -> None:
         """Closes every recorder, even when one of them fails (the first error is raised

@@ -294,8 +294,12 @@ class World:
         fresh = self._read_at >= self._phase_at + PHASE_SETTLE_S
         if fresh and now - self._read_at < CONTROL_STALE_S and self._cells:
             return
-        if not fresh and now < self._phase_at + PHASE_SETTLE_S and self._cells:
-            return  # too early to see the new phase: keep what we have
+        settling = now < self._phase_at + PHASE_SETTLE_S
+        if not fresh and settling and self._cells and now - self._read_at < CONTROL_STALE_S:
+            # too early to see the new phase: keep what we have, unless it is over a
+            # second old (phases that change faster than they settle, at high speed
+            # factors, would keep it forever)
+            return
         self._read_at = now
         generation = self.client.generation
         snap = self._snapshot()

@@ -18,6 +18,7 @@ evaluation, save and the end, so thousands of ranks cost a few writes.
 from __future__ import annotations
 
 import random
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -186,6 +187,15 @@ class RankLogs(Recorder):
                  "interrupted": "training interrupted"}  # fmt: skip
         self._every(s.time, "INFO", "end",
                     f"{words.get(s.outcome, 'training ended')} at step {s.steps}")  # fmt: skip
+        self.flush()
+
+    def failed(self, lines: list[str], time: float) -> None:
+        """What the ranks printed as the job failed, each ``[rankN]:`` line in rank N's
+        file (the rest, torchrun's, in rank 0's): their standard error, as it is."""
+        for line in lines:
+            tagged = re.match(r"\[rank(\d+)\]:", line)
+            rank = int(tagged[1]) if tagged and int(tagged[1]) < self.plan.gpus else 0
+            self._add(rank, line)
         self.flush()
 
     def close(self) -> None:

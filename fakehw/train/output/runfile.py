@@ -102,9 +102,36 @@ class RunFile(Recorder):
         self.exports.append({"format": a.format, "detail": a.detail, "path": a.path,
                              "bytes": sum(size for _, size in a.files)})  # fmt: skip
 
+    def failed(self, lines: list[str], time: float) -> None:
+        self.record.update({"status": "failed", "ended": time, "error": lines})
+        self._finish()
+
+    def close(self) -> None:
+        """A run that ended without a word (SIGTERM, SIGHUP): said so, not "running"."""
+        if self.record.get("status") == "running":
+            self.record["status"] = "stopped"
+            self._finish()
+
+    def _finish(self) -> None:
+        count, apparent, on_disk = usage(self.layout.root)
+        self.record.update(
+            {
+                "evals": self.evals,
+                "checkpoints": self.saved,
+                "exports": self.exports,
+                "disk": {
+                    "files": count,
+                    "apparent_bytes": apparent,
+                    "on_disk_bytes": on_disk,
+                    "sparse_files": self.files.sparse_ok is not False,
+                },
+                "files": files_under(self.layout.root),
+            }
+        )
+        self._write()
+
     def finished(self, s: Summary) -> None:
         best = self.layout.best_step
-        count, apparent, on_disk = usage(self.layout.root)
         self.record.update(
             {
                 "status": s.outcome,
@@ -118,22 +145,12 @@ class RunFile(Recorder):
                     "wall_s": s.wall_s,
                     "train_s": s.train_s,
                 },
-                "evals": self.evals,
-                "checkpoints": self.saved,
                 "best_checkpoint": None
                 if best is None
                 else str(self.layout.checkpoints / self.layout.checkpoint_name(best)),
-                "exports": self.exports,
-                "disk": {
-                    "files": count,
-                    "apparent_bytes": apparent,
-                    "on_disk_bytes": on_disk,
-                    "sparse_files": self.files.sparse_ok is not False,
-                },
-                "files": files_under(self.layout.root),
             }
         )
-        self._write()
+        self._finish()
 
 
 def files_under(root: Path) -> list[dict[str, object]]:

@@ -244,13 +244,12 @@ class MegatronStyle(Style):
 
     def step(self, m: StepMetrics) -> None:
         # the interval's averages, as training_log computes them from its timer
-        speedup = m.step_time_s / m.interval_step_s
         loss_scale = m.loss_scale if m.loss_scale is not None else 1.0
         line = (
             f" [{stamp(m.time)}] iteration {m.step:8d}/{m.total_steps:8d} |"
             f" consumed samples: {m.samples_seen:12d} |"
             f" elapsed time per iteration (ms): {m.interval_step_s * 1000:.1f} |"
-            f" throughput per GPU (TFLOP/s/GPU): {m.tflops_per_gpu * speedup:.1f} |"
+            f" throughput per GPU (TFLOP/s/GPU): {m.interval_tflops_per_gpu:.1f} |"
             f" learning rate: {m.lr:.6E} |"
             f" global batch size: {m.global_batch:5d} |"
             f" lm loss: {m.interval_loss:.6E} |"

@@ -6,9 +6,14 @@
 with the TensorBoard callback's tags (``train/loss``, ``train/grad_norm``,
 ``train/learning_rate``, ``train/epoch``, ``eval/loss``, ``eval/runtime``...), and a
 second event file for the ``evaluate()`` after training (the callback closed its
-writer when training ended). ``save_total_limit=2`` with ``load_best_model_at_end``
-on ``eval_loss``: older checkpoints are deleted as ``Trainer._rotate_checkpoints``
-does it, the best one kept, ``best_model_checkpoint`` in ``trainer_state.json``.
+writer when training ended). ``save_total_limit=2`` and ``metric_for_best_model=
+"eval_loss"``: every evaluation updates ``best_metric`` and ``best_global_step`` when it
+is the lowest yet (``Trainer._determine_best_metric``); a save makes
+``best_model_checkpoint`` the best step's checkpoint if that one exists (a best
+evaluation between saves has none); older checkpoints are deleted as
+``Trainer._rotate_checkpoints`` does it, ``best_model_checkpoint`` kept. The best model
+is not loaded at the end (``load_best_model_at_end`` is off), so the final
+``evaluate()`` scores the trained model.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class HfLayout(Layout):
     def __init__(self, plan: RunPlan, root: Path, checkpoint_name: Callable[[int], str]) -> None:
         super().__init__(plan, root, checkpoint_name)
         self.log_history: list[dict[str, float | int]] = []
+        self.best_metric: float | None = None  # the lowest eval_loss yet (float32)
+        self.best_global_step: int | None = None  # the step it was evaluated at
+        # best_step (the base's): the step of best_model_checkpoint, which rotation keeps
 
     @property
     def checkpoints(self) -> Path:
@@ -98,7 +106,7 @@ class HfLayout(Layout):
             "save_strategy": "steps",
             "save_steps": plan.checkpoint_every,
             "save_total_limit": self.keep_last,
-            "load_best_model_at_end": True,
+            "load_best_model_at_end": False,
             "metric_for_best_model": "eval_loss",
             "greater_is_better": False,
             "report_to": ["tensorboard"],
@@ -112,7 +120,16 @@ class HfLayout(Layout):
 
     def observe_eval(self, r: EvalResult) -> None:
         super().observe_eval(r)
-        self.log_history.append({**hflogs.eval_logs(r, self.plan.steps_per_epoch), "step": r.step})
+        logs = hflogs.eval_logs(r, self.plan.steps_per_epoch)
+        self.log_history.append({**logs, "step": r.step})
+        if self.best_metric is None or logs["eval_loss"] < self.best_metric:
+            self.best_metric, self.best_global_step = logs["eval_loss"], r.step
+
+    def saved(self, step: int) -> None:
+        """``_save_checkpoint``: the best step's checkpoint becomes best_model_checkpoint
+        once it exists (it is this one when the best evaluation came with this save)."""
+        if self.best_global_step == step:
+            self.best_step, self.best_loss = step, self.best_metric
 
     def observe_final(self, s: Summary) -> None:
         if s.final_loss is not None:
@@ -125,8 +142,8 @@ class HfLayout(Layout):
         if self.best_step is not None:
             best = str(self.root / self.checkpoint_name(self.best_step))
         return {
-            "best_global_step": self.best_step,
-            "best_metric": None if self.best_loss is None else hflogs.float32(self.best_loss),
+            "best_global_step": self.best_global_step,
+            "best_metric": self.best_metric,
             "best_model_checkpoint": best,
             "epoch": step / plan.steps_per_epoch,
             "eval_steps": plan.eval_every,

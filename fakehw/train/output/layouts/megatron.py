@@ -52,7 +52,7 @@ class MegatronLayout(Layout):
             *self._with_samples("loss-scale", m.loss_scale or 1.0, m.step, samples),
             *self._with_samples("grad-norm", m.grad_norm, m.step, samples),
             ("iteration-time", m.interval_step_s, m.step),
-            ("throughput", m.tflops_per_gpu, m.step),
+            ("throughput", m.interval_tflops_per_gpu, m.step),
         ]
         return values
 
