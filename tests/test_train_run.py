@@ -170,7 +170,8 @@ def test_metrics_obey_the_training_arithmetic(tmp_path: Path) -> None:
     assert all(e["ppl"] == pytest.approx(math.exp(e["loss"])) for e in evals)
     assert checkpoints[-1]["step"] == 1000 and checkpoints[-1]["reason"] == "final"
     for c in checkpoints:
-        assert c["bytes"] == 14 * plan.params  # bf16 weights + fp32 Adam states
+        # bf16 weights + fp32 Adam states, plus the files' headers and the trainer's state
+        assert 14 * plan.params < c["bytes"] < 14 * plan.params + 2**20
         assert c["path"].startswith(plan.save_dir)
     # the summary agrees
     assert (f"run stopped early (--exit-after-steps 1000): 1,000 of {plan.total_steps:,} steps"

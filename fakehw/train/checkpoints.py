@@ -129,7 +129,7 @@ class Checkpoints:
             step=engine.step,
             path=path,
             files=tuple(files),
-            bytes=total,
+            bytes=sum(size for _, size in files),  # what the files hold, headers and all
             seconds=seconds,
             time=engine.clock.now(),
             reason=reason,

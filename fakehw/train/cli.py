@@ -506,16 +506,19 @@ def open_records(
                 raise UsageError(f"--metrics-jsonl {args.metrics_jsonl}: {exc.strerror}") from None
         if output_dir:
             try:
-                root = rundir.prepare(output_dir)
+                root = rundir.prepare(output_dir, args.resume)
+                layout = rundir.layout_for(plan, root, style.checkpoint_dir)
+                found = rundir.resume_point(plan, layout) if args.resume else None
             except rundir.OutputDirError as exc:
                 raise UsageError(str(exc)) from None
-            layout = rundir.layout_for(plan, root, style.checkpoint_dir)
+            if found is not None:  # go on from the newest checkpoint there
+                plan.start_step = found
             plan.save_dir = str(layout.checkpoints)  # the log names the real directories
 
             def notify(text: str) -> None:
                 term.line(term.paint(f"fake-train: {text}", "yellow"))
 
-            kept += rundir.recorders(layout, notify)
+            kept += rundir.recorders(layout, notify, resume=args.resume)
     except BaseException:
         Records(kept).close()
         raise
@@ -536,7 +539,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir = output_dir_of(args)
     if output_dir:
         try:
-            rundir.check(output_dir)
+            rundir.check(output_dir, args.resume)
         except rundir.OutputDirError as exc:
             raise UsageError(str(exc)) from None
     color = {"always": True, "never": False}.get(args.color)

@@ -21,9 +21,12 @@ from fakehw.train.recorder import Recorder
 
 
 class MetricsWriter(Recorder):
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, append: bool = False) -> None:
+        """``append``: a resumed run goes on where the earlier run's file ends."""
         self.path = path
-        self._file: TextIO | None = open(path, "w") if path else None  # noqa: SIM115
+        self._file: TextIO | None = None
+        if path:
+            self._file = open(path, "a") if append else open(path, "w")  # noqa: SIM115
 
     def _write(self, record: dict[str, object]) -> None:
         if self._file is not None:

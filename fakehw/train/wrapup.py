@@ -100,10 +100,9 @@ class WrapUp:
         root = f"{plan.save_dir}/export"
         exported = plan.trainable if plan.lora else plan.params
         safetensors = weight_files(plan)
-        if not plan.lora:
+        if not plan.lora:  # the model's save_pretrained (the tokenizer is not modelled)
             safetensors += [
-                *((name, len(content)) for name, content in model_files(plan.model.arch).items()),
-                ("tokenizer.json", 17209920),
+                (name, len(content)) for name, content in model_files(plan.model.arch).items()
             ]
         artifacts = [
             ExportArtifact(

@@ -64,11 +64,15 @@ class CheckpointStore(Recorder):
         return removed
 
     def resumed(self, step: int, path: str, files: Files) -> None:
-        """The checkpoint a resumed run loads is on disk (an earlier run left it)."""
+        """The checkpoint a resumed run loads: the one an earlier run left in the output
+        directory (its trainer state read back), or, in a new directory, written as the
+        earlier run would have left it. Checkpoints already there count for retention."""
         directory = Path(path)
-        if not directory.exists():
+        if directory.is_dir():
+            self.layout.load_state(directory)
+        else:
             self._write(directory, files, self.layout.state_files(step))
-        self.on_disk.append(step)
+        self.on_disk = sorted(set(self.layout.existing_steps()) | {step})
         self.layout.point(step)
 
     def export(self, a: ExportArtifact) -> None:

@@ -10,6 +10,9 @@ from fakehw.train.catalog import Architecture
 
 TRANSFORMERS_VERSION = "5.17.0"
 
+# rope_theta by family, as the real models' configs give it
+ROPE_THETA = {"llama": 500000.0, "mistral": 1000000.0, "mixtral": 1000000.0, "qwen": 1000000.0,
+              "olmo": 500000.0, "deepseek": 10000.0}  # fmt: skip
 # model_type and the architectures entry of config.json, by the catalog's family
 HF_ARCHITECTURES = {
     "llama": ("llama", "LlamaForCausalLM"),
@@ -35,7 +38,10 @@ def model_config(arch: Architecture) -> dict[str, object]:
     model_type, architecture = HF_ARCHITECTURES.get(family, ("llama", "LlamaForCausalLM"))
     config: dict[str, object] = {
         "architectures": [architecture],
+        "attention_bias": arch.qkv_bias,
         "attention_dropout": 0.0,
+        "bos_token_id": None,  # a model built from its config, as the real capture's
+        "eos_token_id": None,
         "dtype": "bfloat16",
         "head_dim": arch.head_dim,
         "hidden_act": "silu",
@@ -43,11 +49,17 @@ def model_config(arch: Architecture) -> dict[str, object]:
         "initializer_range": 0.02,
         "intermediate_size": arch.ffn,
         "max_position_embeddings": arch.max_seq,
+        "mlp_bias": False,
         "model_type": model_type,
         "num_attention_heads": arch.heads,
         "num_hidden_layers": arch.layers,
         "num_key_value_heads": arch.kv_heads,
+        "pad_token_id": None,
         "rms_norm_eps": 1e-05,
+        "rope_parameters": {
+            "rope_theta": ROPE_THETA.get(arch.family, 10000.0),
+            "rope_type": "default",
+        },
         "tie_word_embeddings": arch.tied_embeddings,
         "transformers_version": TRANSFORMERS_VERSION,
         "use_cache": False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ Scalar = tuple[str, float, int]  # (tag, value, step)
 
 class Layout:
     name = "default"
+    checkpoint_pattern = r"step_(\d+)"  # a checkpoint directory's name, its step
     keep_last: int | None = 3  # checkpoints kept besides the best; None keeps them all
     keeps_best = True
     new_event_file_after_training = False
@@ -48,6 +50,29 @@ class Layout:
 
     def tensorboard_dir(self, start: RunStart) -> Path:
         return self.root / "tensorboard"
+
+    def existing_steps(self) -> list[int]:
+        """The steps of the checkpoints an earlier run left here, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        steps = []
+        for entry in self.checkpoints.iterdir():
+            found = re.fullmatch(self.checkpoint_pattern, entry.name)
+            if found and entry.is_dir() and not entry.is_symlink():
+                steps.append(int(found[1]))
+        return sorted(steps)
+
+    def load_state(self, directory: Path) -> None:
+        """Resuming: what the checkpoint's trainer state says of the run so far."""
+        try:
+            state = json.loads((directory / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(state, dict):
+            self.best_step, self.best_loss = state.get("best_step"), state.get("best_val_loss")
+            evals = state.get("val_loss")
+            if isinstance(evals, dict):
+                self.evals = {int(step): float(loss) for step, loss in evals.items()}
 
     def tensorboard_rank(self) -> int:
         """The rank whose process writes TensorBoard (Megatron: the last)."""

@@ -19,6 +19,7 @@ from fakehw.train.output.layouts.megatron import MegatronLayout
 
 class DeepSpeedLayout(MegatronLayout):
     name = "deepspeed"
+    checkpoint_pattern = r"global_step(\d+)"
 
     def tensorboard_rank(self) -> int:
         return 0

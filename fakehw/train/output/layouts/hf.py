@@ -19,6 +19,7 @@ is not loaded at the end (``load_best_model_at_end`` is off), so the final
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ SAVE_TOTAL_LIMIT = 2
 
 class HfLayout(Layout):
     name = "hf"
+    checkpoint_pattern = r"checkpoint-(\d+)"
     keep_last = SAVE_TOTAL_LIMIT
     new_event_file_after_training = True
 
@@ -134,6 +136,27 @@ class HfLayout(Layout):
     def observe_final(self, s: Summary) -> None:
         if s.final_loss is not None:
             self.log_history.append({**hflogs.final_logs(s, self.plan), "step": s.steps})
+
+    def load_state(self, directory: Path) -> None:
+        """``resume_from_checkpoint``: Trainer loads the checkpoint's trainer_state.json,
+        its log history and best model among it."""
+        try:
+            state = json.loads((directory / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(state, dict):
+            return
+        self.log_history = list(state.get("log_history", []))
+        self.best_metric, self.best_global_step = (
+            state.get("best_metric"),
+            state.get("best_global_step"),
+        )
+        best = state.get("best_model_checkpoint")
+        found = re.search(self.checkpoint_pattern + "$", best) if isinstance(best, str) else None
+        self.best_step = int(found[1]) if found else None
+        self.best_loss = self.best_metric
+        self.evals = {int(e["step"]): float(e["eval_loss"]) for e in self.log_history
+                      if "eval_loss" in e}  # fmt: skip
 
     def trainer_state(self, step: int) -> dict[str, object]:
         """``TrainerState`` as ``save_to_json`` writes it into a checkpoint."""

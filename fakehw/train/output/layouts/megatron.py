@@ -24,6 +24,7 @@ PPL_CAP = 20  # Megatron's math.exp(min(20, loss))
 
 class MegatronLayout(Layout):
     name = "megatron"
+    checkpoint_pattern = r"iter_(\d+)"
     keep_last = None
     keeps_best = False
 
