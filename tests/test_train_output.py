@@ -121,9 +121,20 @@ def test_each_framework_writes_its_own_tags(runs: Runs, style: str, tags: set[st
     scalars = accumulate(file).Tags()["scalars"]
     assert tags <= set(scalars), sorted(scalars)
     events = accumulate(file)
-    if style == "deepspeed":  # the monitor's x axis: samples consumed
+    batch = run.info["plan"]["global_batch"]
+    if style == "deepspeed":  # the monitor: every step, against the samples consumed
         steps = [e.step for e in events.Scalars("Train/Samples/train_loss")]
-        assert steps == [r["step"] * run.info["plan"]["global_batch"] for r in run.steps]
+        assert steps == [step * batch for step in range(1, 1001)]
+    if style == "megatron":  # every iteration; the timers at each log interval
+        assert [e.step for e in events.Scalars("lm loss")] == list(range(1, 1001))
+        assert [e.step for e in events.Scalars("lm loss vs samples")][:2] == [batch, 2 * batch]
+        throughput = {e.step: e.value for e in events.Scalars("throughput")}
+        at_mean_time = {r["step"]: r["tflops_per_gpu"] * r["step_time_s"]
+                        / r["interval_step_time_s"] for r in run.steps}  # fmt: skip
+        assert throughput == pytest.approx(at_mean_time)
+        logged = re.findall(r"iteration +(\d+)/.*throughput per GPU \(TFLOP/s/GPU\): ([\d.]+)",
+                            run.stdout)  # fmt: skip
+        assert {int(i): float(v) for i, v in logged} == pytest.approx(throughput, abs=0.051)
     if style == "default":  # the GPUs as the daemon reported them, beside the loss
         power = [e.value for e in events.Scalars("gpu/power_w")]
         assert power == pytest.approx([r["power_w"] for r in run.events("gpus")], rel=1e-6)

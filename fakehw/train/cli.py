@@ -514,6 +514,7 @@ def open_records(
             if found is not None:  # go on from the newest checkpoint there
                 plan.start_step = found
             plan.save_dir = str(layout.checkpoints)  # the log names the real directories
+            plan.tensorboard_dir = layout.tensorboard_arg()
 
             def notify(text: str) -> None:
                 term.line(term.paint(f"fake-train: {text}", "yellow"))

@@ -30,6 +30,7 @@ from fakehw.train.events import (
     Incident,
     RankDied,
     StepMetrics,
+    StepSample,
 )
 from fakehw.train.learning import LearningCurve
 from fakehw.train.plan import RunPlan
@@ -372,6 +373,18 @@ class Engine:
         self.window_steps += 1
         self.window_skipped += int(skipped)
         self.check_clocks(slowest, median)
+        self.records.step_taken(
+            StepSample(
+                step=self.step,
+                time=self.clock.now(),
+                loss=loss,
+                lr=self.lr(),
+                grad_norm=grad_norm,
+                samples_seen=self.step * plan.global_batch,
+                global_batch=plan.global_batch,
+                loss_scale=self.curve.loss_scale,
+            )
+        )
         if not self.should_log():
             return None
         interval_loss = self.window_loss / self.window_steps

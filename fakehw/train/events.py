@@ -54,6 +54,21 @@ class StepMetrics:
 
 
 @dataclass(frozen=True)
+class StepSample:
+    """Every optimizer step, logged or not: what frameworks that write TensorBoard at
+    every step (Megatron's ``--tensorboard-log-interval 1``, DeepSpeed's monitor) record."""
+
+    step: int
+    time: float
+    loss: float
+    lr: float
+    grad_norm: float
+    samples_seen: int
+    global_batch: int
+    loss_scale: float | None
+
+
+@dataclass(frozen=True)
 class EvalResult:
     step: int
     loss: float

@@ -79,6 +79,7 @@ class RunPlan:
     memory: dict[str, int]  # bytes per GPU, by kind
     start_step: int = 0  # > 0 for a resumed run
     log_interval: int = 1  # steps between log lines (more at high --speed-factor)
+    tensorboard_dir: str = ""  # where --output-dir's TensorBoard files go ("" none)
 
     @property
     def gpus(self) -> int:

@@ -21,6 +21,7 @@ from fakehw.train.events import (
     Incident,
     RunStart,
     StepMetrics,
+    StepSample,
     Summary,
 )
 
@@ -32,6 +33,9 @@ class Recorder:
 
     def started(self, start: RunStart) -> None:
         """The ranks are up (after NCCL's set-up, before the first step)."""
+
+    def step_taken(self, sample: StepSample) -> None:
+        """Any optimizer step, logged or not."""
 
     def step(self, m: StepMetrics) -> None:
         """A logged step."""
@@ -93,6 +97,9 @@ class Records(Recorder):
 
     def started(self, start: RunStart) -> None:
         self._each(lambda recorder: recorder.started(start))
+
+    def step_taken(self, sample: StepSample) -> None:
+        self._each(lambda recorder: recorder.step_taken(sample))
 
     def step(self, m: StepMetrics) -> None:
         self._each(lambda recorder: recorder.step(m))

@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 from fakehw import TYPE_CHECKING
-from fakehw.train.events import EvalResult, GpuSample, RunStart, StepMetrics, Summary
+from fakehw.train.events import (
+    EvalResult,
+    GpuSample,
+    RunStart,
+    StepMetrics,
+    StepSample,
+    Summary,
+)
 from fakehw.train.output.layouts.base import Layout, Scalar
 from fakehw.train.recorder import Recorder
 
@@ -101,6 +108,9 @@ class TensorBoardRecorder(Recorder):
             file.scalars(values, wall_time)
             if flush:
                 file.flush()
+
+    def step_taken(self, sample: StepSample) -> None:
+        self._write(self.layout.every_step_scalars(sample), sample.time)
 
     def step(self, m: StepMetrics) -> None:
         self._write(self.layout.step_scalars(m), m.time)

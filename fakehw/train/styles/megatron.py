@@ -102,6 +102,8 @@ class MegatronStyle(Style):
             "seq_length": plan.seq,
             "swiglu": True,
             "tensor_model_parallel_size": par.tp,
+            "tensorboard_dir": plan.tensorboard_dir or None,
+            "tensorboard_log_interval": 1,
             "train_iters": plan.total_steps,
             "use_distributed_optimizer": par.zero_stage >= 1,
             "world_size": plan.gpus,

@@ -16,7 +16,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from fakehw.train.events import EvalResult, GpuSample, RunStart, StepMetrics, Summary
+from fakehw.train.events import (
+    EvalResult,
+    GpuSample,
+    RunStart,
+    StepMetrics,
+    StepSample,
+    Summary,
+)
 from fakehw.train.plan import RunPlan
 
 Scalar = tuple[str, float, int]  # (tag, value, step)
@@ -109,6 +116,14 @@ class Layout:
             "precision": plan.precision,
             "seed": plan.seed,
         }
+
+    def every_step_scalars(self, sample: StepSample) -> list[Scalar]:
+        """What the framework writes at every step (none here: at logged steps)."""
+        return []
+
+    def tensorboard_arg(self) -> str:
+        """The TensorBoard directory as the framework's arguments name it."""
+        return str(self.root / "tensorboard")
 
     def step_scalars(self, m: StepMetrics) -> list[Scalar]:
         """The figures of the default style's step line, as it prints them (the step's

@@ -53,6 +53,9 @@ class HfLayout(Layout):
     def logged_loss(self, m: StepMetrics) -> float:
         return m.interval_loss  # the mean over logging_steps
 
+    def tensorboard_arg(self) -> str:
+        return str(self.root / "runs")  # logging_dir's parent: one directory per run
+
     def tensorboard_dir(self, start: RunStart) -> Path:
         began = datetime.fromtimestamp(start.time).strftime("%b%d_%H-%M-%S")
         return self.root / "runs" / f"{began}_{start.hostnames[0]}"

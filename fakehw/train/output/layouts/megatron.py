@@ -5,10 +5,12 @@
 as ``megatron.training.checkpointing`` writes it); every checkpoint is kept (Megatron
 deletes none). TensorBoard from the last rank, in ``DIR/tensorboard/``, under
 ``training_log``'s tags with ``--log-timers-to-tensorboard``,
-``--log-validation-ppl-to-tensorboard`` and ``--log-throughput``: ``learning-rate``,
-``batch-size``, ``lm loss``, ``loss-scale``, ``grad-norm`` (each also ``... vs
-samples``, against consumed samples), ``iteration-time``, ``throughput``, and
-``lm loss validation`` (``ppl``: exp of the loss capped at 20, as it prints).
+``--log-validation-ppl-to-tensorboard`` and ``--log-throughput``: at every iteration
+(``--tensorboard-log-interval 1``, its default) ``learning-rate``, ``batch-size``,
+``lm loss`` (that iteration's), ``loss-scale``, ``grad-norm``, each also ``... vs
+samples`` (against consumed samples); at each ``--log-interval`` the interval's
+``iteration-time`` and ``throughput``, as the log line prints them; and ``lm loss
+validation`` (``ppl``: exp of the loss capped at 20, as it prints).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 
-from fakehw.train.events import EvalResult, GpuSample, StepMetrics
+from fakehw.train.events import EvalResult, GpuSample, StepMetrics, StepSample
 from fakehw.train.output.layouts.base import Layout, Scalar
 
 PPL_CAP = 20  # Megatron's math.exp(min(20, loss))
@@ -44,18 +46,21 @@ class MegatronLayout(Layout):
     def _with_samples(tag: str, value: float, step: int, samples: int) -> list[Scalar]:
         return [(tag, value, step), (f"{tag} vs samples", value, samples)]
 
+    def every_step_scalars(self, sample: StepSample) -> list[Scalar]:
+        step, samples = sample.step, sample.samples_seen
+        return [
+            *self._with_samples("learning-rate", sample.lr, step, samples),
+            *self._with_samples("batch-size", sample.global_batch, step, samples),
+            *self._with_samples("lm loss", sample.loss, step, samples),
+            *self._with_samples("loss-scale", sample.loss_scale or 1.0, step, samples),
+            *self._with_samples("grad-norm", sample.grad_norm, step, samples),
+        ]
+
     def step_scalars(self, m: StepMetrics) -> list[Scalar]:
-        samples = m.samples_seen
-        values = [
-            *self._with_samples("learning-rate", m.lr, m.step, samples),
-            *self._with_samples("batch-size", m.global_batch, m.step, samples),
-            *self._with_samples("lm loss", m.interval_loss, m.step, samples),
-            *self._with_samples("loss-scale", m.loss_scale or 1.0, m.step, samples),
-            *self._with_samples("grad-norm", m.grad_norm, m.step, samples),
+        return [
             ("iteration-time", m.interval_step_s, m.step),
             ("throughput", m.interval_tflops_per_gpu, m.step),
         ]
-        return values
 
     def gpu_scalars(self, sample: GpuSample) -> list[Scalar]:
         return []
