@@ -817,7 +817,7 @@ def main() -> None:
         print()
 
     if "output" in sections:
-        rows = [output_cost(8, 1000), output_cost(512, 300)]
+        rows = [output_cost(8, 1000), output_cost(512, 1000)]
         print("fake-train --output-dir: CPU and wall time (fake-train and its ranks)")
         print(tabulate(rows, headers=["GPUs", "steps", "without (CPU / wall)", "with",
                                       "CPU ratio", "DIR holds", "target", ""]))  # fmt: skip

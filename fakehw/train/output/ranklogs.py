@@ -11,8 +11,8 @@ job's time; how much of it was its own kernels and how much waiting for the slow
 rank follows from its GPU's SM clock against the slowest one's), the loss of its own
 micro-batches (they average to the logged loss), its warnings only (a slow rank is
 named in its own file), and the evaluations and saves as it took part in them.
-Lines are buffered and appended at most every couple of seconds and at every
-evaluation, save and the end, so thousands of ranks cost a few writes.
+Lines are buffered and appended every couple of seconds and at the end (however
+the run ends), so thousands of ranks cost a few writes.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class RankLogs(Recorder):
         self._every(r.time, "INFO", "eval",
                     f"{label}: val loss {r.loss:.4f}{ppl} over {r.batches} batches in "
                     f"{r.runtime_s:.1f} s")  # fmt: skip
-        self.flush()
+        self._maybe_flush()
 
     def incident(self, i: Incident) -> None:
         d = i.details
@@ -173,7 +173,7 @@ class RankLogs(Recorder):
         for rank in writers:
             message = f"saved checkpoint of step {c.step} to {c.path} in {c.seconds:.1f} s"
             self._say(rank, c.time, "INFO", "save", message)
-        self.flush()
+        self._maybe_flush()
         return []
 
     def removed(self, paths: list[str], time: float) -> None:
