@@ -17,8 +17,8 @@ from pathlib import Path
 
 Files = list[tuple[str, int]]
 
-# A file this large is written sparse; a sparse file that holds more than this share
-# of its size on disk was allocated after all.
+# A sparse file this large that holds more than this share of its size on disk was
+# allocated after all: no more large ones are written.
 SPARSE_FROM_BYTES = 1 << 20
 ALLOCATED_SHARE = 0.5
 
@@ -54,8 +54,8 @@ class FileWriter:
         """A file of ``size`` bytes that uses no disk beyond ``head`` (its first bytes: a
         safetensors header); False if the file system would allocate it (then nothing is
         written, and the console is told once)."""
-        if self.sparse_ok is False:
-            return False
+        if self.sparse_ok is False and size >= SPARSE_FROM_BYTES:
+            return False  # small ones cost little even where the zeros are allocated
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as file:
             file.write(head)
@@ -92,10 +92,7 @@ class FileWriter:
                 written.append((name, size))
             elif name in contents:
                 written.append((name, self.write_bytes(target, contents[name])))
-            elif size < SPARSE_FROM_BYTES:  # a small binary file: its bytes are zeros
-                self.write_bytes(target, bytes(size))
-                written.append((name, size))
-            else:
+            else:  # binary state (weights, optimizer, RNG, scheduler): zeros, sparse
                 self.write_sparse(target, size)
                 written.append((name, size))
         return written
