@@ -64,6 +64,7 @@ examples:
   fake-train --task lora --model Qwen3-4B --gpus 8 --style hf
   fake-train --task sft --gpu-model a100-80gb --nodes 2 --speed-factor 20
   fake-train --exit-after-steps 200 --metrics-jsonl run.jsonl > train.log
+  fake-train --style hf --task sft --output-dir runs/sft; fakehw plot runs/sft
 
 Ctrl-C saves a checkpoint and ends the run; during a save, it lets that save
 finish first. Ctrl-C again abandons the save (the last complete one is named).
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="play a run resumed from a checkpoint part-way through",
+        help="play a run resumed from a checkpoint part-way through (with --output-dir: "
+        "from the newest checkpoint there)",
     )
     run.add_argument(
         "--quantize",
@@ -237,12 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         "xid79, rank-crash (GPU = rank, default 0); may be given more than once, e.g. "
         "--inject thermal:3@200 --inject rank-crash:1@500",
     )
-    stop.add_argument(
+    writes = parser.add_argument_group("what it writes")
+    writes.add_argument(
         "--metrics-jsonl",
         metavar="PATH",
         help="write every logged step, eval and checkpoint as JSON lines",
     )
-    stop.add_argument(
+    writes.add_argument(
         "--output-dir",
         metavar="DIR",
         help="really write what the run leaves, as the style's framework lays it out: "
