@@ -564,3 +564,43 @@ def test_a_used_output_dir_is_resumed_from_its_newest_checkpoint_or_left_alone(
     state = json.loads((out / f"checkpoint-{last}" / "trainer_state.json").read_text())
     logged = [e["step"] for e in state["log_history"] if "loss" in e]
     assert logged == [r["step"] for r in records.steps if r["step"] <= last]
+
+
+def test_gguf_exports_open_in_the_gguf_reader_with_the_logged_size(runs: Runs) -> None:
+    from gguf import GGUFReader
+
+    from fakehw.train.catalog import find_model
+
+    run = runs("--style", "default", *STEPS)
+    model = find_model(run.info["config"]["model"])
+    exports = [e for e in run.info["exports"] if e["format"] == "gguf"]
+    assert [e["detail"] for e in exports] == ["F16", "Q8_0", "Q4_K_M"]
+    for export in exports:
+        (path,) = Path(export["path"]).glob(f"*-{export['detail']}.gguf")
+        assert path.stat().st_size == export["bytes"] and path.stat().st_blocks * 512 < 1 << 20
+        reader = GGUFReader(str(path))
+        tensors = reader.tensors
+        elements = sum(int(t.n_elements) for t in tensors)
+        assert elements == model.arch.params
+        last = tensors[-1]
+        assert last.data_offset + last.n_bytes == path.stat().st_size
+        file_type = int(reader.fields["general.file_type"].parts[-1][0])
+        assert file_type == {"F16": 1, "Q8_0": 7, "Q4_K_M": 15}[export["detail"]]
+        kinds = {t.name: t.tensor_type.name for t in tensors}
+        assert kinds["output_norm.weight"] == "F32"
+        if export["detail"] == "Q4_K_M":  # llama.cpp's mix: Q6_K for the output, some attn_v
+            assert {"Q4_K", "Q6_K"} <= set(kinds.values())
+
+
+def test_gguf_sizes_are_the_published_quantizations_but_the_tokenizer() -> None:
+    """bartowski/Llama-3.2-1B-Instruct-GGUF on the Hub: Q4_K_M 807,694,464 bytes, Q8_0
+    1,321,082,912; fake-train writes no tokenizer (7.8 MB of metadata in those files)."""
+    from fakehw.train.catalog import find_model
+    from fakehw.train.gguf import gguf_file
+
+    arch = find_model("Llama-3.2-1B").arch
+    tokenizer = 7_822_500
+    for quant, published in (("Q4_K_M", 807_694_464), ("Q8_0", 1_321_082_912)):
+        assert gguf_file(arch, "Llama-3.2-1B", quant).size + tokenizer == pytest.approx(
+            published, rel=1e-4
+        )

@@ -87,6 +87,10 @@ class Architecture:
         return self.experts > 0
 
 
+# RoPE's base frequency (rope_theta) by family, as the real models' configs give it
+ROPE_THETA = {"llama": 500000.0, "mistral": 1000000.0, "mixtral": 1000000.0, "qwen": 1000000.0,
+              "olmo": 500000.0, "deepseek": 10000.0}  # fmt: skip
+
 LLAMA3_8B = Architecture("llama", 32, 4096, 32, 8, 14336, 128256, 8192)
 LLAMA3_70B = Architecture("llama", 80, 8192, 64, 8, 28672, 128256, 8192)
 LLAMA32_1B = Architecture("llama", 16, 2048, 32, 8, 8192, 128256, 8192, tied_embeddings=True)

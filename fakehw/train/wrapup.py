@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train.events import BenchmarkRow, ExportArtifact, Summary
+from fakehw.train.gguf import gguf_file
 from fakehw.train.output.hfconfig import model_files
 from fakehw.train.styles.base import weight_files
 
@@ -113,10 +114,10 @@ class WrapUp:
                 ar.export_s("safetensors", "", sum(b for _, b in safetensors), exported),
             )
         ]
-        for quant, bits in (("F16", 16.0), ("Q8_0", 8.5), ("Q4_K_M", 4.85)):
+        for quant in ("F16", "Q8_0", "Q4_K_M"):
             if plan.lora and quant == "F16":
                 continue
-            nbytes = int(plan.params * bits / 8)
+            nbytes = gguf_file(plan.model.arch, name, quant).size
             artifacts.append(
                 ExportArtifact(
                     "gguf",

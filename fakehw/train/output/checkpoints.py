@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fakehw.train.events import CheckpointInfo, EvalResult, ExportArtifact, StepMetrics, Summary
+from fakehw.train.gguf import gguf_file
 from fakehw.train.output import hfconfig
 from fakehw.train.output.files import FileWriter
 from fakehw.train.output.layouts.base import Layout
@@ -80,5 +81,10 @@ class CheckpointStore(Recorder):
             self._write(
                 Path(a.path), list(a.files), hfconfig.model_files(self.layout.plan.model.arch)
             )
-        else:  # GGUF and quantized weights: sparse
+        elif a.format == "gguf":  # llama.cpp's file: its header, the tensor data sparse
+            plan = self.layout.plan
+            gguf = gguf_file(plan.model.arch, plan.model.name, a.detail)
+            heads = {name: gguf.header for name, _ in a.files}
+            self.files.write_files(Path(a.path), list(a.files), {}, heads)
+        else:  # quantized safetensors: sparse
             self.files.write_files(Path(a.path), list(a.files), {})

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 
-from fakehw.train.catalog import Architecture
+from fakehw.train.catalog import ROPE_THETA, Architecture
 
 TRANSFORMERS_VERSION = "5.17.0"
 
-# rope_theta by family, as the real models' configs give it
-ROPE_THETA = {"llama": 500000.0, "mistral": 1000000.0, "mixtral": 1000000.0, "qwen": 1000000.0,
-              "olmo": 500000.0, "deepseek": 10000.0}  # fmt: skip
 # model_type and the architectures entry of config.json, by the catalog's family
 HF_ARCHITECTURES = {
     "llama": ("llama", "LlamaForCausalLM"),
