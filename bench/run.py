@@ -713,9 +713,9 @@ def output_cost(gpus: int, steps: int) -> list[object]:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             measured[label] = (cpu, time.monotonic() - began)
-        from fakehw.train.output.files import usage
+        from fakehw.train.output.files import entries, usage
 
-        files, apparent, on_disk = usage(out)
+        files, apparent, on_disk = usage(entries(out))
     finally:
         stop_daemon(runtime)
         shutil.rmtree(runtime, ignore_errors=True)

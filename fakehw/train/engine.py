@@ -364,7 +364,8 @@ class Engine:
         self.step_times.append(step_time)
         if len(self.step_times) > 50:
             self.step_times.pop(0)
-        loss, grad_norm, skipped = self.curve.sample(self.step, self.lr())
+        lr = self.lr()
+        loss, grad_norm, skipped = self.curve.sample(self.step, lr)
         for kind, details in self.curve.incidents():
             self.incident(kind, **details)
         self.loss_sum += loss
@@ -378,7 +379,7 @@ class Engine:
                 step=self.step,
                 time=self.clock.now(),
                 loss=loss,
-                lr=self.lr(),
+                lr=lr,
                 grad_norm=grad_norm,
                 samples_seen=self.step * plan.global_batch,
                 global_batch=plan.global_batch,
@@ -409,7 +410,7 @@ class Engine:
             interval_tflops_per_gpu=perf.tflops_per_gpu(interval_step_s),
             interval_skipped=interval_skipped,
             ppl=self.perplexity(loss),
-            lr=self.lr(),
+            lr=lr,
             grad_norm=grad_norm,
             tokens_per_s=tokens_per_s,
             samples_per_s=tokens_per_s / plan.tokens_per_step * plan.global_batch,

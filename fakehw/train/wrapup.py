@@ -103,7 +103,7 @@ class WrapUp:
         safetensors = weight_files(plan)
         if not plan.lora:  # the model's save_pretrained (the tokenizer is not modelled)
             safetensors += [
-                (name, len(content)) for name, content in model_files(plan.model.arch).items()
+                (file, len(content)) for file, content in model_files(plan.model.arch).items()
             ]
         artifacts = [
             ExportArtifact(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 Files = list[tuple[str, int]]
@@ -30,12 +30,12 @@ def disk_bytes(path: Path) -> int:
 
 @dataclass
 class FileWriter:
-    """Writes files under a run's output directory and remembers what it wrote."""
+    """Writes files under a run's output directory, and knows whether its file system
+    keeps sparse files."""
 
     root: Path
     notify: Callable[[str], None]  # one line for the console
     sparse_ok: bool | None = None  # None: not known until the first sparse file
-    written: list[Path] = field(default_factory=list)
 
     def write_text(self, path: Path, text: str) -> int:
         return self.write_bytes(path, text.encode())
@@ -47,7 +47,6 @@ class FileWriter:
         partial = path.with_name(path.name + ".partial")
         partial.write_bytes(data)
         partial.replace(path)
-        self.written.append(path)
         return len(data)
 
     def write_sparse(self, path: Path, size: int, head: bytes = b"") -> bool:
@@ -70,7 +69,6 @@ class FileWriter:
                     "their sizes)"
                 )
                 return False
-        self.written.append(path)
         return True
 
     def write_files(
@@ -87,29 +85,40 @@ class FileWriter:
         written: Files = []
         for name, size in files:
             target = directory / name
-            if name in heads:
-                self.write_sparse(target, size, heads[name])
-                written.append((name, size))
-            elif name in contents:
+            if name in contents:
                 written.append((name, self.write_bytes(target, contents[name])))
             else:  # binary state (weights, optimizer, RNG, scheduler): zeros, sparse
-                self.write_sparse(target, size)
+                self.write_sparse(target, size, heads.get(name, b""))
                 written.append((name, size))
         return written
 
     def remove_tree(self, directory: Path) -> None:
         """Delete a directory this writer made (a rotated checkpoint)."""
         shutil.rmtree(directory, ignore_errors=True)
-        self.written = [p for p in self.written if directory not in p.parents]
 
 
-def usage(root: Path) -> tuple[int, int, int]:
-    """(files, apparent bytes, bytes on disk) of everything under ``root``."""
-    count = apparent = on_disk = 0
+@dataclass(frozen=True)
+class Entry:
+    """A file (or symlink) under a run's root: its relative path and what it takes."""
+
+    path: str
+    bytes: int  # apparent size
+    on_disk: int  # its blocks
+    link: bool
+
+
+def entries(root: Path) -> list[Entry]:
+    """Everything under ``root`` but directories, by path, symlinks not followed."""
+    found = []
     for folder, _, names in os.walk(root):
         for name in names:
-            stat = os.lstat(os.path.join(folder, name))
-            count += 1
-            apparent += stat.st_size
-            on_disk += stat.st_blocks * 512
-    return count, apparent, on_disk
+            full = os.path.join(folder, name)
+            stat = os.lstat(full)
+            found.append(Entry(os.path.relpath(full, root), stat.st_size,
+                               stat.st_blocks * 512, os.path.islink(full)))  # fmt: skip
+    return sorted(found, key=lambda entry: entry.path)
+
+
+def usage(listed: list[Entry]) -> tuple[int, int, int]:
+    """(entries, apparent bytes, bytes on disk) of a listing."""
+    return (len(listed), sum(e.bytes for e in listed), sum(e.on_disk for e in listed))

@@ -154,7 +154,7 @@ class RankLogs(Recorder):
         rank = d.get("rank")
         if i.kind == "slow_rank" and isinstance(rank, int):
             self._say(rank, i.time, "WARNING", "warning",
-                      f"this rank is {float(str(d.get('slowdown', 0))):.0f}% slower than the "
+                      f"this rank is {d.get('slowdown', 0):.0f}% slower than the "
                       f"median at step {i.step} ({d.get('reason', 'straggler')})")  # fmt: skip
             return
         messages = {

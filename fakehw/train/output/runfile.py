@@ -6,10 +6,9 @@ disk), each time whole (a reader never finds half of it)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from fakehw.train.events import CheckpointInfo, EvalResult, ExportArtifact, RunStart, Summary
-from fakehw.train.output.files import FileWriter, usage
+from fakehw.train.output.files import FileWriter, entries, usage
 from fakehw.train.output.layouts.base import Layout
 from fakehw.train.plan import RunPlan
 from fakehw.train.recorder import Recorder
@@ -113,7 +112,8 @@ class RunFile(Recorder):
             self._finish()
 
     def _finish(self) -> None:
-        count, apparent, on_disk = usage(self.layout.root)
+        listed = entries(self.layout.root)
+        count, apparent, on_disk = usage(listed)
         self.record.update(
             {
                 "evals": self.evals,
@@ -125,7 +125,12 @@ class RunFile(Recorder):
                     "on_disk_bytes": on_disk,
                     "sparse_files": self.files.sparse_ok is not False,
                 },
-                "files": files_under(self.layout.root),
+                # every file (symlinks aside) with its apparent size and disk use
+                "files": [
+                    {"path": e.path, "bytes": e.bytes, "on_disk": e.on_disk}
+                    for e in listed
+                    if not e.link
+                ],
             }
         )
         self._write()
@@ -151,13 +156,3 @@ class RunFile(Recorder):
             }
         )
         self._finish()
-
-
-def files_under(root: Path) -> list[dict[str, object]]:
-    """Every file under ``root``: its path (relative), apparent size and disk use."""
-    listed = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-        stat = path.stat()
-        listed.append({"path": str(path.relative_to(root)), "bytes": stat.st_size,
-                       "on_disk": stat.st_blocks * 512})  # fmt: skip
-    return listed

@@ -152,6 +152,7 @@ class Style:
     name = "default"
     description = "fake-train's own look: rich step lines, live epoch bar, GPU grid"
     uses_live_bar = True
+    draws_lr_schedule = True  # fake-train's own chart of the planned learning rate
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         self.term = term
@@ -323,7 +324,7 @@ class Style:
     def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
         """The planned learning rate, the current step marked: at the start, and at each
         evaluation when a reader watches the terminal."""
-        if not at_start and not self.term.tty:
+        if not self.draws_lr_schedule or (not at_start and not self.term.tty):
             return
         lines = lrchart.chart(self.plan, step)
         self.term.lines([self.term.paint(line, "gray") for line in lines])

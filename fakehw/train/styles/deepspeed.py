@@ -32,6 +32,7 @@ class DeepSpeedStyle(Style):
     name = "deepspeed"
     description = "DeepSpeed/torchrun: '[date] [INFO] [logging.py:96:log_dist] [Rank 0] step=...'"
     uses_live_bar = False
+    draws_lr_schedule = False  # the framework draws no such chart
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
@@ -222,9 +223,6 @@ class DeepSpeedStyle(Style):
 
     def eval_done(self, r: EvalResult) -> None:
         self.term.lines(validation_block(r))  # the Megatron-DeepSpeed script's
-
-    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
-        """The framework draws no such chart."""
 
     def checkpoint_dir(self, step: int) -> str:
         return f"global_step{step}"

@@ -119,6 +119,7 @@ class HfStyle(Style):
     name = "hf"
     description = "Hugging Face Trainer: {'loss': '10.47', ...} dicts, tqdm bars on stderr"
     uses_live_bar = False
+    draws_lr_schedule = False  # the framework draws no such chart
 
     def __init__(self, term: Terminal, plan: RunPlan, err: Terminal | None = None) -> None:
         super().__init__(term, plan)
@@ -273,9 +274,6 @@ class HfStyle(Style):
 
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
         """The Trainer says nothing as a save starts: its shard bar follows."""
-
-    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
-        """The framework draws no such chart."""
 
     def checkpoint_removed(self, t: float, path: str) -> None:
         """``Deleting older checkpoint [...]`` is an INFO line: not shown at the Trainer's

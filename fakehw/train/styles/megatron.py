@@ -37,6 +37,7 @@ class MegatronStyle(Style):
     name = "megatron"
     description = "Megatron-LM: '[date] iteration N/M | consumed samples: ...' lines"
     uses_live_bar = False
+    draws_lr_schedule = False  # the framework draws no such chart
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
@@ -297,9 +298,6 @@ class MegatronStyle(Style):
 
     def eval_done(self, r: EvalResult) -> None:
         self.term.lines(validation_block(r))
-
-    def lr_schedule(self, t: float, step: int, at_start: bool) -> None:
-        """The framework draws no such chart."""
 
     def checkpoint_dir(self, step: int) -> str:
         return f"iter_{step:07d}"

@@ -70,16 +70,23 @@ class Layout:
         return sorted(steps)
 
     def load_state(self, directory: Path) -> None:
-        """Resuming: what the checkpoint's trainer state says of the run so far."""
+        """Resuming: what the checkpoint's trainer_state.json says of the run so far (a
+        checkpoint without a readable one tells nothing)."""
         try:
             state = json.loads((directory / "trainer_state.json").read_text())
         except (OSError, ValueError):
             return
         if isinstance(state, dict):
-            self.best_step, self.best_loss = state.get("best_step"), state.get("best_val_loss")
-            evals = state.get("val_loss")
-            if isinstance(evals, dict):
-                self.evals = {int(step): float(loss) for step, loss in evals.items()}
+            self.restore(state)
+
+    def restore(self, state: dict[str, object]) -> None:
+        """The best checkpoint and the evaluations, from this framework's trainer state."""
+        best_step, best_loss = state.get("best_step"), state.get("best_val_loss")
+        self.best_step = best_step if isinstance(best_step, int) else None
+        self.best_loss = float(best_loss) if isinstance(best_loss, int | float) else None
+        evals = state.get("val_loss")
+        if isinstance(evals, dict):
+            self.evals = {int(step): float(loss) for step, loss in evals.items()}
 
     def tensorboard_rank(self) -> int:
         """The rank whose process writes TensorBoard (Megatron: the last)."""

@@ -140,20 +140,14 @@ class HfLayout(Layout):
         if s.final_loss is not None:
             self.log_history.append({**hflogs.final_logs(s, self.plan), "step": s.steps})
 
-    def load_state(self, directory: Path) -> None:
-        """``resume_from_checkpoint``: Trainer loads the checkpoint's trainer_state.json,
-        its log history and best model among it."""
-        try:
-            state = json.loads((directory / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            return
-        if not isinstance(state, dict):
-            return
-        self.log_history = list(state.get("log_history", []))
-        self.best_metric, self.best_global_step = (
-            state.get("best_metric"),
-            state.get("best_global_step"),
-        )
+    def restore(self, state: dict[str, object]) -> None:
+        """``resume_from_checkpoint``: Trainer loads the checkpoint's trainer state, its
+        log history and best model among it."""
+        history = state.get("log_history")
+        self.log_history = list(history) if isinstance(history, list) else []
+        metric, step = state.get("best_metric"), state.get("best_global_step")
+        self.best_metric = float(metric) if isinstance(metric, int | float) else None
+        self.best_global_step = step if isinstance(step, int) else None
         best = state.get("best_model_checkpoint")
         found = re.search(self.checkpoint_pattern + "$", best) if isinstance(best, str) else None
         self.best_step = int(found[1]) if found else None

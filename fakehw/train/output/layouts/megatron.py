@@ -36,9 +36,6 @@ class MegatronLayout(Layout):
     def tensorboard_rank(self) -> int:
         return self.plan.gpus - 1
 
-    def config(self) -> dict[str, object]:
-        return {}
-
     def text_summaries(self) -> list[tuple[str, str]]:
         return []  # Megatron writes its arguments to the log, not to TensorBoard
 
