@@ -1,8 +1,9 @@
 """A model's GGUF file, as llama.cpp's converter and quantizer would write it: the
-tensors under GGUF's names (``blk.3.attn_q.weight``; a mixture of experts merged into
-``ffn_gate_exps``...), each in the quantization type the file's type gives it, and the
-file's exact size; fake-train writes the header (metadata and tensor infos) and leaves
-the data sparse, so a GGUF reader (the ``gguf`` package's ``GGUFReader``) opens it.
+model's Hugging Face tensors (``fakehw.train.tensors``) under GGUF's names
+(``blk.3.attn_q.weight``; a mixture of experts merged into ``ffn_gate_exps``...), each
+in the quantization type the file's type gives it, and the file's exact size;
+fake-train writes the header (metadata and tensor infos) and leaves the data sparse,
+so a GGUF reader (the ``gguf`` package's ``GGUFReader``) opens it.
 
 Types: F16 and Q8_0 files keep 1-D tensors (norms, biases) and the MoE router in F32;
 Q4_K_M gives most matrices Q4_K and, as ``llama_tensor_get_type`` does, Q6_K to
@@ -15,11 +16,13 @@ No tokenizer is written (it is not modelled).
 from __future__ import annotations
 
 import math
+import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
 from fakehw.train.catalog import ROPE_THETA, Architecture
+from fakehw.train.tensors import model_tensors
 
 ALIGNMENT = 32  # general.alignment's default
 # ggml type: (id, elements per block, bytes per block)
@@ -40,53 +43,60 @@ def architecture(arch: Architecture) -> str:
     return ARCHITECTURES.get(arch.family, "llama")
 
 
-def _layer(arch: Architecture, i: int) -> list[tuple[str, Dims]]:
-    h, hd = arch.hidden, arch.head_dim
-    q, kv = arch.heads * hd, arch.kv_heads * hd
-    blk = f"blk.{i}"
-    tensors: list[tuple[str, Dims]] = [
-        (f"{blk}.attn_q.weight", (h, q)),
-        (f"{blk}.attn_k.weight", (h, kv)),
-        (f"{blk}.attn_v.weight", (h, kv)),
-        (f"{blk}.attn_output.weight", (q, h)),
-    ]
-    if arch.qkv_bias:
-        tensors += [(f"{blk}.attn_q.bias", (q,)), (f"{blk}.attn_k.bias", (kv,)),
-                    (f"{blk}.attn_v.bias", (kv,))]  # fmt: skip
-    if arch.qk_norm:
-        tensors += [(f"{blk}.attn_q_norm.weight", (hd,)), (f"{blk}.attn_k_norm.weight", (hd,))]
-    if not arch.experts or i < arch.dense_layers:
-        ffn = arch.dense_ffn or arch.ffn
-        tensors += [(f"{blk}.ffn_gate.weight", (h, ffn)), (f"{blk}.ffn_up.weight", (h, ffn)),
-                    (f"{blk}.ffn_down.weight", (ffn, h))]  # fmt: skip
-    else:
-        e, ffn = arch.experts, arch.ffn
-        tensors += [(f"{blk}.ffn_gate_inp.weight", (h, e)),
-                    (f"{blk}.ffn_gate_exps.weight", (h, ffn, e)),
-                    (f"{blk}.ffn_up_exps.weight", (h, ffn, e)),
-                    (f"{blk}.ffn_down_exps.weight", (ffn, h, e))]  # fmt: skip
-        if arch.shared_experts:
-            shared = ffn * arch.shared_experts
-            tensors += [(f"{blk}.ffn_gate_shexp.weight", (h, shared)),
-                        (f"{blk}.ffn_up_shexp.weight", (h, shared)),
-                        (f"{blk}.ffn_down_shexp.weight", (shared, h))]  # fmt: skip
-    if arch.family == "olmo":  # OLMo 2 normalises after attention and after the MLP
-        tensors += [(f"{blk}.post_attention_norm.weight", (h,)),
-                    (f"{blk}.post_ffw_norm.weight", (h,))]  # fmt: skip
-    else:
-        tensors += [(f"{blk}.attn_norm.weight", (h,)), (f"{blk}.ffn_norm.weight", (h,))]
-    return tensors
+# llama.cpp's converter: each Hugging Face tensor's GGUF name (a layer's ``blk.N.``)
+RENAMES = [
+    (r"model\.embed_tokens\.weight", "token_embd.weight"),
+    (r"model\.norm\.weight", "output_norm.weight"),
+    (r"lm_head\.weight", "output.weight"),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"blk.\1.attn_\2.\3"),
+    (r"model\.layers\.(\d+)\.self_attn\.o_proj\.weight", r"blk.\1.attn_output.weight"),
+    (r"model\.layers\.(\d+)\.self_attn\.([qk])_norm\.weight", r"blk.\1.attn_\2_norm.weight"),
+    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"blk.\1.attn_norm.weight"),
+    (r"model\.layers\.(\d+)\.post_feedforward_layernorm\.weight", r"blk.\1.post_ffw_norm.weight"),
+    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", r"blk.\1.ffn_\2.weight"),
+    (r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.gate\.weight",
+     r"blk.\1.ffn_gate_inp.weight"),
+    (r"model\.layers\.(\d+)\.mlp\.shared_experts\.(gate|up|down)_proj\.weight",
+     r"blk.\1.ffn_\2_shexp.weight"),
+]  # fmt: skip
+# one expert's matrix: merged with the layer's other experts into one 3-D tensor
+EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.\d+\."
+                    r"(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight")  # fmt: skip
+EXPERT_PART = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up",
+               "down_proj": "down", "w2": "down"}  # fmt: skip
+
+
+def gguf_name(hf_name: str, arch: Architecture) -> str:
+    """The GGUF name of a Hugging Face tensor (not of an expert's: those are merged)."""
+    norm = re.fullmatch(r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", hf_name)
+    if norm:  # OLMo 2 normalises after attention; the others before the MLP
+        return (
+            f"blk.{norm[1]}.{'post_attention_norm' if arch.family == 'olmo' else 'ffn_norm'}.weight"
+        )
+    for pattern, template in RENAMES:
+        renamed, count = re.subn(f"^{pattern}$", template, hf_name)
+        if count:
+            return renamed
+    raise ValueError(f"no GGUF name for {hf_name}")
 
 
 @lru_cache(maxsize=16)
 def tensors(arch: Architecture) -> tuple[tuple[str, Dims], ...]:
-    """The model's tensors under GGUF's names, in the converter's order."""
-    listed: list[tuple[str, Dims]] = [("token_embd.weight", (arch.hidden, arch.vocab))]
-    for i in range(arch.layers):
-        listed += _layer(arch, i)
-    listed.append(("output_norm.weight", (arch.hidden,)))
-    if not arch.tied_embeddings:
-        listed.append(("output.weight", (arch.hidden, arch.vocab)))
+    """The model's tensors under GGUF's names, in the converter's order: its Hugging Face
+    tensors (``fakehw.train.tensors``) renamed, their dimensions innermost first, and
+    each layer's experts merged into ``ffn_{gate,up,down}_exps`` where the first is."""
+    listed: list[tuple[str, Dims]] = []
+    merged: dict[str, int] = {}  # GGUF name: its place in ``listed``
+    for hf_name, shape in model_tensors(arch):
+        dims = tuple(reversed(shape))
+        expert = EXPERT.fullmatch(hf_name)
+        if expert is None:
+            listed.append((gguf_name(hf_name, arch), dims))
+            continue
+        name = f"blk.{expert[1]}.ffn_{EXPERT_PART[expert[2]]}_exps.weight"
+        if name not in merged:
+            merged[name] = len(listed)
+            listed.append((name, (*dims, arch.experts)))
     return tuple(listed)
 
 
