@@ -374,18 +374,19 @@ class Engine:
         self.window_steps += 1
         self.window_skipped += int(skipped)
         self.check_clocks(slowest, median)
-        self.records.step_taken(
-            StepSample(
-                step=self.step,
-                time=self.clock.now(),
-                loss=loss,
-                lr=lr,
-                grad_norm=grad_norm,
-                samples_seen=self.step * plan.global_batch,
-                global_batch=plan.global_batch,
-                loss_scale=self.curve.loss_scale,
+        if self.records.keeping:
+            self.records.step_taken(
+                StepSample(
+                    step=self.step,
+                    time=self.clock.now(),
+                    loss=loss,
+                    lr=lr,
+                    grad_norm=grad_norm,
+                    samples_seen=self.step * plan.global_batch,
+                    global_batch=plan.global_batch,
+                    loss_scale=self.curve.loss_scale,
+                )
             )
-        )
         if not self.should_log():
             return None
         interval_loss = self.window_loss / self.window_steps
@@ -477,7 +478,7 @@ class Engine:
         style = self.style
         style.step(m)
         self.records.step(m)
-        sample = GpuSample.of(m.step, m.time, self.world.cells())
+        sample = GpuSample.of(m.step, m.time, self.world.cells()) if self.records.keeping else None
         if sample is not None:
             self.records.gpus(sample)
         self.logged += 1

@@ -91,6 +91,12 @@ class Records(Recorder):
     def __init__(self, recorders: list[Recorder]) -> None:
         self.recorders = recorders
 
+    @property
+    def keeping(self) -> bool:
+        """Whether anyone keeps records (without --metrics-jsonl or --output-dir, no one:
+        the engine then builds none of the records only they would read)."""
+        return bool(self.recorders)
+
     def _each(self, tell: Callable[[Recorder], object]) -> None:
         for recorder in self.recorders:
             tell(recorder)
