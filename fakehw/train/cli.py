@@ -118,6 +118,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = ascii_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = ascii_int(text)
@@ -178,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize",
         choices=("int8", "int4", "gptq"),
         help="also quantize the exported model at the end",
+    )
+    run.add_argument(
+        "--probe-every",
+        type=_count,
+        metavar="STEPS",
+        help="probe the model every STEPS steps on a held-out batch: output entropy, top-1/5 "
+        "accuracy, confidence, the true token's probability, and the first, middle and last "
+        "layers' cosine similarity and participation ratio; with a report of per-layer "
+        "gradient norms and clipping (default: at each validation in the default style, "
+        "none in the framework styles, whose stock trainers have no probe; 0: none)",
     )
     where = parser.add_argument_group("where it runs")
     where.add_argument(
@@ -529,6 +549,21 @@ def open_records(
     return Records(kept)
 
 
+def probe_every_of(args: argparse.Namespace, plan: RunPlan, style: Style) -> int:
+    """Steps between model probes: --probe-every, else each validation where the style's
+    framework probes (fake-train's own), else none."""
+    if plan.task == "dpo":
+        if args.probe_every:
+            raise UsageError(
+                "--probe-every measures next-token predictions; a DPO run's loss is a "
+                "preference loss (drop --probe-every or use another --task)"
+            )
+        return 0
+    if args.probe_every is not None:
+        return int(args.probe_every)
+    return plan.eval_every if style.probes_by_default else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from fakehw.train.catalog import UnknownModel
     from fakehw.train.checkpoints import SaveAbandoned
@@ -572,6 +607,11 @@ def run(args: argparse.Namespace) -> int:
         client.close()
         raise UsageError(f"--inject names GPU {bad[0]}; the job has GPUs 0-{plan.gpus - 1}")
     style = STYLES[args.style](term, plan)
+    try:
+        plan.probe_every = probe_every_of(args, plan, style)
+    except UsageError:
+        client.close()
+        raise
     try:
         records = open_records(args, output_dir, plan, style, term)
     except UsageError:

@@ -27,13 +27,16 @@ from fakehw.train.events import (
     CollectiveTiming,
     EvalResult,
     GpuSample,
+    GradientReport,
     Incident,
     RankDied,
     StepMetrics,
     StepSample,
 )
+from fakehw.train.gradients import ClipCounter, GradientProfile, GradientSplit
 from fakehw.train.learning import LearningCurve
 from fakehw.train.plan import RunPlan
+from fakehw.train.probes import ModelProbe
 from fakehw.train.recorder import Records
 from fakehw.train.recovery import Recovery
 from fakehw.train.startup import Startup
@@ -48,6 +51,7 @@ STRAGGLER_CLOCK = 0.93  # a GPU this far below the median is named as holding th
 CLOCK_SETTLE_S = 20.0  # real seconds for the clocks to settle after training starts
 LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
 WARMUP_STEPS = 0.8  # steps over which the first steps' extra time decays (e-fold)
+PROBE_BATCH_COST = 1.15  # a probe batch against a validation batch (hidden states kept)
 
 
 @dataclass
@@ -123,6 +127,16 @@ class Engine:
         self.last_checkpoint = plan.start_step if plan.start_step else None
         self.restarts = 0
         self.curve = LearningCurve(plan, self.rng)
+        self.gradient_profile = GradientProfile(plan.model.arch, plan.lora is not None, self.rng)
+        self.clips_logged = ClipCounter(plan.grad_clip)  # since the last logged step
+        self.clips_reported = ClipCounter(plan.grad_clip)  # since the last gradient report
+        self.last_split: GradientSplit | None = None
+        self.probe = ModelProbe(
+            plan.model.arch,
+            self.curve.expected_loss(0),
+            self.curve.expected_loss(plan.total_steps),
+            self.rng,
+        )
         self.last_eval: float | None = None
         self.step_times: list[float] = []
         self.logged = 0
@@ -281,6 +295,9 @@ class Engine:
             if self.step % plan.eval_every == 0 and self.step < plan.total_steps:
                 self.evaluate()
                 world.phase("train", cycle_s=self.expected_step_time())
+            if plan.probe_every and self.step % plan.probe_every == 0:
+                self.probe_model()
+                world.phase("train", cycle_s=self.expected_step_time())
             if self.step % plan.checkpoint_every == 0:
                 self.saving.checkpoint()
                 world.phase("train", cycle_s=self.expected_step_time())
@@ -366,7 +383,16 @@ class Engine:
             self.step_times.pop(0)
         lr = self.lr()
         loss, grad_norm, skipped = self.curve.sample(self.step, lr)
+        self.clips_logged.add(grad_norm)
+        self.clips_reported.add(grad_norm)
+        split = None
+        probing = plan.probe_every and self.step % plan.probe_every == 0
+        if self.curve.burst or self.should_log() or probing:
+            split = self.gradient_profile.split(grad_norm, self.curve.burst)
+            self.last_split = split
         for kind, details in self.curve.incidents():
+            if kind == "loss_spike" and split is not None:
+                details["layers"] = list(split.burst)
             self.incident(kind, **details)
         self.loss_sum += loss
         self.window_loss += loss
@@ -392,6 +418,8 @@ class Engine:
         interval_loss = self.window_loss / self.window_steps
         interval_step_s = self.window_time / self.window_steps
         interval_skipped = self.window_skipped
+        clip_rate, clip_coef = self.clips_logged.rate, self.clips_logged.mean_coef
+        self.clips_logged.reset()
         self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
         self.window_skipped = 0
         epoch_fraction = self.step / plan.steps_per_epoch
@@ -435,6 +463,9 @@ class Engine:
             exposed_comm_s=perf.exposed_comm_s,
             bubble_fraction=perf.bubble_fraction,
             extra=extra,
+            layer_grad_norms=split.pairs() if split is not None else (),
+            clip_rate=clip_rate,
+            clip_coef=clip_coef,
         )
 
     def should_log(self) -> bool:
@@ -528,8 +559,7 @@ class Engine:
             self.wait(batch_s * (1 + 0.02 * self.rng.gauss(0, 1)))
             if k % max(1, plan.eval_batches // 20) == 0 or k == plan.eval_batches:
                 style.eval_progress(self.clock.now(), k, plan.eval_batches)
-        gap = 0.03 if plan.task == "pretrain" else 0.04 + 0.03 * (self.step / plan.steps_per_epoch)
-        loss = self.curve.expected_loss(self.step) + gap + self.rng.gauss(0, 0.004)
+        loss = self.curve.heldout_loss(self.step) + self.rng.gauss(0, 0.004)
         extra = {}
         if plan.task == "dpo":
             pairs = plan.eval_batches * plan.global_batch
@@ -553,9 +583,47 @@ class Engine:
         )
         self.last_eval = loss
         style.eval_done(result)
+        self.records.eval(result)
         if not final:
             style.lr_schedule(self.clock.now(), self.step, at_start=False)
-        self.records.eval(result)
+
+    def probe_model(self) -> None:
+        """``--probe-every``: one held-out batch, forward with its hidden states kept (a
+        little slower than a validation batch); then the gradients' report."""
+        plan = self.plan
+        self.world.phase("eval")
+        started = self.clock.now()
+        self.wait(PROBE_BATCH_COST * plan.performance.eval_batch_s(self.clock_factor()[0]))
+        tokens = plan.tokens_per_step  # one validation batch
+        # one batch of the held-out set: its loss scatters around the whole set's
+        loss = self.curve.heldout_loss(self.step) + self.rng.gauss(0, 0.2 / plan.global_batch**0.5)
+        result = self.probe.measure(
+            self.step, loss, self.curve.overconfidence(self.step), tokens,
+            self.clock.now(), self.clock.now() - started,
+        )  # fmt: skip
+        self.style.probe(result)
+        self.records.probe(result)
+        self.report_gradients()
+
+    def report_gradients(self) -> None:
+        """Per-group gradient norms of the last step, clipping since the last report."""
+        split, clips = self.last_split, self.clips_reported
+        if split is None or not clips.steps:
+            return
+        report = GradientReport(
+            step=self.step,
+            time=self.clock.now(),
+            grad_norm=math.sqrt(sum(n * n for n in split.norms)),
+            layers=split.pairs(),
+            steps=clips.steps,
+            clipped=clips.clipped,
+            clip_rate=clips.rate,
+            clip_coef=clips.mean_coef,
+            max_norm=clips.max_norm,
+        )
+        clips.reset()
+        self.style.gradients(report)
+        self.records.gradients(report)
 
 
 def log_interval(wall_per_step: float) -> int:

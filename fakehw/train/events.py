@@ -51,6 +51,11 @@ class StepMetrics:
     exposed_comm_s: float = 0.0
     bubble_fraction: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)  # DPO rewards and the like
+    # the logged step's gradient norm per parameter group (their squares add up to
+    # grad_norm's), and clipping over the logging interval
+    layer_grad_norms: tuple[tuple[str, float], ...] = ()
+    clip_rate: float = 0.0
+    clip_coef: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,74 @@ class EvalResult:
     tokens_per_s: float = 0.0  # forward only: ~3x training's
     final: bool = False  # the evaluation of the trained model, after training
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """A probed layer's hidden states (``fakehw.train.probes``)."""
+
+    layer: int  # its index (0: the first decoder layer)
+    cosine_sim_intra: float  # mean cosine similarity of tokens of one sequence
+    cosine_sim_inter: float  # ... of tokens of different sequences
+    participation_ratio: float  # (sum of eigenvalues)^2 / sum of their squares
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A model probe on held-out tokens: the output distribution and the probed layers."""
+
+    step: int
+    time: float
+    tokens: int  # held-out tokens probed
+    runtime_s: float
+    loss: float  # their mean cross-entropy (nats)
+    vocab: int
+    hidden: int
+    entropy: float  # mean entropy of the predicted distribution (nats, <= ln vocab)
+    top1_acc: float
+    top5_acc: float
+    confidence_gap: float  # mean margin of the top prediction over the second
+    topk_mass: float  # mean probability of the top ``topk`` predictions
+    topk: int
+    p_true_mean: float  # mean probability given to the token that came
+    layers: tuple[LayerProbe, ...] = ()
+
+    def values(self) -> dict[str, float]:
+        """Every figure under one flat name (``entropy``, ``layer_18/cosine_sim_intra``):
+        what a tracker logs, TensorBoard's tags (under ``probe/``) and the HF dicts."""
+        flat = {
+            "loss": self.loss,
+            "entropy": self.entropy,
+            "top1_acc": self.top1_acc,
+            "top5_acc": self.top5_acc,
+            "confidence_gap": self.confidence_gap,
+            "topk_mass": self.topk_mass,
+            "p_true_mean": self.p_true_mean,
+        }
+        for layer in self.layers:
+            flat[f"layer_{layer.layer}/cosine_sim_intra"] = layer.cosine_sim_intra
+            flat[f"layer_{layer.layer}/cosine_sim_inter"] = layer.cosine_sim_inter
+            flat[f"layer_{layer.layer}/participation_ratio"] = layer.participation_ratio
+        return flat
+
+
+@dataclass(frozen=True)
+class GradientReport:
+    """Per-group gradient norms of a step and gradient clipping over the steps since the
+    last report (``fakehw.train.gradients``)."""
+
+    step: int
+    time: float
+    grad_norm: float  # the global norm: sqrt of the sum of the groups' squares
+    layers: tuple[tuple[str, float], ...]  # (group, norm)
+    steps: int  # steps the clipping figures cover
+    clipped: int  # of them, those whose norm exceeded ``max_norm``
+    clip_rate: float
+    clip_coef: float  # mean max_norm / norm over the clipped steps (1.0: none clipped)
+    max_norm: float
+
+    def largest(self, count: int) -> list[tuple[str, float]]:
+        return sorted(self.layers, key=lambda kv: -kv[1])[:count]
 
 
 @dataclass(frozen=True)

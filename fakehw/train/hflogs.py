@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from fakehw.train.events import EvalResult, StepMetrics, Summary
+from fakehw.train.events import EvalResult, ProbeResult, StepMetrics, Summary
 from fakehw.train.plan import RunPlan
 
 
@@ -43,6 +43,14 @@ def eval_logs(r: EvalResult, steps_per_epoch: int) -> dict[str, float]:
             "epoch": r.step / steps_per_epoch,
         }
     )
+    return logs
+
+
+def probe_logs(p: ProbeResult, plan: RunPlan) -> dict[str, float]:
+    """A probe callback's ``trainer.log({...})``: ``probe/`` names (TensorBoardCallback
+    then writes them as ``train/probe/...``), ``epoch`` added by the Trainer."""
+    logs = {f"probe/{name}": value for name, value in p.values().items()}
+    logs["epoch"] = p.step / plan.steps_per_epoch
     return logs
 
 

@@ -32,6 +32,7 @@ class LearningCurve:
         self.skipped = 0  # steps skipped on overflow, in all
         self.last_loss = 0.0
         self.recent_losses: list[float] = []  # what a spike detector compares with
+        self.burst = False  # the last step's gradient burst (a spike's first step)
         self._incidents: list[tuple[str, dict[str, Any]]] = []
 
     def restart(self) -> None:
@@ -45,6 +46,7 @@ class LearningCurve:
         return found
 
     def expected_loss(self, step: int) -> float:
+        """The training loss the curve expects at ``step`` (before noise)."""
         plan = self.plan
         arch = plan.model.arch
         progress = step / plan.total_steps
@@ -55,11 +57,45 @@ class LearningCurve:
             return ar.pretrain_loss(capacity, tokens, arch.vocab)
         if plan.task == "dpo":
             return 0.6931 - (0.6931 - 0.41) * (1 - math.exp(-progress * 5))
-        start = 1.55 - 0.05 * math.log10(arch.params / 1e9)
-        final = 0.92 - 0.08 * math.log10(arch.params / 1e9)
-        if plan.task == "lora":
-            start, final = 1.02, 0.58
+        start, final = self.finetune_ends()
         return ar.finetune_loss(start, final, progress, epoch)
+
+    def finetune_ends(self) -> tuple[float, float]:
+        """A fine-tune's loss on its data: from its base model's, towards its floor."""
+        arch = self.plan.model.arch
+        if self.plan.task == "lora":
+            return 1.02, 0.58
+        return 1.55 - 0.05 * math.log10(arch.params / 1e9), 0.92 - 0.08 * math.log10(
+            arch.params / 1e9
+        )
+
+    def heldout_loss(self, step: int) -> float:
+        """The loss the curve expects on held-out data (validation, probes).
+
+        Pretraining sees every token once: held-out loss is the training loss and a
+        small gap. A fine-tune's training loss steps down at each new epoch as it
+        memorises its examples; held-out data does not: its loss follows the curve
+        without those steps, then rises as the model overfits past its first epoch,
+        so validation has a minimum (where early stopping and the best checkpoint
+        land) and climbs in the last epochs."""
+        plan = self.plan
+        epoch = step / plan.steps_per_epoch
+        if plan.task == "pretrain":
+            return self.expected_loss(step) + 0.03
+        if plan.task == "dpo":
+            return self.expected_loss(step) + 0.04 + 0.03 * epoch
+        start, final = self.finetune_ends()
+        generalises = ar.finetune_loss(start, final, step / plan.total_steps, 0.0)
+        overfit = (0.05 if plan.task == "sft" else 0.03) * (start - final)
+        return generalises + 0.04 + overfit * math.pow(max(0.0, epoch - 1.0), 1.5)
+
+    def overconfidence(self, step: int) -> float:
+        """How much sharper than the data the model's predictions are: none for a model
+        trained on fresh tokens; a fine-tune grows overconfident as it sees its examples
+        again (epoch after epoch), the calibration drift of fine-tuned models."""
+        if self.plan.task == "pretrain":
+            return 0.0
+        return 0.04 + 0.05 * step / self.plan.steps_per_epoch
 
     def sample(self, step: int, lr: float) -> tuple[float, float, bool]:
         """Step ``step``'s loss and gradient norm, and whether fp16 skipped it: the
@@ -73,7 +109,8 @@ class LearningCurve:
         self.loss_noise = 0.9 * self.loss_noise + 0.1 * rng.gauss(0, 3 * noise)
         skipped = self._scale_loss(step)
         grad_norm = self.expected_grad_norm(step, lr) * math.exp(rng.gauss(0, 0.12))
-        if self.plan.task == "pretrain" and step > 300 and rng.random() < 1 / 1500:
+        self.burst = self.plan.task == "pretrain" and step > 300 and rng.random() < 1 / 1500
+        if self.burst:
             self.spike = expected * rng.uniform(0.08, 0.35)
             grad_norm *= rng.uniform(8, 40)
             self.spike_active = True

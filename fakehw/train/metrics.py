@@ -16,7 +16,14 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from fakehw.train.events import CheckpointInfo, EvalResult, GpuSample, StepMetrics
+from fakehw.train.events import (
+    CheckpointInfo,
+    EvalResult,
+    GpuSample,
+    GradientReport,
+    ProbeResult,
+    StepMetrics,
+)
 from fakehw.train.recorder import Recorder
 
 
@@ -63,8 +70,47 @@ class MetricsWriter(Recorder):
         if m.loss_scale is not None:
             record["loss_scale"] = m.loss_scale
             record["skipped_steps"] = m.skipped_steps
+        record["clip_rate"] = m.clip_rate
+        record["clip_coef"] = m.clip_coef
+        if m.layer_grad_norms:
+            record["grad_norm_layers"] = dict(m.layer_grad_norms)
         record.update(m.extra)
         self._write(record)
+
+    def probe(self, p: ProbeResult) -> None:
+        record: dict[str, object] = {"event": "probe", "step": p.step, "tokens": p.tokens}
+        record.update({k: v for k, v in p.values().items() if not k.startswith("layer_")})
+        record["topk"] = p.topk
+        record["vocab"] = p.vocab
+        record["layers"] = [
+            {
+                "layer": layer.layer,
+                "cosine_sim_intra": layer.cosine_sim_intra,
+                "cosine_sim_inter": layer.cosine_sim_inter,
+                "participation_ratio": layer.participation_ratio,
+            }
+            for layer in p.layers
+        ]
+        record["hidden"] = p.hidden
+        record["runtime_s"] = p.runtime_s
+        record["time"] = p.time
+        self._write(record)
+
+    def gradients(self, g: GradientReport) -> None:
+        self._write(
+            {
+                "event": "gradients",
+                "step": g.step,
+                "grad_norm": g.grad_norm,
+                "layers": dict(g.layers),
+                "steps": g.steps,
+                "clipped": g.clipped,
+                "clip_rate": g.clip_rate,
+                "clip_coef": g.clip_coef,
+                "max_norm": g.max_norm,
+                "time": g.time,
+            }
+        )
 
     def eval(self, r: EvalResult) -> None:
         self._write(

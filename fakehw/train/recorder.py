@@ -18,7 +18,9 @@ from fakehw.train.events import (
     EvalResult,
     ExportArtifact,
     GpuSample,
+    GradientReport,
     Incident,
+    ProbeResult,
     RunStart,
     StepMetrics,
     StepSample,
@@ -48,6 +50,12 @@ class Recorder:
 
     def incident(self, i: Incident) -> None:
         """A warning: a loss spike, an overflow, a slow or failed rank."""
+
+    def probe(self, p: ProbeResult) -> None:
+        """A model probe (after a validation)."""
+
+    def gradients(self, g: GradientReport) -> None:
+        """Per-group gradient norms and clipping since the last report."""
 
     def checkpoint_started(self, step: int, path: str) -> None:
         """A save begins (its directory appears; its files come when it is done)."""
@@ -118,6 +126,12 @@ class Records(Recorder):
 
     def incident(self, i: Incident) -> None:
         self._each(lambda recorder: recorder.incident(i))
+
+    def probe(self, p: ProbeResult) -> None:
+        self._each(lambda recorder: recorder.probe(p))
+
+    def gradients(self, g: GradientReport) -> None:
+        self._each(lambda recorder: recorder.gradients(g))
 
     def checkpoint_started(self, step: int, path: str) -> None:
         self._each(lambda recorder: recorder.checkpoint_started(step, path))

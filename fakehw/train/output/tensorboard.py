@@ -17,6 +17,7 @@ from fakehw import TYPE_CHECKING
 from fakehw.train.events import (
     EvalResult,
     GpuSample,
+    ProbeResult,
     RunStart,
     StepMetrics,
     StepSample,
@@ -120,6 +121,9 @@ class TensorBoardRecorder(Recorder):
 
     def eval(self, r: EvalResult) -> None:
         self._write(self.layout.eval_scalars(r), r.time, flush=True)
+
+    def probe(self, p: ProbeResult) -> None:
+        self._write(self.layout.probe_scalars(p), p.time, flush=True)
 
     def training_ended(self, s: Summary) -> None:
         self._write(self.layout.final_scalars(s), s.time, flush=True)

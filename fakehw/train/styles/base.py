@@ -23,7 +23,9 @@ from fakehw.train.events import (
     EvalResult,
     ExportArtifact,
     GpuCell,
+    GradientReport,
     Incident,
+    ProbeResult,
     StepMetrics,
     Summary,
 )
@@ -94,6 +96,24 @@ def bar(fraction: float, width: int) -> str:
 
 
 # -------------------------------------------------------- shared pieces
+def burst_text(details: dict[str, object]) -> str:
+    """Where a loss spike's gradient burst sits: `` (in layers.0-2)``, or nothing."""
+    layers = details.get("layers")
+    if not isinstance(layers, (list, tuple)) or not layers:
+        return ""
+    return f" (in {group_span([str(name) for name in layers])})"
+
+
+def group_span(names: list[str]) -> str:
+    """``embed_tokens, layers.0-2`` for adjacent decoder layers, the others by name."""
+    layers = [int(n.split(".")[1]) for n in names if n.startswith("layers.")]
+    others = [n for n in names if not n.startswith("layers.")]
+    if layers:
+        first, last = min(layers), max(layers)
+        others.append(f"layers.{first}-{last}" if last > first else f"layers.{first}")
+    return ", ".join(others)
+
+
 def torchrun_warning(launch: LaunchInfo) -> list[str]:
     """What torchrun prints first on every node (the real H200 log's opening lines)."""
     head = (
@@ -153,6 +173,7 @@ class Style:
     description = "fake-train's own look: rich step lines, live epoch bar, GPU grid"
     uses_live_bar = True
     draws_lr_schedule = True  # fake-train's own chart of the planned learning rate
+    probes_by_default = True  # its trainer probes the model at each validation
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         self.term = term
@@ -290,7 +311,8 @@ class Style:
             t,
             "precision",
             f"{plan.precision} mixed precision{scale} · AdamW(β=0.9,0.95, wd 0.1) · lr "
-            f"{plan.peak_lr:.1e} {plan.schedule}, warmup {plan.warmup_steps} · grad clip 1.0",
+            f"{plan.peak_lr:.1e} {plan.schedule}, warmup {plan.warmup_steps} · grad clip "
+            f"{plan.grad_clip:.1f}",
         )
         m = plan.memory
         gib = 1024**3
@@ -417,7 +439,8 @@ class Style:
                 "yellow",
                 f"loss spike at step {i.step}: {d.get('loss', 0):.3f} against a running mean "
                 f"of {d.get('mean', 0):.3f} over the last {d.get('window', 0)} steps; grad "
-                f"norm {d.get('grad_norm', 0):.1f} clipped to 1.0, continuing",
+                f"norm {d.get('grad_norm', 0):.1f}{burst_text(d)} clipped to "
+                f"{self.plan.grad_clip:.1f}, continuing",
             ),
             "recovered": ("green", f"loss back to {d.get('loss', 0):.3f} at step {i.step}"),
             "overflow": (
@@ -459,6 +482,38 @@ class Style:
             self.term.paint(f"{label} {r.loss:.4f}{ppl}", "magenta")
             + f" · {r.samples:,} samples in {r.runtime_s:.1f} s "
             f"({si(r.tokens_per_s)} tok/s){extra}",
+        )
+
+    def probe(self, p: ProbeResult) -> None:
+        """The model probe at an evaluation: the output distribution, then each probed
+        layer's representation figures."""
+        self.say(
+            p.time,
+            "probe",
+            f"step {p.step} · {p.tokens:,} held-out tokens · entropy {p.entropy:.3f} nats "
+            f"(ln V {math.log(p.vocab):.2f}) · top-1 {100 * p.top1_acc:.1f}% · top-5 "
+            f"{100 * p.top5_acc:.1f}% · confidence gap {p.confidence_gap:.3f} · top-{p.topk} "
+            f"mass {p.topk_mass:.3f} · p(true) {p.p_true_mean:.3f}",
+        )
+        for layer in p.layers:
+            self.say(
+                p.time,
+                "probe",
+                f"layer {layer.layer:>3}: cosine intra {layer.cosine_sim_intra:.3f} · inter "
+                f"{layer.cosine_sim_inter:.3f} · participation ratio "
+                f"{layer.participation_ratio:.1f} of {p.hidden}",
+            )
+
+    def gradients(self, g: GradientReport) -> None:
+        """Per-layer gradient norms of the last step and clipping since the last report."""
+        largest = ", ".join(f"{name} {norm:.3f}" for name, norm in g.largest(4))
+        self.say(
+            g.time,
+            "grads",
+            f"step {g.step} · norm {g.grad_norm:.3f} over {len(g.layers)} groups · largest: "
+            f"{largest} · clipped {g.clipped} of the last {g.steps} steps "
+            f"({100 * g.clip_rate:.1f}%, mean clip coef {g.clip_coef:.3f}, max norm "
+            f"{g.max_norm:.1f})",
         )
 
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:

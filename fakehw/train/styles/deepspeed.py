@@ -19,12 +19,14 @@ from fakehw.train.events import (
     CollectiveTiming,
     EvalResult,
     GpuCell,
+    GradientReport,
     Incident,
+    ProbeResult,
     StepMetrics,
 )
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import LaunchInfo, Style, per_rank, weight_bytes
-from fakehw.train.styles.megatron import validation_block
+from fakehw.train.styles.megatron import probe_block, validation_block
 from fakehw.train.terminal import Terminal
 
 
@@ -33,6 +35,7 @@ class DeepSpeedStyle(Style):
     description = "DeepSpeed/torchrun: '[date] [INFO] [logging.py:96:log_dist] [Rank 0] step=...'"
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
+    probes_by_default = False  # a stock trainer has no probe callback
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
@@ -223,6 +226,12 @@ class DeepSpeedStyle(Style):
 
     def eval_done(self, r: EvalResult) -> None:
         self.term.lines(validation_block(r))  # the Megatron-DeepSpeed script's
+
+    def probe(self, p: ProbeResult) -> None:
+        self.term.lines(probe_block(p))
+
+    def gradients(self, g: GradientReport) -> None:
+        pass  # DeepSpeed logs no per-layer norms
 
     def checkpoint_dir(self, step: int) -> str:
         return f"global_step{step}"

@@ -22,11 +22,13 @@ from fakehw.train.events import (
     EvalResult,
     ExportArtifact,
     GpuCell,
+    GradientReport,
     Incident,
+    ProbeResult,
     StepMetrics,
     Summary,
 )
-from fakehw.train.hflogs import eval_logs, final_logs, train_logs
+from fakehw.train.hflogs import eval_logs, final_logs, probe_logs, train_logs
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import (
     LaunchInfo,
@@ -120,6 +122,7 @@ class HfStyle(Style):
     description = "Hugging Face Trainer: {'loss': '10.47', ...} dicts, tqdm bars on stderr"
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
+    probes_by_default = False  # a stock trainer has no probe callback
 
     def __init__(self, term: Terminal, plan: RunPlan, err: Terminal | None = None) -> None:
         super().__init__(term, plan)
@@ -255,6 +258,14 @@ class HfStyle(Style):
                                 for k, v in metrics.items()}))  # fmt: skip
             return
         self.write_logs({k: hf_value(v) for k, v in metrics.items()})
+
+    def probe(self, p: ProbeResult) -> None:
+        """A callback's ``trainer.log(...)`` of the probe: the ProgressCallback prints it
+        as any other logs dict (``epoch`` added)."""
+        self.write_logs({k: hf_value(v) for k, v in probe_logs(p, self.plan).items()})
+
+    def gradients(self, g: GradientReport) -> None:
+        pass  # the Trainer logs the global grad_norm only
 
     def checkpoint_dir(self, step: int) -> str:
         return f"checkpoint-{step}"

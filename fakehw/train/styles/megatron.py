@@ -13,12 +13,21 @@ from fakehw.train.events import (
     CollectiveTiming,
     EvalResult,
     GpuCell,
+    GradientReport,
     Incident,
+    ProbeResult,
     StepMetrics,
     Summary,
 )
 from fakehw.train.plan import RunPlan
-from fakehw.train.styles.base import LaunchInfo, Style, per_rank, stamp, torchrun_warning
+from fakehw.train.styles.base import (
+    LaunchInfo,
+    Style,
+    burst_text,
+    per_rank,
+    stamp,
+    torchrun_warning,
+)
 from fakehw.train.terminal import Terminal
 
 
@@ -33,11 +42,30 @@ def validation_block(r: EvalResult) -> list[str]:
     return [rule, text, rule]
 
 
+def probe_block(p: ProbeResult) -> list[str]:
+    """The probe as the training script's tracker logs it, in Megatron's ``| key: value |``
+    form: the output distribution, then one line per probed layer."""
+    lines = [
+        f" probe at iteration {p.step:8d} | tokens: {p.tokens} | entropy: {p.entropy:.6E} | "
+        f"top1 acc: {p.top1_acc:.6E} | top5 acc: {p.top5_acc:.6E} | confidence gap: "
+        f"{p.confidence_gap:.6E} | top{p.topk} mass: {p.topk_mass:.6E} | p true mean: "
+        f"{p.p_true_mean:.6E} |"
+    ]
+    lines += [
+        f" probe at iteration {p.step:8d} | layer: {layer.layer} | cosine sim intra: "
+        f"{layer.cosine_sim_intra:.6E} | cosine sim inter: {layer.cosine_sim_inter:.6E} | "
+        f"participation ratio: {layer.participation_ratio:.6E} |"
+        for layer in p.layers
+    ]
+    return lines
+
+
 class MegatronStyle(Style):
     name = "megatron"
     description = "Megatron-LM: '[date] iteration N/M | consumed samples: ...' lines"
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
+    probes_by_default = False  # a stock trainer has no probe callback
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
@@ -287,7 +315,8 @@ class MegatronStyle(Style):
         elif i.kind == "loss_spike":
             self.term.line(
                 f"WARNING: grad norm spiked to {i.details.get('grad_norm', 0):.3f} "
-                f"at iteration {i.step} (clipped to 1.0)"
+                f"at iteration {i.step}{burst_text(i.details)} "
+                f"(clipped to {self.plan.grad_clip:.1f})"
             )
 
     def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
@@ -298,6 +327,12 @@ class MegatronStyle(Style):
 
     def eval_done(self, r: EvalResult) -> None:
         self.term.lines(validation_block(r))
+
+    def probe(self, p: ProbeResult) -> None:
+        self.term.lines(probe_block(p))
+
+    def gradients(self, g: GradientReport) -> None:
+        pass  # Megatron logs the global grad norm in its iteration line only
 
     def checkpoint_dir(self, step: int) -> str:
         return f"iter_{step:07d}"

@@ -19,6 +19,7 @@ from pathlib import Path
 from fakehw.train.events import (
     EvalResult,
     GpuSample,
+    ProbeResult,
     RunStart,
     StepMetrics,
     StepSample,
@@ -149,7 +150,20 @@ class Layout:
             values.append(("train/ppl", m.ppl, m.step))
         if m.loss_scale is not None:
             values.append(("train/loss_scale", m.loss_scale, m.step))
+        return values + self.gradient_scalars(m)
+
+    def gradient_scalars(self, m: StepMetrics) -> list[Scalar]:
+        """Clipping over the logging interval and the step's norm per parameter group."""
+        values: list[Scalar] = [
+            ("train/clip_rate", m.clip_rate, m.step),
+            ("train/clip_coef", m.clip_coef, m.step),
+        ]
+        values += [(f"grad_norm/{name}", norm, m.step) for name, norm in m.layer_grad_norms]
         return values
+
+    def probe_scalars(self, p: ProbeResult) -> list[Scalar]:
+        """The model probe's figures under ``probe/`` (a tracker's names)."""
+        return [(f"probe/{name}", value, p.step) for name, value in p.values().items()]
 
     def gpu_scalars(self, sample: GpuSample) -> list[Scalar]:
         step = sample.step

@@ -25,7 +25,14 @@ from datetime import datetime
 from pathlib import Path
 
 from fakehw.train import hflogs
-from fakehw.train.events import EvalResult, GpuSample, RunStart, StepMetrics, Summary
+from fakehw.train.events import (
+    EvalResult,
+    GpuSample,
+    ProbeResult,
+    RunStart,
+    StepMetrics,
+    Summary,
+)
 from fakehw.train.output import hfconfig
 from fakehw.train.output.layouts.base import Layout, Scalar
 from fakehw.train.plan import RunPlan
@@ -73,6 +80,12 @@ class HfLayout(Layout):
 
     def gpu_scalars(self, sample: GpuSample) -> list[Scalar]:
         return []  # Trainer's callback logs no GPU readings
+
+    def gradient_scalars(self, m: StepMetrics) -> list[Scalar]:
+        return []  # the Trainer logs the global grad_norm only
+
+    def probe_scalars(self, p: ProbeResult) -> list[Scalar]:
+        return self._tags(hflogs.probe_logs(p, self.plan), p.step)
 
     def eval_scalars(self, r: EvalResult) -> list[Scalar]:
         return self._tags(hflogs.eval_logs(r, self.plan.steps_per_epoch), r.step)
