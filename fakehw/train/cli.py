@@ -199,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         "gradient norms and clipping (default: at each validation in the default style, "
         "none in the framework styles, whose stock trainers have no probe; 0: none)",
     )
+    run.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        metavar="PATIENCE",
+        help="stop when the validation loss has not improved for PATIENCE evaluations and "
+        "load the best checkpoint back (HF's EarlyStoppingCallback with "
+        "load_best_model_at_end: a checkpoint at every evaluation); the final evaluation, "
+        "export and benchmarks are of that best model",
+    )
     where = parser.add_argument_group("where it runs")
     where.add_argument(
         "--gpus",
@@ -598,6 +607,7 @@ def run(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             precision=args.precision,
             resume=args.resume,
+            early_stopping=args.early_stopping or 0,
         )
     except (UnknownModel, PlanError) as exc:
         client.close()

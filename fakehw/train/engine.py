@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fakehw.train import arithmetic as ar
+from fakehw.train.callbacks import EarlyStopping, EpochMeter
 from fakehw.train.checkpoints import Checkpoints
 from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
+    EarlyStop,
+    EpochSummary,
     EvalResult,
     GpuSample,
     GradientReport,
@@ -35,7 +38,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.gradients import ClipCounter, GradientProfile, GradientSplit
 from fakehw.train.learning import LearningCurve
-from fakehw.train.plan import RunPlan
+from fakehw.train.plan import RunPlan, sequences_per_sample
 from fakehw.train.probes import ModelProbe
 from fakehw.train.recorder import Records
 from fakehw.train.recovery import Recovery
@@ -52,6 +55,8 @@ CLOCK_SETTLE_S = 20.0  # real seconds for the clocks to settle after training st
 LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every step
 WARMUP_STEPS = 0.8  # steps over which the first steps' extra time decays (e-fold)
 PROBE_BATCH_COST = 1.15  # a probe batch against a validation batch (hidden states kept)
+PROBE_SEQUENCES = 64  # the probe set: held-out sequences
+SEQUENCE_LOSS_SPREAD = 0.3  # standard deviation of held-out sequences' mean losses (nats)
 
 
 @dataclass
@@ -127,7 +132,10 @@ class Engine:
         self.last_checkpoint = plan.start_step if plan.start_step else None
         self.restarts = 0
         self.curve = LearningCurve(plan, self.rng)
-        self.gradient_profile = GradientProfile(plan.model.arch, plan.lora is not None, self.rng)
+        # streams of their own: probing or splitting the gradient changes nothing else
+        self.gradient_profile = GradientProfile(
+            plan.model.arch, plan.lora is not None, random.Random(plan.seed * 7919 + 2)
+        )
         self.clips_logged = ClipCounter(plan.grad_clip)  # since the last logged step
         self.clips_reported = ClipCounter(plan.grad_clip)  # since the last gradient report
         self.last_split: GradientSplit | None = None
@@ -135,9 +143,10 @@ class Engine:
             plan.model.arch,
             self.curve.expected_loss(0),
             self.curve.expected_loss(plan.total_steps),
-            self.rng,
+            random.Random(plan.seed * 7919 + 3),
         )
         self.last_eval: float | None = None
+        self.evals_seen: list[tuple[int, float]] = []  # (step, val loss) during training
         self.step_times: list[float] = []
         self.logged = 0
         self.slow_warned_at = -(10**9)
@@ -157,6 +166,11 @@ class Engine:
         self.training_started: float | None = None  # story time of the first step
         self.early_stop_told = False
         self.warmup_amplitude = self.rng.uniform(1.2, 2.2)
+        patience = plan.early_stopping_patience
+        self.early_stopping = EarlyStopping(patience) if patience else None
+        self.stopping: EarlyStop | None = None  # the early stop, once it came
+        self.model_step: int | None = None  # the weights are an earlier step's (the best)
+        self.epoch_meter = EpochMeter(plan.start_step // plan.steps_per_epoch, self.clock.now())
         plan.log_interval = log_interval(self.expected_step_time() / options.speed)
         self.starting = Startup(self)
         self.saving = Checkpoints(self)
@@ -202,7 +216,7 @@ class Engine:
 
     # ----------------------------------------------------------------- run
     def run(self) -> str:
-        """Play the run; returns "finished" or "limit" (``KeyboardInterrupt`` and
+        """Play the run; returns "finished", "limit" or "early_stopped" (``KeyboardInterrupt`` and
         ``Terminated`` pass through to the caller, which ends the run)."""
         self.starting.run()
         while True:
@@ -212,6 +226,8 @@ class Engine:
                     self.early_stop_told = True
                     self.wrap_up.announce_early_stop()
                 self.saving.final_checkpoint()
+                if outcome == "early_stopped":
+                    self.restore_best()
                 break
             except RankDied as exc:  # in training or in the final save
                 self.recovery.recover(exc.ranks)
@@ -294,6 +310,7 @@ class Engine:
             self.inject_due()
             if self.step % plan.eval_every == 0 and self.step < plan.total_steps:
                 self.evaluate()
+                self.check_early_stopping()
                 world.phase("train", cycle_s=self.expected_step_time())
             if plan.probe_every and self.step % plan.probe_every == 0:
                 self.probe_model()
@@ -301,6 +318,84 @@ class Engine:
             if self.step % plan.checkpoint_every == 0:
                 self.saving.checkpoint()
                 world.phase("train", cycle_s=self.expected_step_time())
+            if plan.epochs > 1 and self.step % plan.steps_per_epoch == 0:
+                self.end_epoch()
+            if self.stopping is not None:
+                return "early_stopped"
+
+    def check_early_stopping(self) -> None:
+        """``--early-stopping``: after an evaluation, whether patience has run out."""
+        stopper = self.early_stopping
+        if stopper is None or self.last_eval is None:
+            return
+        if not stopper.observe(self.step, self.last_eval):
+            return
+        assert stopper.best is not None and stopper.best_step is not None
+        self.stopping = EarlyStop(
+            step=self.step,
+            time=self.clock.now(),
+            metric=stopper.metric,
+            best=stopper.best,
+            best_step=stopper.best_step,
+            best_path=self.saving.checkpoint_path(stopper.best_step),
+            patience=stopper.patience,
+            last=self.last_eval,
+        )
+        self.style.early_stop(self.stopping)
+        self.records.early_stop(self.stopping)
+
+    def restore_best(self) -> None:
+        """``load_best_model_at_end``: the best checkpoint's weights are read back (the
+        model only: training is over) and are what the run evaluates and exports."""
+        stop = self.stopping
+        assert stop is not None
+        plan = self.plan
+        weights = ar.checkpoint_bytes(plan.params, plan.trainable, with_optimizer=False)
+        shards = max(1, len(self.style.checkpoint_files(stop.best_step, weights)))
+        self.world.phase("load")
+        self.load("checkpoint", shards, "shards", ar.checkpoint_read_s(weights, plan.nodes))
+        self.model_step = stop.best_step
+        self.style.best_restored(self.clock.now(), stop)
+
+    def rewound(self, step: int) -> None:
+        """The job restarts from its checkpoint of ``step``: the callbacks' state as it
+        was saved there."""
+        if self.early_stopping is not None:
+            self.early_stopping.rewind(step)
+        self.evals_seen = [(s, v) for s, v in self.evals_seen if s <= step]
+        self.epoch_meter = EpochMeter(step // self.plan.steps_per_epoch, self.clock.now())
+
+    def end_epoch(self) -> None:
+        """A multi-epoch task's epoch is over: the metrics logger's and the scheduler
+        callback's report."""
+        plan = self.plan
+        now = self.clock.now()
+        totals = self.epoch_meter.close(now)
+        if not totals.steps:
+            return
+        stopper = self.early_stopping
+        best = min(self.evals_seen, key=lambda kv: kv[1]) if self.evals_seen else None
+        if stopper is not None and stopper.best is not None:
+            best = (stopper.best_step or 0, stopper.best)
+        summary = EpochSummary(
+            epoch=totals.epoch + 1,
+            epochs=plan.epochs,
+            step=self.step,
+            time=now,
+            steps=totals.steps,
+            train_loss=totals.loss_sum / totals.steps,
+            tokens=totals.tokens,
+            seconds=now - totals.started,
+            val_loss=self.last_eval,
+            best_val_loss=best[1] if best else None,
+            best_step=best[0] if best else None,
+            lr=self.lr_at(self.step + 1),
+            schedule=plan.schedule,
+            warmup_steps=plan.warmup_steps,
+            total_steps=plan.total_steps,
+        )
+        self.style.epoch_end(summary)
+        self.records.epoch_end(summary)
 
     def inject_due(self) -> None:
         """--inject: faults whose step has come (each fires once)."""
@@ -393,8 +488,10 @@ class Engine:
         for kind, details in self.curve.incidents():
             if kind == "loss_spike" and split is not None:
                 details["layers"] = list(split.burst)
+                details["layer_grad_norms"] = dict(split.pairs())
             self.incident(kind, **details)
         self.loss_sum += loss
+        self.epoch_meter.add(loss, plan.trained_tokens_per_step)
         self.window_loss += loss
         self.window_time += step_time
         self.window_steps += 1
@@ -479,9 +576,12 @@ class Engine:
         return limit is not None and self.step - self.plan.start_step >= limit
 
     def lr(self) -> float:
+        return self.lr_at(self.step)
+
+    def lr_at(self, step: int) -> float:
         plan = self.plan
         return ar.learning_rate(
-            self.step, plan.total_steps, plan.warmup_steps, plan.peak_lr, plan.schedule
+            step, plan.total_steps, plan.warmup_steps, plan.peak_lr, plan.schedule
         )
 
     def check_clocks(self, slowest: int, median: int) -> None:
@@ -560,6 +660,10 @@ class Engine:
             if k % max(1, plan.eval_batches // 20) == 0 or k == plan.eval_batches:
                 style.eval_progress(self.clock.now(), k, plan.eval_batches)
         loss = self.curve.heldout_loss(self.step) + self.rng.gauss(0, 0.004)
+        evaluated = dict(self.evals_seen)
+        if self.model_step is not None and self.model_step in evaluated:
+            # the best checkpoint's weights on the same held-out set: the same loss
+            loss = evaluated[self.model_step]
         extra = {}
         if plan.task == "dpo":
             pairs = plan.eval_batches * plan.global_batch
@@ -582,21 +686,29 @@ class Engine:
             extra=extra,
         )
         self.last_eval = loss
+        if not final:
+            self.evals_seen.append((self.step, loss))
         style.eval_done(result)
         self.records.eval(result)
         if not final:
             style.lr_schedule(self.clock.now(), self.step, at_start=False)
 
     def probe_model(self) -> None:
-        """``--probe-every``: one held-out batch, forward with its hidden states kept (a
-        little slower than a validation batch); then the gradients' report."""
+        """``--probe-every``: the probe set (``PROBE_SEQUENCES`` held-out sequences) forward
+        with its hidden states kept, a little slower than validation; then the gradients'
+        report."""
         plan = self.plan
         self.world.phase("eval")
         started = self.clock.now()
-        self.wait(PROBE_BATCH_COST * plan.performance.eval_batch_s(self.clock_factor()[0]))
-        tokens = plan.tokens_per_step  # one validation batch
-        # one batch of the held-out set: its loss scatters around the whole set's
-        loss = self.curve.heldout_loss(self.step) + self.rng.gauss(0, 0.2 / plan.global_batch**0.5)
+        # validation batches are a global batch of sequences each
+        batches = PROBE_SEQUENCES / (plan.global_batch * sequences_per_sample(plan.task))
+        batch_s = plan.performance.eval_batch_s(self.clock_factor()[0])
+        self.wait(PROBE_BATCH_COST * batch_s * batches)
+        tokens = PROBE_SEQUENCES * plan.seq
+        # a sample of the held-out set: its mean loss scatters around the whole set's by
+        # the spread of sequences' losses over the square root of their count
+        noise = self.probe.rng.gauss(0, SEQUENCE_LOSS_SPREAD / PROBE_SEQUENCES**0.5)
+        loss = self.curve.heldout_loss(self.step) + noise
         result = self.probe.measure(
             self.step, loss, self.curve.overconfidence(self.step), tokens,
             self.clock.now(), self.clock.now() - started,

@@ -156,6 +156,42 @@ class GradientReport:
 
 
 @dataclass(frozen=True)
+class EarlyStop:
+    """``--early-stopping``: the validation loss stopped improving; training ends and the
+    best checkpoint is loaded back."""
+
+    step: int  # where training stops
+    time: float
+    metric: str  # "eval_loss"
+    best: float
+    best_step: int
+    best_path: str  # the best checkpoint's directory
+    patience: int
+    last: float  # the evaluation that used up the patience
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """An epoch's end, as a metrics logger reports it (multi-epoch tasks)."""
+
+    epoch: int  # one-based: the epoch that ended
+    epochs: int
+    step: int
+    time: float
+    steps: int  # steps trained in it by this run
+    train_loss: float  # the mean of their losses
+    tokens: int
+    seconds: float
+    val_loss: float | None  # the last validation's
+    best_val_loss: float | None
+    best_step: int | None
+    lr: float  # the learning rate the next epoch starts at
+    schedule: str
+    warmup_steps: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
     step: int
     path: str
@@ -303,7 +339,9 @@ class Summary:
     exports: tuple[str, ...]
     interrupted: bool
     time: float
-    outcome: str = "finished"  # "finished", "limit" (stopped early on purpose), "interrupted"
+    # "finished", "limit" (stopped early on purpose), "early_stopped" (the validation loss
+    # stopped improving: --early-stopping), "interrupted"
+    outcome: str = "finished"
     total_steps: int = 0
     mean_loss: float | None = None  # over the steps this run trained (HF's train_loss)
     train_s: float = 0.0  # from the first step to the end of training (HF's train_runtime)

@@ -18,9 +18,12 @@ from typing import TextIO
 
 from fakehw.train.events import (
     CheckpointInfo,
+    EarlyStop,
+    EpochSummary,
     EvalResult,
     GpuSample,
     GradientReport,
+    Incident,
     ProbeResult,
     StepMetrics,
 )
@@ -95,6 +98,43 @@ class MetricsWriter(Recorder):
         record["runtime_s"] = p.runtime_s
         record["time"] = p.time
         self._write(record)
+
+    def incident(self, i: Incident) -> None:
+        self._write({"event": "incident", "kind": i.kind, "step": i.step, "time": i.time,
+                     **i.details})  # fmt: skip
+
+    def early_stop(self, e: EarlyStop) -> None:
+        self._write(
+            {
+                "event": "early_stop",
+                "step": e.step,
+                "metric": e.metric,
+                "value": e.last,
+                "best": e.best,
+                "best_step": e.best_step,
+                "best_path": e.best_path,
+                "patience": e.patience,
+                "time": e.time,
+            }
+        )
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        self._write(
+            {
+                "event": "epoch",
+                "epoch": e.epoch,
+                "step": e.step,
+                "steps": e.steps,
+                "train_loss": e.train_loss,
+                "tokens": e.tokens,
+                "seconds": e.seconds,
+                "val_loss": e.val_loss,
+                "best_val_loss": e.best_val_loss,
+                "best_step": e.best_step,
+                "next_lr": e.lr,
+                "time": e.time,
+            }
+        )
 
     def gradients(self, g: GradientReport) -> None:
         self._write(

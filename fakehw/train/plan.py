@@ -82,6 +82,7 @@ class RunPlan:
     tensorboard_dir: str = ""  # where --output-dir's TensorBoard files go ("" none)
     grad_clip: float = 1.0  # clip_grad_norm_'s max_norm (max_grad_norm, --clip-grad)
     probe_every: int = 0  # steps between model probes (0: none; --probe-every)
+    early_stopping_patience: int = 0  # evaluations without improvement (0: no early stopping)
 
     @property
     def gpus(self) -> int:
@@ -355,6 +356,7 @@ def make_plan(
     dataset: str | None = None,
     precision: str = "bf16",
     resume: bool = False,
+    early_stopping: int = 0,
 ) -> RunPlan:
     rng = random.Random(seed)
     gpus = nodes * gpus_per_node
@@ -409,6 +411,8 @@ def make_plan(
     eval_every = min(_nice(300.0 / step_s), _nice_floor(min(steps_per_epoch, total_steps) / 4))
     # Saves land on evaluation steps, as configs usually have it.
     checkpoint_every = eval_every * max(2, round(_nice(900.0 / step_s) / eval_every))
+    if early_stopping:  # load_best_model_at_end: a checkpoint at every evaluation
+        checkpoint_every = eval_every
     # Validation takes ~5 % of the time between two of them, 10-200 batches.
     eval_batches = round(0.05 * eval_every * step_s / performance.eval_batch_s())
     eval_batches = min(200, max(10, eval_batches))
@@ -450,4 +454,5 @@ def make_plan(
         save_dir=f"{root}/{run_name}",
         memory=memory,
         start_step=start_step,
+        early_stopping_patience=early_stopping,
     )

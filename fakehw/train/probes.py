@@ -27,12 +27,12 @@ studies of LLM layers).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-
-import numpy as np
+from statistics import NormalDist
 
 from fakehw.train.catalog import Architecture
 from fakehw.train.events import LayerProbe, ProbeResult
@@ -40,65 +40,92 @@ from fakehw.train.events import LayerProbe, ProbeResult
 TOP_K_MASS = 10  # topk_mass: the probability the top 10 predictions hold
 POSITION_SPREAD = 0.6  # lognormal spread of the sharpness over positions
 QUADRATURE = 48  # positions stand for the probe's tokens (quantiles of the spread)
-EXACT_RANKS = 2000  # ranks summed one by one; the tail in log-spaced bins
-SHARPNESS_GRID = np.linspace(0.0, 16.0, 1601)
+EXACT_RANKS = 256  # ranks summed one by one; the tail in log-spaced bins
+TAIL_BINS = 256
+SHARPNESS_STEP = 0.05
+SHARPNESS_MAX = 16.0
+
+
+@dataclass(frozen=True)
+class RankGrid:
+    """The vocabulary's ranks as sums run over them: the first one by one, the long
+    tail in log-spaced bins (a bin's centre, weighted by the ranks it holds)."""
+
+    log_ranks: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def log_z(self, sharpness: float) -> float:
+        """ln of sum_r r^-s, the Zipf normaliser."""
+        return math.log(
+            sum(
+                w * math.exp(-sharpness * lr)
+                for w, lr in zip(self.weights, self.log_ranks, strict=True)
+            )
+        )
+
+
+@lru_cache(maxsize=8)
+def rank_grid(vocab: int) -> RankGrid:
+    exact = min(vocab, EXACT_RANKS)
+    log_ranks = [math.log(r) for r in range(1, exact + 1)]
+    weights = [1.0] * exact
+    if vocab > exact:
+        edges = sorted({round((exact + 1) * ((vocab + 1) / (exact + 1)) ** (k / TAIL_BINS))
+                        for k in range(TAIL_BINS + 1)})  # fmt: skip
+        for low, high in itertools.pairwise(edges):
+            weights.append(float(high - low))
+            log_ranks.append(math.log((low + high - 1) / 2))
+    return RankGrid(tuple(log_ranks), tuple(weights))
 
 
 @dataclass(frozen=True)
 class ZipfTable:
-    """Per sharpness of the grid: what one position's distribution gives."""
+    """Per sharpness of the grid (``SHARPNESS_STEP`` apart): what one position's
+    distribution gives."""
 
-    log_z: np.ndarray  # log of the normaliser
-    mean_log_rank: np.ndarray  # E_p[ln r]
-    top1: np.ndarray
-    top2: np.ndarray
-    top5: np.ndarray
-    topk: np.ndarray
-    ranks: np.ndarray  # the rank grid and its weights (for cross terms)
-    weights: np.ndarray
+    log_z: tuple[float, ...]
+    mean_log_rank: tuple[float, ...]  # E_p[ln r]
+    top1: tuple[float, ...]
+    top2: tuple[float, ...]
+    top5: tuple[float, ...]
+    topk: tuple[float, ...]
+
+    def at(self, column: tuple[float, ...], sharpness: float) -> float:
+        """Linear interpolation of a column at ``sharpness``."""
+        x = min(max(sharpness, 0.0), SHARPNESS_MAX) / SHARPNESS_STEP
+        i = min(int(x), len(column) - 2)
+        return column[i] + (x - i) * (column[i + 1] - column[i])
 
 
 @lru_cache(maxsize=8)
 def zipf_table(vocab: int) -> ZipfTable:
-    exact = np.arange(1, min(vocab, EXACT_RANKS) + 1, dtype=np.float64)
-    ranks, weights = exact, np.ones_like(exact)
-    if vocab > EXACT_RANKS:
-        edges = np.unique(np.geomspace(EXACT_RANKS + 1, vocab + 1, 600).astype(np.int64))
-        counts = np.diff(edges).astype(np.float64)
-        centres = (edges[:-1] + edges[1:] - 1) / 2.0
-        ranks = np.concatenate([exact, centres])
-        weights = np.concatenate([weights, counts])
-    log_r = np.log(ranks)
-    s = SHARPNESS_GRID[:, None]
-    log_terms = -s * log_r[None, :]
-    peak = log_terms.max(axis=1, keepdims=True)
-    mass = weights[None, :] * np.exp(log_terms - peak)
-    z = mass.sum(axis=1)
-    p = mass / z[:, None]
-    log_z = np.log(z) + peak[:, 0]
-    return ZipfTable(
-        log_z=log_z,
-        mean_log_rank=(p * log_r[None, :]).sum(axis=1),
-        top1=p[:, 0],
-        top2=p[:, 1],
-        top5=p[:, :5].sum(axis=1),
-        topk=p[:, :TOP_K_MASS].sum(axis=1),
-        ranks=ranks,
-        weights=weights,
-    )
+    grid = rank_grid(vocab)
+    columns: dict[str, list[float]] = {k: [] for k in ("z", "m", "1", "2", "5", "k")}
+    for i in range(round(SHARPNESS_MAX / SHARPNESS_STEP) + 1):
+        s = i * SHARPNESS_STEP
+        log_z = grid.log_z(s)
+        probs = [
+            w * math.exp(-s * lr - log_z)
+            for w, lr in zip(grid.weights, grid.log_ranks, strict=True)
+        ]
+        columns["z"].append(log_z)
+        columns["m"].append(sum(p * lr for p, lr in zip(probs, grid.log_ranks, strict=True)))
+        columns["1"].append(probs[0])
+        columns["2"].append(probs[1])
+        columns["5"].append(sum(probs[:5]))
+        columns["k"].append(sum(probs[:TOP_K_MASS]))
+    return ZipfTable(*(tuple(columns[k]) for k in ("z", "m", "1", "2", "5", "k")))
 
 
-def _at(values: np.ndarray, sharpness: np.ndarray) -> np.ndarray:
-    found: np.ndarray = np.interp(sharpness, SHARPNESS_GRID, values)
-    return found
-
-
-def _quantiles() -> np.ndarray:
-    """Standard normal quantiles at the midpoints of QUADRATURE equal shares."""
-    from statistics import NormalDist
-
+@lru_cache(maxsize=1)
+def _spread() -> tuple[float, ...]:
+    """Each position's sharpness over the centre's: lognormal, at the quantiles of
+    QUADRATURE equal shares."""
     normal = NormalDist()
-    return np.array([normal.inv_cdf((k + 0.5) / QUADRATURE) for k in range(QUADRATURE)])
+    return tuple(
+        math.exp(POSITION_SPREAD * normal.inv_cdf((k + 0.5) / QUADRATURE))
+        for k in range(QUADRATURE)
+    )
 
 
 @dataclass(frozen=True)
@@ -112,46 +139,60 @@ class OutputStats:
     p_true_mean: float
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def output_stats(vocab: int, loss: float, overconfidence: float) -> OutputStats:
     """The output distribution's figures at a measured ``loss`` (nats per token)."""
     table = zipf_table(vocab)
-    spread = np.exp(POSITION_SPREAD * _quantiles())
+    spread = _spread()
     factor = 1.0 + overconfidence
 
-    def cross_entropy(centre: float) -> np.ndarray:
-        true_s = np.clip(centre * spread, 0.0, SHARPNESS_GRID[-1])
-        model_s = np.clip(true_s * factor, 0.0, SHARPNESS_GRID[-1])
-        # -sum_r p_r ln q_r = s_q E_p[ln r] + ln Z(s_q)
-        ce: np.ndarray = model_s * _at(table.mean_log_rank, true_s) + _at(table.log_z, model_s)
-        return ce
+    def sharpness(centre: float) -> list[tuple[float, float]]:
+        """(the data's, the model's) sharpness at each position."""
+        pairs = []
+        for k in spread:
+            true_s = min(centre * k, SHARPNESS_MAX)
+            pairs.append((true_s, min(true_s * factor, SHARPNESS_MAX)))
+        return pairs
 
-    ln_vocab = math.log(vocab)
-    loss = min(loss, ln_vocab)
-    low, high = 0.0, SHARPNESS_GRID[-1] / spread.min()
-    for _ in range(60):  # the mean cross-entropy falls as the sharpness grows
+    def cross_entropy(centre: float) -> float:
+        # -sum_r p_r ln q_r = s_q E_p[ln r] + ln Z(s_q)
+        return _mean([
+            model_s * table.at(table.mean_log_rank, true_s) + table.at(table.log_z, model_s)
+            for true_s, model_s in sharpness(centre)
+        ])  # fmt: skip
+
+    loss = min(loss, math.log(vocab))
+    low, high = 0.0, SHARPNESS_MAX / min(spread)
+    for _ in range(50):  # the mean cross-entropy falls as the sharpness grows
         mid = (low + high) / 2
-        if float(cross_entropy(mid).mean()) > loss:
+        if cross_entropy(mid) > loss:
             low = mid
         else:
             high = mid
     centre = (low + high) / 2
-    true_s = np.clip(centre * spread, 0.0, SHARPNESS_GRID[-1])
-    model_s = np.clip(true_s * factor, 0.0, SHARPNESS_GRID[-1])
-    entropy = model_s * _at(table.mean_log_rank, model_s) + _at(table.log_z, model_s)
-    # E_p[q_true] = sum_r p_r q_r, over the rank grid
-    log_r = np.log(table.ranks)
-    log_p = -true_s[:, None] * log_r[None, :] - _at(table.log_z, true_s)[:, None]
-    log_q = -model_s[:, None] * log_r[None, :] - _at(table.log_z, model_s)[:, None]
-    p_true = (table.weights[None, :] * np.exp(log_p + log_q)).sum(axis=1)
-    q1, q2 = _at(table.top1, model_s), _at(table.top2, model_s)
+    positions = sharpness(centre)
+    grid = rank_grid(vocab)
+    p_true = []
+    for true_s, model_s in positions:
+        # E_p[q_true] = sum_r p_r q_r, over the rank grid
+        offset = table.at(table.log_z, true_s) + table.at(table.log_z, model_s)
+        p_true.append(sum(w * math.exp(-(true_s + model_s) * lr - offset)
+                          for w, lr in zip(grid.weights, grid.log_ranks, strict=True)))  # fmt: skip
     return OutputStats(
-        loss=float(cross_entropy(centre).mean()),
-        entropy=float(entropy.mean()),
-        top1_acc=float(_at(table.top1, true_s).mean()),  # the argmax is rank 1 of both
-        top5_acc=float(_at(table.top5, true_s).mean()),
-        confidence_gap=float((q1 - q2).mean()),
-        topk_mass=float(_at(table.topk, model_s).mean()),
-        p_true_mean=float(p_true.mean()),
+        loss=cross_entropy(centre),
+        entropy=_mean(
+            [m * table.at(table.mean_log_rank, m) + table.at(table.log_z, m) for _, m in positions]
+        ),
+        top1_acc=_mean([table.at(table.top1, t) for t, _ in positions]),  # rank 1 of both
+        top5_acc=_mean([table.at(table.top5, t) for t, _ in positions]),
+        confidence_gap=_mean(
+            [table.at(table.top1, m) - table.at(table.top2, m) for _, m in positions]
+        ),
+        topk_mass=_mean([table.at(table.topk, m) for _, m in positions]),
+        p_true_mean=_mean(p_true),
     )
 
 
@@ -164,9 +205,10 @@ def layer_stats(hidden: int, depth: float, trained: float) -> tuple[float, float
     own = 1.0
     total = shared + context + own
     alpha = 0.25 + trained * (0.55 + 0.45 * depth)  # the spectrum concentrates
-    k = np.arange(1, hidden + 1, dtype=np.float64)
-    spectrum = own * k**-alpha / (k**-alpha).sum() + context / hidden
-    participation = float(spectrum.sum() ** 2 / (spectrum**2).sum())
+    decay = [k**-alpha for k in range(1, hidden + 1)]
+    norm = sum(decay)
+    spectrum = [own * d / norm + context / hidden for d in decay]
+    participation = sum(spectrum) ** 2 / sum(v * v for v in spectrum)
     return (shared + context) / total, shared / total, participation
 
 

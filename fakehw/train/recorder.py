@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from fakehw.train.events import (
     CheckpointInfo,
+    EarlyStop,
+    EpochSummary,
     EvalResult,
     ExportArtifact,
     GpuSample,
@@ -56,6 +58,12 @@ class Recorder:
 
     def gradients(self, g: GradientReport) -> None:
         """Per-group gradient norms and clipping since the last report."""
+
+    def early_stop(self, e: EarlyStop) -> None:
+        """--early-stopping ends training (the best checkpoint is loaded back)."""
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        """An epoch of a multi-epoch task is over."""
 
     def checkpoint_started(self, step: int, path: str) -> None:
         """A save begins (its directory appears; its files come when it is done)."""
@@ -132,6 +140,12 @@ class Records(Recorder):
 
     def gradients(self, g: GradientReport) -> None:
         self._each(lambda recorder: recorder.gradients(g))
+
+    def early_stop(self, e: EarlyStop) -> None:
+        self._each(lambda recorder: recorder.early_stop(e))
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        self._each(lambda recorder: recorder.epoch_end(e))
 
     def checkpoint_started(self, step: int, path: str) -> None:
         self._each(lambda recorder: recorder.checkpoint_started(step, path))

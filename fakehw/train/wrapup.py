@@ -42,7 +42,7 @@ class WrapUp:
         style.training_end(ended)
         engine.records.training_ended(ended)
         if outcome != "interrupted":
-            engine.evaluate(final=True)
+            engine.evaluate(final=True)  # of the best checkpoint's weights after an early stop
             world.phase("free")
             self.export()
             world.phase("eval")
@@ -176,7 +176,8 @@ class WrapUp:
         MMLU and GSM8K only once the loss is low."""
         engine = self.engine
         plan = engine.plan
-        loss = None if plan.task != "pretrain" else engine.curve.expected_loss(engine.step)
+        weights_of = engine.model_step if engine.model_step is not None else engine.step
+        loss = None if plan.task != "pretrain" else engine.curve.expected_loss(weights_of)
         rows = []
         for task in ar.BENCHMARK_TASKS:
             full = plan.model.published[task.name]

@@ -184,6 +184,7 @@ class RankLogs(Recorder):
 
     def finished(self, s: Summary) -> None:
         words = {"finished": "training finished", "limit": "training stopped early",
+                 "early_stopped": "training stopped by early stopping",
                  "interrupted": "training interrupted"}  # fmt: skip
         self._every(s.time, "INFO", "end",
                     f"{words.get(s.outcome, 'training ended')} at step {s.steps}")  # fmt: skip

@@ -20,6 +20,8 @@ from fakehw.train.events import (
     BenchmarkRow,
     CheckpointInfo,
     CollectiveTiming,
+    EarlyStop,
+    EpochSummary,
     EvalResult,
     ExportArtifact,
     GpuCell,
@@ -516,6 +518,50 @@ class Style:
             f"{g.max_norm:.1f})",
         )
 
+    def early_stop(self, e: EarlyStop) -> None:
+        """The early-stopping callback's verdict after an evaluation."""
+        self.say(
+            e.time,
+            "callback",
+            self.term.paint(
+                f"EarlyStopping: {e.metric} {e.last:.4f} at step {e.step} did not improve on "
+                f"{e.best:.4f} (step {e.best_step}) for {e.patience} evaluation"
+                f"{'s' if e.patience > 1 else ''}: stopping training",
+                "yellow",
+            ),
+        )
+
+    def best_restored(self, t: float, e: EarlyStop) -> None:
+        self.say(
+            t,
+            "callback",
+            f"loaded the best model back from {e.best_path} ({e.metric} {e.best:.4f}, step "
+            f"{e.best_step}): evaluating, exporting and benchmarking it",
+        )
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        """fake-train's MetricsLogger and LRSchedulerCallback at an epoch's end."""
+        val = ""
+        if e.val_loss is not None:
+            val = f" · val loss {e.val_loss:.4f}"
+            if e.best_val_loss is not None:
+                val += f" (best {e.best_val_loss:.4f} at step {e.best_step})"
+        self.say(
+            e.time,
+            "callback",
+            f"MetricsLogger: epoch {e.epoch}/{e.epochs} done at step {e.step:,} · "
+            f"{e.steps:,} steps · train loss {e.train_loss:.4f} (epoch mean){val} · "
+            f"{si(e.tokens, 2)} tokens in {duration(e.seconds)}",
+        )
+        if e.epoch < e.epochs:
+            done = 100 * e.step / max(1, e.total_steps)
+            self.say(
+                e.time,
+                "callback",
+                f"LRSchedulerCallback: epoch {e.epoch + 1} starts at lr {e.lr:.3e} ({e.schedule} "
+                f"after {e.warmup_steps} warmup steps, {done:.0f}% of {e.total_steps:,} steps)",
+            )
+
     def checkpoint_start(self, t: float, step: int, path: str, reason: str) -> None:
         why = {"interrupt": " (interrupted)", "final": " (final)"}.get(reason, "")
         self.say(t, "checkpoint", f"saving step {step}{why} to {path} ...")
@@ -575,6 +621,7 @@ class Style:
         state = {
             "finished": "run finished",
             "limit": f"run stopped early ({s.limit})",
+            "early_stopped": "run stopped early (the validation loss stopped improving)",
             "interrupted": "run interrupted",
         }.get(s.outcome, "run ended")
         of = f" of {s.total_steps:,}" if s.outcome != "finished" and s.total_steps else ""

@@ -17,6 +17,7 @@ import time
 from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
+    EpochSummary,
     EvalResult,
     GpuCell,
     GradientReport,
@@ -229,6 +230,9 @@ class DeepSpeedStyle(Style):
 
     def probe(self, p: ProbeResult) -> None:
         self.term.lines(probe_block(p))
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        pass  # its log counts iterations, not epochs
 
     def gradients(self, g: GradientReport) -> None:
         pass  # DeepSpeed logs no per-layer norms

@@ -19,6 +19,8 @@ import sys
 from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
+    EarlyStop,
+    EpochSummary,
     EvalResult,
     ExportArtifact,
     GpuCell,
@@ -266,6 +268,23 @@ class HfStyle(Style):
 
     def gradients(self, g: GradientReport) -> None:
         pass  # the Trainer logs the global grad_norm only
+
+    def early_stop(self, e: EarlyStop) -> None:
+        """EarlyStoppingCallback stops the loop without a word; the training script says
+        why (on stderr, beside the bars)."""
+        self.say(
+            e.time,
+            "callback",
+            f"early stopping at step {e.step}: {e.metric} has not improved on {e.best:.4g} "
+            f"(step {e.best_step}) for {e.patience} evaluations",
+        )
+
+    def best_restored(self, t: float, e: EarlyStop) -> None:
+        """``Loading best model from ... (score: ...)`` is an INFO line; the bars show
+        the load."""
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        pass  # the Trainer logs nothing of its own at an epoch's end
 
     def checkpoint_dir(self, step: int) -> str:
         return f"checkpoint-{step}"

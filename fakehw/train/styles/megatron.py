@@ -11,6 +11,7 @@ from __future__ import annotations
 from fakehw.train.events import (
     CheckpointInfo,
     CollectiveTiming,
+    EpochSummary,
     EvalResult,
     GpuCell,
     GradientReport,
@@ -330,6 +331,9 @@ class MegatronStyle(Style):
 
     def probe(self, p: ProbeResult) -> None:
         self.term.lines(probe_block(p))
+
+    def epoch_end(self, e: EpochSummary) -> None:
+        pass  # its log counts iterations, not epochs
 
     def gradients(self, g: GradientReport) -> None:
         pass  # Megatron logs the global grad norm in its iteration line only
