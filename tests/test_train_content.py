@@ -59,9 +59,10 @@ HF_SFT = ("--style", "hf", "--task", "sft", "--seed", "3", "--exit-after-steps",
 DS_LORA = ("--style", "deepspeed", "--task", "lora", "--seed", "7", "--exit-after-steps", "400",
            "--probe-every", "100", "--output-dir")  # fmt: skip
 SPIKE = ("--seed", "1", "--exit-after-steps", "1600")  # this seed's pretraining spikes at 1569
-EARLY = ("--task", "sft", "--seed", "5", "--early-stopping", "3")
-HF_EARLY = ("--style", "hf", "--task", "sft", "--seed", "5", "--early-stopping", "3")
-SFT_FULL = ("--task", "sft", "--seed", "9")  # three epochs to the end
+# seed 4: a 1B model on ultrachat, three epochs of 276 steps
+EARLY = ("--task", "sft", "--seed", "4", "--early-stopping", "3")
+HF_EARLY = ("--style", "hf", "--task", "sft", "--seed", "4", "--early-stopping", "3")
+SFT_FULL = ("--task", "sft", "--seed", "4", "--output-dir")  # three epochs to the end
 
 
 # ------------------------------------------------------------------ parsing
@@ -380,7 +381,9 @@ def test_early_stopping_stops_after_patience_and_restores_the_best(
     else:
         raise AssertionError("the rule never fires on these evaluations")
     assert stop[0]["best_step"] == best_step and stop[0]["best"] == best
-    assert evals[-1][0] == stop_step and max(s["step"] for s in run.steps) == stop_step  # type: ignore[type-var]
+    assert evals[-1][0] == stop_step and max(s["step"] for s in run.steps) <= stop_step  # type: ignore[type-var]
+    assert re.search(rf"run stopped early \(the validation loss stopped improving\): "
+                     rf"{stop_step:,} of", run.stdout)  # fmt: skip
     # a checkpoint at every evaluation; the best one is what is loaded back and evaluated
     saved = {int(c["step"]) for c in run.events("checkpoint")}  # type: ignore[call-overload]
     assert {s for s, _ in evals} <= saved
@@ -399,7 +402,6 @@ def test_early_stopping_stops_after_patience_and_restores_the_best(
                          run.stdout)  # fmt: skip
         assert f"loaded the best model back from {stop[0]['best_path']}" in run.stdout
         assert f"final val loss {best:.4f}" in run.stdout
-        assert "run stopped early (the validation loss stopped improving)" in run.stdout
 
 
 def test_held_out_loss_has_a_minimum_and_rises_as_a_fine_tune_overfits(runs: Runs) -> None:
@@ -437,13 +439,16 @@ def test_epoch_callbacks_report_what_the_steps_add_up_to(runs: Runs) -> None:
         step = int(line[1].replace(",", ""))
         assert int(line[2].replace(",", "")) == step - previous == epoch["steps"]
         assert epoch["tokens"] == epoch["steps"] * tokens_per_step  # type: ignore[operator]
-        logged = [s["loss"] for s in run.steps if previous < s["step"] <= step]  # type: ignore[operator]
-        assert float(line[3]) == pytest.approx(sum(logged) / len(logged), abs=0.02)  # type: ignore[arg-type]
+        assert float(line[3]) == pytest.approx(float(epoch["train_loss"]), abs=6e-5)  # type: ignore[arg-type]
         evals = [(s, v) for s, v in evals_of(run) if s <= step]
         assert float(line[4]) == pytest.approx(evals[-1][1], abs=6e-5)
         best_step, best = min(evals, key=lambda e: e[1])
         assert float(line[5]) == pytest.approx(best, abs=6e-5) and int(line[6]) == best_step
         previous = step
+    # the epochs' means, weighted by their steps, are the run's mean training loss
+    weighted = sum(float(e["train_loss"]) * int(e["steps"]) for e in epochs)  # type: ignore[arg-type, call-overload]
+    run_mean = re.search(r"mean over the run ([\d.]+)", (run.out / "report.md").read_text())
+    assert run_mean and weighted / total == pytest.approx(float(run_mean.group(1)), abs=6e-5)
     # the scheduler callback's rate is the schedule's at the next epoch's first step
     lrs = re.findall(r"LRSchedulerCallback: epoch (\d) starts at lr (\S+) \(cosine", run.stdout)
     assert [int(e) for e, _ in lrs] == [2, 3]
@@ -459,3 +464,116 @@ def test_help_names_the_new_options() -> None:
     shown = subprocess.run([sys.executable, "-m", "fakehw.train", "--help"], capture_output=True,
                            text=True, check=True).stdout  # fmt: skip
     assert "--probe-every STEPS" in shown and "--early-stopping PATIENCE" in shown
+
+
+# ---------------------------------------------- 8. anomalies and the report
+DIVERGE = ("--seed", "5", "--exit-after-steps", "1300", "--inject", "loss-divergence@1100",
+           "--output-dir")  # fmt: skip
+PLATEAU = ("--task", "sft", "--seed", "5", "--exit-after-steps", "1500",
+           "--inject", "loss-plateau@400")  # fmt: skip
+HEALTHY = [PRETRAIN, MEGATRON, HF_SFT, DS_LORA, SPIKE, EARLY, SFT_FULL]
+
+
+def incidents(run: Run, kind: str) -> list[dict[str, object]]:
+    return [i for i in run.events("incident") if i["kind"] == kind]
+
+
+def warning_lines(run: Run) -> list[str]:
+    return [line.split("warning    ", 1)[1] for line in run.stdout.splitlines()
+            if "] warning    " in line]  # fmt: skip
+
+
+def test_a_divergence_is_found_and_rolled_back_past_its_data(runs: Runs) -> None:
+    run = runs(*DIVERGE)
+    found = incidents(run, "loss_divergence")
+    assert len(found) == 1
+    divergence = found[0]
+    step = int(divergence["step"])  # type: ignore[call-overload]
+    assert 1100 < step <= 1100 + 60  # found within a few dozen steps of its start
+    assert float(divergence["mean"]) > 1.15 * float(divergence["best"])  # type: ignore[arg-type]
+    # rolled back to the last checkpoint before it, the batches after it skipped
+    saved = [int(c["step"]) for c in run.events("checkpoint") if int(c["step"]) < step]  # type: ignore[call-overload]
+    rollback = incidents(run, "rollback")[0]
+    assert rollback["to"] == max(saved) and rollback["skip_to"] == step
+    assert rollback["batches"] == step - max(saved)
+    plan = json.loads((run.out / "run.json").read_text())["plan"]
+    assert rollback["samples"] == rollback["batches"] * plan["global_batch"]  # type: ignore[operator]
+    # the steps go back and train on: the run trains the skipped batches' steps again,
+    # on other data, and its loss is back where it was
+    trained = int(run.args[run.args.index("--exit-after-steps") + 1]) + int(rollback["batches"])  # type: ignore[call-overload]
+    report = (run.out / "report.md").read_text()
+    assert f"({trained:,} trained by this run)" in report
+    after = [s for s in run.steps if s["time"] > divergence["time"]]  # type: ignore[operator]
+    assert after and after[-1]["loss"] < 1.1 * float(divergence["best"])  # type: ignore[arg-type, operator]
+    # the log says both, and the report lists them in the same words
+    said = warning_lines(run)
+    assert any(line.startswith(f"loss divergence at step {step}:") for line in said)
+    assert any(
+        line.startswith(f"rolling back to the checkpoint of step {max(saved)} ") for line in said
+    )
+    for line in said:
+        assert f"): {line}" in report
+
+
+def test_a_plateau_is_found_while_the_learning_rate_is_high(runs: Runs) -> None:
+    run = runs(*PLATEAU)
+    found = incidents(run, "no_convergence")
+    assert found
+    first = found[0]
+    assert int(first["step"]) > 400 + 3 * int(first["window"])  # type: ignore[call-overload]
+    assert float(first["lr_share"]) >= 0.5  # type: ignore[arg-type]
+    assert float(first["mean"]) >= float(first["best"]) - float(first["margin"])  # type: ignore[arg-type]
+    assert 0 < float(first["margin"]) < 0.02 * float(first["best"])  # type: ignore[arg-type]
+    assert int(first["best_step"]) < int(first["step"]) - 3 * int(first["window"]) + 1  # type: ignore[call-overload]
+    assert any(
+        line.startswith(f"no convergence at step {first['step']}:") for line in warning_lines(run)
+    )
+
+
+@pytest.mark.parametrize("args", HEALTHY, ids=["pretrain", "megatron", "hf-sft", "ds-lora",
+                                               "spike", "early-stop", "sft-3-epochs"])  # fmt: skip
+def test_a_healthy_run_raises_no_false_alarm(runs: Runs, args: tuple[str, ...]) -> None:
+    run = runs(*args)
+    kinds = {str(i["kind"]) for i in run.events("incident")}
+    assert not kinds & {"loss_divergence", "rollback", "no_convergence"}, kinds
+
+
+def test_the_monitors_spike_and_slow_rank_follow_their_numbers(runs: Runs) -> None:
+    spike = incidents(runs(*SPIKE), "loss_spike")[0]
+    assert float(spike["loss"]) > 1.06 * float(spike["mean"])  # type: ignore[arg-type]
+    recovered = [i for i in incidents(runs(*SPIKE), "recovered") if i["step"] > spike["step"]]  # type: ignore[operator]
+    assert recovered and float(recovered[0]["loss"]) <= 1.02 * float(spike["mean"])  # type: ignore[arg-type]
+    slow = [i for args in HEALTHY for i in incidents(runs(*args), "slow_rank") if "step_s" in i]
+    assert slow, "these runs have stragglers"
+    for i in slow:
+        assert float(i["slowdown"]) == pytest.approx(
+            100 * (float(i["step_s"]) / float(i["median_s"]) - 1)
+        )  # type: ignore[arg-type]
+        assert float(i["step_s"]) > 1.15 * float(i["median_s"])  # type: ignore[arg-type]
+        assert i["host"] == f"dgx-h100-{int(i['rank']) // 8 + 1:02d}"  # type: ignore[call-overload]
+
+
+def test_the_report_holds_the_runs_own_figures_and_curves(runs: Runs) -> None:
+    for args in (PRETRAIN, HF_SFT, DIVERGE):
+        run = runs(*args)
+        report = (run.out / "report.md").read_text()
+        assert "![the run's curves](curves.png)" in report
+        assert (run.out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        final = [e for e in run.events("eval") if e["final"]]
+        assert f"final evaluation {float(final[-1]['loss']):.4f}" in report  # type: ignore[arg-type]
+        last = run.steps[-1]
+        assert f"→ {float(last['loss']):.4f} at step {int(last['step']):,}" in report  # type: ignore[arg-type, call-overload]
+        findings = [i for i in run.events("incident") if i["kind"] != "recovered"]
+        listed = re.findall(r"^- step [\d,]+ \(", report, re.MULTILINE)
+        assert len(listed) == len(findings) or (
+            not findings and "The monitor found nothing" in report
+        )
+        described = json.loads((run.out / "run.json").read_text())
+        assert {"report.md", "curves.png"} <= {f["path"] for f in described["files"]}
+
+
+def test_a_training_fault_names_no_gpu() -> None:
+    refused = subprocess.run([sys.executable, "-m", "fakehw.train", "--inject",
+                              "loss-divergence:3@100"], capture_output=True, text=True,
+                             timeout=60, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "happens to the whole run" in refused.stderr

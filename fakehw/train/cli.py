@@ -95,37 +95,45 @@ def _duration(text: str) -> float:
 
 
 INJECTABLE = FAULTS  # what the daemon can inject, one list (fakehw.service.protocol)
+# what the run does to itself: its loss diverges (the monitor rolls back to the last
+# checkpoint), or stops falling (the monitor warns of no convergence)
+TRAINING_FAULTS = ("loss-divergence", "loss-plateau")
 
 
 def _injection(text: str) -> tuple[str, int, int]:
     """``thermal:3@200`` -> ("thermal", 3, 200)."""
     match = re.fullmatch(r"([a-z0-9-]+)(?::(\d+))?@(\d+)", text.strip(), re.ASCII)
-    if not match or match.group(1) not in INJECTABLE:
+    if not match or match.group(1) not in (*INJECTABLE, *TRAINING_FAULTS):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not FAULT[:GPU]@STEP with FAULT one of {', '.join(INJECTABLE)} "
-            "(example: thermal:3@200)"
+            f"{text!r} is not FAULT[:GPU]@STEP with FAULT one of "
+            f"{', '.join((*INJECTABLE, *TRAINING_FAULTS))} (example: thermal:3@200)"
+        )
+    if match.group(1) in TRAINING_FAULTS and match.group(2) is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {match.group(1)} happens to the whole run, not to one GPU "
+            f"(example: {match.group(1)}@600)"
         )
     return match.group(1), int(match.group(2) or 0), int(match.group(3))
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str, least: int) -> int:
     try:
         value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(
+            f"{value} must be at least 1" if least == 1 else f"{value} must be 0 or more"
+        )
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1)
 
 
 def _count(text: str) -> int:
-    try:
-        value = ascii_int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return _whole(text, 0)
 
 
 def _seed(text: str) -> int:
@@ -265,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FAULT[:GPU]@STEP",
         help="make a GPU misbehave at a step: thermal, power-brake, ecc, ecc-uncorrectable, "
-        "xid79, rank-crash (GPU = rank, default 0); may be given more than once, e.g. "
+        "xid79, rank-crash (GPU = rank, default 0); or the training itself: "
+        "loss-divergence@STEP (the monitor finds it and rolls back to the last checkpoint, "
+        "skipping the data after it), loss-plateau@STEP (the loss stops falling; the monitor "
+        "warns of no convergence); may be given more than once, e.g. "
         "--inject thermal:3@200 --inject rank-crash:1@500",
     )
     writes = parser.add_argument_group("what it writes")

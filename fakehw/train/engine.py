@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fakehw.train import arithmetic as ar
+from fakehw.train.anomalies import AnomalyDetector, Finding
 from fakehw.train.callbacks import EarlyStopping, EpochMeter
 from fakehw.train.checkpoints import Checkpoints
 from fakehw.train.events import (
@@ -32,6 +33,7 @@ from fakehw.train.events import (
     GpuSample,
     GradientReport,
     Incident,
+    JobFailed,
     RankDied,
     StepMetrics,
     StepSample,
@@ -163,6 +165,9 @@ class Engine:
         self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0  # since the last log
         self.window_skipped = 0  # fp16 steps skipped since the last log
         self.straggle, self.straggle_until = 1.0, 0  # a slow rank's factor, until a step
+        self.straggle_rank = 0
+        self.monitor = AnomalyDetector(plan.peak_lr, plan.warmup_steps)
+        self.rollback_due = False  # the monitor found a divergence
         self.training_started: float | None = None  # story time of the first step
         self.early_stop_told = False
         self.warmup_amplitude = self.rng.uniform(1.2, 2.2)
@@ -307,6 +312,9 @@ class Engine:
             metrics = self.advance()
             if metrics is not None:
                 self.log(metrics)
+            if self.rollback_due:
+                self.roll_back()
+                continue
             self.inject_due()
             if self.step % plan.eval_every == 0 and self.step < plan.total_steps:
                 self.evaluate()
@@ -405,6 +413,10 @@ class Engine:
             self.injected.add((fault, rank, step))
             if fault == "rank-crash":
                 self.world.kill_rank(rank)
+            elif fault == "loss-divergence":
+                self.curve.diverge(step)
+            elif fault == "loss-plateau":
+                self.curve.plateau(step)
             else:
                 self.world.inject(rank, fault)
 
@@ -455,14 +467,7 @@ class Engine:
             # waits for that rank until it clears, the logged rate with them
             self.straggle = self.rng.uniform(1.2, 1.5)
             self.straggle_until = self.step + max(2, plan.log_interval) + self.rng.randrange(20)
-            rank = self.rng.randrange(plan.gpus)
-            self.incident(
-                "slow_rank",
-                rank=rank,
-                host=self.world.hostnames[rank // plan.gpus_per_node],
-                slowdown=100 * (self.straggle - 1),
-                reason="data loader stall",
-            )
+            self.straggle_rank = self.rng.randrange(plan.gpus)  # the monitor finds it
         self.steps_since_start += 1
         if self.training_started is None:
             self.training_started = self.clock.now()
@@ -486,10 +491,12 @@ class Engine:
             split = self.gradient_profile.split(grad_norm, self.curve.burst)
             self.last_split = split
         for kind, details in self.curve.incidents():
-            if kind == "loss_spike" and split is not None:
-                details["layers"] = list(split.burst)
-                details["layer_grad_norms"] = dict(split.pairs())
             self.incident(kind, **details)
+        straggling = self.step <= self.straggle_until and straggle > 1.0
+        findings = self.monitor.observe(self.step, loss, grad_norm, step_time, lr,
+                                        self.straggle_rank if straggling else slowest)  # fmt: skip
+        for finding in findings:
+            self.found(finding, split, grad_norm)
         self.loss_sum += loss
         self.epoch_meter.add(loss, plan.trained_tokens_per_step)
         self.window_loss += loss
@@ -564,6 +571,63 @@ class Engine:
             clip_rate=clip_rate,
             clip_coef=clip_coef,
         )
+
+    def found(self, finding: Finding, split: GradientSplit | None, grad_norm: float) -> None:
+        """What the monitor found at this step, told as the run's warning."""
+        kind, details = finding
+        if kind in ("loss_spike", "grad_explosion") and split is None:
+            split = self.gradient_profile.split(grad_norm, self.curve.burst)
+        if kind in ("loss_spike", "grad_explosion") and split is not None:
+            named = split.burst or tuple(name for name, _ in split.largest(3))
+            details["layers"] = list(named)
+            details["layer_grad_norms"] = dict(split.pairs())
+        if kind == "slow_rank":
+            if self.step - self.slow_warned_at < 200:  # the clocks' check told it already
+                return
+            self.slow_warned_at = self.step
+            rank = int(details["rank"])
+            details["host"] = self.world.hostnames[rank // self.plan.gpus_per_node]
+            details["reason"] = (
+                f"step {details['step_s']:.2f} s against a median of {details['median_s']:.2f} s; "
+                "the other ranks wait for it in the gradient all-reduce"
+            )
+        if kind == "loss_divergence":
+            self.rollback_due = True
+        self.incident(kind, **details)
+
+    def roll_back(self) -> None:
+        """After a divergence: back to the last checkpoint, skipping the batches that
+        followed it (the recipe of PaLM and OPT: the same data at that point of training
+        diverges again), and on."""
+        self.rollback_due = False
+        plan = self.plan
+        target = self.last_checkpoint
+        if target is None or target >= self.step:
+            raise JobFailed([
+                f"loss diverged at step {self.step} before any checkpoint was saved: nothing "
+                "to roll back to (lower the learning rate and start again)"
+            ])  # fmt: skip
+        skipped = self.step - target
+        self.incident(
+            "rollback",
+            to=target,
+            path=self.saving.checkpoint_path(target),
+            skip_from=target + 1,
+            skip_to=self.step,
+            batches=skipped,
+            samples=skipped * plan.global_batch,
+        )
+        self.world.phase("load")
+        seconds = ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes)
+        shards = max(1, len(self.style.checkpoint_files(target, plan.checkpoint_bytes)))
+        self.load("checkpoint", shards, "shards", seconds)
+        self.step = target
+        self.curve.restart()
+        self.monitor.restart()
+        self.rewound(target)
+        self.steps_since_start = 0
+        self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
+        self.world.phase("train", cycle_s=self.expected_step_time())
 
     def should_log(self) -> bool:
         last = self.step == self.plan.total_steps or self.limit_reached()

@@ -40,6 +40,9 @@ class GradientSplit:
     def pairs(self) -> tuple[tuple[str, float], ...]:
         return tuple(zip(self.names, self.norms, strict=True))
 
+    def largest(self, count: int) -> list[tuple[str, float]]:
+        return sorted(self.pairs(), key=lambda kv: -kv[1])[:count]
+
 
 class GradientProfile:
     """Splits a step's global gradient norm over the parameter groups."""

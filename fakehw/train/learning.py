@@ -16,7 +16,7 @@ from typing import Any
 from fakehw.train import arithmetic as ar
 from fakehw.train.plan import RunPlan
 
-RUNNING_MEAN_STEPS = 100  # a loss spike is told against the mean of this many steps
+DIVERGENCE_STEPS = 60  # an injected divergence grows the loss e-fold in this many steps
 FP16_INITIAL_SCALE = 65536.0
 
 
@@ -26,19 +26,29 @@ class LearningCurve:
         self.rng = rng
         self.loss_noise = 0.0  # slow wander of the batches' difficulty
         self.spike = 0.0  # what a loss spike adds, decaying
-        self.spike_active = False
+        self.diverging_since: int | None = None  # --inject loss-divergence@STEP
+        self.plateau_at: int | None = None  # --inject loss-plateau@STEP
         self.loss_scale = FP16_INITIAL_SCALE if plan.precision == "fp16" else None
         self.clean_steps = 0  # since the last overflow (the scaler grows after 1000)
         self.skipped = 0  # steps skipped on overflow, in all
         self.last_loss = 0.0
-        self.recent_losses: list[float] = []  # what a spike detector compares with
         self.burst = False  # the last step's gradient burst (a spike's first step)
         self._incidents: list[tuple[str, dict[str, Any]]] = []
 
     def restart(self) -> None:
-        """The job restarted from a checkpoint: no spike carries over."""
+        """The job restarted from a checkpoint: no spike or divergence carries over (a
+        rollback skips the data that diverged)."""
         self.spike = 0.0
-        self.spike_active = False
+        self.diverging_since = None
+
+    def diverge(self, step: int) -> None:
+        """``--inject loss-divergence@STEP``: from ``step`` on, updates overshoot."""
+        self.diverging_since = step
+
+    def plateau(self, step: int) -> None:
+        """``--inject loss-plateau@STEP``: the model stops learning at ``step`` (as when
+        the data loader replays one shard, or most parameters are frozen by mistake)."""
+        self.plateau_at = step
 
     def incidents(self) -> list[tuple[str, dict[str, Any]]]:
         """What the last steps did that a log tells (kind, details), once each."""
@@ -48,6 +58,8 @@ class LearningCurve:
     def expected_loss(self, step: int) -> float:
         """The training loss the curve expects at ``step`` (before noise)."""
         plan = self.plan
+        if self.plateau_at is not None:
+            step = min(step, self.plateau_at)
         arch = plan.model.arch
         progress = step / plan.total_steps
         epoch = step / plan.steps_per_epoch
@@ -79,6 +91,8 @@ class LearningCurve:
         so validation has a minimum (where early stopping and the best checkpoint
         land) and climbs in the last epochs."""
         plan = self.plan
+        if self.plateau_at is not None:
+            step = min(step, self.plateau_at)
         epoch = step / plan.steps_per_epoch
         if plan.task == "pretrain":
             return self.expected_loss(step) + 0.03
@@ -110,26 +124,20 @@ class LearningCurve:
         skipped = self._scale_loss(step)
         grad_norm = self.expected_grad_norm(step, lr) * math.exp(rng.gauss(0, 0.12))
         self.burst = self.plan.task == "pretrain" and step > 300 and rng.random() < 1 / 1500
-        if self.burst:
+        if self.burst:  # a loss spike: the monitor (fakehw.train.anomalies) finds it
             self.spike = expected * rng.uniform(0.08, 0.35)
             grad_norm *= rng.uniform(8, 40)
-            self.spike_active = True
-            recent = self.recent_losses or [expected]
-            self._incidents.append(("loss_spike", {
-                "loss": expected + self.spike, "mean": sum(recent) / len(recent),
-                "window": len(recent), "grad_norm": grad_norm,
-            }))  # fmt: skip
         else:
             self.spike *= 0.9
         loss = expected * (1 + self.loss_noise + rng.gauss(0, noise)) + self.spike
-        if self.spike_active and self.spike < 0.02 * expected:
-            self.spike_active = False
-            self._incidents.append(("recovered", {"loss": loss}))
+        if self.diverging_since is not None:
+            # too large an update for the loss surface here: each step overshoots more
+            growth = math.exp((step - self.diverging_since) / DIVERGENCE_STEPS)
+            loss *= growth
+            grad_norm *= growth**2
         if skipped and self.last_loss:
             loss = self.last_loss
         self.last_loss = loss
-        self.recent_losses.append(loss)
-        del self.recent_losses[:-RUNNING_MEAN_STEPS]
         return loss, grad_norm, skipped
 
     def _scale_loss(self, step: int) -> bool:

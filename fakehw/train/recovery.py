@@ -66,6 +66,7 @@ class Recovery:
         )
         engine.step = resume_from
         engine.curve.restart()
+        engine.monitor.restart()
         engine.rewound(resume_from)
         style.say(
             engine.clock.now(),

@@ -14,6 +14,7 @@ from fakehw.train.output.files import FileWriter
 from fakehw.train.output.layouts import LAYOUTS
 from fakehw.train.output.layouts.base import Layout
 from fakehw.train.output.ranklogs import RankLogs
+from fakehw.train.output.report import ReportWriter
 from fakehw.train.output.runfile import RunFile
 from fakehw.train.output.tensorboard import TensorBoardRecorder
 from fakehw.train.plan import RunPlan
@@ -91,12 +92,14 @@ def recorders(
 ) -> list[Recorder]:
     """What the run writes under the layout's root: checkpoints first (their files
     exist before anything names them), then the metrics, TensorBoard, the rank logs,
-    and run.json last (it lists the others' files when the run ends)."""
+    the report (it reads the finished metrics file), and run.json last (it lists the
+    others' files when the run ends)."""
     files = FileWriter(layout.root, notify)
     return [
         CheckpointStore(layout, files),
         MetricsWriter(str(layout.root / "metrics.jsonl"), append=resume),
         TensorBoardRecorder(layout),
         RankLogs(layout.plan, layout),
+        ReportWriter(layout, files),
         RunFile(layout.plan, layout, files),
     ]

@@ -116,6 +116,74 @@ def group_span(names: list[str]) -> str:
     return ", ".join(others)
 
 
+MONITOR_KINDS = frozenset(
+    {"loss_spike", "recovered", "grad_explosion", "loss_divergence", "rollback",
+     "no_convergence", "slow_rank"}
+)  # fmt: skip  # what the run's monitor (fakehw.train.anomalies) finds
+
+
+def incident_text(i: Incident, grad_clip: float) -> tuple[str, str]:
+    """(colour, words) of a warning: one wording for every style and the report."""
+    d = i.details
+
+    def num(key: str) -> float:
+        value = d.get(key, 0)
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+    layers = burst_text(d)
+    best = num("best") or 1.0
+    messages = {
+        "loss_spike": (
+            "yellow",
+            f"loss spike at step {i.step}: {num('loss'):.3f} against a running mean "
+            f"of {num('mean'):.3f} over the last {d.get('window', 0)} steps; grad "
+            f"norm {num('grad_norm'):.1f}{layers} "
+            + (f"clipped to {grad_clip:.1f}" if num("grad_norm") > grad_clip else "under the clip")
+            + ", continuing",
+        ),
+        "recovered": ("green", f"loss back to {num('loss'):.3f} at step {i.step}"),
+        "grad_explosion": (
+            "yellow",
+            f"gradient explosion at step {i.step}: grad norm {num('grad_norm'):.2f} is "
+            f"{num('ratio'):.1f}x the median {num('median'):.3f} of the last "
+            f"{d.get('window', 0)} steps{layers}",
+        ),
+        "loss_divergence": (
+            "red",
+            f"loss divergence at step {i.step}: the mean loss of the last {d.get('window', 0)} "
+            f"steps, {num('mean'):.3f}, is {100 * (num('mean') / best - 1):.0f}% above "
+            f"its lowest, {num('best'):.3f} (step {d.get('best_step')}), and has been since "
+            f"step {d.get('since')}",
+        ),
+        "rollback": (
+            "yellow",
+            f"rolling back to the checkpoint of step {d.get('to')} ({d.get('path')}) and "
+            f"skipping the {d.get('batches')} batches that followed it (steps "
+            f"{d.get('skip_from')}-{d.get('skip_to')}, {num('samples'):,.0f} samples)",
+        ),
+        "no_convergence": (
+            "yellow",
+            f"no convergence at step {i.step}: in {i.step - int(num('best_step'))} steps the "
+            f"mean loss over {d.get('window', 0)} steps has not improved on {num('best'):.4f} "
+            f"(step {d.get('best_step')}) by more than its noise (now {num('mean'):.4f}; 3 "
+            f"standard errors: {num('margin'):.4f}) while the learning rate is "
+            f"{100 * num('lr_share'):.0f}% of its peak: check the data pipeline and the "
+            "optimizer",
+        ),
+        "overflow": (
+            "yellow",
+            f"FP16 gradient overflow at step {i.step}: skipping step, "
+            f"loss scale {num('old'):.0f} -> {num('new'):.0f}",
+        ),
+        "slow_rank": (
+            "yellow",
+            f"rank {d.get('rank')} ({d.get('host')}) is {num('slowdown'):.0f}% slower than "
+            f"the median ({d.get('reason', 'straggler')})",
+        ),
+    }
+    return messages.get(i.kind, ("red", f"{i.kind}: {d}"))
+
+
 def torchrun_warning(launch: LaunchInfo) -> list[str]:
     """What torchrun prints first on every node (the real H200 log's opening lines)."""
     head = (
@@ -435,29 +503,7 @@ class Style:
         self.term.lines(grid_lines(self.term, cells, title))
 
     def incident(self, i: Incident) -> None:
-        d = i.details
-        messages = {
-            "loss_spike": (
-                "yellow",
-                f"loss spike at step {i.step}: {d.get('loss', 0):.3f} against a running mean "
-                f"of {d.get('mean', 0):.3f} over the last {d.get('window', 0)} steps; grad "
-                f"norm {d.get('grad_norm', 0):.1f}{burst_text(d)} clipped to "
-                f"{self.plan.grad_clip:.1f}, continuing",
-            ),
-            "recovered": ("green", f"loss back to {d.get('loss', 0):.3f} at step {i.step}"),
-            "overflow": (
-                "yellow",
-                f"FP16 gradient overflow at step {i.step}: skipping step, "
-                f"loss scale {d.get('old', 0):.0f} -> {d.get('new', 0):.0f}",
-            ),
-            "slow_rank": (
-                "yellow",
-                f"rank {d.get('rank')} ({d.get('host')}) is "
-                f"{d.get('slowdown', 0):.0f}% slower than the median "
-                f"({d.get('reason', 'straggler')})",
-            ),
-        }
-        color, text = messages.get(i.kind, ("red", f"{i.kind}: {d}"))
+        color, text = incident_text(i, self.plan.grad_clip)
         self.say(i.time, "warning", self.term.paint(text, color))
 
     def rank_failure(self, lines: list[str]) -> None:

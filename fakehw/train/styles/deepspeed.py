@@ -26,7 +26,14 @@ from fakehw.train.events import (
     StepMetrics,
 )
 from fakehw.train.plan import RunPlan
-from fakehw.train.styles.base import LaunchInfo, Style, per_rank, weight_bytes
+from fakehw.train.styles.base import (
+    MONITOR_KINDS,
+    LaunchInfo,
+    Style,
+    incident_text,
+    per_rank,
+    weight_bytes,
+)
 from fakehw.train.styles.megatron import probe_block, validation_block
 from fakehw.train.terminal import Terminal
 
@@ -218,6 +225,9 @@ class DeepSpeedStyle(Style):
                 "logging.py:96:log_dist",
                 f"[Rank 0] rank {i.details.get('rank')} is a straggler ({i.details.get('reason')})",
             )
+        elif i.kind in MONITOR_KINDS:  # the training script's monitor, through log_dist
+            self.ds(i.time, "logging.py:96:log_dist",
+                    f"[Rank 0] {incident_text(i, self.plan.grad_clip)[1]}")  # fmt: skip
 
     def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
         self.term.line(f"Evaluating at step {step} on {batches} batches ...")

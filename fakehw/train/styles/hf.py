@@ -33,8 +33,10 @@ from fakehw.train.events import (
 from fakehw.train.hflogs import eval_logs, final_logs, probe_logs, train_logs
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import (
+    MONITOR_KINDS,
     LaunchInfo,
     Style,
+    incident_text,
     per_rank,
     size,
     torchrun_warning,
@@ -238,7 +240,10 @@ class HfStyle(Style):
         pass
 
     def incident(self, i: Incident) -> None:
-        pass  # the Trainer logs no such warnings at its default verbosity
+        """The Trainer logs no such warnings at its default verbosity; the training
+        script's monitor callback does (``logger.warning``, on stderr)."""
+        if i.kind in MONITOR_KINDS:
+            self.say(i.time, "warning", incident_text(i, self.plan.grad_clip)[1])
 
     def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
         if not final and step > self.start_step:  # tqdm drew every step up to this one

@@ -22,9 +22,11 @@ from fakehw.train.events import (
 )
 from fakehw.train.plan import RunPlan
 from fakehw.train.styles.base import (
+    MONITOR_KINDS,
     LaunchInfo,
     Style,
     burst_text,
+    incident_text,
     per_rank,
     stamp,
     torchrun_warning,
@@ -319,6 +321,9 @@ class MegatronStyle(Style):
                 f"at iteration {i.step}{burst_text(i.details)} "
                 f"(clipped to {self.plan.grad_clip:.1f})"
             )
+        elif i.kind in MONITOR_KINDS and i.kind != "recovered":
+            # the training script's monitor, through Megatron's print_rank_0
+            self.term.line(f"WARNING: {incident_text(i, self.plan.grad_clip)[1]}")
 
     def eval_start(self, t: float, step: int, batches: int, final: bool = False) -> None:
         pass
