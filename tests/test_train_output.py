@@ -438,18 +438,19 @@ def test_fakehw_plot_reads_a_tensorboard_directory(runs: Runs) -> None:
     assert "power_w" not in curves.series  # HF's callback logs no GPU readings
 
 
-def test_fakehw_plot_without_matplotlib_says_how_to_get_it(runs: Runs) -> None:
+def test_fakehw_plot_without_matplotlib_says_how_to_get_it(runs: Runs, tmp_path: Path) -> None:
     run = runs("--style", "default", *STEPS)
+    png = tmp_path / "curves.png"
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from fakehw.tools.cli import main\n"
-            f"sys.exit(main(['plot', {str(run.root)!r}]))")  # fmt: skip
+            f"sys.exit(main(['plot', {str(run.root)!r}, '--output', {str(png)!r}]))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr == (
         "fakehw: plotting needs matplotlib, an optional extra: pip install 'fakehw[plot]'\n"
     )
-    assert not (run.root / "curves.png").exists()
+    assert not png.exists()
 
 
 # ------------------------------------------------------------ weight files
