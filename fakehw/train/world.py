@@ -225,9 +225,11 @@ class World:
         """Make a job GPU misbehave (its GPU is the job's global index ``rank``).
         A fault that was not in force already is the run's, to clear at the end."""
         before = self._faults_now().get(rank, set())
-        self._request_many([("inject", {"gpu": rank, "fault": fault})])
         if fault in LASTING_FAULTS and fault not in before:
+            # counted as the run's before it is asked for: a signal that ends the run
+            # the moment the daemon has put it there must still find it to clear
             self._injected.setdefault(rank, set()).add(fault)
+        self._request_many([("inject", {"gpu": rank, "fault": fault})])
         self._read_at = 0.0
 
     def clear_injected(self) -> None:
