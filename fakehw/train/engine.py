@@ -45,7 +45,7 @@ from fakehw.train.probes import ModelProbe
 from fakehw.train.recorder import Records
 from fakehw.train.recovery import Recovery
 from fakehw.train.startup import Startup
-from fakehw.train.styles.base import LaunchInfo, Style, perplexity
+from fakehw.train.styles.base import LaunchInfo, Style, perplexity, size
 from fakehw.train.world import World
 from fakehw.train.wrapup import EXPORT_WALL_S, WrapUp
 
@@ -140,6 +140,7 @@ class Engine:
         )
         self.clips_logged = ClipCounter(plan.grad_clip)  # since the last logged step
         self.clips_reported = ClipCounter(plan.grad_clip)  # since the last gradient report
+        self.clips_total = ClipCounter(plan.grad_clip)  # every step this run trained
         self.last_split: GradientSplit | None = None
         self.probe = ModelProbe(
             plan.model.arch,
@@ -484,6 +485,7 @@ class Engine:
         lr = self.lr()
         loss, grad_norm, skipped = self.curve.sample(self.step, lr)
         self.clips_logged.add(grad_norm)
+        self.clips_total.add(grad_norm)
         self.clips_reported.add(grad_norm)
         split = None
         probing = plan.probe_every and self.step % plan.probe_every == 0
@@ -587,9 +589,11 @@ class Engine:
             self.slow_warned_at = self.step
             rank = int(details["rank"])
             details["host"] = self.world.hostnames[rank // self.plan.gpus_per_node]
+            traffic = self.plan.performance.largest()
+            waits = f"in the {traffic.op} of {traffic.purpose}" if traffic else "at each step"
             details["reason"] = (
                 f"step {details['step_s']:.2f} s against a median of {details['median_s']:.2f} s; "
-                "the other ranks wait for it in the gradient all-reduce"
+                f"the other ranks wait for it {waits}"
             )
         if kind == "loss_divergence":
             self.rollback_due = True
@@ -621,6 +625,13 @@ class Engine:
         seconds = ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes)
         shards = max(1, len(self.style.checkpoint_files(target, plan.checkpoint_bytes)))
         self.load("checkpoint", shards, "shards", seconds)
+        self.style.say(
+            self.clock.now(),
+            "resume",
+            f"loaded {self.saving.checkpoint_path(target)} (step {target:,}, "
+            f"{size(plan.checkpoint_bytes)}): model, optimizer, scheduler and RNG states; the "
+            f"data loader skips to the batch of step {self.step + 1:,}",
+        )
         self.step = target
         self.curve.restart()
         self.monitor.restart()
@@ -717,7 +728,8 @@ class Engine:
         style.term.clear_status()
         self.world.phase("eval")
         started = self.clock.now()
-        style.eval_start(started, self.step, plan.eval_batches, final)
+        weights_step = self.model_step if self.model_step is not None else self.step
+        style.eval_start(started, weights_step, plan.eval_batches, final)
         batch_s = plan.performance.eval_batch_s(self.clock_factor()[0])
         for k in range(1, plan.eval_batches + 1):  # batches differ a little, as kernels do
             self.wait(batch_s * (1 + 0.02 * self.rng.gauss(0, 1)))
@@ -725,9 +737,11 @@ class Engine:
                 style.eval_progress(self.clock.now(), k, plan.eval_batches)
         loss = self.curve.heldout_loss(self.step) + self.rng.gauss(0, 0.004)
         evaluated = dict(self.evals_seen)
-        if self.model_step is not None and self.model_step in evaluated:
-            # the best checkpoint's weights on the same held-out set: the same loss
-            loss = evaluated[self.model_step]
+        weights_of = self.model_step if self.model_step is not None else self.step
+        same_batches = self.model_step is not None or not style.fresh_validation_batches
+        if final and same_batches and weights_of in evaluated:
+            # weights already evaluated, on the same held-out batches: the same loss
+            loss = evaluated[weights_of]
         extra = {}
         if plan.task == "dpo":
             pairs = plan.eval_batches * plan.global_batch

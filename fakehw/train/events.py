@@ -347,6 +347,7 @@ class Summary:
     train_s: float = 0.0  # from the first step to the end of training (HF's train_runtime)
     steps_run: int = 0  # steps this run trained (a resumed run starts past 0)
     limit: str = ""  # what stopped it early: "--exit-after-steps 400"
+    clipped_steps: int = 0  # of the steps run, those whose gradient norm was clipped
 
 
 # ---------------------------------------------------------- the job's end

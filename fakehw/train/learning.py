@@ -17,6 +17,7 @@ from fakehw.train import arithmetic as ar
 from fakehw.train.plan import RunPlan
 
 DIVERGENCE_STEPS = 60  # an injected divergence grows the loss e-fold in this many steps
+DIVERGENCE_GRAD_POWER = 6  # and its gradient norm e-fold in a sixth of them
 FP16_INITIAL_SCALE = 65536.0
 
 
@@ -104,11 +105,11 @@ class LearningCurve:
         return generalises + 0.04 + overfit * math.pow(max(0.0, epoch - 1.0), 1.5)
 
     def overconfidence(self, step: int) -> float:
-        """How much sharper than the data the model's predictions are: none for a model
+        """How much sharper than the data the model's predictions are: little for a model
         trained on fresh tokens; a fine-tune grows overconfident as it sees its examples
         again (epoch after epoch), the calibration drift of fine-tuned models."""
         if self.plan.task == "pretrain":
-            return 0.0
+            return 0.02  # pretrained LMs are close to calibrated, a little overconfident
         return 0.04 + 0.05 * step / self.plan.steps_per_epoch
 
     def sample(self, step: int, lr: float) -> tuple[float, float, bool]:
@@ -131,10 +132,11 @@ class LearningCurve:
             self.spike *= 0.9
         loss = expected * (1 + self.loss_noise + rng.gauss(0, noise)) + self.spike
         if self.diverging_since is not None:
-            # too large an update for the loss surface here: each step overshoots more
+            # too large an update for the loss surface here: each step overshoots more,
+            # the gradients grow far faster than the loss (clipped, they no longer help)
             growth = math.exp((step - self.diverging_since) / DIVERGENCE_STEPS)
             loss *= growth
-            grad_norm *= growth**2
+            grad_norm *= growth**DIVERGENCE_GRAD_POWER
         if skipped and self.last_loss:
             loss = self.last_loss
         self.last_loss = loss

@@ -4,8 +4,8 @@ hidden states of the probed layers (first, middle, last).
 Nothing here is a number typed in for a figure: each comes from a small model of the
 network's outputs, fitted to the loss the run measured.
 
-**Output distribution.** At each probed position the model predicts a Zipf-shaped
-distribution over the vocabulary (``p_r`` proportional to ``r^-s``, rank ``r``), with a
+**Output distribution.** At each probed position the model predicts a Zipf-Mandelbrot
+distribution over the vocabulary (``p_r`` proportional to ``(r + q)^-s``, rank ``r``), with a
 sharpness ``s`` that varies from position to position (lognormal: some tokens are easy,
 most are not). The token that comes is drawn from the data's own distribution, of
 sharpness ``s``; the model may be overconfident (fine-tuning makes it so), predicting
@@ -38,6 +38,11 @@ from fakehw.train.catalog import Architecture
 from fakehw.train.events import LayerProbe, ProbeResult
 
 TOP_K_MASS = 10  # topk_mass: the probability the top 10 predictions hold
+# Zipf-Mandelbrot: p_r proportional to (r + q)^-s. The offset flattens the head (a few
+# candidates near-tied, as LMs predict), which puts top-1 accuracy where real models
+# have it: ~40 % at 3.3 nats on web text, ~72 % at 1.0 on chat data (TRL's
+# mean_token_accuracy).
+MANDELBROT_OFFSET = 2.0
 POSITION_SPREAD = 0.6  # lognormal spread of the sharpness over positions
 QUADRATURE = 48  # positions stand for the probe's tokens (quantiles of the spread)
 EXACT_RANKS = 256  # ranks summed one by one; the tail in log-spaced bins
@@ -55,7 +60,7 @@ class RankGrid:
     weights: tuple[float, ...]
 
     def log_z(self, sharpness: float) -> float:
-        """ln of sum_r r^-s, the Zipf normaliser."""
+        """ln of sum_r (r + q)^-s, the normaliser."""
         return math.log(
             sum(
                 w * math.exp(-sharpness * lr)
@@ -67,14 +72,14 @@ class RankGrid:
 @lru_cache(maxsize=8)
 def rank_grid(vocab: int) -> RankGrid:
     exact = min(vocab, EXACT_RANKS)
-    log_ranks = [math.log(r) for r in range(1, exact + 1)]
+    log_ranks = [math.log(r + MANDELBROT_OFFSET) for r in range(1, exact + 1)]
     weights = [1.0] * exact
     if vocab > exact:
         edges = sorted({round((exact + 1) * ((vocab + 1) / (exact + 1)) ** (k / TAIL_BINS))
                         for k in range(TAIL_BINS + 1)})  # fmt: skip
         for low, high in itertools.pairwise(edges):
             weights.append(float(high - low))
-            log_ranks.append(math.log((low + high - 1) / 2))
+            log_ranks.append(math.log((low + high - 1) / 2 + MANDELBROT_OFFSET))
     return RankGrid(tuple(log_ranks), tuple(weights))
 
 
@@ -200,11 +205,13 @@ def layer_stats(hidden: int, depth: float, trained: float) -> tuple[float, float
     """(cosine within a sequence, cosine across sequences, participation ratio) of a
     layer at ``depth`` (0 first, 1 last) of a model ``trained`` (0 at initialisation,
     1 at its final loss)."""
-    shared = 0.04 + 0.55 * trained * depth**1.5  # anisotropy: the upper layers'
+    # anisotropy: a common direction every token shares, strongest in the last layers
+    # (their massive activations), a little everywhere once trained
+    shared = 0.04 + trained * (0.06 + 1.6 * depth**2)
     context = 0.05 + 0.35 * trained * (1.0 - abs(depth - 0.55))
     own = 1.0
     total = shared + context + own
-    alpha = 0.25 + trained * (0.55 + 0.45 * depth)  # the spectrum concentrates
+    alpha = 0.25 + trained * (0.55 + 1.0 * depth**2)  # the spectrum concentrates
     decay = [k**-alpha for k in range(1, hidden + 1)]
     norm = sum(decay)
     spectrum = [own * d / norm + context / hidden for d in decay]

@@ -72,6 +72,7 @@ class WrapUp:
             train_s=train_s,
             steps_run=engine.steps_done,
             limit=self.limit_text(),
+            clipped_steps=engine.clips_total.clipped,
         )
 
     def limit_text(self) -> str:

@@ -40,10 +40,7 @@ class ReportWriter(Recorder):
         self.first: StepMetrics | None = None
         self.last: StepMetrics | None = None
         self.logged = 0
-        self.tokens_per_s_sum = 0.0
         self.mfu_sum = 0.0
-        self.clipped_steps = 0.0  # from each logged interval's clip rate
-        self.counted_steps = 0
         self.evals: list[EvalResult] = []
         self.findings: list[Incident] = []
         self.probe_seen: ProbeResult | None = None
@@ -53,18 +50,11 @@ class ReportWriter(Recorder):
 
     # ------------------------------------------------------------ records
     def step(self, m: StepMetrics) -> None:
-        interval = (
-            m.step - self.last.step if self.last is not None else m.step - self.plan.start_step
-        )
         if self.first is None:
             self.first = m
         self.last = m
         self.logged += 1
-        self.tokens_per_s_sum += m.tokens_per_s
         self.mfu_sum += m.mfu
-        if interval > 0:
-            self.clipped_steps += m.clip_rate * interval
-            self.counted_steps += interval
 
     def eval(self, r: EvalResult) -> None:
         self.evals.append(r)
@@ -157,11 +147,12 @@ class ReportWriter(Recorder):
                 f"step {self.last.step:,}"
                 + (f" (mean over the run {s.mean_loss:.4f})" if s.mean_loss is not None else ""),
             ))  # fmt: skip
+            trained = s.steps_run * plan.trained_tokens_per_step
             rows.append((
                 "throughput",
-                f"{si(self.tokens_per_s_sum / self.logged)} tokens/s, MFU "
-                f"{100 * self.mfu_sum / self.logged:.1f}% (means of the {self.logged:,} "
-                "logged steps)",
+                f"{si(trained / max(s.train_s, 1e-9))} tokens/s over the training time "
+                f"(validations and saves included); MFU {100 * self.mfu_sum / self.logged:.1f}% "
+                f"(mean of the {self.logged:,} logged steps)",
             ))  # fmt: skip
         during = [r for r in self.evals if not r.final]
         final = [r for r in self.evals if r.final]
@@ -169,7 +160,8 @@ class ReportWriter(Recorder):
             best = min(during, key=lambda r: r.loss)
             text = (
                 f"{during[0].loss:.4f} at step {during[0].step:,} → {during[-1].loss:.4f} at "
-                f"step {during[-1].step:,}; lowest {best.loss:.4f} at step {best.step:,}"
+                f"step {during[-1].step:,}; lowest during training {best.loss:.4f} at step "
+                f"{best.step:,}"
             )
             if final:
                 text += f"; final evaluation {final[-1].loss:.4f}"
@@ -180,12 +172,11 @@ class ReportWriter(Recorder):
                 f"at step {self.stopped.step:,} after {self.stopped.patience} evaluations "
                 f"without improvement; best model loaded back from {self.stopped.best_path}",
             ))  # fmt: skip
-        if self.counted_steps:
-            share = self.clipped_steps / self.counted_steps
+        if s.steps_run:
             rows.append((
                 "gradient clipping",
-                f"{round(self.clipped_steps):,} of {self.counted_steps:,} steps above max "
-                f"norm {plan.grad_clip:.1f} ({100 * share:.1f}%)",
+                f"{s.clipped_steps:,} of the {s.steps_run:,} steps trained above max norm "
+                f"{plan.grad_clip:.1f} ({100 * s.clipped_steps / s.steps_run:.1f}%)",
             ))  # fmt: skip
         if self.probe_seen is not None:
             p = self.probe_seen
@@ -239,8 +230,8 @@ class ReportWriter(Recorder):
             said.append(f"Slow ranks held the job back {len(slow)} time"
                         f"{'s' if len(slow) > 1 else ''} (rank {', '.join(ranks)}).")  # fmt: skip
         during = [r for r in self.evals if not r.final]
-        if self.last is not None and during:
-            gap = during[-1].loss - self.last.interval_loss
+        final = [r for r in self.evals if r.final]
+        if during:
             best = min(during, key=lambda r: r.loss)
             if best.step < during[-1].step and during[-1].loss > best.loss:
                 said.append(
@@ -248,7 +239,12 @@ class ReportWriter(Recorder):
                     f"{best.step:,}) to {during[-1].loss:.4f}: the model overfits its data; the "
                     "best checkpoint is the one to keep."
                 )
-            said.append(f"Validation minus training loss at the end: {gap:+.4f}.")
+        if self.last is not None and final:
+            gap = final[-1].loss - self.last.loss
+            said.append(
+                f"Final evaluation minus the last logged training loss (step "
+                f"{self.last.step:,}): {final[-1].loss:.4f} - {self.last.loss:.4f} = {gap:+.4f}."
+            )
         if not said:
             said.append("No step completed: nothing to assess.")
         return said

@@ -244,6 +244,9 @@ class Style:
     uses_live_bar = True
     draws_lr_schedule = True  # fake-train's own chart of the planned learning rate
     probes_by_default = True  # its trainer probes the model at each validation
+    # whether each validation draws new batches (Megatron's iterator moves on), or the
+    # same held-out set (so the same weights give the same loss)
+    fresh_validation_batches = False
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         self.term = term

@@ -44,6 +44,7 @@ class DeepSpeedStyle(Style):
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
     probes_by_default = False  # a stock trainer has no probe callback
+    fresh_validation_batches = True  # its validation iterator moves on
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
