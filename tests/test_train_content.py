@@ -349,6 +349,7 @@ def test_a_loss_spike_shows_in_the_layers_its_message_names(runs: Runs) -> None:
                          run.stdout)  # fmt: skip
         assert line, run.stdout[-3000:]
         layers = sorted(int(n.split(".")[1]) for n in named if n.startswith("layers."))
+        assert layers == list(range(layers[0], layers[-1] + 1))  # a burst's blocks are adjacent
         span = f"layers.{layers[0]}-{layers[-1]}" if len(layers) > 1 else f"layers.{layers[0]}"
         assert span in line.group(1)
 
@@ -491,6 +492,10 @@ def test_a_divergence_is_found_and_rolled_back_past_its_data(runs: Runs) -> None
     step = int(divergence["step"])  # type: ignore[call-overload]
     assert 1100 < step <= 1100 + 60  # found within a few dozen steps of its start
     assert float(divergence["mean"]) > 1.15 * float(divergence["best"])  # type: ignore[arg-type]
+    # its gradients blew up first: one gradient explosion, told once, before it
+    explosions = incidents(run, "grad_explosion")
+    assert len(explosions) == 1 and 1100 < int(explosions[0]["step"]) <= step  # type: ignore[call-overload]
+    assert float(explosions[0]["ratio"]) > 10  # type: ignore[arg-type]
     # rolled back to the last checkpoint before it, the batches after it skipped
     saved = [int(c["step"]) for c in run.events("checkpoint") if int(c["step"]) < step]  # type: ignore[call-overload]
     rollback = incidents(run, "rollback")[0]

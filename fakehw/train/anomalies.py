@@ -10,7 +10,8 @@ the rule its message states:
   steps left out of that mean); **recovered** once it
   is back within ``RECOVERED_WITHIN`` of it;
 - **gradient explosion**: the gradient norm is more than ``EXPLOSION_FACTOR`` times the
-  median of the last ``WINDOW`` steps' norms;
+  median of the last ``WINDOW`` steps' norms (told once, until it is back under
+  ``EXPLOSION_OVER`` times that median);
 - **loss divergence**: the mean loss of the last ``DIVERGENCE_WINDOW`` steps and the
   step's own are more than ``DIVERGENCE_RISE`` above the lowest such mean seen, for that
   many steps on end (a spike decays within them; a divergence does not);
@@ -38,6 +39,7 @@ SPIKE_RISE = 0.06  # of the running mean, and at least SPIKE_SIGMAS of its sprea
 SPIKE_SIGMAS = 6.0
 RECOVERED_WITHIN = 0.02
 EXPLOSION_FACTOR = 10.0
+EXPLOSION_OVER = 3.0  # an explosion is over once the norm is back under this many medians
 DIVERGENCE_WINDOW = 20
 DIVERGENCE_RISE = 0.15
 PLATEAU_WINDOW = 200  # at least; a tenth of the steps so far
@@ -68,6 +70,7 @@ class AnomalyDetector:
         self.plateau_blocks: list[float] = []  # mean losses of PLATEAU_BLOCK steps
         self.block_sum, self.block_steps = 0.0, 0
         self.spiking: float | None = None  # the running mean a spike is measured against
+        self.exploding = False
         self.best_mean: tuple[float, int] | None = None  # lowest windowed mean, its step
         self.above_since: int | None = None
         self.flat_checks = 0
@@ -111,7 +114,11 @@ class AnomalyDetector:
         if len(self.norms) < WINDOW // 2:
             return []
         typical = median(self.norms)
+        if self.exploding:  # told once; over when the norms are back near the median
+            self.exploding = grad_norm > EXPLOSION_OVER * typical
+            return []
         if grad_norm > EXPLOSION_FACTOR * typical:
+            self.exploding = True
             return [("grad_explosion", {"grad_norm": grad_norm, "median": typical,
                                         "ratio": grad_norm / typical,
                                         "window": len(self.norms)})]  # fmt: skip

@@ -107,13 +107,17 @@ def burst_text(details: dict[str, object]) -> str:
 
 
 def group_span(names: list[str]) -> str:
-    """``embed_tokens, layers.0-2`` for adjacent decoder layers, the others by name."""
-    layers = [int(n.split(".")[1]) for n in names if n.startswith("layers.")]
-    others = [n for n in names if not n.startswith("layers.")]
-    if layers:
-        first, last = min(layers), max(layers)
-        others.append(f"layers.{first}-{last}" if last > first else f"layers.{first}")
-    return ", ".join(others)
+    """``embed_tokens, layers.0-2, layers.27``: runs of adjacent decoder layers as a
+    span, the other groups by name."""
+    layers = sorted({int(n.split(".")[1]) for n in names if n.startswith("layers.")})
+    parts = [n for n in names if not n.startswith("layers.")]
+    start = 0
+    for k in range(1, len(layers) + 1):
+        if k == len(layers) or layers[k] != layers[k - 1] + 1:
+            first, last = layers[start], layers[k - 1]
+            parts.append(f"layers.{first}-{last}" if last > first else f"layers.{first}")
+            start = k
+    return ", ".join(parts)
 
 
 MONITOR_KINDS = frozenset(
