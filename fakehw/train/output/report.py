@@ -27,7 +27,7 @@ from fakehw.train.events import (
 from fakehw.train.output.files import FileWriter
 from fakehw.train.output.layouts.base import Layout
 from fakehw.train.recorder import Recorder
-from fakehw.train.styles.base import clock, duration, incident_text, si
+from fakehw.train.styles.base import clock, duration, incident_text, outcome_words, si
 
 PLOT_TIMEOUT_S = 120.0
 
@@ -100,12 +100,7 @@ class ReportWriter(Recorder):
     # ------------------------------------------------------------ writing
     def render(self, s: Summary, curves: str) -> str:
         plan = self.plan
-        outcome = {
-            "finished": "finished",
-            "limit": f"stopped early ({s.limit})",
-            "early_stopped": "stopped by early stopping (the validation loss stopped improving)",
-            "interrupted": "interrupted",
-        }.get(s.outcome, s.outcome)
+        outcome = outcome_words(s)
         lines = [
             f"# Training report: {plan.run_name}",
             "",

@@ -671,12 +671,7 @@ class Style:
 
     def summary(self, s: Summary) -> None:
         t = self.term
-        state = {
-            "finished": "run finished",
-            "limit": f"run stopped early ({s.limit})",
-            "early_stopped": "run stopped early (the validation loss stopped improving)",
-            "interrupted": "run interrupted",
-        }.get(s.outcome, "run ended")
+        state = f"run {outcome_words(s)}"
         of = f" of {s.total_steps:,}" if s.outcome != "finished" and s.total_steps else ""
         amount = (
             f"{s.steps * self.plan.global_batch:,} pairs"
@@ -696,6 +691,16 @@ class Style:
         ]
         lines += [f"  export: {path}" for path in s.exports]
         t.lines(lines)
+
+
+def outcome_words(s: Summary) -> str:
+    """How the run ended, in words: the summary's and the report's."""
+    return {
+        "finished": "finished",
+        "limit": f"stopped early ({s.limit})",
+        "early_stopped": "stopped early (the validation loss stopped improving)",
+        "interrupted": "interrupted",
+    }.get(s.outcome, "ended")
 
 
 def weight_bytes(plan: RunPlan) -> int:
