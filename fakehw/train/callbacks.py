@@ -24,24 +24,14 @@ class EarlyStopping:
         self.best: float | None = None
         self.best_step: int | None = None
         self.waited = 0  # evaluations since the last improvement
-        self.history: list[tuple[int, float]] = []
 
     def observe(self, step: int, value: float) -> bool:
         """An evaluation's ``value`` at ``step``; True when training should stop."""
-        self.history.append((step, value))
         if self.best is None or value < self.best - self.threshold:
             self.best, self.best_step, self.waited = value, step, 0
             return False
         self.waited += 1
         return self.waited >= self.patience
-
-    def rewind(self, step: int) -> None:
-        """The job went back to its checkpoint of ``step`` (a restart): the callback's
-        state as that checkpoint saved it."""
-        kept = [(s, v) for s, v in self.history if s <= step]
-        self.best, self.best_step, self.waited, self.history = None, None, 0, []
-        for s, v in kept:
-            self.observe(s, v)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train.events import CheckpointInfo
+from fakehw.train.styles.base import size
 
 if TYPE_CHECKING:
     from fakehw.train.engine import Engine
@@ -59,6 +60,17 @@ class Checkpoints:
     def checkpoint_path(self, step: int) -> str:
         engine = self.engine
         return f"{engine.plan.save_dir}/{self.checkpoint_name(step)}"
+
+    def loaded(self, step: int, then: str = "") -> None:
+        """A checkpoint read back to train on (a resume, a rollback): what it held."""
+        engine = self.engine
+        engine.style.say(
+            engine.clock.now(),
+            "resume",
+            f"loaded {self.checkpoint_path(step)} (step {step:,}, "
+            f"{size(engine.plan.checkpoint_bytes)}): model, optimizer, scheduler and RNG "
+            f"states{then}",
+        )
 
     def unsaved_steps(self) -> int:
         """Training steps since the last complete checkpoint (or since step 0)."""
@@ -129,7 +141,7 @@ class Checkpoints:
             step=engine.step,
             path=path,
             files=tuple(files),
-            bytes=sum(size for _, size in files),  # what the files hold, headers and all
+            bytes=sum(nbytes for _, nbytes in files),  # what the files hold, headers and all
             seconds=seconds,
             time=engine.clock.now(),
             reason=reason,

@@ -45,7 +45,7 @@ from fakehw.train.probes import ModelProbe
 from fakehw.train.recorder import Records
 from fakehw.train.recovery import Recovery
 from fakehw.train.startup import Startup
-from fakehw.train.styles.base import LaunchInfo, Style, perplexity, size
+from fakehw.train.styles.base import LaunchInfo, Style, perplexity
 from fakehw.train.world import World
 from fakehw.train.wrapup import EXPORT_WALL_S, WrapUp
 
@@ -144,7 +144,6 @@ class Engine:
         self.last_split: GradientSplit | None = None
         self.probe = ModelProbe(
             plan.model.arch,
-            self.curve.expected_loss(0),
             self.curve.expected_loss(plan.total_steps),
             random.Random(plan.seed * 7919 + 3),
         )
@@ -369,9 +368,11 @@ class Engine:
     def rewound(self, step: int) -> None:
         """The job restarts from its checkpoint of ``step``: the callbacks' state as it
         was saved there."""
-        if self.early_stopping is not None:
-            self.early_stopping.rewind(step)
         self.evals_seen = [(s, v) for s, v in self.evals_seen if s <= step]
+        if self.early_stopping is not None:  # its state as that checkpoint saved it
+            self.early_stopping = EarlyStopping(self.early_stopping.patience)
+            for seen, value in self.evals_seen:
+                self.early_stopping.observe(seen, value)
         self.epoch_meter = EpochMeter(step // self.plan.steps_per_epoch, self.clock.now())
 
     def end_epoch(self) -> None:
@@ -382,10 +383,7 @@ class Engine:
         totals = self.epoch_meter.close(now)
         if not totals.steps:
             return
-        stopper = self.early_stopping
         best = min(self.evals_seen, key=lambda kv: kv[1]) if self.evals_seen else None
-        if stopper is not None and stopper.best is not None:
-            best = (stopper.best_step or 0, stopper.best)
         summary = EpochSummary(
             epoch=totals.epoch + 1,
             epochs=plan.epochs,
@@ -577,9 +575,9 @@ class Engine:
     def found(self, finding: Finding, split: GradientSplit | None, grad_norm: float) -> None:
         """What the monitor found at this step, told as the run's warning."""
         kind, details = finding
-        if kind in ("loss_spike", "grad_explosion") and split is None:
-            split = self.gradient_profile.split(grad_norm, self.curve.burst)
-        if kind in ("loss_spike", "grad_explosion") and split is not None:
+        if kind in ("loss_spike", "grad_explosion"):
+            if split is None:
+                split = self.gradient_profile.split(grad_norm, self.curve.burst)
             named = split.burst or tuple(name for name, _ in split.largest(3))
             details["layers"] = list(named)
             details["layer_grad_norms"] = dict(split.pairs())
@@ -625,12 +623,8 @@ class Engine:
         seconds = ar.checkpoint_read_s(plan.checkpoint_bytes, plan.nodes)
         shards = max(1, len(self.style.checkpoint_files(target, plan.checkpoint_bytes)))
         self.load("checkpoint", shards, "shards", seconds)
-        self.style.say(
-            self.clock.now(),
-            "resume",
-            f"loaded {self.saving.checkpoint_path(target)} (step {target:,}, "
-            f"{size(plan.checkpoint_bytes)}): model, optimizer, scheduler and RNG states; the "
-            f"data loader skips to the batch of step {self.step + 1:,}",
+        self.saving.loaded(
+            target, f"; the data loader skips to the batch of step {self.step + 1:,}"
         )
         self.step = target
         self.curve.restart()
@@ -737,11 +731,10 @@ class Engine:
                 style.eval_progress(self.clock.now(), k, plan.eval_batches)
         loss = self.curve.heldout_loss(self.step) + self.rng.gauss(0, 0.004)
         evaluated = dict(self.evals_seen)
-        weights_of = self.model_step if self.model_step is not None else self.step
         same_batches = self.model_step is not None or not style.fresh_validation_batches
-        if final and same_batches and weights_of in evaluated:
+        if final and same_batches and weights_step in evaluated:
             # weights already evaluated, on the same held-out batches: the same loss
-            loss = evaluated[weights_of]
+            loss = evaluated[weights_step]
         extra = {}
         if plan.task == "dpo":
             pairs = plan.eval_batches * plan.global_batch

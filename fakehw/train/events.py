@@ -152,7 +152,12 @@ class GradientReport:
     max_norm: float
 
     def largest(self, count: int) -> list[tuple[str, float]]:
-        return sorted(self.layers, key=lambda kv: -kv[1])[:count]
+        return largest(self.layers, count)
+
+
+def largest(pairs: tuple[tuple[str, float], ...], count: int) -> list[tuple[str, float]]:
+    """The ``count`` (group, norm) pairs of largest norm, largest first."""
+    return sorted(pairs, key=lambda kv: -kv[1])[:count]
 
 
 @dataclass(frozen=True)

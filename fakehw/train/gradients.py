@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 
 from fakehw.train.catalog import Architecture
+from fakehw.train.events import largest
 
 SPIKE_LAYERS = 3  # adjacent layers a gradient burst sits in
 
@@ -41,7 +42,7 @@ class GradientSplit:
         return tuple(zip(self.names, self.norms, strict=True))
 
     def largest(self, count: int) -> list[tuple[str, float]]:
-        return sorted(self.pairs(), key=lambda kv: -kv[1])[:count]
+        return largest(self.pairs(), count)
 
 
 class GradientProfile:

@@ -223,11 +223,9 @@ class ModelProbe:
     """The probe a run calls at low frequency (each validation): on a slice of the
     held-out batches, the output distribution and the first, middle and last layers."""
 
-    def __init__(self, arch: Architecture, base_loss: float, final_loss: float,
-                 rng: random.Random) -> None:  # fmt: skip
+    def __init__(self, arch: Architecture, final_loss: float, rng: random.Random) -> None:
         self.arch = arch
         self.rng = rng
-        self.base_loss = base_loss  # where the run started (ln V for a model from scratch)
         self.final_loss = final_loss  # where its curve tends
         self.layers = sorted({0, arch.layers // 2, arch.layers - 1})
 

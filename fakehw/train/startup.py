@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from fakehw.train import arithmetic as ar
 from fakehw.train import nccl, tensors, torchrun
 from fakehw.train.events import JobFailed, RunStart
-from fakehw.train.styles.base import LaunchInfo, si, size
+from fakehw.train.styles.base import LaunchInfo, si
 
 if TYPE_CHECKING:
     from fakehw.train.engine import Engine
@@ -90,13 +90,7 @@ class Startup:
             resumed = engine.saving.checkpoint_path(plan.start_step)
             files = style.checkpoint_files(plan.start_step, plan.checkpoint_bytes)
             engine.records.resumed(plan.start_step, resumed, files)
-            style.say(
-                engine.clock.now(),
-                "resume",
-                f"loaded {plan.save_dir}/{engine.saving.checkpoint_name(plan.start_step)} "
-                f"(step {plan.start_step:,}, {size(plan.checkpoint_bytes)}): model, "
-                "optimizer, scheduler and RNG states",
-            )
+            engine.saving.loaded(plan.start_step)
         style.gpu_check(engine.clock.now(), world.cells())
         engine.recovery.check_lost_gpus()
         style.parallelism(engine.clock.now())
