@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class Architecture:
     qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2, Qwen2.5)
     dense_layers: int = 0  # MoE: leading layers with a dense FFN (DeepSeekMoE: the first)
     dense_ffn: int = 0  # their intermediate size
+    rope_base: float = 0.0  # RoPE's rope_theta where the model departs from its family's
+
+    @property
+    def rope_theta(self) -> float:
+        return self.rope_base or ROPE_THETA.get(self.family, 10000.0)
 
     @property
     def head_dim(self) -> int:
@@ -111,6 +116,9 @@ QWEN3_4B = Architecture(
     head_size=128,
     qk_norm=True,
 )
+# The 2507 update of Qwen3-4B (Thinking and Instruct): the same network with a native
+# 256K context (max_position_embeddings 262144, rope_theta 5e6, as its config.json has it)
+QWEN3_4B_2507 = replace(QWEN3_4B, max_seq=262144, rope_base=5000000.0)
 MIXTRAL_8X7B = Architecture("mixtral", 32, 4096, 32, 8, 14336, 32000, 8192, experts=8, top_k=2)
 DEEPSEEK_MOE_16B = Architecture(
     "deepseek", 28, 2048, 16, 16, 1408, 102400, 4096, experts=64, top_k=6, shared_experts=2,
@@ -142,11 +150,14 @@ class ModelEntry:
     arch: Architecture
     real: bool  # a real model's name, or a parody of one
     parody_of: str = ""
+    # whose lm-eval scores it has: a real model with none published for these tasks
+    # names the model it was trained from
+    scores_from: str = ""
 
     @property
     def published(self) -> dict[str, float]:
         """The benchmark scores of the real model it is (or parodies) at full training."""
-        return PUBLISHED_SCORES[self.name if self.real else self.parody_of]
+        return PUBLISHED_SCORES[self.scores_from or (self.name if self.real else self.parody_of)]
 
     @property
     def size_label(self) -> str:
@@ -169,6 +180,9 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("Mistral-7B-v0.3", MISTRAL_7B, True),
     ModelEntry("Qwen2.5-14B", QWEN25_14B, True),
     ModelEntry("Qwen3-4B", QWEN3_4B, True),
+    # Qwen's model card gives reasoning benchmarks only (AIME25 81.3, GPQA 65.8 ...):
+    # the harness's four tasks are scored as its base model's
+    ModelEntry("Qwen3-4B-Thinking-2507", QWEN3_4B_2507, True, scores_from="Qwen3-4B"),
     ModelEntry("Mixtral-8x7B-v0.1", MIXTRAL_8X7B, True),
     ModelEntry("OLMo-2-1124-13B", OLMO2_13B, True),
     ModelEntry("Llamba-3-8B", LLAMA3_8B, False, "Llama-3.1-8B"),
@@ -191,6 +205,19 @@ class Dataset:
     tokens: int  # total tokens (for pretraining) or tokens per epoch
     samples: int
     real: bool
+    # How hard its tokens are to predict, as a model's loss on them relative to the
+    # reference data of its kind (web text for pretraining, English chat for fine-tunes):
+    # code is far more predictable than prose, math's LaTeX and long step-by-step
+    # reasoning traces more than chat; Chinese text is harder per token (more of it in
+    # each token). The curves (``fakehw.train.learning``) are for the reference data.
+    loss_factor: float = 1.0
+    language: str = "en"
+    domain: str = "general"
+    default: bool = True  # one fake-train may choose when none is asked for
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
 
 
 DATASETS: tuple[Dataset, ...] = (
@@ -210,12 +237,66 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("HuggingFaceH4/ultrafeedback_binarized", "preference", 120_000_000, 61_135, True),
     Dataset("Anthropic/hh-rlhf", "preference", 54_000_000, 160_800, True),
     Dataset("internal/vibes-preference-v2", "preference", 88_000_000, 94_000, False),
-    Dataset("open-r1/OpenR1-Math-220k", "reasoning", 1_100_000_000, 220_000, True),
-    Dataset("acme-labs/ThinkHarder-CoT-1M", "reasoning", 2_600_000_000, 1_000_000, False),
+    Dataset(
+        "open-r1/OpenR1-Math-220k", "reasoning", 1_100_000_000, 220_000, True, 0.8, domain="math"
+    ),
+    Dataset("acme-labs/ThinkHarder-CoT-1M", "reasoning", 2_600_000_000, 1_000_000, False, 0.85),
+    # what a code or math share of a pretraining mixture reads (--mixture): StarCoder's
+    # data (~250B tokens of The Stack's code, issues and notebooks) and OpenWebMath
+    # (14.7B tokens in 6.3M pages, its paper's figures)
+    Dataset(
+        "bigcode/starcoderdata",
+        "pretrain",
+        250_000_000_000,
+        305_000_000,
+        True,
+        0.6,
+        domain="code",
+        default=False,
+    ),
+    Dataset(
+        "open-web-math/open-web-math",
+        "pretrain",
+        14_700_000_000,
+        6_315_233,
+        True,
+        0.75,
+        domain="math",
+        default=False,
+    ),
+    # Chinese instructions (BELLE's 3.5M, their card's count) and parodies of domain
+    # data whose answers reason in <thinking> tags before they answer
+    Dataset(
+        "BelleGroup/train_3.5M_CN", "sft", 1_050_000_000, 3_606_402, True, 1.15, "zh", default=False
+    ),
+    Dataset(
+        "acme-labs/CryptoThink-zh-80k",
+        "reasoning",
+        310_000_000,
+        80_000,
+        False,
+        0.95,
+        "zh",
+        "cryptography",
+        default=False,
+    ),
+    Dataset(
+        "acme-labs/CipherCoT-en-120k",
+        "reasoning",
+        420_000_000,
+        120_000,
+        False,
+        0.88,
+        domain="cryptography",
+        default=False,
+    ),
 )
 
 TASKS = ("pretrain", "sft", "dpo", "lora")
 DATASET_KIND = {"pretrain": "pretrain", "sft": "sft", "dpo": "preference", "lora": "reasoning"}
+# the kinds of data a task can train on (a fine-tune takes instructions or reasoning traces)
+TRAINS_ON = {"pretrain": ("pretrain",), "sft": ("sft", "reasoning"), "lora": ("sft", "reasoning"),
+             "dpo": ("preference",)}  # fmt: skip
 
 
 class UnknownModel(ValueError):

@@ -178,7 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dataset",
         metavar="NAME",
-        help="a dataset (default: one that suits the task, chosen by --seed)",
+        help="a dataset of --list-datasets (default: a general English one that suits the "
+        "task, chosen by --seed)",
+    )
+    run.add_argument(
+        "--mixture",
+        metavar="NAME:WEIGHT,...",
+        help="train on several datasets blended by weight, e.g. pretraining on "
+        "fineweb-edu:0.7,starcoderdata:0.2,open-web-math:0.1 or an SFT on "
+        "OpenHermes-2.5:2,ultrachat_200k:1,OpenR1-Math-220k:1 (weights are normalised); "
+        "every sequence comes from one source, and the log, metrics and report give each "
+        "source's samples and training and validation losses, which add up to the run's",
     )
     run.add_argument(
         "--precision",
@@ -295,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info = parser.add_argument_group("information")
     info.add_argument("--list-models", action="store_true", help="list the models and exit")
+    info.add_argument(
+        "--list-datasets", action="store_true", help="list the datasets (for --dataset, --mixture)"
+    )
     info.add_argument("--list-styles", action="store_true", help="list the log styles and exit")
     return parser
 
@@ -324,6 +337,34 @@ def list_models() -> str:
     headers = ["model", "params", "active", "layers", "hidden", "heads/kv", "MoE", "name"]
     table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     return table
+
+
+def list_datasets() -> str:
+    from tabulate import tabulate
+
+    from fakehw.train.catalog import DATASETS, TRAINS_ON
+    from fakehw.train.styles.base import si
+
+    rows = [
+        [
+            d.name,
+            d.kind,
+            ", ".join(t for t, kinds in TRAINS_ON.items() if d.kind in kinds),
+            si(d.tokens),
+            f"{d.samples:,}",
+            d.language,
+            d.domain,
+            f"{d.loss_factor:.2f}",
+            "real" if d.real else "parody",
+        ]
+        for d in DATASETS
+    ]
+    headers = ["dataset", "kind", "tasks", "tokens", "samples", "lang", "domain", "loss x", "name"]
+    table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return table + (
+        "\n\nloss x: the loss on its tokens relative to the reference data of its kind (web "
+        "text, English chat)"
+    )
 
 
 def list_styles() -> str:
@@ -497,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_styles:
         print(list_styles())
         return 0
+    if args.list_datasets:
+        print(list_datasets())
+        return 0
     raise_on_termination()  # SIGTERM, or SIGHUP when its terminal goes away (a pane closed)
     try:
         return run(args)
@@ -619,6 +663,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             resume=args.resume,
             early_stopping=args.early_stopping or 0,
+            mixture=args.mixture,
         )
     except (UnknownModel, PlanError) as exc:
         client.close()

@@ -40,6 +40,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.gradients import ClipCounter, GradientProfile, GradientSplit
 from fakehw.train.learning import LearningCurve
+from fakehw.train.mixture import SEQUENCE_LOSS_SPREAD, Blend
 from fakehw.train.plan import RunPlan, sequences_per_sample
 from fakehw.train.probes import ModelProbe
 from fakehw.train.recorder import Records
@@ -58,7 +59,6 @@ LINE_EVERY_WALL_S = 0.3  # at high speed factors, log every few steps, not every
 WARMUP_STEPS = 0.8  # steps over which the first steps' extra time decays (e-fold)
 PROBE_BATCH_COST = 1.15  # a probe batch against a validation batch (hidden states kept)
 PROBE_SEQUENCES = 64  # the probe set: held-out sequences
-SEQUENCE_LOSS_SPREAD = 0.3  # standard deviation of held-out sequences' mean losses (nats)
 
 
 @dataclass
@@ -146,6 +146,9 @@ class Engine:
             plan.model.arch,
             self.curve.expected_loss(plan.total_steps),
             random.Random(plan.seed * 7919 + 3),
+        )
+        self.blend = (
+            Blend(plan.mixture, plan.global_batch, plan.seed * 7919 + 5) if plan.mixture else None
         )
         self.last_eval: float | None = None
         self.evals_seen: list[tuple[int, float]] = []  # (step, val loss) during training
@@ -374,6 +377,11 @@ class Engine:
             for seen, value in self.evals_seen:
                 self.early_stopping.observe(seen, value)
         self.epoch_meter = EpochMeter(step // self.plan.steps_per_epoch, self.clock.now())
+        # the steps since the last logged one are lost: a new process logs from here
+        self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
+        self.window_skipped = 0
+        if self.blend is not None:
+            self.blend.interval()
 
     def end_epoch(self) -> None:
         """A multi-epoch task's epoch is over: the metrics logger's and the scheduler
@@ -498,6 +506,8 @@ class Engine:
         for finding in findings:
             self.found(finding, split, grad_norm)
         self.loss_sum += loss
+        if self.blend is not None:
+            self.blend.step(self.step, loss, self.curve.source_factors(self.step)[1])
         self.epoch_meter.add(loss, plan.trained_tokens_per_step)
         self.window_loss += loss
         self.window_time += step_time
@@ -570,6 +580,8 @@ class Engine:
             layer_grad_norms=split.pairs() if split is not None else (),
             clip_rate=clip_rate,
             clip_coef=clip_coef,
+            sources=self.blend.interval() if self.blend is not None else (),
+            sources_seen=self.blend.taken(self.step) if self.blend is not None else (),
         )
 
     def found(self, finding: Finding, split: GradientSplit | None, grad_norm: float) -> None:
@@ -631,7 +643,6 @@ class Engine:
         self.monitor.restart()
         self.rewound(target)
         self.steps_since_start = 0
-        self.window_loss, self.window_time, self.window_steps = 0.0, 0.0, 0
         self.world.phase("train", cycle_s=self.expected_step_time())
 
     def should_log(self) -> bool:
@@ -755,6 +766,16 @@ class Engine:
             / max(self.clock.now() - started, 1e-9),
             final=final,
             extra=extra,
+            sources=(
+                self.blend.evaluate(
+                    weights_step,
+                    plan.eval_batches * plan.global_batch,
+                    loss,
+                    self.curve.source_factors(weights_step)[1],
+                )
+                if self.blend is not None
+                else ()
+            ),
         )
         self.last_eval = loss
         if not final:

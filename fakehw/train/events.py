@@ -12,6 +12,15 @@ from fakehw.contract import snapshot as records
 
 
 @dataclass(frozen=True)
+class SourceLoss:
+    """One source of a --mixture in a logging interval or an evaluation."""
+
+    name: str
+    samples: int  # its sequences there
+    loss: float  # their mean loss
+
+
+@dataclass(frozen=True)
 class StepMetrics:
     step: int
     total_steps: int
@@ -56,6 +65,11 @@ class StepMetrics:
     layer_grad_norms: tuple[tuple[str, float], ...] = ()
     clip_rate: float = 0.0
     clip_coef: float = 1.0
+    # --mixture: each source over the logging interval (their samples add up to the
+    # interval's, their sample-weighted mean loss is interval_loss), and what each has
+    # given since the run began (adding up to samples_seen)
+    sources: tuple[SourceLoss, ...] = ()
+    sources_seen: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ class EvalResult:
     tokens_per_s: float = 0.0  # forward only: ~3x training's
     final: bool = False  # the evaluation of the trained model, after training
     extra: dict[str, float] = field(default_factory=dict)
+    sources: tuple[SourceLoss, ...] = ()  # --mixture: each source's share of the samples
 
 
 @dataclass(frozen=True)
@@ -320,6 +335,36 @@ class ExportArtifact:
     path: str
     files: tuple[tuple[str, int], ...]
     seconds: float
+
+
+@dataclass(frozen=True)
+class QuantizeLayer:
+    """GPTQ has quantized one decoder layer (``fakehw.train.quantize``)."""
+
+    layer: int  # 1-based
+    layers: int
+    modules: int
+    params: int
+    seconds: float
+    error: float  # mean squared error of the layer's outputs on the calibration set
+    time: float
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """The quantized model and what it cost: size, time, held-out loss."""
+
+    method: str  # int8, int4, gptq
+    label: str
+    calibration_samples: int  # 0: no calibration
+    calibration_tokens: int
+    calibration_data: str
+    val_loss_before: float
+    val_loss_after: float
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+    time: float
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
-from fakehw.train.catalog import ROPE_THETA, Architecture
+from fakehw.train.catalog import Architecture
 from fakehw.train.tensors import model_tensors
 
 ALIGNMENT = 32  # general.alignment's default
@@ -166,7 +166,7 @@ def gguf_file(arch: Architecture, name: str, quant: str) -> GgufFile:
         _kv(f"{arch_name}.attention.head_count", UINT32, arch.heads),
         _kv(f"{arch_name}.attention.head_count_kv", UINT32, arch.kv_heads),
         _kv(f"{arch_name}.attention.layer_norm_rms_epsilon", FLOAT32, 1e-5),
-        _kv(f"{arch_name}.rope.freq_base", FLOAT32, ROPE_THETA.get(arch.family, 10000.0)),
+        _kv(f"{arch_name}.rope.freq_base", FLOAT32, arch.rope_theta),
     ]
     if arch.experts:
         metadata += [_kv(f"{arch_name}.expert_count", UINT32, arch.experts),

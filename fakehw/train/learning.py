@@ -35,6 +35,7 @@ class LearningCurve:
         self.last_loss = 0.0
         self.burst = False  # the last step's gradient burst (a spike's first step)
         self._incidents: list[tuple[str, dict[str, Any]]] = []
+        self._end_loss: float | None = None  # the reference loss at the planned end
 
     def restart(self) -> None:
         """The job restarted from a checkpoint: no spike or divergence carries over (a
@@ -57,7 +58,42 @@ class LearningCurve:
         return found
 
     def expected_loss(self, step: int) -> float:
-        """The training loss the curve expects at ``step`` (before noise)."""
+        """The training loss the curve expects at ``step`` (before noise), on the run's
+        data: the reference data's, times how hard the data is (``Dataset.loss_factor``;
+        a mixture's is its sources' weighted mean)."""
+        if self.plan.task == "dpo":
+            return self.reference_loss(step)
+        return self.reference_loss(step) * self.data_factor(step)
+
+    def learned(self, step: int) -> float:
+        """How far the model has come from knowing nothing (a uniform guess, ln V, where
+        every source's loss is the same) to what this run ends at: 0 .. 1. Sources
+        differ by their ``loss_factor`` as far as the model has learned."""
+        end = self._end_loss
+        if end is None:
+            self._end_loss = end = self.reference_loss(self.plan.total_steps)
+        uniform = math.log(self.plan.model.arch.vocab)
+        return min(1.0, max(0.0, (uniform - self.reference_loss(step)) / (uniform - end)))
+
+    def data_factor(self, step: int) -> float:
+        """The run's data against the reference data at ``step``: a mixture's sources'
+        weighted mean (``fakehw.train.mixture``)."""
+        return sum(w * f for w, f in zip(*self.source_factors(step), strict=True))
+
+    def source_factors(self, step: int) -> tuple[list[float], list[float]]:
+        """The data's sources, as (weights, loss factors at ``step``)."""
+        plan = self.plan
+        sources = (
+            [(s.weight, s.dataset.loss_factor) for s in plan.mixture.sources]
+            if plan.mixture
+            else [(1.0, plan.dataset.loss_factor)]
+        )
+        learned = self.learned(step)
+        return [w for w, _ in sources], [1 + (f - 1) * learned for _, f in sources]
+
+    def reference_loss(self, step: int) -> float:
+        """The loss at ``step`` on the reference data of the task's kind (web text for
+        pretraining, English chat for fine-tunes), what benchmarks follow."""
         plan = self.plan
         if self.plateau_at is not None:
             step = min(step, self.plateau_at)
@@ -74,10 +110,11 @@ class LearningCurve:
         return ar.finetune_loss(start, final, progress, epoch)
 
     def finetune_ends(self) -> tuple[float, float]:
-        """A fine-tune's loss on its data: from its base model's, towards its floor."""
+        """A fine-tune's loss on the reference data: from its base model's, towards its
+        floor (a LoRA's adapters reach less far than a full fine-tune)."""
         arch = self.plan.model.arch
         if self.plan.task == "lora":
-            return 1.02, 0.58
+            return 1.2, 0.68
         return 1.55 - 0.05 * math.log10(arch.params / 1e9), 0.92 - 0.08 * math.log10(
             arch.params / 1e9
         )
@@ -102,7 +139,8 @@ class LearningCurve:
         start, final = self.finetune_ends()
         generalises = ar.finetune_loss(start, final, step / plan.total_steps, 0.0)
         overfit = (0.05 if plan.task == "sft" else 0.03) * (start - final)
-        return generalises + 0.04 + overfit * math.pow(max(0.0, epoch - 1.0), 1.5)
+        reference = generalises + 0.04 + overfit * math.pow(max(0.0, epoch - 1.0), 1.5)
+        return reference * self.data_factor(step)
 
     def overconfidence(self, step: int) -> float:
         """How much sharper than the data the model's predictions are: little for a model

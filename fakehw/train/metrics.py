@@ -25,6 +25,7 @@ from fakehw.train.events import (
     GradientReport,
     Incident,
     ProbeResult,
+    QuantizeResult,
     StepMetrics,
 )
 from fakehw.train.recorder import Recorder
@@ -77,6 +78,12 @@ class MetricsWriter(Recorder):
         record["clip_coef"] = m.clip_coef
         if m.layer_grad_norms:
             record["grad_norm_layers"] = dict(m.layer_grad_norms)
+        if m.sources:  # --mixture
+            record["samples_seen"] = m.samples_seen
+            record["sources"] = [
+                {"name": s.name, "loss": s.loss, "samples": s.samples, "samples_seen": seen}
+                for s, seen in zip(m.sources, m.sources_seen, strict=True)
+            ]
         record.update(m.extra)
         self._write(record)
 
@@ -165,6 +172,32 @@ class MetricsWriter(Recorder):
                 "final": r.final,
                 "time": r.time,
                 **r.extra,
+                **(
+                    {
+                        "sources": [
+                            {"name": s.name, "loss": s.loss, "samples": s.samples}
+                            for s in r.sources
+                        ]
+                    }
+                    if r.sources
+                    else {}
+                ),
+            }
+        )
+
+    def quantized(self, q: QuantizeResult) -> None:
+        self._write(
+            {
+                "event": "quantize",
+                "method": q.method,
+                "calibration_samples": q.calibration_samples,
+                "calibration_tokens": q.calibration_tokens,
+                "val_loss_before": q.val_loss_before,
+                "val_loss_after": q.val_loss_after,
+                "bytes_before": q.bytes_before,
+                "bytes_after": q.bytes_after,
+                "seconds": q.seconds,
+                "time": q.time,
             }
         )
 

@@ -22,12 +22,14 @@ from fakehw.train.catalog import (
     DATASET_KIND,
     DATASETS,
     MODELS,
+    TRAINS_ON,
     Architecture,
     Dataset,
     ModelEntry,
     find_dataset,
     find_model,
 )
+from fakehw.train.mixture import Mixture, MixtureError, parse
 
 MIB = 1024**2
 MEMORY_TARGET = 0.88  # of what the GPU leaves to processes
@@ -83,6 +85,12 @@ class RunPlan:
     grad_clip: float = 1.0  # clip_grad_norm_'s max_norm (max_grad_norm, --clip-grad)
     probe_every: int = 0  # steps between model probes (0: none; --probe-every)
     early_stopping_patience: int = 0  # evaluations without improvement (0: no early stopping)
+    mixture: Mixture | None = None  # --mixture: the sources ``dataset`` blends
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        """What the run reads: a mixture's sources, or its one dataset."""
+        return [s.dataset for s in self.mixture.sources] if self.mixture else [self.dataset]
 
     @property
     def gpus(self) -> int:
@@ -172,8 +180,34 @@ def _choose_model(task: str, style: str, gpus: int, gpu: GpuSpec, rng: random.Ra
 
 
 def _choose_dataset(task: str, rng: random.Random) -> Dataset:
+    """A dataset of the task's kind (code, math, Chinese and domain data are there to be
+    asked for, alone or in a --mixture)."""
     kind = DATASET_KIND[task]
-    return rng.choice([d for d in DATASETS if d.kind == kind])
+    return rng.choice([d for d in DATASETS if d.kind == kind and d.default])
+
+
+def _dataset(task: str, dataset: str | None, mixture: str | None, rng: random.Random) -> tuple[
+    Dataset, Mixture | None
+]:  # fmt: skip
+    """The data: one dataset (given, or chosen), or a blend of several."""
+    if dataset and mixture:
+        raise PlanError("--dataset and --mixture both name the data; give one of them")
+    if mixture:
+        try:
+            blend = parse(mixture, task)
+        except MixtureError as exc:
+            raise PlanError(str(exc)) from None
+        return blend.as_dataset(DATASET_KIND[task]), blend
+    if not dataset:
+        return _choose_dataset(task, rng), None
+    data = find_dataset(dataset)
+    kinds = TRAINS_ON[task]
+    if data.kind not in kinds:
+        raise PlanError(
+            f"{data.name} is {data.kind} data; {task} runs train on {' or '.join(kinds)} "
+            "data (fake-train --list-datasets lists them)"
+        )
+    return data, None
 
 
 def _fits(memory: dict[str, int], gpu: GpuSpec, context_mib: int) -> bool:
@@ -357,11 +391,12 @@ def make_plan(
     precision: str = "bf16",
     resume: bool = False,
     early_stopping: int = 0,
+    mixture: str | None = None,
 ) -> RunPlan:
     rng = random.Random(seed)
     gpus = nodes * gpus_per_node
     entry = find_model(model) if model else _choose_model(task, style, gpus, gpu, rng)
-    data = find_dataset(dataset) if dataset else _choose_dataset(task, rng)
+    data, blend = _dataset(task, dataset, mixture, rng)
     arch = entry.arch
     seq = {"pretrain": 4096, "sft": 4096, "dpo": 2048, "lora": 8192}[task]
     if task == "dpo":  # pairs are padded to the batch's longest, not packed
@@ -455,4 +490,5 @@ def make_plan(
         memory=memory,
         start_step=start_step,
         early_stopping_patience=early_stopping,
+        mixture=blend,
     )

@@ -23,6 +23,7 @@ from fakehw.train.events import (
     GradientReport,
     Incident,
     ProbeResult,
+    QuantizeResult,
     RunStart,
     StepMetrics,
     StepSample,
@@ -86,6 +87,9 @@ class Recorder:
 
     def export(self, a: ExportArtifact) -> None:
         """A model exported after training."""
+
+    def quantized(self, q: QuantizeResult) -> None:
+        """--quantize: the quantized model evaluated."""
 
     def training_ended(self, s: Summary) -> None:
         """The training loop is over (the final evaluation and exports follow)."""
@@ -171,6 +175,9 @@ class Records(Recorder):
 
     def export(self, a: ExportArtifact) -> None:
         self._each(lambda recorder: recorder.export(a))
+
+    def quantized(self, q: QuantizeResult) -> None:
+        self._each(lambda recorder: recorder.quantized(q))
 
     def training_ended(self, s: Summary) -> None:
         self._each(lambda recorder: recorder.training_ended(s))

@@ -7,11 +7,13 @@ resumed run), and the checks before the first step. Called by the engine
 from __future__ import annotations
 
 import os
+import random
 from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train import nccl, tensors, torchrun
 from fakehw.train.events import JobFailed, RunStart
+from fakehw.train.samples import example
 from fakehw.train.styles.base import LaunchInfo, si
 
 if TYPE_CHECKING:
@@ -76,6 +78,13 @@ class Startup:
             f"{shards} shards · {'padded' if plan.task == 'dpo' else 'packed'} to "
             f"{plan.seq} tokens",
         )
+        if plan.mixture:
+            style.mixture(engine.clock.now())
+        rows = random.Random(plan.seed * 7919 + 6)  # which rows: a stream of their own
+        for dataset in plan.datasets:
+            row = example(dataset, rows)
+            if row is not None:
+                style.data_example(engine.clock.now(), row)
         world.phase("load")
         shards_model = len(tensors.weight_files(plan.model.arch).shards)
         if plan.start_step:  # a resumed run reads its checkpoint: model and optimizer

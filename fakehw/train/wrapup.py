@@ -4,10 +4,18 @@ summary. Called by the engine (``fakehw.train.engine``)."""
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
-from fakehw.train.events import BenchmarkRow, ExportArtifact, Summary
+from fakehw.train import quantize as quant
+from fakehw.train.events import (
+    BenchmarkRow,
+    ExportArtifact,
+    QuantizeLayer,
+    QuantizeResult,
+    Summary,
+)
 from fakehw.train.gguf import gguf_file
 from fakehw.train.output.hfconfig import model_files
 from fakehw.train.styles.base import weight_files
@@ -115,34 +123,17 @@ class WrapUp:
                 ar.export_s("safetensors", "", sum(b for _, b in safetensors), exported),
             )
         ]
-        for quant in ("F16", "Q8_0", "Q4_K_M"):
-            if plan.lora and quant == "F16":
+        for gguf_type in ("F16", "Q8_0", "Q4_K_M"):
+            if plan.lora and gguf_type == "F16":
                 continue
-            nbytes = gguf_file(plan.model.arch, name, quant).size
+            nbytes = gguf_file(plan.model.arch, name, gguf_type).size
             artifacts.append(
                 ExportArtifact(
                     "gguf",
-                    quant,
+                    gguf_type,
                     f"{root}/gguf",
-                    ((f"{name}-{quant}.gguf", nbytes),),
-                    ar.export_s("gguf", quant, nbytes, plan.params),
-                )
-            )
-        if engine.options.quantize:
-            bits = {"int8": 8.3, "int4": 4.15, "gptq": 4.15}[engine.options.quantize]
-            nbytes = int(plan.params * bits / 8)
-            label = {
-                "int8": "INT8 (bitsandbytes LLM.int8)",
-                "int4": "INT4 (NF4)",
-                "gptq": "GPTQ 4-bit, group size 128",
-            }[engine.options.quantize]
-            artifacts.append(
-                ExportArtifact(
-                    engine.options.quantize,
-                    label,
-                    f"{root}/quantized",
-                    (("model.safetensors", nbytes), ("quantize_config.json", 311)),
-                    ar.export_s(engine.options.quantize, label, nbytes, plan.params),
+                    ((f"{name}-{gguf_type}.gguf", nbytes),),
+                    ar.export_s("gguf", gguf_type, nbytes, plan.params),
                 )
             )
         for artifact in artifacts:
@@ -154,6 +145,62 @@ class WrapUp:
             engine.records.export(artifact)
             style.export(engine.clock.now(), artifact)
             engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
+        if engine.options.quantize:
+            self.quantize(engine.options.quantize, f"{root}/quantized")
+
+    def quantize(self, method: str, path: str) -> None:
+        """--quantize: GPTQ calibrates on the run's data and quantizes layer by layer
+        (each layer's line as it is done); then the quantized model is evaluated on the
+        final evaluation's batches (``fakehw.train.quantize``)."""
+        engine = self.engine
+        plan, style = engine.plan, engine.style
+        arch = plan.model.arch
+        label = quant.LABELS[method]
+        nbytes = quant.quantized_bytes(method, plan.params)
+        seconds = ar.export_s(method, label, nbytes, plan.params)
+        started = engine.clock.now()
+        # the story takes the tool's real time; the wall waits at most EXPORT_WALL_S of it
+        wall_share = min(1.0, EXPORT_WALL_S * engine.options.speed / seconds)
+        calibrated = method == "gptq"
+        data = plan.datasets[0].short_name if plan.mixture is None else plan.dataset.name
+        engine.world.phase("eval")
+        if calibrated:
+            style.quantize_start(engine.clock.now(), label, quant.CALIBRATION_SAMPLES,
+                                 quant.CALIBRATION_SEQ, data, arch.layers)  # fmt: skip
+            per_layer_params = (plan.params - arch.vocab * arch.hidden) // arch.layers
+            layer_s = seconds / arch.layers
+            rng = random.Random(plan.seed * 7919 + 7)
+            for index, error in enumerate(quant.layer_errors(arch.layers, rng), start=1):
+                engine.wait(layer_s * wall_share, check=False)
+                engine.clock.jump(layer_s * (1 - wall_share))
+                style.quantize_layer(
+                    QuantizeLayer(index, arch.layers, len(quant.MODULES_PER_LAYER),
+                                  per_layer_params, layer_s, error, engine.clock.now())
+                )  # fmt: skip
+        else:
+            engine.wait(seconds * wall_share, check=False)
+            engine.clock.jump(seconds * (1 - wall_share))
+        artifact = ExportArtifact(method, label, path,
+                                  (("model.safetensors", nbytes), ("quantize_config.json", 311)),
+                                  engine.clock.now() - started)  # fmt: skip
+        engine.records.export(artifact)
+        style.export(engine.clock.now(), artifact)
+        engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
+        before = engine.last_eval
+        if before is None or plan.task == "dpo":
+            return  # no language-model loss to compare
+        batch_s = plan.performance.eval_batch_s(engine.clock_factor()[0])
+        engine.wait(plan.eval_batches * batch_s, check=False)
+        result = QuantizeResult(
+            method, label,
+            quant.CALIBRATION_SAMPLES if calibrated else 0,
+            quant.CALIBRATION_SAMPLES * quant.CALIBRATION_SEQ if calibrated else 0,
+            data if calibrated else "",
+            before, before + quant.loss_increase(method, plan.params),
+            ar.BF16 * plan.params, nbytes, engine.clock.now() - started, engine.clock.now(),
+        )  # fmt: skip
+        engine.records.quantized(result)
+        style.quantized(result)
 
     def run_benchmarks(self) -> None:
         """lm-eval-harness on one node: loglikelihood requests at the eval speed, GSM8K
@@ -178,7 +225,7 @@ class WrapUp:
         engine = self.engine
         plan = engine.plan
         weights_of = engine.model_step if engine.model_step is not None else engine.step
-        loss = None if plan.task != "pretrain" else engine.curve.expected_loss(weights_of)
+        loss = None if plan.task != "pretrain" else engine.curve.reference_loss(weights_of)
         rows = []
         for task in ar.BENCHMARK_TASKS:
             full = plan.model.published[task.name]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from fakehw.train.catalog import ROPE_THETA, Architecture
+from fakehw.train.catalog import Architecture
 
 TRANSFORMERS_VERSION = "5.17.0"
 
@@ -54,7 +54,7 @@ def model_config(arch: Architecture) -> dict[str, object]:
         "pad_token_id": None,
         "rms_norm_eps": 1e-05,
         "rope_parameters": {
-            "rope_theta": ROPE_THETA.get(arch.family, 10000.0),
+            "rope_theta": arch.rope_theta,
             "rope_type": "default",
         },
         "tie_word_embeddings": arch.tied_embeddings,

@@ -117,6 +117,7 @@ class ReportWriter(Recorder):
             "|---|---|",
             *(f"| {name} | {value} |" for name, value in self.summary_rows(s)),
             "",
+            *self.mixture_lines(),
             "## Findings",
             "",
             *self.finding_lines(),
@@ -182,6 +183,40 @@ class ReportWriter(Recorder):
             ))  # fmt: skip
         rows.append(("checkpoints", f"`{plan.save_dir}`"))
         return rows
+
+    def mixture_lines(self) -> list[str]:
+        """--mixture: per source, what the run took from it and its last losses; the
+        total row is the run's own figures, which the sources add up to."""
+        plan, last = self.plan, self.last
+        if plan.mixture is None or last is None or not last.sources:
+            return []
+        final = [r for r in self.evals if r.sources]
+        val = final[-1] if final else None
+        tokens = last.samples_seen * plan.seq
+        lines = [
+            "## Mixture",
+            "",
+            f"Samples trained to step {last.step:,}, losses of the logging interval that ends "
+            "there" + (f" and of the evaluation at step {val.step:,}." if val else "."),
+            "",
+            "| source | weight | samples | share | passes | train loss | val loss |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        sources = zip(plan.mixture.sources, last.sources, last.sources_seen, strict=True)
+        for i, (source, measured, seen) in enumerate(sources):
+            passes = seen * plan.seq / source.dataset.tokens
+            val_loss = f"{val.sources[i].loss:.4f}" if val else ""
+            lines.append(
+                f"| {source.name} | {source.weight:.3f} | {seen:,} | "
+                f"{100 * seen / last.samples_seen:.1f}% | {passes:.3g} | {measured.loss:.4f} | "
+                f"{val_loss} |"
+            )
+        lines += [
+            f"| all | 1.000 | {last.samples_seen:,} | 100.0% | {tokens / plan.dataset.tokens:.3g}"
+            f" | {last.interval_loss:.4f} | {f'{val.loss:.4f}' if val else ''} |",
+            "",
+        ]
+        return lines
 
     def finding_lines(self) -> list[str]:
         found = [i for i in self.findings if i.kind != "recovered"]

@@ -114,13 +114,14 @@ class TensorBoardRecorder(Recorder):
         self._write(self.layout.every_step_scalars(sample), sample.time)
 
     def step(self, m: StepMetrics) -> None:
-        self._write(self.layout.step_scalars(m), m.time)
+        self._write(self.layout.step_scalars(m) + self.layout.source_scalars(m), m.time)
 
     def gpus(self, sample: GpuSample) -> None:
         self._write(self.layout.gpu_scalars(sample), sample.time)
 
     def eval(self, r: EvalResult) -> None:
-        self._write(self.layout.eval_scalars(r), r.time, flush=True)
+        self._write(self.layout.eval_scalars(r) + self.layout.eval_source_scalars(r), r.time,
+                    flush=True)  # fmt: skip
 
     def probe(self, p: ProbeResult) -> None:
         self._write(self.layout.probe_scalars(p), p.time, flush=True)

@@ -10,6 +10,7 @@ bars and time formats.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,15 +29,20 @@ from fakehw.train.events import (
     GradientReport,
     Incident,
     ProbeResult,
+    QuantizeLayer,
+    QuantizeResult,
+    SourceLoss,
     StepMetrics,
     Summary,
 )
 from fakehw.train.plan import RunPlan
+from fakehw.train.samples import Example
 from fakehw.train.terminal import Terminal, visible_len
 
 BAR_CELLS = " ▏▎▍▌▋▊▉█"
 GPU_PROBLEMS_SHOWN = 8  # unhealthy GPUs the pre-flight check lists one by one
 PIPE_PROGRESS_S = 2.5  # on a pipe, a long load prints its progress at least this often
+SOURCES_EVERY = 10  # a mixture's by-source line follows every this many step lines
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ def burst_text(details: dict[str, object]) -> str:
     if not isinstance(layers, (list, tuple)) or not layers:
         return ""
     return f" (in {group_span([str(name) for name in layers])})"
+
+
+def sources_text(sources: tuple[SourceLoss, ...]) -> str:
+    """A mixture's sources: each one's loss over its sequences."""
+    return " · ".join(f"{s.name} {s.loss:.4f} ({s.samples:,} seq)" for s in sources)
 
 
 def group_span(names: list[str]) -> str:
@@ -256,6 +267,7 @@ class Style:
         self.term = term
         self.plan = plan
         self._progress_shown: dict[str, float] = {}
+        self._steps_shown = 0
 
     # ------------------------------------------------------------- helpers
     def _tag(self, t: float, what: str) -> str:
@@ -340,6 +352,28 @@ class Style:
 
     def loaded(self, t: float, what: str, detail: str) -> None:
         self.say(t, what, detail)
+
+    def data_example(self, t: float, e: Example) -> None:
+        """A row of a fine-tune's data, as its dataset stores it."""
+        row = {"messages": [{"role": role, "content": text} for role, text in e.messages]}
+        self.say(t, "sample", f"{e.source}[{e.index}] {json.dumps(row, ensure_ascii=False)}")
+
+    def mixture(self, t: float) -> None:
+        """--mixture: each source's weight, size and how often the run reads it."""
+        plan = self.plan
+        assert plan.mixture is not None
+        run_tokens = plan.total_steps * plan.trained_tokens_per_step
+        passes = plan.mixture.passes(run_tokens)
+        width = max(len(s.name) for s in plan.mixture.sources)
+        for source, read in zip(plan.mixture.sources, passes, strict=True):
+            d = source.dataset
+            self.say(
+                t,
+                "mixture",
+                f"{source.name:<{width}}  weight {source.weight:.3f} · {d.samples:,} samples · "
+                f"{si(d.tokens)} tokens · {read:.2f} passes in {si(run_tokens)} tokens"
+                + (" (upsampled)" if read > 1 else ""),
+            )
 
     def gpu_check(self, t: float, cells: list[GpuCell]) -> None:
         plan = self.plan
@@ -462,6 +496,11 @@ class Style:
             word = droppable.pop(0)
             parts = [p for p in parts if word not in p]
         self.term.line(stamp_text + " │ ".join(parts))
+        self._steps_shown += 1
+        if m.sources and self._steps_shown % SOURCES_EVERY == 1:
+            steps = sum(s.samples for s in m.sources) // self.plan.global_batch
+            span = f"step {m.step}" if steps == 1 else f"steps {m.step - steps + 1}-{m.step}"
+            self.say(m.time, "mixture", f"{span} by source: {sources_text(m.sources)}")
 
     def progress(self, m: StepMetrics) -> None:
         """The epoch bar: live on a terminal, a line now and then elsewhere."""
@@ -538,6 +577,8 @@ class Style:
             + f" · {r.samples:,} samples in {r.runtime_s:.1f} s "
             f"({si(r.tokens_per_s)} tok/s){extra}",
         )
+        if r.sources:
+            self.say(r.time, "eval", f"{label} by source: {sources_text(r.sources)}")
 
     def probe(self, p: ProbeResult) -> None:
         """The model probe at an evaluation: the output distribution, then each probed
@@ -660,6 +701,34 @@ class Style:
             "export",
             f"{a.format} {a.detail}: {len(a.files)} file{'s' if len(a.files) > 1 else ''}, "
             f"{size(total)} → {a.path} ({a.seconds:.0f} s)",
+        )
+
+    def quantize_start(self, t: float, label: str, samples: int, seq: int, data: str,
+                       layers: int) -> None:  # fmt: skip
+        text = (
+            f"{label}: calibration {samples} samples x {seq} tokens of {data} "
+            f"({samples * seq:,} tokens) · {layers} layers, layer by layer"
+        )
+        self.say(t, "quantize", text)
+
+    def quantize_layer(self, q: QuantizeLayer) -> None:
+        self.say(
+            q.time,
+            "quantize",
+            f"layer {q.layer:>{len(str(q.layers))}}/{q.layers} · {q.modules} modules · "
+            f"{si(q.params)} params · {q.seconds:.1f} s · mean error {q.error:.4f}",
+        )
+
+    def quantized(self, q: QuantizeResult) -> None:
+        rise = q.val_loss_after - q.val_loss_before
+        self.say(
+            q.time,
+            "quantize",
+            f"{q.label}: val loss {q.val_loss_before:.4f} → {q.val_loss_after:.4f} "
+            f"({rise:+.4f}) · ppl {perplexity(q.val_loss_before):.2f} → "
+            f"{perplexity(q.val_loss_after):.2f} · {size(q.bytes_before)} → "
+            f"{size(q.bytes_after)} ({q.bytes_before / q.bytes_after:.1f}x smaller) · "
+            f"{duration(q.seconds)}",
         )
 
     def benchmarks(self, rows: list[BenchmarkRow]) -> None:

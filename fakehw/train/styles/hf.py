@@ -32,6 +32,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.hflogs import eval_logs, final_logs, probe_logs, train_logs
 from fakehw.train.plan import RunPlan
+from fakehw.train.samples import Example
 from fakehw.train.styles.base import (
     MONITOR_KINDS,
     LaunchInfo,
@@ -205,6 +206,12 @@ class HfStyle(Style):
 
     def loaded(self, t: float, what: str, detail: str) -> None:
         pass  # the bars said it
+
+    def mixture(self, t: float) -> None:
+        pass  # a script's interleave_datasets says nothing at the Trainer's verbosity
+
+    def data_example(self, t: float, e: Example) -> None:
+        pass
 
     def gpu_check(self, t: float, cells: list[GpuCell]) -> None:
         pass

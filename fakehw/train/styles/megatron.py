@@ -21,6 +21,7 @@ from fakehw.train.events import (
     Summary,
 )
 from fakehw.train.plan import RunPlan
+from fakehw.train.samples import Example
 from fakehw.train.styles.base import (
     MONITOR_KINDS,
     LaunchInfo,
@@ -74,6 +75,7 @@ class MegatronStyle(Style):
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
         super().__init__(term, plan)
         self.dataset_started = False  # "> building train, validation, ..." printed
+        self.sources_opened = False  # a mixture's index files, each opened once
         self.checkpoint_reading = False  # between load_checkpoint's first and last lines
         self.checkpoint_loaded = False  # the resumed run's save is read (once)
 
@@ -105,9 +107,17 @@ class MegatronStyle(Style):
             ]
         )
 
+    def data_path(self) -> list[str]:
+        """``--data-path`` of a mixture: each source's weight before its prefix."""
+        plan = self.plan
+        assert plan.mixture is not None
+        prefixes = [f"/data/{c}/{c}_text_document" for c in self.corpora()]
+        weights = [f"{s.weight:g}" for s in plan.mixture.sources]
+        return [item for pair in zip(weights, prefixes, strict=True) for item in pair]
+
     def _arguments(self) -> list[str]:
         plan, par, arch = self.plan, self.plan.par, self.plan.model.arch
-        values = {
+        values: dict[str, object] = {
             "bf16": plan.precision == "bf16",
             "clip_grad": 1.0,
             "data_parallel_size": par.dp,
@@ -141,6 +151,8 @@ class MegatronStyle(Style):
             "use_distributed_optimizer": par.zero_stage >= 1,
             "world_size": plan.gpus,
         }
+        if plan.mixture is not None:
+            values["data_path"] = self.data_path()
         # arguments.py's _print_args: sorted, '.' * (48 - len(name))
         return [f"  {key} {'.' * (48 - len(key))} {values[key]}" for key in sorted(values)]
 
@@ -174,11 +186,39 @@ class MegatronStyle(Style):
         if not self.dataset_started:
             self.dataset_started = True
             self.term.line("> building train, validation, and test datasets ...")
-        corpus = self.plan.dataset.name.rsplit("/", 1)[-1].lower()
-        self.term.line(
-            "INFO:megatron.core.datasets.indexed_dataset:Load the _IndexReader from "
-            f"/data/{corpus}/shard_{done - 1:05d}_text_document.idx"
+        if self.plan.mixture is None:
+            prefixes = [f"/data/{self.corpora()[0]}/shard_{done - 1:05d}_text_document"]
+        elif not self.sources_opened:  # --data-path's prefixes, one per source
+            self.sources_opened = True
+            prefixes = self.data_path()[1::2]
+        else:
+            return
+        self.term.lines(
+            [
+                f"INFO:megatron.core.datasets.indexed_dataset:Load the _IndexReader from {p}.idx"
+                for p in prefixes
+            ]
         )
+
+    def corpora(self) -> list[str]:
+        """The data's directories under /data: one per source of a mixture."""
+        plan = self.plan
+        names = [s.name for s in plan.mixture.sources] if plan.mixture else [plan.dataset.name]
+        return [name.rsplit("/", 1)[-1].lower() for name in names]
+
+    def mixture(self, t: float) -> None:
+        """megatron.core's BlendedDataset builds its index of which source each sample
+        comes from (``--data-path`` gives the weights)."""
+        logger = "INFO:megatron.core.datasets.blended_dataset:"
+        self.term.lines(
+            [
+                f"{logger}Build and save the BlendedDataset indices",
+                f"{logger}\tBuild and save the dataset and dataset sample indexes",
+            ]
+        )
+
+    def data_example(self, t: float, e: Example) -> None:
+        pass  # Megatron's data loader prints no rows
 
     def checkpoint_loading(self, done: int, total: int) -> None:
         """checkpointing.py's load_checkpoint: its first line as it starts, its last when

@@ -161,6 +161,20 @@ class Layout:
         values += [(f"grad_norm/{name}", norm, m.step) for name, norm in m.layer_grad_norms]
         return values
 
+    def source_scalars(self, m: StepMetrics) -> list[Scalar]:
+        """--mixture: each source's loss over the logging interval and the sequences it
+        has given, under ``mixture/<source>/`` whatever the framework."""
+        values: list[Scalar] = []
+        for source, seen in zip(m.sources, m.sources_seen, strict=True):
+            values += [
+                (f"mixture/{source.name}/loss", source.loss, m.step),
+                (f"mixture/{source.name}/samples_seen", seen, m.step),
+            ]
+        return values
+
+    def eval_source_scalars(self, r: EvalResult) -> list[Scalar]:
+        return [(f"mixture/{s.name}/eval_loss", s.loss, r.step) for s in r.sources]
+
     def probe_scalars(self, p: ProbeResult) -> list[Scalar]:
         """The model probe's figures under ``probe/`` (a tracker's names)."""
         return [(f"probe/{name}", value, p.step) for name, value in p.values().items()]

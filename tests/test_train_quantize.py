@@ -1,0 +1,159 @@
+"""Quantizing the exported model (``--quantize``) and the reasoning fine-tunes of
+Qwen3-4B-Thinking-2507 on Chinese and cryptography data, read from the real output:
+GPTQ calibrates on the run's data and quantizes layer by layer in a time that grows
+with the model, the quantized model loses a little held-out loss (more at 4 bits
+than at 8), and a fine-tune shows the rows it learns from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Records, TrainRuns
+
+SPEED = ["--speed-factor", "1000", "--gpus", "8", "--color", "never"]
+
+
+class Run(Records):
+    def __init__(self, stdout: str, records: list[dict[str, object]]) -> None:
+        super().__init__(records)
+        self.stdout = stdout
+
+
+Runs = TrainRuns[Run]
+
+
+def play(runs: Runs, args: tuple[str, ...], index: int) -> Run:
+    metrics = runs.base / f"m{index}.jsonl"
+    result = runs.play(*SPEED, *args, "--metrics-jsonl", str(metrics))
+    return Run(result.stdout, Records.read(metrics))
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[Runs]:
+    played = TrainRuns(Path(tempfile.mkdtemp(prefix="fhw-quant-")), play)
+    yield played
+    played.stop()
+
+
+THINKING = ("--task", "lora", "--model", "Qwen3-4B-Thinking-2507", "--seed", "2", "--mixture",
+            "CryptoThink-zh-80k:1,CipherCoT-en-120k:1,OpenR1-Math-220k:2", "--quantize", "gptq",
+            "--exit-after-steps", "5")  # fmt: skip
+SMALL = ("--task", "sft", "--model", "TinyHorse-1B", "--seed", "4", "--quantize", "gptq",
+         "--exit-after-steps", "5")  # fmt: skip
+INT8 = ("--task", "sft", "--model", "TinyHorse-1B", "--seed", "4", "--quantize", "int8",
+        "--exit-after-steps", "5")  # fmt: skip
+UNIT = {"MiB": 2**20, "GiB": 2**30}
+
+
+def params_of(run: Run) -> int:
+    found = re.search(r"→ ([\d,]+) parameters", run.stdout)
+    assert found
+    return int(found.group(1).replace(",", ""))
+
+
+def gptq_seconds(run: Run) -> float:
+    found = re.search(r"export +gptq .* \((\d+) s\)", run.stdout)
+    assert found
+    return float(found.group(1))
+
+
+def test_gptq_calibrates_and_quantizes_every_layer_in_turn(runs: Runs) -> None:
+    run = runs(*THINKING)
+    calibration = re.search(r"calibration (\d+) samples x (\d+) tokens of (.+?) \(([\d,]+) "
+                            r"tokens\) · (\d+) layers", run.stdout)  # fmt: skip
+    assert calibration
+    samples, seq, data, tokens, layers = calibration.groups()
+    assert int(samples) * int(seq) == int(tokens.replace(",", ""))
+    assert data == "CryptoThink-zh-80k + CipherCoT-en-120k + OpenR1-Math-220k"  # the run's own
+    assert f"{layers} layers · hidden" in run.stdout  # the model's line: 36 decoder layers
+    done = re.findall(r"quantize +layer +(\d+)/(\d+) · (\d+) modules · ([\d.]+)M params · "
+                      r"([\d.]+) s · mean error ([\d.]+)", run.stdout)  # fmt: skip
+    assert [int(d[0]) for d in done] == list(range(1, int(layers) + 1))
+    assert {d[1] for d in done} == {layers} and {d[2] for d in done} == {"7"}
+    # the layers' parameters are the model's less its (tied) embedding
+    per_layer = float(done[0][3]) * 1e6
+    assert per_layer * int(layers) == pytest.approx(params_of(run) - 151936 * 2560, rel=0.01)
+    # the layers take the quantization's time between them
+    assert sum(float(d[4]) for d in done) == pytest.approx(gptq_seconds(run), rel=0.02)
+    errors = [float(d[5]) for d in done]
+    assert sum(errors[-6:]) > 3 * sum(errors[:6])  # deeper layers' outputs are larger
+
+
+def test_gptq_takes_minutes_in_proportion_to_the_model(runs: Runs) -> None:
+    big, small = runs(*THINKING), runs(*SMALL)
+    assert gptq_seconds(big) > 180  # a 4B model: minutes, as GPTQ takes on one GPU
+    ratio = gptq_seconds(big) / gptq_seconds(small)
+    assert 1.5 < ratio < params_of(big) / params_of(small)  # a fixed start-up beside the layers
+
+
+@pytest.mark.parametrize("args", [THINKING, SMALL, INT8], ids=["gptq-4b", "gptq-1b", "int8-1b"])
+def test_the_quantized_model_loses_a_little_held_out_loss(
+    runs: Runs, args: tuple[str, ...]
+) -> None:
+    run = runs(*args)
+    final = [e for e in run.events("eval") if e["final"]][-1]
+    said = re.search(r"quantize +(.+?): val loss ([\d.]+) → ([\d.]+) \(\+([\d.]+)\) · ppl ([\d.]+) "
+                     r"→ ([\d.]+) · ([\d.]+) (MiB|GiB) → ([\d.]+) (MiB|GiB) \(([\d.]+)x smaller\)",
+                     run.stdout)  # fmt: skip
+    assert said
+    label, before, after, rise, ppl_before, ppl_after, size_b, unit_b, size_a, unit_a, x = (
+        said.groups()
+    )
+    assert float(before) == pytest.approx(final["loss"], abs=5e-5)  # the final evaluation's
+    assert float(after) - float(before) == pytest.approx(float(rise), abs=2e-4)
+    assert float(ppl_before) == pytest.approx(math.exp(float(before)), abs=0.01)
+    assert float(ppl_after) == pytest.approx(math.exp(float(after)), abs=0.01)
+    ratio = float(size_b) * UNIT[unit_b] / (float(size_a) * UNIT[unit_a])
+    assert ratio == pytest.approx(float(x), rel=0.06)
+    assert float(size_b) * UNIT[unit_b] == pytest.approx(2 * params_of(run), rel=0.01)  # bf16
+    event = run.events("quantize")[0]
+    assert event["val_loss_after"] > event["val_loss_before"]  # type: ignore[operator]
+    assert label == (
+        "INT8 (bitsandbytes LLM.int8)" if "int8" in args else "GPTQ 4-bit, group size 128"
+    )
+    if "int8" in args:
+        assert float(rise) < 0.005 and 1.8 < ratio < 2.0 and "calibration" not in run.stdout
+    else:
+        assert 0.01 < float(rise) < 0.1 and 3.5 < ratio < 4.0
+
+
+def test_smaller_models_lose_more_to_four_bits(runs: Runs) -> None:
+    rise = {args: runs(*args).events("quantize")[0] for args in (THINKING, SMALL)}
+    big, small = (float(e["val_loss_after"]) - float(e["val_loss_before"]) for e in rise.values())  # type: ignore[arg-type]
+    assert small > big
+
+
+def test_a_reasoning_fine_tune_shows_rows_that_think_before_they_answer(runs: Runs) -> None:
+    run = runs(*THINKING)
+    rows = re.findall(r"sample +(\S+)\[(\d+)\] (\{.+\})$", run.stdout, re.MULTILINE)
+    assert [name for name, _, _ in rows] == ["CryptoThink-zh-80k", "CipherCoT-en-120k",
+                                             "OpenR1-Math-220k"]  # fmt: skip
+    sizes = {"CryptoThink-zh-80k": 80_000, "CipherCoT-en-120k": 120_000,
+             "OpenR1-Math-220k": 220_000}  # fmt: skip
+    for name, index, text in rows:
+        assert int(index) < sizes[name]
+        user, assistant = json.loads(text)["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        thinking = re.fullmatch(r"<thinking>\n(.+)\n</thinking>\n\n(.+)", assistant["content"],
+                                re.DOTALL)  # fmt: skip
+        assert thinking, assistant["content"]
+        chinese = re.search(r"[\u4e00-\u9fff]", user["content"] + assistant["content"])
+        assert bool(chinese) == name.endswith("-zh-80k")
+
+
+def test_qwen3_4b_thinking_2507_is_the_real_network() -> None:
+    listing = subprocess.run([sys.executable, "-m", "fakehw.train", "--list-models"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    row = next(line.split() for line in listing.splitlines()
+               if line.startswith("Qwen3-4B-Thinking-2507 "))  # fmt: skip
+    # Qwen's card: 4.0B parameters, 36 layers, 32 query heads and 8 KV heads
+    assert row[1:5] == ["4.02B", "36", "2560", "32/8"]
