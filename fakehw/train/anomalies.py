@@ -60,6 +60,11 @@ class AnomalyDetector:
         self.warmup_steps = warmup_steps
         self.restart()
 
+    def relayout(self) -> None:
+        """The step's layout changed (the batch-size manager): its time is measured
+        against the new layout's, not the old median."""
+        self.times.clear()
+
     def restart(self) -> None:
         """The job (re)started: the windows start again (a restart's first steps are
         slow, and a rollback's losses are an earlier model's)."""

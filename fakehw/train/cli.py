@@ -98,15 +98,18 @@ INJECTABLE = FAULTS  # what the daemon can inject, one list (fakehw.service.prot
 # what the run does to itself: its loss diverges (the monitor rolls back to the last
 # checkpoint), or stops falling (the monitor warns of no convergence)
 TRAINING_FAULTS = ("loss-divergence", "loss-plateau")
+# what the run does to one rank: a batch that does not fit (the batch-size manager
+# halves the micro-batch, or switches recomputation on)
+RANK_FAULTS = ("oom",)
 
 
 def _injection(text: str) -> tuple[str, int, int]:
     """``thermal:3@200`` -> ("thermal", 3, 200)."""
     match = re.fullmatch(r"([a-z0-9-]+)(?::(\d+))?@(\d+)", text.strip(), re.ASCII)
-    if not match or match.group(1) not in (*INJECTABLE, *TRAINING_FAULTS):
+    if not match or match.group(1) not in (*INJECTABLE, *RANK_FAULTS, *TRAINING_FAULTS):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not FAULT[:GPU]@STEP with FAULT one of "
-            f"{', '.join((*INJECTABLE, *TRAINING_FAULTS))} (example: thermal:3@200)"
+            f"{', '.join((*INJECTABLE, *RANK_FAULTS, *TRAINING_FAULTS))} (example: thermal:3@200)"
         )
     if match.group(1) in TRAINING_FAULTS and match.group(2) is not None:
         raise argparse.ArgumentTypeError(
@@ -286,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         "xid79, rank-crash (GPU = rank, default 0); or the training itself: "
         "loss-divergence@STEP (the monitor finds it and rolls back to the last checkpoint, "
         "skipping the data after it), loss-plateau@STEP (the loss stops falling; the monitor "
-        "warns of no convergence); may be given more than once, e.g. "
+        "warns of no convergence), oom[:GPU]@STEP (a batch that does not fit: the "
+        "batch-size manager catches the CUDA OOM, halves the micro-batch and doubles "
+        "gradient accumulation, or turns activation checkpointing on); may be given more "
+        "than once, e.g. "
         "--inject thermal:3@200 --inject rank-crash:1@500",
     )
     writes = parser.add_argument_group("what it writes")

@@ -40,6 +40,7 @@ from fakehw.train.events import (
 )
 from fakehw.train.gradients import ClipCounter, GradientProfile, GradientSplit
 from fakehw.train.learning import LearningCurve
+from fakehw.train.memory import BatchSizeManager
 from fakehw.train.mixture import SEQUENCE_LOSS_SPREAD, Blend
 from fakehw.train.plan import RunPlan, sequences_per_sample
 from fakehw.train.probes import ModelProbe
@@ -183,6 +184,7 @@ class Engine:
         self.starting = Startup(self)
         self.saving = Checkpoints(self)
         self.recovery = Recovery(self)
+        self.memory = BatchSizeManager(self)
         self.wrap_up = WrapUp(self)
 
     # --------------------------------------------------------------- pacing
@@ -424,6 +426,8 @@ class Engine:
                 self.curve.diverge(step)
             elif fault == "loss-plateau":
                 self.curve.plateau(step)
+            elif fault == "oom":
+                self.memory.injected(rank)
             else:
                 self.world.inject(rank, fault)
 

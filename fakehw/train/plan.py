@@ -357,6 +357,18 @@ def _with_batch(
                    batch)  # fmt: skip
 
 
+def relayout(plan: RunPlan, par: ar.Parallelism) -> tuple[dict[str, int], ar.StepPerformance]:
+    """What a rank holds and what a step costs under another layout of the same global
+    batch (a batch-size manager's smaller micro-batch, or recomputation switched on)."""
+    arch = plan.model.arch
+    assert par.dp * par.micro_batch * par.grad_accum == plan.global_batch
+    memory = ar.memory_breakdown(arch, par, plan.seq, plan.trainable)
+    performance = ar.step_performance(arch, par, plan.task, plan.seq, plan.trainable,
+                                      plan.tokens_per_step, plan.gpu, plan.fabric,
+                                      plan.efficiency)  # fmt: skip
+    return memory, performance
+
+
 def sequences_per_sample(task: str) -> int:
     return 2 if task == "dpo" else 1  # a preference pair: chosen and rejected
 

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
 from fakehw.train import nccl, tensors, torchrun
 from fakehw.train.events import JobFailed, RunStart
+from fakehw.train.memory import MIB, DoesNotFit
 from fakehw.train.samples import example
 from fakehw.train.styles.base import LaunchInfo, si
 
 if TYPE_CHECKING:
     from fakehw.train.engine import Engine
+
+
+SETTLE_WALL_S = 5.0  # real seconds to wait at most for another job's memory to settle
+SETTLE_POLL_S = 0.25
 
 
 class Startup:
@@ -106,17 +112,39 @@ class Startup:
         style.training_start(engine.clock.now())
         style.lr_schedule(engine.clock.now(), plan.start_step, at_start=True)
 
+    def settled_others(self, rank: int, ours: set[int]) -> list[tuple[int, int]]:
+        """(pid, MiB) of the other processes on ``rank``'s GPU, once their allocators
+        have taken what they are taking (a job that just started grows for a second)."""
+        world = self.engine.world
+        others = [p for p in world.holders(rank) if p[0] not in ours]
+        deadline = time.monotonic() + SETTLE_WALL_S
+        while others and time.monotonic() < deadline:
+            time.sleep(SETTLE_POLL_S)
+            now = [p for p in world.holders(rank) if p[0] not in ours]
+            if now == others:
+                break
+            others = now
+        return others
+
     def check_memory(self) -> None:
         """Another job on the same GPUs leaves too little memory: CUDA OOM, as in life."""
         engine = self.engine
         plan = engine.plan
         ours = set(engine.world.pids.values())
         for rank in range(plan.gpus_per_node):
-            others = [p for p in engine.world.holders(rank) if p[0] not in ours]
+            others = self.settled_others(rank, ours)
             total = plan.gpu.memory_total_mib - plan.gpu.memory_reserved_mib
             free = total - sum(mib for _, mib in others)
             if plan.memory_mib <= free:
                 continue
+            try:  # the batch-size manager shrinks the layout until it fits what is left
+                engine.memory.out_of_memory(
+                    rank, (free - plan.gpu.context_mib) * MIB, 0.0, "another job on the GPU",
+                    [(pid, mib / 1024) for pid, mib in others],
+                )  # fmt: skip
+                continue
+            except DoesNotFit:
+                pass  # nothing fits: the job fails with PyTorch's error
             gib = 1024
             lines = [
                 *torchrun.out_of_memory(

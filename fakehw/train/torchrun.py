@@ -66,6 +66,26 @@ def out_of_memory(
     ]
 
 
+def step_out_of_memory(
+    rank: int, wanted_gib: float, total_gib: float, free_gib: float, in_use_gib: float,
+    allocated_gib: float, unallocated_gib: float, others: Sequence[tuple[int, float]],
+) -> list[str]:  # fmt: skip
+    """PyTorch's OOM of a training step, as a loop that catches it logs it (the
+    batch-size manager, ``fakehw.train.memory``): the allocator's own account."""
+    held = "".join(f"Process {pid} has {gib:.2f} GiB memory in use. " for pid, gib in others)
+    return [
+        f"[rank{rank}]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
+        f"{wanted_gib:.2f} GiB. GPU {rank} has a total capacity of {total_gib:.2f} GiB of "
+        f"which {free_gib:.2f} GiB is free. {held}Including non-PyTorch memory, this process "
+        f"has {in_use_gib:.2f} GiB memory in use. Of the allocated memory {allocated_gib:.2f} "
+        f"GiB is allocated by PyTorch, and {unallocated_gib:.2f} GiB is reserved by PyTorch "
+        "but unallocated. If reserved but unallocated memory is large try setting "
+        "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See "
+        "documentation for Memory Management  "
+        "(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
+    ]
+
+
 def group_will_restart(when: float, pid: int, attempts_left: int, attempts: int) -> str:
     return (
         f"{glog('I', when, '514000', pid, f'{ELASTIC}/agent/server/api.py:719')} [default] "

@@ -86,6 +86,7 @@ class World:
         self.client = ResilientClient("fake-train", client=client)
         self._generation = 0
         self._memory_plan: dict[str, int] = {}
+        self._replanned = False  # the memory plan changed since the ranks attached
         self._phase_args: tuple[str, dict[str, object]] = ("context", {})
         self.hostnames = hostnames
         self.children: dict[int, subprocess.Popen[bytes]] = {}  # rank -> process
@@ -174,9 +175,18 @@ class World:
             elif rank not in self.children:
                 self._remote_attached.add(rank)
 
+    def replan(self, memory_plan: dict[str, int]) -> None:
+        """The job holds other amounts from now on (its batch-size manager changed the
+        layout): each phase asks for its new figure (after a "free", as the allocator
+        only gives memory back on empty_cache); a daemon restart attaches with it."""
+        self._memory_plan = dict(memory_plan)
+        self._replanned = True
+
     def phase(self, phase: str, ranks: Iterable[int] | None = None, **options: object) -> None:
         """Set a phase on the given ranks (default: all live ranks)."""
         chosen = list(self.pids) if ranks is None else list(ranks)
+        if self._replanned and phase in self._memory_plan and phase != "free":
+            options.setdefault("memory_mib", self._memory_plan[phase])
         # A rank that died meanwhile is refused (not found): what the engine
         # learns from dead_ranks() instead.
         self._request_many(

@@ -254,6 +254,20 @@ class ReportWriter(Recorder):
         if spikes:
             recovered = sum(1 for i in self.findings if i.kind == "recovered")
             said.append(f"{spikes} loss spike{'s' if spikes > 1 else ''}, {recovered} recovered.")
+        ooms = [i for i in self.findings if i.kind == "oom"]
+        if ooms:
+            last = ooms[-1].details
+            said.append(
+                f"{len(ooms)} CUDA out-of-memory error{'s' if len(ooms) > 1 else ''} caught: the "
+                f"batch-size manager trained on at micro-batch {last.get('micro_to')}, "
+                f"grad-accum {last.get('accum_to')}"
+                + (
+                    ", activation checkpointing on"
+                    if any(i.details.get("recompute") for i in ooms)
+                    else ""
+                )
+                + f", the global batch of {last.get('global_batch')} kept."
+            )
         slow = [i for i in self.findings if i.kind == "slow_rank"]
         if slow:
             ranks = sorted({str(i.details.get("rank")) for i in slow})

@@ -131,10 +131,12 @@ def group_span(names: list[str]) -> str:
     return ", ".join(parts)
 
 
+# what the training script's own callbacks report, in every style: its monitor
+# (fakehw.train.anomalies) and its batch-size manager (fakehw.train.memory)
 MONITOR_KINDS = frozenset(
     {"loss_spike", "recovered", "grad_explosion", "loss_divergence", "rollback",
-     "no_convergence", "slow_rank"}
-)  # fmt: skip  # what the run's monitor (fakehw.train.anomalies) finds
+     "no_convergence", "slow_rank", "oom"}
+)  # fmt: skip
 
 
 def incident_text(i: Incident, grad_clip: float) -> tuple[str, str]:
@@ -189,6 +191,21 @@ def incident_text(i: Incident, grad_clip: float) -> tuple[str, str]:
             "yellow",
             f"FP16 gradient overflow at step {i.step}: skipping step, "
             f"loss scale {num('old'):.0f} -> {num('new'):.0f}",
+        ),
+        "oom": (
+            "yellow",
+            f"CUDA out of memory on rank {d.get('rank')} at step {d.get('retry_step')} "
+            f"({d.get('cause')}): "
+            + (
+                "activation checkpointing on"
+                if d.get("recompute")
+                else f"micro-batch {d.get('micro_from')} → {d.get('micro_to')}, grad-accum "
+                f"{d.get('accum_from')} → {d.get('accum_to')}"
+            )
+            + f", global batch {d.get('global_batch')} x {d.get('seq')} kept · activations "
+            f"{num('activations_from_gib'):.1f} → {num('activations_to_gib'):.1f} GiB · "
+            f"{num('reserved_from_gib'):.1f} → {num('reserved_to_gib'):.1f} GiB reserved · "
+            f"{num('step_s_from'):.2f} → {num('step_s_to'):.2f} s/step; retrying the step",
         ),
         "slow_rank": (
             "yellow",
