@@ -79,6 +79,28 @@ class TrainRuns(Generic[R]):
                        capture_output=True, timeout=30, check=False)  # fmt: skip
 
 
+class LoggedRun(Records):
+    """A fake-train run: what it printed and the records of its metrics JSONL."""
+
+    def __init__(self, stdout: str, records: list[dict[str, object]]) -> None:
+        super().__init__(records)
+        self.stdout = stdout
+
+
+def logged_runs(prefix: str, *fixed: str) -> Iterator[TrainRuns[LoggedRun]]:
+    """A test module's runs, each with ``fixed`` arguments and a metrics JSONL, on a
+    daemon of the module's own (a module-scoped fixture's body)."""
+
+    def play(runs: TrainRuns[LoggedRun], args: tuple[str, ...], index: int) -> LoggedRun:
+        metrics = runs.base / f"m{index}.jsonl"
+        result = runs.play(*fixed, *args, "--metrics-jsonl", str(metrics))
+        return LoggedRun(result.stdout, Records.read(metrics))
+
+    played = TrainRuns(Path(tempfile.mkdtemp(prefix=prefix)), play)
+    yield played
+    played.stop()
+
+
 def run_program(program: str, *args: str, timeout: float = 60,
                 **kwargs: object) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run one of ``PROGRAMS`` as a user would, its output captured as text."""

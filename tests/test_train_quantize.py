@@ -12,36 +12,21 @@ import math
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from helpers import Records, TrainRuns
+from helpers import LoggedRun, TrainRuns, logged_runs
 
 SPEED = ["--speed-factor", "1000", "--gpus", "8", "--color", "never"]
 
 
-class Run(Records):
-    def __init__(self, stdout: str, records: list[dict[str, object]]) -> None:
-        super().__init__(records)
-        self.stdout = stdout
-
-
+Run = LoggedRun
 Runs = TrainRuns[Run]
-
-
-def play(runs: Runs, args: tuple[str, ...], index: int) -> Run:
-    metrics = runs.base / f"m{index}.jsonl"
-    result = runs.play(*SPEED, *args, "--metrics-jsonl", str(metrics))
-    return Run(result.stdout, Records.read(metrics))
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[Runs]:
-    played = TrainRuns(Path(tempfile.mkdtemp(prefix="fhw-quant-")), play)
-    yield played
-    played.stop()
+    yield from logged_runs("fhw-quant-", *SPEED)
 
 
 THINKING = ("--task", "lora", "--model", "Qwen3-4B-Thinking-2507", "--seed", "2", "--mixture",

@@ -34,6 +34,8 @@ from fakehw.train.mixture import Mixture, MixtureError, parse
 MIB = 1024**2
 MEMORY_TARGET = 0.88  # of what the GPU leaves to processes
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_RANKS = (64, 32, 16, 8)  # the ranks LoRA recipes use, largest first
+LORA_STATE_BUDGET = 0.05  # of the memory left by the base weights, for the adapters' states
 
 
 class PlanError(ValueError):
@@ -46,6 +48,8 @@ class LoraConfig:
     alpha: int
     targets: tuple[str, ...]
     dropout: float = 0.05
+    tried: tuple[tuple[int, int], ...] = ()  # (rank, bytes of its adapters' states), largest first
+    left_bytes: int = 0  # what a GPU leaves beside its CUDA context and the base weights
 
 
 @dataclass
@@ -86,6 +90,9 @@ class RunPlan:
     probe_every: int = 0  # steps between model probes (0: none; --probe-every)
     early_stopping_patience: int = 0  # evaluations without improvement (0: no early stopping)
     mixture: Mixture | None = None  # --mixture: the sources ``dataset`` blends
+    # the layouts the planner weighed, fastest first: the first is ``par`` (until the
+    # batch-size manager changes it)
+    candidates: tuple[Layout, ...] = ()
 
     @property
     def datasets(self) -> list[Dataset]:
@@ -216,11 +223,18 @@ def _fits(memory: dict[str, int], gpu: GpuSpec, context_mib: int) -> bool:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
+    """One way to lay the job out, with its batch, what a rank holds and what a step
+    costs: what the planner weighs (``RunPlan.candidates``)."""
+
     par: ar.Parallelism
     memory: dict[str, int]
     performance: ar.StepPerformance
     global_batch: int
+
+    @property
+    def reserved_mib(self) -> int:
+        return int(ar.reserved_bytes(self.memory) / MIB)
 
 
 def _layouts(
@@ -269,15 +283,15 @@ def _parallelism(
     trainable: int,
     fabric: ar.Fabric,
     efficiency: float,
-) -> _Layout:
-    """The fastest layout that fits (ties: the simplest), with its batch."""
+) -> list[Layout]:
+    """The layouts that fit, each with its batch, fastest first (ties: the simplest)."""
     arch = entry.arch
     # Expert parallelism where the framework has it (Megatron, DeepSpeed-MoE, and
     # fake-train's own torchrun + FSDP2, as torchtitan pairs them), within a node; the HF
     # Trainer has none: FSDP shards the experts as any other parameter.
     has_ep = arch.is_moe and style != "hf"
     ep = min(arch.experts, per_node) if has_ep else 1
-    best: tuple[float, int, _Layout] | None = None
+    ranked: list[tuple[float, int, int, Layout]] = []
     for tp, pp, zero, shard in _layouts(entry, task, style, gpus, per_node):
         dp = gpus // (tp * pp)
         grad_bytes = 4 if style == "megatron" else ar.BF16  # Megatron: fp32 main grads
@@ -290,16 +304,14 @@ def _parallelism(
         ):
             layout = _with_batch(par, arch, task, seq, trainable, gpu, fabric, efficiency)
             simpler = tp * pp * (2 if shard else 1) * (2 if par.recompute else 1)
-            rank = (-layout.performance.tokens_per_s, simpler)
-            if best is None or rank < best[:2]:
-                best = (*rank, layout)
-    if best is None:
+            ranked.append((-layout.performance.tokens_per_s, simpler, len(ranked), layout))
+    if not ranked:
         raise PlanError(
             f"{entry.name} ({entry.size_label} parameters) does not fit on {gpus} x {gpu.name} "
             f"even with tensor/pipeline parallelism and full recomputation; use more GPUs "
             f"(--nodes) or a smaller --model"
         )
-    return best[2]
+    return [layout for *_, layout in sorted(ranked, key=lambda r: r[:3])]
 
 
 def _fitting_micro_batches(
@@ -327,7 +339,7 @@ def _fitting_micro_batches(
 def _with_batch(
     par: ar.Parallelism, arch: Architecture, task: str, seq: int, trainable: int,
     gpu: GpuSpec, fabric: ar.Fabric, efficiency: float,
-) -> _Layout:  # fmt: skip
+) -> Layout:  # fmt: skip
     """The layout with a global batch: a power of two of sequences making a step take
     the task's usual seconds, at least 4 x PP micro-batches per rank under a pipeline
     (a 1F1B bubble of (p-1)/(m+p-1) under 16 %), never below one micro-batch per rank."""
@@ -353,7 +365,7 @@ def _with_batch(
     batch = max(smallest, batch - batch % smallest)
     accum = batch // smallest
     final = replace(par, grad_accum=accum)
-    return _Layout(final, ar.memory_breakdown(arch, final, seq, trainable), performance(accum),
+    return Layout(final, ar.memory_breakdown(arch, final, seq, trainable), performance(accum),
                    batch)  # fmt: skip
 
 
@@ -367,6 +379,23 @@ def relayout(plan: RunPlan, par: ar.Parallelism) -> tuple[dict[str, int], ar.Ste
                                       plan.tokens_per_step, plan.gpu, plan.fabric,
                                       plan.efficiency)  # fmt: skip
     return memory, performance
+
+
+def _size_lora(entry: ModelEntry, gpu: GpuSpec) -> LoraConfig:
+    """The LoRA configuration from the GPU's memory: the largest rank of LORA_RANKS whose
+    adapters, with their gradients and AdamW states (16 bytes per parameter), take at
+    most LORA_STATE_BUDGET of what the frozen bf16 base weights leave on a GPU (the rest
+    is the activations', which set the micro-batch); adapters on every linear module,
+    alpha twice the rank (the usual scale). The smallest rank when none is that small."""
+    left = (gpu.memory_usable_mib - gpu.context_mib) * MIB - ar.BF16 * entry.arch.params
+    tried: list[tuple[int, int]] = []
+    for rank in LORA_RANKS:
+        states = (2 * ar.BF16 + ar.ADAM_BYTES) * ar.lora_params(entry.arch, rank, LORA_TARGETS)
+        tried.append((rank, states))
+        if states <= LORA_STATE_BUDGET * left or rank == LORA_RANKS[-1]:
+            break
+    return LoraConfig(tried[-1][0], 2 * tried[-1][0], LORA_TARGETS, tried=tuple(tried),
+                      left_bytes=max(0, left))  # fmt: skip
 
 
 def sequences_per_sample(task: str) -> int:
@@ -417,15 +446,15 @@ def make_plan(
     seq = min(seq, arch.max_seq)
     lora = None
     trainable = arch.params
-    if task == "lora":
-        rank = rng.choice((16, 32, 64))
-        lora = LoraConfig(rank, 2 * rank, LORA_TARGETS)
-        trainable = ar.lora_params(arch, rank, LORA_TARGETS)
     fabric = ar.Fabric.of(gpu, gpus_per_node, nodes)
     efficiency = round(ar.kernel_efficiency(arch) * rng.uniform(0.95, 1.05), 4)
-    layout = _parallelism(
+    if task == "lora":
+        lora = _size_lora(entry, gpu)
+        trainable = ar.lora_params(arch, lora.rank, lora.targets)
+    candidates = _parallelism(
         entry, task, style, gpus, gpus_per_node, gpu, seq, trainable, fabric, efficiency
     )
+    layout = candidates[0]
     par, memory, performance = layout.par, layout.memory, layout.performance
     global_batch = layout.global_batch
     tokens_per_s = performance.tokens_per_s
@@ -503,4 +532,5 @@ def make_plan(
         start_step=start_step,
         early_stopping_patience=early_stopping,
         mixture=blend,
+        candidates=tuple(candidates),
     )

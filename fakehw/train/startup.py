@@ -108,6 +108,9 @@ class Startup:
             engine.saving.loaded(plan.start_step)
         style.gpu_check(engine.clock.now(), world.cells())
         engine.recovery.check_lost_gpus()
+        if style.shows_planning:
+            style.topology(engine.clock.now(), world.hostnames[0], world.topology())
+            style.planning(engine.clock.now())
         style.parallelism(engine.clock.now())
         style.training_start(engine.clock.now())
         style.lr_schedule(engine.clock.now(), plan.start_step, at_start=True)

@@ -373,6 +373,21 @@ class World:
             if gpu["global_index"] < self.plan.gpus
         }
 
+    def topology(self) -> str:
+        """``nvidia-smi topo -m`` of the job's first node, as a launch script gets it: by
+        running the tool (the fake one, reading this daemon)."""
+        command = [sys.executable, "-m", "fakehw.smi", "topo", "-m"]
+        env = {**os.environ, "FAKEHW_NODE": "0"}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                  check=False, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WorldError(f"nvidia-smi topo -m failed: {exc}") from None
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            raise WorldError(f"nvidia-smi topo -m failed: {why}")
+        return done.stdout
+
     def holders(self, gpu: int) -> list[tuple[int, int]]:
         """(pid, MiB) of every process on one of this node's GPUs, from the daemon."""
         try:

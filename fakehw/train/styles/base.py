@@ -35,14 +35,15 @@ from fakehw.train.events import (
     StepMetrics,
     Summary,
 )
-from fakehw.train.plan import RunPlan
+from fakehw.train.plan import LORA_STATE_BUDGET, MEMORY_TARGET, LoraConfig, RunPlan
 from fakehw.train.samples import Example
-from fakehw.train.terminal import Terminal, visible_len
+from fakehw.train.terminal import ESCAPE, Terminal, visible_len
 
 BAR_CELLS = " ▏▎▍▌▋▊▉█"
 GPU_PROBLEMS_SHOWN = 8  # unhealthy GPUs the pre-flight check lists one by one
 PIPE_PROGRESS_S = 2.5  # on a pipe, a long load prints its progress at least this often
 SOURCES_EVERY = 10  # a mixture's by-source line follows every this many step lines
+PLANS_SHOWN = 4  # layouts the planner's report lists
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,67 @@ def burst_text(details: dict[str, object]) -> str:
     if not isinstance(layers, (list, tuple)) or not layers:
         return ""
     return f" (in {group_span([str(name) for name in layers])})"
+
+
+def lora_reasons(lora: LoraConfig) -> list[str]:
+    """How the rank was sized from the GPU's memory (``plan._size_lora``)."""
+    gib = 1024**3
+    lines = []
+    for rank, states in lora.tried:
+        share = 100 * states / lora.left_bytes if lora.left_bytes else math.inf
+        verdict = "chosen" if rank == lora.rank else "too large"
+        lines.append(f"sized from memory: rank {rank}: adapters with their grads and AdamW states "
+                     f"{states / gib:.2f} GiB, {share:.1f}% of the {lora.left_bytes / gib:.1f} GiB "
+                     f"the bf16 base weights leave per GPU (at most "
+                     f"{100 * LORA_STATE_BUDGET:.0f}%): {verdict}")  # fmt: skip
+    lines.append(f"adapters on every linear module of each layer ({len(lora.targets)}), alpha "
+                 f"{lora.alpha} = 2 x rank: updates scaled by alpha/rank = "
+                 f"{lora.alpha / lora.rank:g}")  # fmt: skip
+    return lines
+
+
+def layout_words(par: ar.Parallelism) -> str:
+    """A layout as an engineer names it: its parallel sizes and how states are sharded."""
+    sharding = {0: "DDP", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"}[par.zero_stage]
+    if par.zero_stage == 3 and par.replicas > 1:
+        sharding = f"ZeRO-3 hybrid ({par.shard_group} GPUs x {par.replicas})"
+    ep = f" · EP {par.ep}" if par.ep > 1 else ""
+    return f"TP {par.tp} · PP {par.pp} · DP {par.dp}{ep} · {sharding}"
+
+
+def rank_memory_gib(plan: RunPlan) -> float:
+    """What a GPU leaves one rank beside its CUDA context."""
+    return (plan.gpu.memory_usable_mib - plan.gpu.context_mib) / 1024
+
+
+def planning_reasons(plan: RunPlan) -> list[str]:
+    """Why the chosen layout: the rules the planner keeps and the figures behind them."""
+    par, gib = plan.par, 1024**3
+    states = (2 * ar.BF16 + ar.ADAM_BYTES) * plan.trainable + ar.BF16 * (
+        plan.params - plan.trainable
+    )
+    usable = rank_memory_gib(plan)
+    reasons = [
+        f"tensor parallelism stays within one node's {plan.gpus_per_node} GPUs (its collectives "
+        f"every layer need {plan.fabric.intra}); pipeline and data parallelism cross nodes"
+    ]
+    if par.zero_stage == 0:
+        reasons.append(f"model states {states / gib:.1f} GiB (bf16 weights, trainable grads and "
+                       f"AdamW states) fit one GPU's {usable:.1f} GiB: plain DDP")  # fmt: skip
+    else:
+        fits = "exceed" if states / gib > usable else "would fit in"
+        reasons.append(
+            f"model states {states / gib:.1f} GiB (16 bytes per trainable parameter) {fits} one "
+            f"GPU's {usable:.1f} GiB: ZeRO-{par.zero_stage} shards them over "
+            f"{par.shard_group} ranks, {ar.reserved_bytes(plan.memory) / gib:.1f} GiB reserved"
+            " per GPU with activations"
+        )
+    first = plan.candidates[0].performance.step_s() if plan.candidates else plan.step_s
+    if len(plan.candidates) > 1:
+        runner = plan.candidates[1].performance.step_s()
+        reasons.append(f"chosen: the fastest step, {first:.2f} s against {runner:.2f} s for the "
+                       "next layout")  # fmt: skip
+    return reasons
 
 
 def sources_text(sources: tuple[SourceLoss, ...]) -> str:
@@ -276,6 +338,7 @@ class Style:
     uses_live_bar = True
     draws_lr_schedule = True  # fake-train's own chart of the planned learning rate
     probes_by_default = True  # its trainer probes the model at each validation
+    shows_planning = True  # the topology and the planner's layouts, at the start
     # whether each validation draws new batches (Megatron's iterator moves on), or the
     # same held-out set (so the same weights give the same loss)
     fresh_validation_batches = False
@@ -344,6 +407,8 @@ class Style:
                 f"{plan.lora.dropout} · targets {','.join(plan.lora.targets)} → "
                 f"trainable {plan.trainable:,} of {arch.params:,} ({share:.3f}%)",
             )
+            for text in lora_reasons(plan.lora):
+                self.say(t, "lora", text)
 
     def loading(
         self, t: float, what: str, done: int, total: int, unit: str, elapsed: float
@@ -411,6 +476,48 @@ class Style:
             more = len(unhealthy) - GPU_PROBLEMS_SHOWN
             self.say(t, "gpus", self.term.paint(f"... and {more} more unhealthy GPUs", "red"))
         self.term.lines(grid_lines(self.term, cells, "  GPU check (util temp power memory)"))
+
+    def topology(self, t: float, host: str, matrix: str) -> None:
+        """How the GPUs connect, as ``nvidia-smi topo -m`` prints it (its underline codes
+        only on a terminal: this is a log), and the links the planner counts on."""
+        plan, fabric = self.plan, self.plan.fabric
+        self.say(t, "topology", f"{host}: nvidia-smi topo -m")
+        shown = matrix if self.term.color else ESCAPE.sub("", matrix)
+        self.term.lines(["  " + line if line else "" for line in shown.rstrip("\n").split("\n")])
+        link = (
+            f"NVLink NV{plan.gpu.nvlink_count} between every pair (NVSwitch)"
+            if plan.gpu.nvlink_topology == "all"
+            else "NVLink bridges in pairs, PCIe between them"
+        )
+        across = (
+            f" · {plan.nodes} nodes over InfiniBand {plan.gpu.host.nic_gbits_per_gpu:.0f} Gb/s "
+            f"per GPU ({fabric.inter_gbps:.0f} GB/s bus bandwidth)"
+            if plan.nodes > 1
+            else " · one node"
+        )
+        self.say(t, "topology", f"{plan.gpus_per_node} GPUs per node: {link}, "
+                 f"{fabric.intra_gbps:.0f} GB/s ring bus bandwidth{across}")  # fmt: skip
+
+    def planning(self, t: float) -> None:
+        """The layouts the planner weighed, fastest first, and why the chosen one."""
+        plan = self.plan
+        shown = plan.candidates[:PLANS_SHOWN]
+        self.say(t, "planner", f"{len(plan.candidates)} layouts fit {100 * MEMORY_TARGET:.0f}% "
+                 f"of the {rank_memory_gib(plan):.1f} GiB a rank has beside its CUDA context; "
+                 f"the fastest {len(shown)}, by the step's modelled time:")  # fmt: skip
+        for index, layout in enumerate(shown):
+            par, perf = layout.par, layout.performance
+            step_s = perf.step_s()
+            self.say(
+                t,
+                "planner",
+                f"  {layout_words(par)} · micro-batch {par.micro_batch} x {par.grad_accum}"
+                f"{' · recompute' if par.recompute else ''} → {layout.reserved_mib / 1024:.1f} "
+                f"GiB · {step_s:.2f} s/step · MFU {100 * perf.mfu(step_s):.1f}%"
+                + (" ← chosen" if index == 0 else ""),
+            )
+        for reason in planning_reasons(plan):
+            self.say(t, "planner", reason)
 
     def parallelism(self, t: float) -> None:
         plan, par = self.plan, self.plan.par

@@ -44,6 +44,7 @@ class DeepSpeedStyle(Style):
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
     probes_by_default = False  # a stock trainer has no probe callback
+    shows_planning = False  # its framework prints no such report
     fresh_validation_batches = True  # its validation iterator moves on
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:

@@ -128,6 +128,7 @@ class HfStyle(Style):
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
     probes_by_default = False  # a stock trainer has no probe callback
+    shows_planning = False  # its framework prints no such report
 
     def __init__(self, term: Terminal, plan: RunPlan, err: Terminal | None = None) -> None:
         super().__init__(term, plan)
