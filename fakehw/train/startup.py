@@ -17,6 +17,7 @@ from fakehw.train.events import JobFailed, RunStart
 from fakehw.train.memory import MIB, DoesNotFit
 from fakehw.train.samples import example
 from fakehw.train.styles.base import LaunchInfo, si
+from fakehw.train.world import WorldError
 
 if TYPE_CHECKING:
     from fakehw.train.engine import Engine
@@ -109,7 +110,11 @@ class Startup:
         style.gpu_check(engine.clock.now(), world.cells())
         engine.recovery.check_lost_gpus()
         if style.shows_planning:
-            style.topology(engine.clock.now(), world.hostnames[0], world.topology())
+            try:
+                matrix = world.topology()
+            except WorldError as exc:  # a report the run can do without
+                matrix = f"({exc})\n"
+            style.topology(engine.clock.now(), world.hostnames[0], matrix)
             style.planning(engine.clock.now())
         style.parallelism(engine.clock.now())
         style.training_start(engine.clock.now())
