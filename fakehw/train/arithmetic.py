@@ -26,6 +26,7 @@ from fakehw.train.catalog import Architecture
 GIB = 1024**3
 BF16 = 2
 ADAM_BYTES = 12  # fp32 master copy + first and second moments
+TRAINED_STATE_BYTES = 2 * BF16 + ADAM_BYTES  # a trained parameter: weight, gradient, AdamW
 WORKSPACE_BYTES = int(1.6 * GIB)  # cuBLAS workspace, NCCL buffers, fragments
 ALLOCATOR_SLACK = 1.1  # reserved over allocated in PyTorch's caching allocator
 
@@ -476,7 +477,7 @@ def step_performance(
     per_micro_s = compute_s / m
     bubble_s = per_micro_s * (par.pp - 1)  # 1F1B: (p-1)/(m+p-1) of the pipeline's time
     traffic = _step_traffic(arch, par, task, seq, trainable, fabric, per_micro_s)
-    states = (2 * BF16 + ADAM_BYTES) * sharded_params(arch, par, trainable, 1)[1]
+    states = TRAINED_STATE_BYTES * sharded_params(arch, par, trainable, 1)[1]
     optimizer_s = 2 * states / (HBM_GBPS.get(gpu.architecture, 2000.0) * 1e9 * HBM_EFFICIENCY)
     eval_compute_s = eval_flops_per_token(arch, task) * tokens_per_gpu_compute
     eval_compute_s /= peak * efficiency

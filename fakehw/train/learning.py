@@ -61,34 +61,39 @@ class LearningCurve:
         """The training loss the curve expects at ``step`` (before noise), on the run's
         data: the reference data's, times how hard the data is (``Dataset.loss_factor``;
         a mixture's is its sources' weighted mean)."""
+        reference = self.reference_loss(step)
         if self.plan.task == "dpo":
-            return self.reference_loss(step)
-        return self.reference_loss(step) * self.data_factor(step)
+            return reference
+        return reference * self._data_factor(reference)
 
-    def learned(self, step: int) -> float:
-        """How far the model has come from knowing nothing (a uniform guess, ln V, where
-        every source's loss is the same) to what this run ends at: 0 .. 1. Sources
-        differ by their ``loss_factor`` as far as the model has learned."""
+    def learned(self, reference: float) -> float:
+        """How far a model whose reference loss is ``reference`` has come from knowing
+        nothing (a uniform guess, ln V, where every source's loss is the same) to what
+        this run ends at: 0 .. 1. Sources differ by their ``loss_factor`` as far as the
+        model has learned."""
         end = self._end_loss
         if end is None:
             self._end_loss = end = self.reference_loss(self.plan.total_steps)
         uniform = math.log(self.plan.model.arch.vocab)
-        return min(1.0, max(0.0, (uniform - self.reference_loss(step)) / (uniform - end)))
+        return min(1.0, max(0.0, (uniform - reference) / (uniform - end)))
 
-    def data_factor(self, step: int) -> float:
-        """The run's data against the reference data at ``step``: a mixture's sources'
-        weighted mean (``fakehw.train.mixture``)."""
-        return sum(w * f for w, f in zip(*self.source_factors(step), strict=True))
+    def _data_factor(self, reference: float) -> float:
+        """The run's data against the reference data where the reference loss is
+        ``reference``: a mixture's sources' weighted mean (``fakehw.train.mixture``)."""
+        return sum(w * f for w, f in zip(*self._factors(reference), strict=True))
 
     def source_factors(self, step: int) -> tuple[list[float], list[float]]:
         """The data's sources, as (weights, loss factors at ``step``)."""
+        return self._factors(self.reference_loss(step))
+
+    def _factors(self, reference: float) -> tuple[list[float], list[float]]:
         plan = self.plan
         sources = (
             [(s.weight, s.dataset.loss_factor) for s in plan.mixture.sources]
             if plan.mixture
             else [(1.0, plan.dataset.loss_factor)]
         )
-        learned = self.learned(step)
+        learned = self.learned(reference)
         return [w for w, _ in sources], [1 + (f - 1) * learned for _, f in sources]
 
     def reference_loss(self, step: int) -> float:
@@ -139,8 +144,8 @@ class LearningCurve:
         start, final = self.finetune_ends()
         generalises = ar.finetune_loss(start, final, step / plan.total_steps, 0.0)
         overfit = (0.05 if plan.task == "sft" else 0.03) * (start - final)
-        reference = generalises + 0.04 + overfit * math.pow(max(0.0, epoch - 1.0), 1.5)
-        return reference * self.data_factor(step)
+        held_out = generalises + 0.04 + overfit * math.pow(max(0.0, epoch - 1.0), 1.5)
+        return held_out * self._data_factor(self.reference_loss(step))
 
     def overconfidence(self, step: int) -> float:
         """How much sharper than the data the model's predictions are: little for a model

@@ -177,7 +177,7 @@ def _choose_model(task: str, style: str, gpus: int, gpu: GpuSpec, rng: random.Ra
         for entry in MODELS
         if not entry.arch.reasoning
         and not (style == "hf" and entry.arch.is_moe)
-        and (2 * ar.BF16 + ar.ADAM_BYTES) * entry.arch.params / gpus < 0.5 * per_gpu
+        and ar.TRAINED_STATE_BYTES * entry.arch.params / gpus < 0.5 * per_gpu
         and entry.arch.params >= min(gpus, 64) * 0.05e9
         and step_s(entry) <= DEFAULT_STEP_LIMIT_S
     ]
@@ -345,10 +345,8 @@ def _with_batch(
     (a 1F1B bubble of (p-1)/(m+p-1) under 16 %), never below one micro-batch per rank."""
 
     def performance(accum: int) -> ar.StepPerformance:
-        layout = replace(par, grad_accum=accum)
-        tokens = layout.dp * layout.micro_batch * accum * seq * sequences_per_sample(task)
-        return ar.step_performance(arch, layout, task, seq, trainable, tokens, gpu, fabric,
-                                   efficiency)  # fmt: skip
+        return _costs(replace(par, grad_accum=accum), arch, task, seq, trainable, gpu, fabric,
+                      efficiency)[1]  # fmt: skip
 
     least_accum = 4 * par.pp if par.pp > 1 else 1
     # Fine-tuning recipes keep global batches small: at most this many sequences
@@ -365,20 +363,29 @@ def _with_batch(
     batch = max(smallest, batch - batch % smallest)
     accum = batch // smallest
     final = replace(par, grad_accum=accum)
-    return Layout(final, ar.memory_breakdown(arch, final, seq, trainable), performance(accum),
-                   batch)  # fmt: skip
+    return Layout(final, *_costs(final, arch, task, seq, trainable, gpu, fabric, efficiency),
+                  batch)  # fmt: skip
+
+
+def _costs(
+    par: ar.Parallelism, arch: Architecture, task: str, seq: int, trainable: int,
+    gpu: GpuSpec, fabric: ar.Fabric, efficiency: float,
+) -> tuple[dict[str, int], ar.StepPerformance]:  # fmt: skip
+    """What a rank holds and what a step costs in a layout (its global batch is the
+    data-parallel ranks' micro-batches times the accumulation)."""
+    tokens = par.dp * par.micro_batch * par.grad_accum * seq * sequences_per_sample(task)
+    return (
+        ar.memory_breakdown(arch, par, seq, trainable),
+        ar.step_performance(arch, par, task, seq, trainable, tokens, gpu, fabric, efficiency),
+    )
 
 
 def relayout(plan: RunPlan, par: ar.Parallelism) -> tuple[dict[str, int], ar.StepPerformance]:
     """What a rank holds and what a step costs under another layout of the same global
     batch (a batch-size manager's smaller micro-batch, or recomputation switched on)."""
-    arch = plan.model.arch
     assert par.dp * par.micro_batch * par.grad_accum == plan.global_batch
-    memory = ar.memory_breakdown(arch, par, plan.seq, plan.trainable)
-    performance = ar.step_performance(arch, par, plan.task, plan.seq, plan.trainable,
-                                      plan.tokens_per_step, plan.gpu, plan.fabric,
-                                      plan.efficiency)  # fmt: skip
-    return memory, performance
+    return _costs(par, plan.model.arch, plan.task, plan.seq, plan.trainable, plan.gpu,
+                  plan.fabric, plan.efficiency)  # fmt: skip
 
 
 def _size_lora(entry: ModelEntry, gpu: GpuSpec) -> LoraConfig:
@@ -390,7 +397,7 @@ def _size_lora(entry: ModelEntry, gpu: GpuSpec) -> LoraConfig:
     left = (gpu.memory_usable_mib - gpu.context_mib) * MIB - ar.BF16 * entry.arch.params
     tried: list[tuple[int, int]] = []
     for rank in LORA_RANKS:
-        states = (2 * ar.BF16 + ar.ADAM_BYTES) * ar.lora_params(entry.arch, rank, LORA_TARGETS)
+        states = ar.TRAINED_STATE_BYTES * ar.lora_params(entry.arch, rank, LORA_TARGETS)
         tried.append((rank, states))
         if states <= LORA_STATE_BUDGET * left or rank == LORA_RANKS[-1]:
             break

@@ -105,7 +105,7 @@ class WrapUp:
 
     def export(self) -> None:
         engine = self.engine
-        plan, style = engine.plan, engine.style
+        plan = engine.plan
         name = plan.model.name
         root = f"{plan.save_dir}/export"
         exported = plan.trainable if plan.lora else plan.params
@@ -137,16 +137,26 @@ class WrapUp:
                 )
             )
         for artifact in artifacts:
-            # The story takes the conversion's real time; the wall waits at most
-            # EXPORT_WALL_S of it (a demo does not sit through an hour of GPTQ).
-            shown = min(artifact.seconds, EXPORT_WALL_S * engine.options.speed)
-            engine.wait(shown, check=False)
-            engine.clock.jump(artifact.seconds - shown)
-            engine.records.export(artifact)
-            style.export(engine.clock.now(), artifact)
-            engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
+            self.spend(artifact.seconds, self.wall_share(artifact.seconds))
+            self.exported(artifact)
         if engine.options.quantize:
             self.quantize(engine.options.quantize, f"{root}/quantized")
+
+    def wall_share(self, story_s: float) -> float:
+        """The share of a conversion's real time the wall waits: the story takes all of
+        it, the wall at most EXPORT_WALL_S (a demo does not sit through an hour of GPTQ)."""
+        return min(1.0, EXPORT_WALL_S * self.engine.options.speed / max(story_s, 1e-9))
+
+    def spend(self, story_s: float, wall_share: float) -> None:
+        """``story_s`` of story time, ``wall_share`` of it waited for, the rest jumped."""
+        self.engine.wait(story_s * wall_share, check=False)
+        self.engine.clock.jump(story_s * (1 - wall_share))
+
+    def exported(self, artifact: ExportArtifact) -> None:
+        engine = self.engine
+        engine.records.export(artifact)
+        engine.style.export(engine.clock.now(), artifact)
+        engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
 
     def quantize(self, method: str, path: str) -> None:
         """--quantize: GPTQ calibrates on the run's data and quantizes layer by layer
@@ -159,8 +169,7 @@ class WrapUp:
         nbytes = quant.quantized_bytes(method, plan.params)
         seconds = ar.export_s(method, label, nbytes, plan.params)
         started = engine.clock.now()
-        # the story takes the tool's real time; the wall waits at most EXPORT_WALL_S of it
-        wall_share = min(1.0, EXPORT_WALL_S * engine.options.speed / seconds)
+        wall_share = self.wall_share(seconds)
         calibrated = method == "gptq"
         data = plan.datasets[0].short_name if plan.mixture is None else plan.dataset.name
         engine.world.phase("eval")
@@ -171,21 +180,17 @@ class WrapUp:
             layer_s = seconds / arch.layers
             rng = random.Random(plan.seed * 7919 + 7)
             for index, error in enumerate(quant.layer_errors(arch.layers, rng), start=1):
-                engine.wait(layer_s * wall_share, check=False)
-                engine.clock.jump(layer_s * (1 - wall_share))
+                self.spend(layer_s, wall_share)
                 style.quantize_layer(
                     QuantizeLayer(index, arch.layers, len(quant.MODULES_PER_LAYER),
                                   per_layer_params, layer_s, error, engine.clock.now())
                 )  # fmt: skip
         else:
-            engine.wait(seconds * wall_share, check=False)
-            engine.clock.jump(seconds * (1 - wall_share))
+            self.spend(seconds, wall_share)
         artifact = ExportArtifact(method, label, path,
                                   (("model.safetensors", nbytes), ("quantize_config.json", 311)),
                                   engine.clock.now() - started)  # fmt: skip
-        engine.records.export(artifact)
-        style.export(engine.clock.now(), artifact)
-        engine.exports.append(f"{artifact.path} ({artifact.format} {artifact.detail})")
+        self.exported(artifact)
         before = engine.last_eval
         if before is None or plan.task == "dpo":
             return  # no language-model loss to compare

@@ -147,9 +147,7 @@ def rank_memory_gib(plan: RunPlan) -> float:
 def planning_reasons(plan: RunPlan) -> list[str]:
     """Why the chosen layout: the rules the planner keeps and the figures behind them."""
     par, gib = plan.par, 1024**3
-    states = (2 * ar.BF16 + ar.ADAM_BYTES) * plan.trainable + ar.BF16 * (
-        plan.params - plan.trainable
-    )
+    states = ar.TRAINED_STATE_BYTES * plan.trainable + ar.BF16 * (plan.params - plan.trainable)
     usable = rank_memory_gib(plan)
     reasons = [
         f"tensor parallelism stays within one node's {plan.gpus_per_node} GPUs (its collectives "
