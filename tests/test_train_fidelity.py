@@ -221,7 +221,9 @@ def test_a_pretraining_budget_is_counted_as_a_share_of_the_datasets_epoch(runs: 
 
 # ------------------------------------------------------------- 6. benchmarks
 def benchmark_table(run: Run) -> dict[str, tuple[float, float]]:
-    rows = re.findall(r"^\|(\w+)\s*\|.*\|([\d.]+)\|±\|([\d.]+)\|$", run.stdout, re.MULTILINE)
+    """The exported model's lm-eval table (a quantized copy's follows it)."""
+    first = run.stdout.split("\nhf (")[1]
+    rows = re.findall(r"^\|(\w+)\s*\|.*\|([\d.]+)\|±\|([\d.]+)\|$", first, re.MULTILINE)
     return {task: (float(value), float(err)) for task, value, err in rows}
 
 

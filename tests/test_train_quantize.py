@@ -142,3 +142,120 @@ def test_qwen3_4b_thinking_2507_is_the_real_network() -> None:
                if line.startswith("Qwen3-4B-Thinking-2507 "))  # fmt: skip
     # Qwen's card: 4.0B parameters, 36 layers, 32 query heads and 8 KV heads
     assert row[1:5] == ["4.02B", "36", "2560", "32/8"]
+
+
+# --------------------------------------------------------------- benchmarks
+HARNESS = re.compile(r"^hf \((.+)\), gen_kwargs: \(None\), limit: None, num_fewshot: None, "
+                     r"batch_size: auto$", re.MULTILINE)  # fmt: skip
+ROW = re.compile(r"^\|(\w*)\s*\|\s*(\d*)\|(\S+)\s*\|\s*(\d+)\|(\w+)\s*\|↑\|([\d.]+)\|±\|"
+                 r"([\d.]+)\|$", re.MULTILINE)  # fmt: skip
+CHANCE = {"hellaswag": 0.25, "arc_easy": 0.25, "mmlu": 0.25, "gsm8k": 0.0, "mmlu_prox_zh": 0.1,
+          "mgsm_native_cot_zh": 0.0}  # fmt: skip
+GENERATED = {"gsm8k", "mmlu_prox_zh", "mgsm_native_cot_zh"}
+Table = dict[tuple[str, str], float]
+
+
+def harness_tables(run: Run) -> list[tuple[str, Table]]:
+    """Each lm-eval run the log shows: its model arguments and its scores by (task, filter)."""
+    starts = list(HARNESS.finditer(run.stdout))
+    tables = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(run.stdout)
+        scores: Table = {}
+        task = ""
+        for found in ROW.finditer(run.stdout, start.end(), end):
+            task = found.group(1) or task  # a task's second filter leaves its name blank
+            scores[(task, found.group(3))] = float(found.group(6))
+        tables.append((start.group(1), scores))
+    return tables
+
+
+@pytest.mark.parametrize("args", [THINKING, SMALL, INT8], ids=["gptq-4b", "gptq-1b", "int8-1b"])
+def test_the_quantized_copy_answers_the_same_questions_a_little_worse(
+    runs: Runs, args: tuple[str, ...]
+) -> None:
+    run = runs(*args)
+    (exported_args, exported), (copy_args, copy) = harness_tables(run)
+    assert exported_args.endswith("/export/hf,dtype=bfloat16")
+    assert copy_args.startswith("pretrained=") and copy_args.endswith("/export/quantized")
+    assert copy.keys() == exported.keys()
+    rise = run.events("quantize")[0]
+    nats = float(rise["val_loss_after"]) - float(rise["val_loss_before"])  # type: ignore[arg-type]
+    kept = {}
+    for (task, name), before in exported.items():
+        after = copy[(task, name)]
+        assert after <= before, (task, name)  # the same questions, a worse model
+        kept[(task, name)] = (after - CHANCE[task]) / (before - CHANCE[task])
+    # 4 bits cost a point or so on multiple choice, more on chains of thought; 8 bits
+    # next to nothing: in proportion to the held-out loss each lost
+    for (task, _), share in kept.items():
+        assert 1 - 12 * nats <= share <= 1, (task, share, nats)
+    likelihood = [s for (t, _), s in kept.items() if t not in GENERATED]
+    generated = [s for (t, _), s in kept.items() if t in GENERATED]
+    assert sum(generated) / len(generated) < sum(likelihood) / len(likelihood) or nats < 0.005
+    # the log's comparison line is the two tables', task by task
+    said = re.search(r"quantize +(.+?) against bf16: (.+)$", run.stdout, re.MULTILINE)
+    assert said
+    pairs = re.findall(r"(\w+)(?: \(([\w-]+)\))? ([\d.]+) → ([\d.]+) \(([+-][\d.]+) pts\)",
+                       said.group(2))  # fmt: skip
+    assert len(pairs) == len(exported)
+    for task, name, before, after, change in pairs:  # the change: of unrounded scores
+        key = next(k for k in exported if k[0] == task and (not name or k[1] == name))
+        assert (float(before), float(after)) == (exported[key], copy[key])
+        assert float(change) == pytest.approx(100 * (float(after) - float(before)), abs=0.016)
+    # and the metrics file holds both runs of the harness
+    recorded = [e for e in run.events("benchmarks")]
+    assert [e["model"] for e in recorded] == ["bf16", rise["method"]]
+    for event, table in zip(recorded, (exported, copy), strict=True):
+        values = {(r["task"], r["filter"]): r["value"] for r in event["results"]}  # type: ignore[attr-defined]
+        assert values.keys() == table.keys()
+        assert all(abs(values[k] - table[k]) < 5e-5 for k in table)
+
+
+def test_eight_bits_cost_less_than_four_on_the_same_model(runs: Runs) -> None:
+    (_, exported4), (_, gptq) = harness_tables(runs(*SMALL))
+    (_, exported8), (_, int8) = harness_tables(runs(*INT8))
+    assert exported4 == exported8  # the same run up to its export: the same bf16 scores
+    assert all(int8[k] >= gptq[k] for k in exported4)
+    assert sum(exported4[k] - gptq[k] for k in exported4) > 2 * sum(
+        exported8[k] - int8[k] for k in exported8
+    )
+
+
+CHINESE_SFT = ("--task", "sft", "--model", "TinyHorse-1B", "--dataset", "BelleGroup/train_3.5M_CN",
+               "--seed", "4", "--exit-after-steps", "5")  # fmt: skip
+
+
+def test_a_run_on_chinese_data_is_scored_on_chinese_tasks(runs: Runs) -> None:
+    """Chinese data calls for MMLU-ProX-Zh and MGSM-Zh, scored from the base model's
+    published scores (Qwen3-4B-Base 45.2 % and 69.7 %); a model with none published
+    runs without them and says so; English data runs only the English tasks."""
+    (_, thinking), _ = harness_tables(runs(*THINKING))
+    assert {t for t, _ in thinking} == set(CHANCE)
+    assert abs(thinking[("mmlu_prox_zh", "custom-extract")] - 0.452) < 0.02
+    mgsm = thinking[("mgsm_native_cot_zh", "flexible-extract")]
+    assert abs(mgsm - 0.697) < 0.1  # 250 problems: a standard error of 3 points
+    assert thinking[("mgsm_native_cot_zh", "strict-match")] <= mgsm
+    english = runs(*SMALL)
+    assert {t for t, _ in harness_tables(english)[0][1]} == set(CHANCE) - {
+        "mmlu_prox_zh", "mgsm_native_cot_zh"}  # fmt: skip
+    chinese = runs(*CHINESE_SFT)
+    ((_, tiny),) = harness_tables(chinese)
+    assert "mmlu_prox_zh" not in {t for t, _ in tiny}
+    assert re.search(r"eval +mmlu_prox_zh, mgsm_native_cot_zh: no published score of "
+                     r"Llama-3\.2-1B to start from", chinese.stdout)  # fmt: skip
+
+
+def test_the_report_sets_the_quantized_scores_beside_the_exported_ones(runs: Runs) -> None:
+    out = runs.base / "report-run"
+    run = runs(*SMALL, "--output-dir", str(out))
+    (_, exported), (_, copy) = harness_tables(run)
+    report = (out / "report.md").read_text()
+    section = report.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    assert "GPTQ 4-bit, group size 128: validation loss" in section
+    rows = re.findall(r"^\| (\w+) \| ([\w-]+) \| \w+ \| \d+ \| ([\d.]+) \| ([\d.]+) \| "
+                      r"([+-][\d.]+) pts \|$", section, re.MULTILINE)  # fmt: skip
+    assert len(rows) == len(exported)
+    for task, name, before, after, change in rows:
+        assert (float(before), float(after)) == (exported[(task, name)], copy[(task, name)])
+        assert float(change) == pytest.approx(100 * (float(after) - float(before)), abs=0.016)

@@ -220,58 +220,6 @@ def lora_params(arch: Architecture, rank: int, targets: tuple[str, ...]) -> int:
     return per_layer * arch.layers
 
 
-# ------------------------------------------------------------- benchmarks
-@dataclass(frozen=True)
-class BenchmarkTask:
-    """An lm-evaluation-harness task as its table reports it."""
-
-    name: str
-    version: int
-    metric: str
-    shots: int
-    items: int  # questions scored: every value is a count of them over this
-    requests: int  # what the harness asks the model: an answer choice each, or a generation
-    chance: float
-    # How the score comes with the loss of a model trained from scratch: half-way
-    # from chance to the model's full-training score at ``midpoint_loss``, over
-    # ``width`` of loss (MMLU and GSM8K appear late: near chance until the loss is low).
-    midpoint_loss: float
-    width: float
-
-
-BENCHMARK_TASKS = (
-    BenchmarkTask("hellaswag", 1, "acc_norm", 0, 10042, 40168, 0.25, 2.45, 0.30),
-    BenchmarkTask("arc_easy", 1, "acc", 0, 2376, 9501, 0.25, 2.50, 0.30),
-    BenchmarkTask("mmlu", 2, "acc", 5, 14042, 56168, 0.25, 2.05, 0.10),
-    BenchmarkTask("gsm8k", 3, "exact_match", 5, 1319, 1319, 0.0, 1.95, 0.10),
-)
-GENERATED_TASKS = frozenset({"gsm8k"})  # generate_until; the others are loglikelihood
-# GSM8K's answer read by a regular expression, strictly ("#### 42") or from the last
-# number it finds: the strict filter loses the answers given in another form.
-GSM8K_STRICT_SHARE = 0.96
-
-
-def benchmark_expected(task: BenchmarkTask, full_training: float, loss: float | None) -> float:
-    """The expected score: the published score of the model's full training
-    (``full_training``) when the run starts from it (``loss`` None: fine-tuning),
-    else where the run's loss has brought a model trained from scratch."""
-    if loss is None:
-        return full_training
-    progress = 1.0 / (1.0 + math.exp((loss - task.midpoint_loss) / task.width))
-    return task.chance + (full_training - task.chance) * progress
-
-
-def benchmark_result(task: BenchmarkTask, expected: float, noise: float) -> tuple[float, float]:
-    """(value, stderr) as the harness reports them: ``k`` of the task's items right,
-    ``noise`` standard deviations of sampling from ``expected``; the stderr of a mean
-    of 0/1 scores, sqrt(p (1 - p) / (n - 1))."""
-    n = task.items
-    spread = math.sqrt(max(expected * (1 - expected), 1e-9) / n)
-    right = min(n, max(0, round((expected + noise * spread) * n)))
-    value = right / n
-    return value, math.sqrt(value * (1 - value) / (n - 1))
-
-
 # ------------------------------------------------------------------ the step
 # What one optimizer step costs, from the model, the parallelism and the fabric:
 # compute at the kernels' efficiency, the pipeline bubble, the collectives (their

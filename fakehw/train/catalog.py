@@ -143,6 +143,15 @@ PUBLISHED_SCORES: dict[str, dict[str, float]] = {
     "DeepSeekMoE-16B": {"hellaswag": 0.772, "arc_easy": 0.767, "mmlu": 0.453, "gsm8k": 0.189},
 }
 
+# Chinese tasks (``fakehw.train.benchmarks.CHINESE_TASKS``) where the base model's
+# scores are published: Tencent's Youtu-LLM model card measures Qwen3-4B-Base and
+# Llama-3.1-8B under one harness (MMLU-ProX-Zh 5-shot 45.2 % / 25.4 %, MGSM-Zh 8-shot
+# 69.7 % / 35.9 %). No source gives the other models' under these tasks.
+PUBLISHED_CHINESE: dict[str, dict[str, float]] = {
+    "Qwen3-4B": {"mmlu_prox_zh": 0.452, "mgsm_native_cot_zh": 0.697},
+    "Llama-3.1-8B": {"mmlu_prox_zh": 0.254, "mgsm_native_cot_zh": 0.359},
+}
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -157,7 +166,12 @@ class ModelEntry:
     @property
     def published(self) -> dict[str, float]:
         """The benchmark scores of the real model it is (or parodies) at full training."""
-        return PUBLISHED_SCORES[self.scores_from or (self.name if self.real else self.parody_of)]
+        return PUBLISHED_SCORES[self.scored_as] | PUBLISHED_CHINESE.get(self.scored_as, {})
+
+    @property
+    def scored_as(self) -> str:
+        """The real model whose published scores it has."""
+        return self.scores_from or (self.name if self.real else self.parody_of)
 
     @property
     def size_label(self) -> str:

@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quantize",
         choices=("int8", "int4", "gptq"),
-        help="also quantize the exported model at the end",
+        help="also quantize the exported model at the end; the benchmarks then score the "
+        "quantized copy beside it",
     )
     run.add_argument(
         "--probe-every",

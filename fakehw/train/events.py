@@ -379,6 +379,16 @@ class BenchmarkRow:
 
 
 @dataclass(frozen=True)
+class BenchmarkReport:
+    """lm-eval-harness's results for one model: the exported one, or its quantized copy."""
+
+    model: str  # "bf16", or the quantization method ("gptq", "int8", "int4")
+    model_args: str  # as the harness's --model_args names it
+    rows: tuple[BenchmarkRow, ...]
+    time: float
+
+
+@dataclass(frozen=True)
 class Summary:
     steps: int
     tokens: int

@@ -17,6 +17,7 @@ import json
 from typing import TextIO
 
 from fakehw.train.events import (
+    BenchmarkReport,
     CheckpointInfo,
     EarlyStop,
     EpochSummary,
@@ -198,6 +199,28 @@ class MetricsWriter(Recorder):
                 "bytes_after": q.bytes_after,
                 "seconds": q.seconds,
                 "time": q.time,
+            }
+        )
+
+    def benchmarks(self, b: BenchmarkReport) -> None:
+        self._write(
+            {
+                "event": "benchmarks",
+                "model": b.model,
+                "model_args": b.model_args,
+                "results": [
+                    {
+                        "task": r.task,
+                        "version": r.version,
+                        "filter": r.filter,
+                        "shots": r.shots,
+                        "metric": r.metric,
+                        "value": r.value,
+                        "stderr": r.stderr,
+                    }
+                    for r in b.rows
+                ],
+                "time": b.time,
             }
         )
 

@@ -15,6 +15,14 @@ GPTQ g128 adds ~0.03 nats to LLaMA-7B, ~0.02 to 65B; RTN-like NF4 more; LLM.int8
 none measurable). ``LOSS_INCREASE_7B`` at 7B parameters scaled by
 ``(7e9 / N) ** SIZE_EXPONENT`` (the exponent those two sizes give). The quantized
 model is evaluated on the same validation batches as the final evaluation.
+
+What it costs in benchmark scores (``fakehw.train.benchmarks.quantized_score``): each
+task's share above chance shrinks by exp(-sensitivity x the loss increase). Qwen's
+published BF16/Int8/Int4 (GPTQ) table of Qwen-7B-Chat gives MMLU 55.8/55.4/55.1 and
+C-Eval 59.7/59.4/59.2: ~2 % of the share above chance for GPTQ's ~0.03 nats, about
+0.6 per nat, on tasks scored by likelihood; its GSM8K fell 50.3 -> 48.3 at Int8, as a
+chain of thought compounds each token's error over hundreds of tokens: generated
+answers lose about twice as much.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ MODULES_PER_LAYER = (  # in AutoGPTQ's order
 LOSS_INCREASE_7B = {"int8": 0.002, "int4": 0.045, "gptq": 0.03}
 SIZE_EXPONENT = 0.18
 BITS_PER_WEIGHT = {"int8": 8.3, "int4": 4.15, "gptq": 4.15}  # with scales (and zeros)
+SCORE_SENSITIVITY = {"loglikelihood": 0.6, "generate_until": 1.2}  # per nat of loss
 LABELS = {
     "int8": "INT8 (bitsandbytes LLM.int8)",
     "int4": "INT4 (NF4)",

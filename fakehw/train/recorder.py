@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable
 
 from fakehw.train.events import (
+    BenchmarkReport,
     CheckpointInfo,
     EarlyStop,
     EpochSummary,
@@ -90,6 +91,9 @@ class Recorder:
 
     def quantized(self, q: QuantizeResult) -> None:
         """--quantize: the quantized model evaluated."""
+
+    def benchmarks(self, b: BenchmarkReport) -> None:
+        """lm-eval-harness has scored a model (the exported one, or its quantized copy)."""
 
     def training_ended(self, s: Summary) -> None:
         """The training loop is over (the final evaluation and exports follow)."""
@@ -178,6 +182,9 @@ class Records(Recorder):
 
     def quantized(self, q: QuantizeResult) -> None:
         self._each(lambda recorder: recorder.quantized(q))
+
+    def benchmarks(self, b: BenchmarkReport) -> None:
+        self._each(lambda recorder: recorder.benchmarks(b))
 
     def training_ended(self, s: Summary) -> None:
         self._each(lambda recorder: recorder.training_ended(s))

@@ -8,9 +8,10 @@ import random
 from typing import TYPE_CHECKING
 
 from fakehw.train import arithmetic as ar
+from fakehw.train import benchmarks as bm
 from fakehw.train import quantize as quant
 from fakehw.train.events import (
-    BenchmarkRow,
+    BenchmarkReport,
     ExportArtifact,
     QuantizeLayer,
     QuantizeResult,
@@ -24,11 +25,7 @@ if TYPE_CHECKING:
     from fakehw.train.engine import Engine
 
 EXPORT_WALL_S = 90.0  # real seconds an export waits at most (its story time is its own)
-# lm-eval-harness on the four tasks: the prompt and choice tokens its loglikelihood
-# requests score (HellaSwag 4 endings of ~100 tokens, MMLU 5-shot prompts of ~600 with
-# 4 choices, ARC-Easy), and GSM8K's 5-shot generations of up to 256 tokens each.
-BENCHMARK_TOKENS = 10042 * 4 * 110 + 14042 * 4 * 620 + 2376 * 4 * 60 + 1319 * 900
-BENCHMARK_GENERATED_TOKENS = 1319 * 256
+REASONING_GSM8K_GAIN = 0.03  # a LoRA on reasoning traces gains a little on GSM8K
 DECODE_TOKENS_PER_S_PER_GPU = 1800.0  # batched greedy decoding of a mid-size model
 
 
@@ -37,6 +34,11 @@ class WrapUp:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.quantized: QuantizeResult | None = None
+
+    @property
+    def export_root(self) -> str:
+        return f"{self.engine.plan.save_dir}/export"
 
     def finish(self, outcome: str) -> None:
         """The wrap-up: a finished run (or one stopped early on purpose, which says so)
@@ -107,7 +109,7 @@ class WrapUp:
         engine = self.engine
         plan = engine.plan
         name = plan.model.name
-        root = f"{plan.save_dir}/export"
+        root = self.export_root
         exported = plan.trainable if plan.lora else plan.params
         safetensors = weight_files(plan)
         if not plan.lora:  # the model's save_pretrained (the tokenizer is not modelled)
@@ -206,48 +208,72 @@ class WrapUp:
         )  # fmt: skip
         engine.records.quantized(result)
         style.quantized(result)
+        self.quantized = result
 
     def run_benchmarks(self) -> None:
-        """lm-eval-harness on one node: loglikelihood requests at the eval speed, GSM8K
-        generations at decoding speed, with the harness's progress bars."""
+        """lm-eval-harness on one node (``fakehw.train.benchmarks``): the exported model,
+        then its quantized copy on the same questions, each with the harness's progress
+        bars, its model line and its table; the quantized copy's scores beside the
+        bf16 model's."""
+        engine = self.engine
+        plan, style = engine.plan, engine.style
+        wanted = bm.tasks_for({d.language for d in plan.datasets})
+        tasks = tuple(t for t in wanted if t.name in plan.model.published)
+        unscored = [t.name for t in wanted if t not in tasks]
+        if unscored:
+            style.say(engine.clock.now(), "eval",
+                      f"{', '.join(unscored)}: no published score of {plan.model.scored_as} "
+                      "to start from; the harness runs without them")  # fmt: skip
+        expected = [self.expected_score(task) for task in tasks]
+        noises = [engine.rng.gauss(0, 1) for _ in tasks]
+        root = self.export_root
+        exported = (
+            f"pretrained={plan.model.name},peft={root}/hf,dtype=bfloat16"
+            if plan.lora
+            else f"pretrained={root}/hf,dtype=bfloat16"
+        )
+        bf16 = self.harness(tasks, "bf16", exported, expected, noises)
+        quantized = self.quantized
+        if quantized is None:
+            return
+        rise = quantized.val_loss_after - quantized.val_loss_before
+        after = [bm.quantized_score(t, e, rise) for t, e in zip(tasks, expected, strict=True)]
+        copy = self.harness(tasks, quantized.method, f"pretrained={root}/quantized", after, noises)
+        style.benchmarks_compared(bf16, copy, quantized.label)
+
+    def harness(self, tasks: tuple[bm.BenchmarkTask, ...], model: str, model_args: str,
+                expected: list[float], noises: list[float]) -> BenchmarkReport:  # fmt: skip
+        """One lm-eval run: loglikelihood requests at the eval speed, generations at
+        decoding speed; its table printed and recorded."""
         engine = self.engine
         plan = engine.plan
         per_node = plan.gpus_per_node / plan.gpus
-        scoring = BENCHMARK_TOKENS / (plan.performance.eval_tokens_per_s * per_node)
-        generating = BENCHMARK_GENERATED_TOKENS / (DECODE_TOKENS_PER_S_PER_GPU * plan.gpus_per_node)
-        tasks = ar.BENCHMARK_TASKS
-        scored = sum(t.requests for t in tasks if t.name not in ar.GENERATED_TASKS)
-        generated = sum(t.requests for t in tasks if t.name in ar.GENERATED_TASKS)
-        engine.load("benchmarks", scored, "requests", scoring)
-        engine.load("generations", generated, "requests", generating)
-        engine.style.benchmarks(self.benchmarks())
+        scoring = bm.scored_tokens(tasks) / (plan.performance.eval_tokens_per_s * per_node)
+        decoding = bm.generated_tokens(tasks) / (DECODE_TOKENS_PER_S_PER_GPU * plan.gpus_per_node)
+        engine.load("benchmarks", sum(t.requests for t in tasks if not t.generated), "requests",
+                    scoring)  # fmt: skip
+        engine.load("generations", sum(t.requests for t in tasks if t.generated), "requests",
+                    decoding)  # fmt: skip
+        rows = [
+            row
+            for task, score, noise in zip(tasks, expected, noises, strict=True)
+            for row in bm.rows(task, score, noise)
+        ]
+        report = BenchmarkReport(model, model_args, tuple(rows), engine.clock.now())
+        engine.records.benchmarks(report)
+        engine.style.benchmarks(report)
+        return report
 
-    def benchmarks(self) -> list[BenchmarkRow]:
-        """lm-eval-harness on the exported model. A fine-tune starts from the published
-        model: its published scores (a reasoning fine-tune gains a little on GSM8K). A
-        model trained from scratch scores what its loss allows: near chance at first,
-        MMLU and GSM8K only once the loss is low."""
+    def expected_score(self, task: bm.BenchmarkTask) -> float:
+        """What the exported model should score on ``task``. A fine-tune starts from the
+        published model: its published score (a reasoning fine-tune gains a little on
+        GSM8K). A model trained from scratch scores what its loss allows: near chance
+        at first, MMLU and GSM8K only once the loss is low."""
         engine = self.engine
         plan = engine.plan
         weights_of = engine.model_step if engine.model_step is not None else engine.step
         loss = None if plan.task != "pretrain" else engine.curve.reference_loss(weights_of)
-        rows = []
-        for task in ar.BENCHMARK_TASKS:
-            full = plan.model.published[task.name]
-            if plan.task == "lora" and task.name == "gsm8k":
-                full = min(0.95, full + 0.03)
-            expected = ar.benchmark_expected(task, full, loss)
-            noise = engine.rng.gauss(0, 1)
-            if task.name in ar.GENERATED_TASKS:  # the same generations under both filters
-                for name, share in (
-                    ("flexible-extract", 1.0),
-                    ("strict-match", ar.GSM8K_STRICT_SHARE),
-                ):
-                    value, stderr = ar.benchmark_result(task, expected * share, noise)
-                    rows.append(BenchmarkRow(task.name, task.version, task.metric, task.shots,
-                                             value, stderr, name))  # fmt: skip
-                continue
-            value, stderr = ar.benchmark_result(task, expected, noise)
-            rows.append(BenchmarkRow(task.name, task.version, task.metric, task.shots, value,
-                                     stderr))  # fmt: skip
-        return rows
+        full = plan.model.published[task.name]
+        if plan.task == "lora" and task.name == "gsm8k":
+            full = min(0.95, full + REASONING_GSM8K_GAIN)
+        return bm.expected_score(task, full, loss)

@@ -16,18 +16,27 @@ import sys
 from pathlib import Path
 
 from fakehw.train.events import (
+    BenchmarkReport,
     EarlyStop,
     EvalResult,
     GradientReport,
     Incident,
     ProbeResult,
+    QuantizeResult,
     StepMetrics,
     Summary,
 )
 from fakehw.train.output.files import FileWriter
 from fakehw.train.output.layouts.base import Layout
 from fakehw.train.recorder import Recorder
-from fakehw.train.styles.base import clock, duration, incident_text, outcome_words, si
+from fakehw.train.styles.base import (
+    clock,
+    duration,
+    incident_text,
+    outcome_words,
+    si,
+    size,
+)
 
 PLOT_TIMEOUT_S = 120.0
 
@@ -47,6 +56,8 @@ class ReportWriter(Recorder):
         self.first_probe: ProbeResult | None = None
         self.gradients_seen: GradientReport | None = None
         self.stopped: EarlyStop | None = None
+        self.scored: list[BenchmarkReport] = []
+        self.quantization: QuantizeResult | None = None
 
     # ------------------------------------------------------------ records
     def step(self, m: StepMetrics) -> None:
@@ -71,6 +82,12 @@ class ReportWriter(Recorder):
 
     def early_stop(self, e: EarlyStop) -> None:
         self.stopped = e
+
+    def quantized(self, q: QuantizeResult) -> None:
+        self.quantization = q
+
+    def benchmarks(self, b: BenchmarkReport) -> None:
+        self.scored.append(b)
 
     def finished(self, s: Summary) -> None:
         root = self.layout.root
@@ -118,6 +135,7 @@ class ReportWriter(Recorder):
             *(f"| {name} | {value} |" for name, value in self.summary_rows(s)),
             "",
             *self.mixture_lines(),
+            *self.benchmark_lines(),
             "## Findings",
             "",
             *self.finding_lines(),
@@ -217,6 +235,33 @@ class ReportWriter(Recorder):
             "",
         ]
         return lines
+
+    def benchmark_lines(self) -> list[str]:
+        """lm-eval-harness's scores of the exported model and of its quantized copy,
+        side by side, with what quantizing cost."""
+        if not self.scored:
+            return []
+        exported, *copies = self.scored
+        lines = ["## Benchmarks", ""]
+        q = self.quantization
+        if q is not None:
+            lines += [
+                f"{q.label}: validation loss {q.val_loss_before:.4f} → {q.val_loss_after:.4f} "
+                f"({q.val_loss_after - q.val_loss_before:+.4f}), {size(q.bytes_before)} → "
+                f"{size(q.bytes_after)}.",
+                "",
+            ]
+        head = ["task", "filter", "metric", "n-shot", exported.model]
+        for copy in copies:
+            head += [copy.model, "change"]
+        lines += ["| " + " | ".join(head) + " |", "|---|---|---|--:|" + "--:|" * (len(head) - 4)]
+        for i, row in enumerate(exported.rows):
+            cells = [row.task, row.filter, row.metric, str(row.shots), f"{row.value:.4f}"]
+            for copy in copies:
+                value = copy.rows[i].value
+                cells += [f"{value:.4f}", f"{100 * (value - row.value):+.2f} pts"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return [*lines, ""]
 
     def finding_lines(self) -> list[str]:
         found = [i for i in self.findings if i.kind != "recovered"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fakehw.train import arithmetic as ar
 from fakehw.train import lrchart, tensors
 from fakehw.train.events import (
-    BenchmarkRow,
+    BenchmarkReport,
     CheckpointInfo,
     CollectiveTiming,
     EarlyStop,
@@ -853,8 +853,21 @@ class Style:
             f"{duration(q.seconds)}",
         )
 
-    def benchmarks(self, rows: list[BenchmarkRow]) -> None:
-        self.term.lines(harness_table(rows))
+    def benchmarks(self, report: BenchmarkReport) -> None:
+        """The harness's own lines: its model line, then its table."""
+        self.term.lines(harness_table(report))
+
+    def benchmarks_compared(self, exported: BenchmarkReport, copy: BenchmarkReport,
+                            label: str) -> None:  # fmt: skip
+        """The quantized copy's scores beside the exported model's, task by task."""
+        scores = {(r.task, r.filter): r.value for r in exported.rows}
+        text = " · ".join(
+            f"{r.task}{'' if r.filter in ('none', 'custom-extract') else f' ({r.filter})'} "
+            f"{scores[(r.task, r.filter)]:.4f} → {r.value:.4f} "
+            f"({100 * (r.value - scores[(r.task, r.filter)]):+.2f} pts)"
+            for r in copy.rows
+        )
+        self.say(copy.time, "quantize", f"{label} against bf16: {text}")
 
     def training_end(self, s: Summary) -> None:
         """The training loop is over (before the final evaluation, export and benchmarks):
@@ -942,8 +955,9 @@ def per_rank(pattern: str, ranks: int, total: int) -> list[tuple[str, int]]:
     return [(pattern.format(rank=rank), total // ranks) for rank in range(ranks)]
 
 
-def harness_table(rows: list[BenchmarkRow]) -> list[str]:
-    """lm-evaluation-harness's results table (its markdown format)."""
+def harness_table(report: BenchmarkReport) -> list[str]:
+    """lm-evaluation-harness's model line and results table (its markdown format)."""
+    rows = report.rows
     header = ["Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "", "Stderr"]
     body = [
         [
@@ -974,7 +988,11 @@ def harness_table(rows: list[BenchmarkRow]) -> list[str]:
         + "|".join(("-" * (w - 1) + ":") if i in right else "-" * w for i, w in enumerate(widths))
         + "|"
     )
-    return [fmt(header), rule, *(fmt(row) for row in body)]
+    model = (
+        f"hf ({report.model_args}), gen_kwargs: (None), limit: None, num_fewshot: None, "
+        "batch_size: auto"
+    )
+    return [model, fmt(header), rule, *(fmt(row) for row in body)]
 
 
 def perplexity(loss: float) -> float:
