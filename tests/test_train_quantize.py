@@ -251,6 +251,7 @@ def test_the_report_sets_the_quantized_scores_beside_the_exported_ones(runs: Run
     run = runs(*SMALL, "--output-dir", str(out))
     (_, exported), (_, copy) = harness_tables(run)
     report = (out / "report.md").read_text()
+    assert "![the run's curves](curves.png)" in report  # fakehw plot reads every record
     section = report.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
     assert "GPTQ 4-bit, group size 128: validation loss" in section
     rows = re.findall(r"^\| (\w+) \| ([\w-]+) \| \w+ \| \d+ \| ([\d.]+) \| ([\d.]+) \| "

@@ -365,6 +365,7 @@ class QuantizeResult:
     bytes_after: int
     seconds: float
     time: float
+    step: int  # whose weights were quantized
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,7 @@ class BenchmarkReport:
     model_args: str  # as the harness's --model_args names it
     rows: tuple[BenchmarkRow, ...]
     time: float
+    step: int  # whose weights: the exported model's step
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,7 @@ class MetricsWriter(Recorder):
         self._write(
             {
                 "event": "quantize",
+                "step": q.step,
                 "method": q.method,
                 "calibration_samples": q.calibration_samples,
                 "calibration_tokens": q.calibration_tokens,
@@ -206,6 +207,7 @@ class MetricsWriter(Recorder):
         self._write(
             {
                 "event": "benchmarks",
+                "step": b.step,
                 "model": b.model,
                 "model_args": b.model_args,
                 "results": [

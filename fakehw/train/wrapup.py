@@ -37,6 +37,12 @@ class WrapUp:
         self.quantized: QuantizeResult | None = None
 
     @property
+    def weights_step(self) -> int:
+        """The step whose weights are exported: the best one after an early stop."""
+        engine = self.engine
+        return engine.model_step if engine.model_step is not None else engine.step
+
+    @property
     def export_root(self) -> str:
         return f"{self.engine.plan.save_dir}/export"
 
@@ -205,6 +211,7 @@ class WrapUp:
             data if calibrated else "",
             before, before + quant.loss_increase(method, plan.params),
             ar.BF16 * plan.params, nbytes, engine.clock.now() - started, engine.clock.now(),
+            self.weights_step,
         )  # fmt: skip
         engine.records.quantized(result)
         style.quantized(result)
@@ -259,7 +266,8 @@ class WrapUp:
             for task, score, noise in zip(tasks, expected, noises, strict=True)
             for row in bm.rows(task, score, noise)
         ]
-        report = BenchmarkReport(model, model_args, tuple(rows), engine.clock.now())
+        report = BenchmarkReport(model, model_args, tuple(rows), engine.clock.now(),
+                                 self.weights_step)  # fmt: skip
         engine.records.benchmarks(report)
         engine.style.benchmarks(report)
         return report
@@ -271,8 +279,7 @@ class WrapUp:
         at first, MMLU and GSM8K only once the loss is low."""
         engine = self.engine
         plan = engine.plan
-        weights_of = engine.model_step if engine.model_step is not None else engine.step
-        loss = None if plan.task != "pretrain" else engine.curve.reference_loss(weights_of)
+        loss = None if plan.task != "pretrain" else engine.curve.reference_loss(self.weights_step)
         full = plan.model.published[task.name]
         if plan.task == "lora" and task.name == "gsm8k":
             full = min(0.95, full + REASONING_GSM8K_GAIN)
