@@ -36,6 +36,8 @@ class Startup:
     def run(self) -> None:
         engine = self.engine
         plan, style, world = engine.plan, engine.style, engine.world
+        if not style.plans_in_log:  # the launch script's, before the framework starts
+            style.launch_plan(world.hostnames[0], self.topology())
         style.header(engine.clock.now())
         world.spawn()
         host = world.hostnames[0]
@@ -109,16 +111,20 @@ class Startup:
             engine.saving.loaded(plan.start_step)
         style.gpu_check(engine.clock.now(), world.cells())
         engine.recovery.check_lost_gpus()
-        if style.shows_planning:
-            try:
-                matrix = world.topology()
-            except WorldError as exc:  # a report the run can do without
-                matrix = f"({exc})\n"
-            style.topology(engine.clock.now(), world.hostnames[0], matrix)
+        if style.plans_in_log:
+            style.topology(engine.clock.now(), world.hostnames[0], self.topology())
             style.planning(engine.clock.now())
         style.parallelism(engine.clock.now())
         style.training_start(engine.clock.now())
         style.lr_schedule(engine.clock.now(), plan.start_step, at_start=True)
+
+    def topology(self) -> str:
+        """Node 0's ``nvidia-smi topo -m``, or why it could not be read (a report the run
+        can do without)."""
+        try:
+            return self.engine.world.topology()
+        except WorldError as exc:
+            return f"({exc})\n"
 
     def settled_others(self, rank: int, ours: set[int]) -> list[tuple[int, int]]:
         """(pid, MiB) of the other processes on ``rank``'s GPU, once their allocators

@@ -153,22 +153,32 @@ def planning_reasons(plan: RunPlan) -> list[str]:
         f"tensor parallelism stays within one node's {plan.gpus_per_node} GPUs (its collectives "
         f"every layer need {plan.fabric.intra}); pipeline and data parallelism cross nodes"
     ]
+    split = par.tp * par.pp
+    fits = "exceed" if states / gib > usable else "would fit in"
+    text = (
+        f"model states {states / gib:.1f} GiB (bf16 weights, trainable grads and AdamW states, "
+        f"16 bytes per trainable parameter) {fits} one GPU's {usable:.1f} GiB"
+    )
+    if split > 1:
+        text += f"; TP {par.tp} x PP {par.pp} split the layers over {split} GPUs"
     if par.zero_stage == 0:
-        reasons.append(f"model states {states / gib:.1f} GiB (bf16 weights, trainable grads and "
-                       f"AdamW states) fit one GPU's {usable:.1f} GiB: plain DDP")  # fmt: skip
+        text += ": plain DDP" if split == 1 else ", each replica whole: DDP"
+    elif par.shard_group > 1:
+        sharded = {1: "optimizer states", 2: "gradients and optimizer states",
+                   3: "weights, gradients and optimizer states"}[par.zero_stage]  # fmt: skip
+        text += f"; ZeRO-{par.zero_stage} shards the {sharded} over {par.shard_group} ranks"
     else:
-        fits = "exceed" if states / gib > usable else "would fit in"
-        reasons.append(
-            f"model states {states / gib:.1f} GiB (16 bytes per trainable parameter) {fits} one "
-            f"GPU's {usable:.1f} GiB: ZeRO-{par.zero_stage} shards them over "
-            f"{par.shard_group} ranks, {ar.reserved_bytes(plan.memory) / gib:.1f} GiB reserved"
-            " per GPU with activations"
-        )
-    first = plan.candidates[0].performance.step_s() if plan.candidates else plan.step_s
+        text += f"; ZeRO-{par.zero_stage} has one data-parallel rank: nothing to shard"
+    reasons.append(
+        f"{text}: {ar.reserved_bytes(plan.memory) / gib:.1f} GiB reserved per GPU with "
+        "activations"
+    )
     if len(plan.candidates) > 1:
-        runner = plan.candidates[1].performance.step_s()
-        reasons.append(f"chosen: the fastest step, {first:.2f} s against {runner:.2f} s for the "
-                       "next layout")  # fmt: skip
+        first, runner = plan.candidates[0], plan.candidates[1]
+        reasons.append(
+            f"chosen: the highest throughput, {si(first.performance.tokens_per_s)} tokens/s "
+            f"against {si(runner.performance.tokens_per_s)} for the next layout"
+        )
     return reasons
 
 
@@ -336,7 +346,9 @@ class Style:
     uses_live_bar = True
     draws_lr_schedule = True  # fake-train's own chart of the planned learning rate
     probes_by_default = True  # its trainer probes the model at each validation
-    shows_planning = True  # the topology and the planner's layouts, at the start
+    # the topology and the planner's layouts, at the start: in its own lines once the
+    # model is loaded (False: the launch script's, before torchrun, ``launch_plan``)
+    plans_in_log = True
     # whether each validation draws new batches (Megatron's iterator moves on), or the
     # same held-out set (so the same weights give the same loss)
     fresh_validation_batches = False
@@ -476,12 +488,20 @@ class Style:
         self.term.lines(grid_lines(self.term, cells, "  GPU check (util temp power memory)"))
 
     def topology(self, t: float, host: str, matrix: str) -> None:
-        """How the GPUs connect, as ``nvidia-smi topo -m`` prints it (its underline codes
-        only on a terminal: this is a log), and the links the planner counts on."""
-        plan, fabric = self.plan, self.plan.fabric
+        """How the GPUs connect, as ``nvidia-smi topo -m`` prints it, and the links the
+        planner counts on."""
         self.say(t, "topology", f"{host}: nvidia-smi topo -m")
+        self.term.lines(["  " + line if line else "" for line in self.matrix_lines(matrix)])
+        self.say(t, "topology", self.links_text())
+
+    def matrix_lines(self, matrix: str) -> list[str]:
+        """``nvidia-smi topo -m``'s output, its underline codes only on a terminal (this
+        is a log)."""
         shown = matrix if self.term.color else ESCAPE.sub("", matrix)
-        self.term.lines(["  " + line if line else "" for line in shown.rstrip("\n").split("\n")])
+        return shown.rstrip("\n").split("\n")
+
+    def links_text(self) -> str:
+        plan, fabric = self.plan, self.plan.fabric
         link = (
             f"NVLink NV{plan.gpu.nvlink_count} between every pair (NVSwitch)"
             if plan.gpu.nvlink_topology == "all"
@@ -493,29 +513,51 @@ class Style:
             if plan.nodes > 1
             else " · one node"
         )
-        self.say(t, "topology", f"{plan.gpus_per_node} GPUs per node: {link}, "
-                 f"{fabric.intra_gbps:.0f} GB/s ring bus bandwidth{across}")  # fmt: skip
+        return (f"{plan.gpus_per_node} GPUs per node: {link}, {fabric.intra_gbps:.0f} GB/s ring "
+                f"bus bandwidth{across}")  # fmt: skip
 
     def planning(self, t: float) -> None:
         """The layouts the planner weighed, fastest first, and why the chosen one."""
+        for text in self.planning_texts():
+            self.say(t, "planner", text)
+
+    def planning_texts(self) -> list[str]:
         plan = self.plan
         shown = plan.candidates[:PLANS_SHOWN]
-        self.say(t, "planner", f"{len(plan.candidates)} layouts fit {100 * MEMORY_TARGET:.0f}% "
-                 f"of the {rank_memory_gib(plan):.1f} GiB a rank has beside its CUDA context; "
-                 f"the fastest {len(shown)}, by the step's modelled time:")  # fmt: skip
+        texts = [
+            f"{len(plan.candidates)} layouts fit {100 * MEMORY_TARGET:.0f}% of the "
+            f"{rank_memory_gib(plan):.1f} GiB a rank has beside its CUDA context; the fastest "
+            f"{len(shown)}, by the tokens/s of their modelled step:"
+        ]
         for index, layout in enumerate(shown):
             par, perf = layout.par, layout.performance
             step_s = perf.step_s()
-            self.say(
-                t,
-                "planner",
+            texts.append(
                 f"  {layout_words(par)} · micro-batch {par.micro_batch} x {par.grad_accum}"
-                f"{' · recompute' if par.recompute else ''} → {layout.reserved_mib / 1024:.1f} "
-                f"GiB · {step_s:.2f} s/step · MFU {100 * perf.mfu(step_s):.1f}%"
-                + (" ← chosen" if index == 0 else ""),
+                f"{' · recompute' if par.recompute else ''} · global batch {layout.global_batch}"
+                f" → {layout.reserved_mib / 1024:.1f} GiB · {step_s:.2f} s/step · "
+                f"{si(perf.tokens_per_s)} tokens/s · MFU {100 * perf.mfu(step_s):.1f}%"
+                + (" ← chosen" if index == 0 else "")
             )
-        for reason in planning_reasons(plan):
-            self.say(t, "planner", reason)
+        return texts + planning_reasons(plan)
+
+    def launch_plan(self, host: str, matrix: str) -> None:
+        """A framework's run: its launch script reads the topology and plans the layout
+        before it starts torchrun, in its own plain lines, and hands the framework the
+        arguments that set the chosen layout (which the framework's own lines then show)."""
+        lines = [f"+ nvidia-smi topo -m   # on {host}", *self.matrix_lines(matrix)]
+        texts = [self.links_text(), *self.planning_texts()]
+        lora = self.plan.lora
+        if lora is not None:
+            texts.append(f"LoRA rank {lora.rank} · alpha {lora.alpha} · dropout {lora.dropout} · "
+                         f"targets {','.join(lora.targets)}")  # fmt: skip
+            texts += lora_reasons(lora)
+        texts.append(f"launching with {self.layout_arguments()}")
+        self.term.lines(lines + [f"[planner] {text}" for text in texts])
+
+    def layout_arguments(self) -> str:
+        """The framework's arguments that set the chosen layout."""
+        return layout_words(self.plan.par)
 
     def parallelism(self, t: float) -> None:
         plan, par = self.plan, self.plan.par

@@ -44,7 +44,7 @@ class DeepSpeedStyle(Style):
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
     probes_by_default = False  # a stock trainer has no probe callback
-    shows_planning = False  # its framework prints no such report
+    plans_in_log = False  # its framework prints no such report: its launch script does
     fresh_validation_batches = True  # its validation iterator moves on
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
@@ -61,6 +61,15 @@ class DeepSpeedStyle(Style):
             "real_accelerator.py:239:get_accelerator",
             "Setting ds_accelerator to cuda (auto detect)",
         )
+
+    def layout_arguments(self) -> str:
+        par = self.plan.par
+        words = [f"train_micro_batch_size_per_gpu {par.micro_batch}",
+                 f"gradient_accumulation_steps {par.grad_accum}",
+                 f"zero_optimization.stage {par.zero_stage}"]  # fmt: skip
+        if par.recompute:
+            words.append("activation_checkpointing.partition_activations true")
+        return "ds_config.json: " + ", ".join(words)
 
     def launcher(self, launch: LaunchInfo) -> None:
         plan, t = self.plan, launch.time

@@ -128,7 +128,7 @@ class HfStyle(Style):
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
     probes_by_default = False  # a stock trainer has no probe callback
-    shows_planning = False  # its framework prints no such report
+    plans_in_log = False  # its framework prints no such report: its launch script does
 
     def __init__(self, term: Terminal, plan: RunPlan, err: Terminal | None = None) -> None:
         super().__init__(term, plan)
@@ -163,6 +163,24 @@ class HfStyle(Style):
     # ------------------------------------------------------------ start-up
     def header(self, t: float) -> None:
         pass
+
+    def layout_arguments(self) -> str:
+        plan, par = self.plan, self.plan.par
+        words = [f"--per_device_train_batch_size {par.micro_batch}",
+                 f"--gradient_accumulation_steps {par.grad_accum}"]  # fmt: skip
+        if par.zero_stage == 3:
+            shard = "hybrid_shard" if par.replicas > 1 else "full_shard"
+            words.append(f"--fsdp '{shard} auto_wrap'")
+        elif par.zero_stage:
+            words.append(f"--deepspeed ds_zero{par.zero_stage}.json")
+        if par.tp > 1:
+            words.append(f"--tp_size {par.tp}")
+        if par.recompute:
+            words.append("--gradient_checkpointing")
+        if plan.lora is not None:
+            words.append(f"--lora_r {plan.lora.rank} --lora_alpha {plan.lora.alpha} "
+                         f"--lora_target_modules {','.join(plan.lora.targets)}")  # fmt: skip
+        return " ".join(words)
 
     def launcher(self, launch: LaunchInfo) -> None:
         self.err.lines(torchrun_warning(launch))

@@ -70,7 +70,7 @@ class MegatronStyle(Style):
     uses_live_bar = False
     draws_lr_schedule = False  # the framework draws no such chart
     probes_by_default = False  # a stock trainer has no probe callback
-    shows_planning = False  # its framework prints no such report
+    plans_in_log = False  # its framework prints no such report: its launch script does
     fresh_validation_batches = True  # its validation iterator moves on
 
     def __init__(self, term: Terminal, plan: RunPlan) -> None:
@@ -79,6 +79,20 @@ class MegatronStyle(Style):
         self.sources_opened = False  # a mixture's index files, each opened once
         self.checkpoint_reading = False  # between load_checkpoint's first and last lines
         self.checkpoint_loaded = False  # the resumed run's save is read (once)
+
+    def layout_arguments(self) -> str:
+        par = self.plan.par
+        words = [f"--tensor-model-parallel-size {par.tp}",
+                 f"--pipeline-model-parallel-size {par.pp}"]  # fmt: skip
+        if par.ep > 1:
+            words.append(f"--expert-model-parallel-size {par.ep}")
+        words += [f"--micro-batch-size {par.micro_batch}",
+                  f"--global-batch-size {self.plan.global_batch}"]  # fmt: skip
+        if par.zero_stage >= 1:
+            words.append("--use-distributed-optimizer")
+        if par.recompute:
+            words.append("--recompute-granularity full --recompute-method uniform")
+        return " ".join(words)
 
     def launcher(self, launch: LaunchInfo) -> None:
         plan, par = self.plan, self.plan.par
