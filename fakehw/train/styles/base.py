@@ -170,8 +170,7 @@ def planning_reasons(plan: RunPlan) -> list[str]:
     else:
         text += f"; ZeRO-{par.zero_stage} has one data-parallel rank: nothing to shard"
     reasons.append(
-        f"{text}: {ar.reserved_bytes(plan.memory) / gib:.1f} GiB reserved per GPU with "
-        "activations"
+        f"{text}: {ar.reserved_bytes(plan.memory) / gib:.1f} GiB reserved per GPU with activations"
     )
     if len(plan.candidates) > 1:
         first, runner = plan.candidates[0], plan.candidates[1]
