@@ -466,7 +466,7 @@ def test_first_steps_are_slower_and_nccl_init_grows_with_ranks(runs: Runs) -> No
     assert times[0] > times[1] > times[2]  # then it settles
     assert abs(times[4] - steady) < 0.1 * steady
     times8 = [float(t) for t in re.findall(r"nranks 8 total ([\d.]+)", out)]
-    big = runs("--seed", "5", "--exit-after-steps", "20")
+    big = runs("--seed", "5", "--nodes", "8", "--exit-after-steps", "20")  # 64 ranks
     times64 = [float(t) for t in re.findall(r"nranks 64 total ([\d.]+)", big.stdout)]
     assert times64 and times8 and min(times64) > 1.5 * max(times8)
 
