@@ -19,19 +19,31 @@ from prometheus_client.parser import text_string_to_metric_families
 BIN = Path(sys.executable).parent
 
 
-def run_exec(node: Node, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_exec(node: Node, *command: str, timeout: float = 60,
+             nvml: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``fakehw exec -- command``; ``nvml``: which NVML it gets (FAKEHW_NVML), native
+    libnvidia-ml.so.1 or the Python layer, else exec's own choice."""
     env = {**node.env, "PATH": f"{BIN}:{node.env['PATH']}", "COLUMNS": "79"}
+    if nvml is not None:
+        env["FAKEHW_NVML"] = nvml
     return subprocess.run(
         [sys.executable, "-m", "fakehw", "exec", "--", *command],
         env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
 
-def pynvml(node: Node, code: str) -> object:
+def pynvml(node: Node, code: str, nvml: str) -> object:
     """Run a pynvml script under fakehw exec; it prints one JSON document."""
-    result = run_exec(node, sys.executable, "-c", textwrap.dedent(code))
+    result = run_exec(node, sys.executable, "-c", textwrap.dedent(code), nvml=nvml)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+@pytest.fixture(params=["native", "python"])
+def nvml(request: pytest.FixtureRequest) -> str:
+    """Each NVML client test runs on both implementations: the C library and the Python
+    layer it falls back to."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +53,7 @@ def busy() -> Iterator[Node]:
     node.close()
 
 
-def test_pynvml_reads_the_fake_gpus_as_nvidia_smi_does(busy: Node) -> None:
+def test_pynvml_reads_the_fake_gpus_as_nvidia_smi_does(busy: Node, nvml: str) -> None:
     data = pynvml(busy, """
         import json, pynvml as N
         N.nvmlInit()
@@ -66,7 +78,7 @@ def test_pynvml_reads_the_fake_gpus_as_nvidia_smi_does(busy: Node) -> None:
             })
         N.nvmlShutdown()
         print(json.dumps(out))
-    """)  # fmt: skip
+    """, nvml)  # fmt: skip
     assert isinstance(data, dict)
     assert data["count"] == 4 and data["driver"] == "580.159.04" and data["cuda"] == 13000
     fields = "name,uuid,serial,pci.bus_id,memory.used,memory.total,enforced.power.limit,"
@@ -84,7 +96,7 @@ def test_pynvml_reads_the_fake_gpus_as_nvidia_smi_does(busy: Node) -> None:
     assert data["gpus"][0]["procs"] == []
 
 
-def test_pynvml_refuses_what_a_real_h100_refuses(busy: Node) -> None:
+def test_pynvml_refuses_what_a_real_h100_refuses(busy: Node, nvml: str) -> None:
     data = pynvml(busy, """
         import json, pynvml as N
         N.nvmlInit()
@@ -102,7 +114,7 @@ def test_pynvml_refuses_what_a_real_h100_refuses(busy: Node) -> None:
             except N.NVMLError as exc:
                 out[name] = type(exc).__name__
         print(json.dumps(out))
-    """)  # fmt: skip
+    """, nvml)  # fmt: skip
     assert data == {
         "fan": "NVMLError_NotSupported",
         "driver_model": "NVMLError_NotSupported",
@@ -113,7 +125,7 @@ def test_pynvml_refuses_what_a_real_h100_refuses(busy: Node) -> None:
     }
 
 
-def test_calls_before_init_are_uninitialized(busy: Node) -> None:
+def test_calls_before_init_are_uninitialized(busy: Node, nvml: str) -> None:
     data = pynvml(
         busy,
         """
@@ -124,27 +136,28 @@ def test_calls_before_init_are_uninitialized(busy: Node) -> None:
         except N.NVMLError as exc:
             print(json.dumps(type(exc).__name__))
     """,
+        nvml,
     )
     assert data in ("NVMLError_Uninitialized", "NVMLError_LibraryNotFound")
 
 
-def test_real_gpustat_runs_on_the_fake_gpus(busy: Node) -> None:
-    plain = run_exec(busy, "gpustat")
+def test_real_gpustat_runs_on_the_fake_gpus(busy: Node, nvml: str) -> None:
+    plain = run_exec(busy, "gpustat", nvml=nvml)
     assert plain.returncode == 0, plain.stderr
     lines = plain.stdout.splitlines()
     assert len(lines) == 5 and lines[0].endswith("580.159.04")
     assert re.match(r"\[1\] NVIDIA H100 80GB HBM3 \|\s*\d+°C, +\d+ % \| +46617 / 81559 MB \|",
                     lines[2])  # fmt: skip
-    detailed = run_exec(busy, "gpustat", "-cpu")
+    detailed = run_exec(busy, "gpustat", "-cpu", nvml=nvml)
     pid = busy.children[0].pid
     assert re.search(rf"root:python3?[\d.]*/{pid}\(46608M\)", detailed.stdout), detailed.stdout
-    document = json.loads(run_exec(busy, "gpustat", "--json").stdout)
+    document = json.loads(run_exec(busy, "gpustat", "--json", nvml=nvml).stdout)
     assert [g["memory.used"] for g in document["gpus"]][1:3] == [46617, 30009]
     assert document["gpus"][1]["processes"][0]["pid"] == pid
 
 
-def test_real_nvitop_runs_on_the_fake_gpus(busy: Node) -> None:
-    result = run_exec(busy, "nvitop", "-1")
+def test_real_nvitop_runs_on_the_fake_gpus(busy: Node, nvml: str) -> None:
+    result = run_exec(busy, "nvitop", "-1", nvml=nvml)
     assert result.returncode == 0, result.stderr  # no NVML function it needs is missing
     assert "ERROR" not in result.stderr
     text = result.stdout
@@ -155,8 +168,9 @@ def test_real_nvitop_runs_on_the_fake_gpus(busy: Node) -> None:
     assert "45.52GiB" in text  # the rank holding 46608 MiB
 
 
-def test_real_nvitop_live_mode(busy: Node, tmux) -> None:  # type: ignore[no-untyped-def]
-    command = (f"FAKEHW_RUNTIME_DIR={busy.runtime} PATH={BIN}:$PATH {sys.executable} -m fakehw "
+def test_real_nvitop_live_mode(busy: Node, nvml: str, tmux) -> None:  # type: ignore[no-untyped-def]
+    command = (f"FAKEHW_NVML={nvml} FAKEHW_RUNTIME_DIR={busy.runtime} PATH={BIN}:$PATH "
+               f"{sys.executable} -m fakehw "
                "exec -- nvitop; echo EXIT=$?")  # fmt: skip
     tmux("send-keys", "-t", "t", command, "Enter")
     pid = busy.children[0].pid

@@ -209,8 +209,11 @@ def test_a_fault_from_outside_stays_and_the_next_run_reports_it(tmp_path: Path) 
     metrics = tmp_path / "m.jsonl"
     # The run injects a fault of its own on GPU 5 too: only that one goes at its end.
     result = subprocess.run(
-        [sys.executable, "-m", "fakehw.train", *SMALL, "--exit-after-steps", "15",
-         "--inject", "power-brake:5@3", "--metrics-jsonl", str(metrics)],
+        # at speed 5 a step lasts half a second: the readings of the training phase are in
+        # by step 5 even on a loaded machine (at 20, a busy daemon's were not)
+        [sys.executable, "-m", "fakehw.train", *SMALL, "--speed-factor", "5",
+         "--exit-after-steps", "15", "--inject", "power-brake:5@3", "--metrics-jsonl",
+         str(metrics)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -52,6 +52,7 @@ from fakehw.service.connections import (
     Connection,
 )
 from fakehw.service.logs import Throttle
+from fakehw.service.nvmlpublish import NvmlPublisher
 from fakehw.service.ops import OPS, Operations
 from fakehw.service.runtime import (
     RuntimeDirError,
@@ -120,6 +121,8 @@ class Daemon:
         self.simulator = Simulator(
             self.cluster_config, settings.tick_hz, clock, on_failure=self._model_failed
         )
+        self.publisher = NvmlPublisher(self.simulator, os.path.join(paths.root, "nvml"))
+        self.simulator.after_tick = self.publisher.publish
         self.ops = Operations(self)
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, Connection] = {}
@@ -347,6 +350,7 @@ class Daemon:
             # last periodic save (at most 2 s old) is the one to trust.
             steps.append(("saving the state", self._save_state))
         steps += [
+            ("closing the NVML snapshots", self.publisher.close),
             ("closing connections", self._close_all),
             ("closing the listeners", self._close_listeners),
             ("releasing the lock", self._release_lock),
@@ -435,7 +439,7 @@ class Daemon:
                 last_save = now
 
     def _check_idle(self, now: float) -> None:
-        if self.connections or self.simulator.cluster.processes:
+        if self.connections or self.simulator.cluster.processes or self.publisher.leased:
             self.last_activity = now
         elif now - self.last_activity >= self.settings.idle_timeout_s:
             log.info("idle for %.0f s: exiting", now - self.last_activity)

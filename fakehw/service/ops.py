@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fakehw import __version__
+from fakehw.contract import nvmlshm
 from fakehw.contract.limits import CYCLE_S_RANGE, INTENSITY_RANGE
 from fakehw.processes import ClusterError
 from fakehw.service import auth, pidwatch
@@ -225,6 +226,19 @@ class Operations:
             raise proto.ProtocolError(proto.NOT_FOUND, f"no subscription {ident}")
         return {"subscription": ident}
 
+    def publish(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        """The calling process's node as an NVML snapshot file, rewritten each tick while
+        the process lives (``fakehw.service.nvmlpublish``)."""
+        node = self._node_index(message.get("node", 0))
+        if conn.pid is None:
+            raise proto.ProtocolError(proto.NOT_FOUND, "the peer's process is unknown")
+        try:
+            path = self.daemon.publisher.lease(node, conn.pid)
+        except ValueError as exc:
+            raise proto.ProtocolError(proto.NOT_FOUND, str(exc)) from None
+        return {"path": path, "node": node, "layout": nvmlshm.LAYOUT_VERSION,
+                "bytes": os.path.getsize(path)}  # fmt: skip
+
     # ------------------------------------------------------ state changes
     def attach(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         pid = proto.arg_int(message, "pid", low=1, high=proto.MAX_PID)
@@ -357,6 +371,7 @@ TABLE: dict[str, Op] = {
                     limits=("MIN_SUBSCRIBE_INTERVAL_MS", "MAX_SUBSCRIBE_INTERVAL_MS",
                             "MAX_SUBSCRIPTIONS", "MAX_SNAPSHOT_GPUS")),
     "unsubscribe": Op(Operations.unsubscribe, over_tcp=True),
+    "publish": Op(Operations.publish),
     "attach": Op(Operations.attach, changes_state=True, limits=("MAX_PID",)),
     "set_phase": Op(Operations.set_phase, changes_state=True),
     "detach": Op(Operations.detach, changes_state=True, limits=("MAX_DETACH_PIDS",)),

@@ -51,6 +51,7 @@ class Simulator:
         self._cache: dict[tuple[int, tuple[int | str, ...] | None, bool], bytes] = {}
         self.step_seconds_total = 0.0  # CPU spent stepping, for status and benches
         self.steps = 0
+        self.after_tick: Callable[[], None] | None = None  # the daemon's NVML publisher
 
     # ----------------------------------------------------------------- clock
     @property
@@ -82,6 +83,8 @@ class Simulator:
             if delay > 0 and self._stop.wait(delay):
                 break
             self.advance_to(self.clock())
+            if self.after_tick is not None:
+                self.after_tick()
             next_tick += period
             if next_tick < time.monotonic() - period:  # fell behind: do not spin
                 next_tick = time.monotonic() + period

@@ -1,7 +1,10 @@
 """The shims that put the fake GPUs under other programs: ``fakehw exec`` (an
-``nvidia-smi`` first on PATH, and a ``sitecustomize`` that installs the NVML layer
-under any Python) and ``fakehw shellenv`` (the PATH line for a shell). Both live in
-the runtime directory, private to the user, rewritten only when they change."""
+``nvidia-smi`` first on PATH, fakehw's ``libnvidia-ml.so.1`` first on
+LD_LIBRARY_PATH for every program that loads NVML, and a ``sitecustomize`` that
+installs the NVML layer under any Python) and ``fakehw shellenv`` (the lines for a
+shell). The shims live in the runtime directory, private to the user, rewritten
+only when they change; the library is the package's own (built at install, when a C
+compiler was there: ``fakehw.nvml.native_directory``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import shlex
 import shutil
 import sys
 
+from fakehw.nvml import native_directory
 from fakehw.service.runtime import runtime_paths
 from fakehw.tools.errors import EXIT_OK, EXIT_USAGE, CliError
 
@@ -29,12 +33,13 @@ SITECUSTOMIZE = '''"""Written by `fakehw exec`: pynvml here talks to the fakehw 
 import os
 import sys
 
-try:
-    from fakehw.nvml.hook import install
-except Exception as exc:  # never stop the program itself
-    print(f"fakehw: the NVML layer is not available here: {exc}", file=sys.stderr)
-else:
-    install()
+if os.environ.get("FAKEHW_NVML") != "native":  # native: pynvml loads libnvidia-ml.so.1
+    try:
+        from fakehw.nvml.hook import install
+    except Exception as exc:  # never stop the program itself
+        print(f"fakehw: the NVML layer is not available here: {exc}", file=sys.stderr)
+    else:
+        install()
 
 # Run the sitecustomize this one hides, if the environment has one.
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -111,9 +116,51 @@ def _real_nvidia_smi(shim: str) -> str | None:
     return None
 
 
+NO_NATIVE = (
+    "fakehw: the native libnvidia-ml.so.1 was not built (no C compiler when fakehw was "
+    "installed): only Python programs that import pynvml see the fake GPUs"
+)
+
+
+NVML_MODES = ("native", "python")
+
+
+def _nvml_mode() -> str:
+    """Which NVML the program gets: ``native`` (libnvidia-ml.so.1, for every program),
+    or ``python`` (pynvml's Python layer: where the library was not built, for a
+    remote daemon, whose files it cannot map, or asked for with FAKEHW_NVML=python)."""
+    asked = os.environ.get("FAKEHW_NVML")
+    if asked is not None and asked not in NVML_MODES:
+        raise CliError(f"FAKEHW_NVML must be native or python, not {asked!r}", EXIT_USAGE)
+    if asked == "python" or os.environ.get("FAKEHW_REMOTE"):
+        if asked == "native":
+            raise CliError("FAKEHW_NVML=native reads a local daemon; with FAKEHW_REMOTE only "
+                           "the Python layer (FAKEHW_NVML=python) serves", EXIT_USAGE)  # fmt: skip
+        return "python"
+    if native_directory() is None:
+        if asked == "native":
+            raise CliError(NO_NATIVE.removeprefix("fakehw: "))
+        print(NO_NATIVE, file=sys.stderr)
+        return "python"
+    return "native"
+
+
+def _library_path(environment: dict[str, str]) -> str:
+    """LD_LIBRARY_PATH with fakehw's libnvidia-ml.so.1 first. The daemon is started now
+    if none runs, as a Python client would: the library only asks a running one."""
+    directory = native_directory()
+    assert directory is not None
+    from fakehw.service.client import Client, DaemonUnavailable
+
+    with contextlib.suppress(DaemonUnavailable, OSError):
+        Client.connect(client_name="fakehw-exec").close()
+    return os.pathsep.join([directory, *filter(None, [environment.get("LD_LIBRARY_PATH")])])
+
+
 def run_with_fakes(argv: list[str]) -> int:
     """``fakehw exec -- COMMAND``: run COMMAND with the fake nvidia-smi first on PATH and
-    the NVML layer under its Python."""
+    the fake NVML under it: libnvidia-ml.so.1 first on LD_LIBRARY_PATH (for every
+    program that loads NVML), or pynvml's Python layer (``_nvml_mode``)."""
     command = list(argv)
     if command and command[0] == "--":
         command = command[1:]
@@ -129,6 +176,9 @@ def run_with_fakes(argv: list[str]) -> int:
         [python, *filter(None, [environment.get("PYTHONPATH")])]
     )
     environment["FAKEHW_RUNTIME_DIR"] = runtime_paths(create=True).root
+    environment["FAKEHW_NVML"] = _nvml_mode()
+    if environment["FAKEHW_NVML"] == "native":
+        environment["LD_LIBRARY_PATH"] = _library_path(environment)
     if shutil.which(command[0], path=environment["PATH"]) is None:
         raise CliError(f"command not found: {command[0]}", 127)
     sys.stdout.flush()
@@ -136,10 +186,16 @@ def run_with_fakes(argv: list[str]) -> int:
 
 
 def print_shellenv() -> int:
-    """``fakehw shellenv``: the line that puts the fake nvidia-smi first on PATH."""
+    """``fakehw shellenv``: the lines that put the fake nvidia-smi first on PATH and
+    fakehw's libnvidia-ml.so.1 first on LD_LIBRARY_PATH (where it was built)."""
     shim, _ = _shims()
     real = _real_nvidia_smi(shim)
     if real:
         print(f"fakehw: this shell's nvidia-smi will be the fake one, not {real}", file=sys.stderr)
     print(f'export PATH={shlex.quote(shim)}":$PATH"')
+    directory = native_directory()
+    if _nvml_mode() == "native" and directory is not None:
+        rest = '"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"'
+        print(f"export LD_LIBRARY_PATH={shlex.quote(directory)}{rest}")
+        print(f"export FAKEHW_RUNTIME_DIR={shlex.quote(runtime_paths(create=True).root)}")
     return EXIT_OK
