@@ -26,6 +26,9 @@ Measures, against real daemon processes in a private runtime directory:
 * the live ``fake-nvitop`` monitor's CPU (1 s refresh, 8 training GPUs, on a
   120x40 pseudo-terminal) over 60 s (20 s with --quick), side by side with the
   real nvitop on the same fake GPUs (through ``fakehw exec``);
+* NVML: ``nvmlDeviceGetPowerUsage`` per call and ``nvmlInit``, through the native
+  ``libnvidia-ml.so.1`` (from C, from ctypes, from pynvml) and through the Python
+  layer (pynvml with fakehw's hook), side by side (``--only nvml``);
 * start-up: the median wall time of a one-shot ``fake-nvidia-smi`` (the
   default table, and a ``--query-gpu`` CSV, on an 8-GPU node) and ``fake-gpustat``
   against ``python3 -c pass`` on the same interpreter, runs interleaved so machine
@@ -37,7 +40,7 @@ Measures, against real daemon processes in a private runtime directory:
   baseline's too: in a plain ``pip install .`` the interpreter starts in about half the
   time and the ratios are larger (fake-nvidia-smi 2.4 x, ``import json`` alone 1.8 x).
 
-Targets: <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
+Targets: <= 1 us per NVML call from C; <= 1 % of a core at 64 GPUs, <= 5 % at 1024 GPUs, >= 2,000
 snapshots/s for one 8-GPU node; a one-shot table within 1.5 x
 ``python3 -c pass`` (the real nvidia-smi: 1.34 x on a real H100 host); fake-nvitop <= 3 % of a core;
 under load no errors, push gaps p99 <= 3 intervals, snapshots younger than
@@ -726,8 +729,119 @@ def output_cost(gpus: int, steps: int) -> list[object]:
             "<= 1.3 x", "ok" if ratio <= 1.3 else "MISSED"]  # fmt: skip
 
 
+NVML_C_BENCH = r"""
+#include <nvml.h>
+#include <stdio.h>
+#include <time.h>
+static double now(void) {
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9;
+}
+int main(int argc, char **argv) {
+    long calls = atol(argv[1]);
+    double start = now();
+    if (nvmlInit_v2() != NVML_SUCCESS) return 1;
+    double init = now() - start;
+    nvmlDevice_t device;
+    unsigned int power, sum = 0;
+    nvmlDeviceGetHandleByIndex_v2(0, &device);
+    start = now();
+    for (long k = 0; k < calls; k++) { nvmlDeviceGetPowerUsage(device, &power); sum += power & 1; }
+    double each = (now() - start) / calls;
+    printf("%.9f %.9f %u\n", init, each, sum);
+    return 0;
+}
+"""
+PYNVML_BENCH = """
+import sys, time
+{setup}
+import pynvml as N
+start = time.perf_counter()
+N.nvmlInit()
+init = time.perf_counter() - start
+h = N.nvmlDeviceGetHandleByIndex(0)
+calls = int(sys.argv[1])
+start = time.perf_counter()
+for _ in range(calls):
+    N.nvmlDeviceGetPowerUsage(h)
+print(init, (time.perf_counter() - start) / calls)
+"""
+CTYPES_BENCH = """
+import ctypes, sys, time
+lib = ctypes.CDLL("libnvidia-ml.so.1")
+lib.nvmlInit_v2()
+h, p = ctypes.c_void_p(), ctypes.c_uint()
+lib.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(h))
+call, ref = lib.nvmlDeviceGetPowerUsage, ctypes.byref(p)
+calls = int(sys.argv[1])
+start = time.perf_counter()
+for _ in range(calls):
+    call(h, ref)
+print(0.0, (time.perf_counter() - start) / calls)
+"""
+
+
+def nvml_calls(quick: bool) -> list[list[object]]:
+    """nvmlDeviceGetPowerUsage per call, and nvmlInit, through the C library (from C,
+    from ctypes, from pynvml) and through the Python layer (pynvml with fakehw's hook),
+    side by side on one idle 8-GPU node; each the median of 5 runs."""
+    from fakehw.nvml import native_directory
+
+    native = native_directory()
+    if native is None:
+        return [["libnvidia-ml.so.1 not built (no C compiler at install)", "", "", "", ""]]
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    include = next((str(Path(r) / sub / "include") for r in (spec.submodule_search_locations
+                    if spec else []) for sub in ("cu13", "nvml_dev")
+                    if (Path(r) / sub / "include" / "nvml.h").is_file()), None)  # fmt: skip
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-nvml-"))
+    start_daemon(runtime, 1)
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime), "LD_LIBRARY_PATH": native}
+    hook = "from fakehw.nvml.hook import install; install()"
+    scale = 1 if not quick else 4
+    runs: dict[str, list[str]] = {
+        "pynvml on libnvidia-ml.so.1": [sys.executable, "-c", PYNVML_BENCH.format(setup=""),
+                                        str(200_000 // scale)],
+        "ctypes on libnvidia-ml.so.1": [sys.executable, "-c", CTYPES_BENCH, str(200_000 // scale)],
+        "pynvml on the Python layer": [sys.executable, "-c", PYNVML_BENCH.format(setup=hook),
+                                       str(20_000 // scale)],
+    }  # fmt: skip
+    try:
+        if include is not None:
+            source = runtime / "bench.c"
+            source.write_text(NVML_C_BENCH)
+            compile_c = ["cc", "-O2", "-std=gnu11", "-I", include, str(source), "-o",
+                         str(runtime / "bench"), "-L", native, "-lnvidia-ml"]  # fmt: skip
+            subprocess.run(compile_c, check=True)
+            runs = {"C on libnvidia-ml.so.1": [str(runtime / "bench"), str(2_000_000 // scale)],
+                    **runs}  # fmt: skip
+        measured = {}
+        for name, command in runs.items():
+            samples = []
+            for _ in range(5):
+                out = subprocess.run(command, env=env, capture_output=True, text=True,
+                                     check=True).stdout.split()  # fmt: skip
+                samples.append((float(out[0]), float(out[1])))
+            measured[name] = (statistics.median(s[0] for s in samples),
+                              statistics.median(s[1] for s in samples))  # fmt: skip
+    finally:
+        stop_daemon(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
+    base = measured.get("C on libnvidia-ml.so.1", (0.0, 0.0))[1]
+    targets = {"C on libnvidia-ml.so.1": (1e-6, "<= 1 us")}
+    rows = []
+    for name, (init, each) in measured.items():
+        target, label = targets.get(name, (None, ""))
+        verdict = "" if target is None else ("ok" if each <= target else "MISSED")
+        ratio = f"{each / base:.0f} x" if base else ""
+        rows.append([name, f"{each * 1e6:.3f}", ratio, f"{init * 1e3:.2f}" if init else "",
+                     label, verdict])  # fmt: skip
+    return rows
+
+
 SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup", "train",
-            "output"]  # fmt: skip
+            "output", "nvml"]  # fmt: skip
 
 
 def main() -> None:
@@ -821,6 +935,12 @@ def main() -> None:
         print("fake-train --output-dir: CPU and wall time (fake-train and its ranks)")
         print(tabulate(rows, headers=["GPUs", "steps", "without (CPU / wall)", "with",
                                       "CPU ratio", "DIR holds", "target", ""]))  # fmt: skip
+        print()
+
+    if "nvml" in sections:
+        rows = nvml_calls(args.quick)
+        print("NVML: nvmlDeviceGetPowerUsage per call, nvmlInit, one idle 8-GPU node")
+        print(tabulate(rows, headers=["path", "us per call", "vs C", "nvmlInit ms", "target", ""]))
         print()
 
     if "train" in sections:

@@ -106,7 +106,8 @@ def test_pynvml_refuses_what_a_real_h100_refuses(busy: Node, nvml: str) -> None:
                            ("driver_model", lambda: N.nvmlDeviceGetCurrentDriverModel(h)),
                            ("gpu_instance", lambda: N.nvmlDeviceGetGpuInstanceId(h)),
                            ("bad_index", lambda: N.nvmlDeviceGetHandleByIndex(9)),
-                           ("unknown_call", lambda: N.nvmlDeviceGetSamples(h, 1, 0)),
+                           # the real 580 driver has no such symbol either (pynvml.txt)
+                           ("unknown_call", lambda: N.nvmlDeviceGetBBXTimeData_v1(h)),
                            ("bad_uuid", lambda: N.nvmlDeviceGetHandleByUUID("GPU-nope"))]:
             try:
                 call()
@@ -273,8 +274,22 @@ def test_grafana_dashboard_queries_served_metrics() -> None:
         assert used and used <= served, expression
 
 
-def test_the_coverage_document_lists_exactly_what_the_library_answers() -> None:
-    from fakehw.nvml.library import covered
+def test_the_coverage_document_lists_exactly_what_each_implementation_answers() -> None:
+    from fakehw.nvml.coverage import DOCUMENT, document, native_functions, python_functions
 
-    text = (Path(__file__).parents[1] / "docs" / "nvml.md").read_text()
-    assert sorted(re.findall(r"^- `(nvml\w+)`$", text, re.M)) == covered()
+    assert DOCUMENT.read_text() == document(), "regenerate: python -m fakehw.nvml.coverage"
+    rows = re.findall(r"^\| `(nvml\w+)` \| (yes|) \| (yes|) \|$", DOCUMENT.read_text(), re.M)
+    assert sorted(n for n, native, _ in rows if native) == native_functions()
+    assert sorted(n for n, _, python in rows if python) == python_functions()
+    # the source's list is the library's: every name it exports, and no other
+    from fakehw.nvml import native_directory
+
+    directory = native_directory()
+    if directory is not None:
+        symbols = subprocess.run(["nm", "-D", "--defined-only", f"{directory}/libnvidia-ml.so.1"],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+        exported = sorted(line.split()[2] for line in symbols.splitlines()
+                          if line.split()[1] == "T")  # fmt: skip
+        assert exported == native_functions()
+    # everything the Python layer answers, the library answers too
+    assert set(python_functions()) <= set(native_functions())

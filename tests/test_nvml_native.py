@@ -377,3 +377,129 @@ def test_the_c_header_is_the_layouts_own() -> None:
 
     header = Path(__file__).parents[1] / "fakehw" / "nvml" / "native" / "fakehw_snapshot.h"
     assert header.read_text() == nvmlshm.c_header(), "regenerate: python -m fakehw.contract.nvmlshm"
+
+
+EVENTS = r"""
+#include <nvml.h>
+#include <stdio.h>
+int main(void) {
+    if (nvmlInit_v2() != NVML_SUCCESS) return 1;
+    unsigned int count;
+    nvmlDeviceGetCount_v2(&count);
+    nvmlEventSet_t set;
+    if (nvmlEventSetCreate(&set) != NVML_SUCCESS) return 2;
+    unsigned long long wanted = nvmlEventTypeXidCriticalError | nvmlEventTypeDoubleBitEccError
+                                | nvmlEventTypeSingleBitEccError;  /* the device plugin's */
+    nvmlDevice_t handles[64];
+    for (unsigned int i = 0; i < count; i++) {
+        nvmlDeviceGetHandleByIndex_v2(i, &handles[i]);
+        if (nvmlDeviceRegisterEvents(handles[i], wanted, set) != NVML_SUCCESS) return 3;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    for (int k = 0; k < 4; k++) {
+        nvmlEventData_t data;
+        nvmlReturn_t got = nvmlEventSetWait_v2(set, &data, k < 3 ? 20000 : 300);
+        unsigned int index = 99;  /* by handle: a GPU off the bus answers nothing more */
+        for (unsigned int i = 0; got == NVML_SUCCESS && i < count; i++)
+            if (handles[i] == data.device) index = i;
+        printf("%d %u %llu %llu\n", got, got == NVML_SUCCESS ? index : 99,
+               got == NVML_SUCCESS ? data.eventType : 0, got == NVML_SUCCESS ? data.eventData : 0);
+        fflush(stdout);
+    }
+    nvmlEventSetFree(set);
+    return 0;
+}
+"""
+
+
+def compile_c(directory: Path, name: str, source: str) -> Path:
+    assert NATIVE is not None
+    (directory / f"{name}.c").write_text(source)
+    compiled = subprocess.run(
+        ["cc", "-std=c11", "-D_GNU_SOURCE", "-O1", "-Wall", "-I", str(nvml_header()),
+         str(directory / f"{name}.c"), "-o", str(directory / name), "-L", NATIVE,
+         "-lnvidia-ml", "-lpthread"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    return directory / name
+
+
+def test_injected_faults_reach_a_waiting_health_check(tmp_path: Path) -> None:
+    """As the Kubernetes device plugin waits: an uncorrectable ECC error (XID 48, a
+    double-bit event) and a GPU off the bus (XID 79) each wake it, on the right GPU;
+    with nothing happening, the wait times out."""
+    node = Node("h100", 4)
+    waiter = subprocess.Popen([str(compile_c(tmp_path, "events", EVENTS))], env=native_env(node),
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert waiter.stdout is not None and waiter.stdout.readline().strip() == "ready"
+        assert node.tool("fakehw", "inject", "ecc-uncorrectable", "--gpu", "1").returncode == 0
+        first, second = (waiter.stdout.readline().split() for _ in range(2))
+        assert node.tool("fakehw", "inject", "xid79", "--gpu", "2").returncode == 0
+        third = waiter.stdout.readline().split()
+        quiet = waiter.stdout.readline().split()
+    finally:
+        waiter.kill()
+        waiter.wait()
+        node.close()
+    assert sorted([first, second]) == sorted([["0", "1", "8", "48"], ["0", "1", "2", "0"]])
+    assert third == ["0", "2", "8", "79"]  # nvmlEventTypeXidCriticalError, XID 79
+    assert quiet == ["10", "99", "0", "0"]  # NVML_ERROR_TIMEOUT
+
+
+TOPOLOGY = """
+    import ctypes, json
+    lib = ctypes.CDLL("libnvidia-ml.so.1")
+    lib.nvmlInit_v2()
+    handles = []
+    for i in range(4):
+        h = ctypes.c_void_p()
+        lib.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(h))
+        handles.append(h)
+    value = ctypes.c_uint()
+    out = {"ancestor": [], "p2p": [], "samples": [], "accounting": []}
+    for b in handles:
+        lib.nvmlDeviceGetTopologyCommonAncestor(handles[0], b, ctypes.byref(value))
+        out["ancestor"].append(value.value)
+        lib.nvmlDeviceGetP2PStatus(handles[0], b, 2, ctypes.byref(value))  # NVLINK
+        out["p2p"].append(value.value)
+    kind, count = ctypes.c_uint(), ctypes.c_uint(1)
+    sample = (ctypes.c_ulonglong * 2)()  # nvmlSample_t: timeStamp, value
+    code = lib.nvmlDeviceGetSamples(handles[3], 0, ctypes.c_ulonglong(0), ctypes.byref(kind),
+                                    ctypes.byref(count), sample)
+    out["samples"] = [code, kind.value, count.value, sample[1] & 0xFFFFFFFF]
+    again = lib.nvmlDeviceGetSamples(handles[3], 0, ctypes.c_ulonglong(sample[0]),
+                                     ctypes.byref(kind), ctypes.byref(count), sample)
+    out["samples"].append(again)
+    lib.nvmlDeviceGetAccountingMode(handles[0], ctypes.byref(value))
+    out["accounting"].append(value.value)
+    lib.nvmlDeviceGetAccountingBufferSize(handles[0], ctypes.byref(value))
+    out["accounting"].append(value.value)
+    pids = (ctypes.c_uint * 8)()
+    count.value = 8
+    out["accounting"] += [lib.nvmlDeviceGetAccountingPids(handles[0], ctypes.byref(count), pids),
+                          count.value]
+    lib.nvmlDeviceGetSupportedEventTypes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    types = ctypes.c_ulonglong()
+    lib.nvmlDeviceGetSupportedEventTypes(handles[0], ctypes.byref(types))
+    out["events"] = types.value
+    print(json.dumps(out))
+"""
+
+
+def test_topology_samples_and_accounting_as_a_real_h100_gives_them(busy: Node) -> None:
+    data = json.loads(run(busy, sys.executable, "-c", textwrap.dedent(TOPOLOGY)).stdout)
+    # GPU 0 against 0-3: itself, then NODE (40) for a GPU on its NUMA node, SYS (50) for
+    # one across the sockets, by the NUMA affinity `nvidia-smi topo -m` shows
+    matrix = re.sub(r"\x1b\[[0-9;]*m", "", busy.smi("topo", "-m").stdout).split("\n")
+    column = matrix[0].split("\t").index("NUMA Affinity")
+    numa = [line.split("\t")[column] for line in matrix[1:5]]
+    assert data["ancestor"] == [0] + [40 if n == numa[0] else 50 for n in numa[1:]]
+    assert data["p2p"] == [5, 0, 0, 0]  # NVSwitch: every pair over NVLink (OK), not itself
+    code, kind, count, watts = data["samples"][:4]
+    draw = float(smi_rows(busy, "power.draw.instant")[3][0]) * 1000  # an idle GPU's: steady
+    assert (code, kind, count) == (0, 1, 1) and abs(watts - draw) < 0.1 * draw
+    assert data["samples"][4] == 6  # NVML_ERROR_NOT_FOUND: nothing newer than what it saw
+    assert data["accounting"] == [0, 4000, 0, 0]  # pynvml.txt: off, 4000, []
+    assert data["events"] == 65439

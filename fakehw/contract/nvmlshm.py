@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"FHWNVML1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAX_PROCESSES_PER_NODE = 512  # 64 per GPU (the daemon's limit) on 8 GPUs
 MIB = 1 << 20
 
@@ -162,6 +162,8 @@ GPU = packed_fields((
     Field("temp_memory_max_c", "I", ""),
     Field("remapped_rows_banks", "I", ""),
     Field("tlimit_base_c", "I", "the temperature the margin (T.Limit) counts down to"),
+    Field("numa_node", "I", "the host's NUMA node the GPU hangs off"),
+    Field("nvlink_topology", "I", "0: no NVLink, 1: every pair (NVSwitch), 2: bridged pairs"),
     Field("uuid", "96s", "GPU-xxxxxxxx-..."),
     Field("serial", "32s", ""),
     Field("bus_id", "32s", "00000000:18:00.0"),
@@ -248,9 +250,17 @@ MODEL_KEYS = {
 }  # fmt: skip
 
 
-def _gpu_value(field: Field, gpu: Mapping[str, Any], model: Mapping[str, Any]) -> object:
+NVLINK_TOPOLOGIES = {"all": 1, "pairs": 2}
+
+
+def _gpu_value(field: Field, gpu: Mapping[str, Any], model: Mapping[str, Any],
+               host: Mapping[str, Any]) -> object:  # fmt: skip
     compute = GPU_VALUES.get(field.name)
-    if compute is not None:
+    if field.name == "numa_node":
+        value: object = host["gpu_numa_node"][gpu["index"]]
+    elif field.name == "nvlink_topology":
+        value = NVLINK_TOPOLOGIES.get(model["nvlink_topology"], 0) if model["nvlink_count"] else 0
+    elif compute is not None:
         value = compute(gpu, model)
     elif field.name.startswith("ecc_"):
         value = gpu["ecc"][field.name.removeprefix("ecc_")]
@@ -287,7 +297,7 @@ def pack_node(snapshot: Mapping[str, Any], node: Mapping[str, Any], sequence: in
     parts = [HEADER_STRUCT.pack(*(header[f.name] for f in HEADER))]
     for gpu in node["gpus"]:
         model = models[gpu["model"]]
-        parts.append(GPU_STRUCT.pack(*(_gpu_value(f, gpu, model) for f in GPU)))
+        parts.append(GPU_STRUCT.pack(*(_gpu_value(f, gpu, model, node["host"]) for f in GPU)))
     for process in processes:
         values = {
             "used_memory_bytes": process["used_memory_mib"] * MIB,

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #define FAKEHW_SNAPSHOT_MAGIC "FHWNVML1"
-#define FAKEHW_SNAPSHOT_LAYOUT 1
+#define FAKEHW_SNAPSHOT_LAYOUT 2
 #define FAKEHW_SNAPSHOT_MAX_PROCESSES 512
 
 typedef struct fakehw_header_t {
@@ -109,6 +109,8 @@ typedef struct fakehw_gpu_t {
     uint32_t temp_memory_max_c;
     uint32_t remapped_rows_banks;
     uint32_t tlimit_base_c;  /* the temperature the margin (T.Limit) counts down to */
+    uint32_t numa_node;  /* the host's NUMA node the GPU hangs off */
+    uint32_t nvlink_topology;  /* 0: no NVLink, 1: every pair (NVSwitch), 2: bridged pairs */
     char uuid[96];  /* GPU-xxxxxxxx-... */
     char serial[32];
     char bus_id[32];  /* 00000000:18:00.0 */
@@ -121,7 +123,7 @@ typedef struct fakehw_gpu_t {
     char inforom_ecc[16];
     char _pad[4];
 } fakehw_gpu_t;
-_Static_assert(sizeof(fakehw_gpu_t) == 824, "fakehw_gpu_t layout");
+_Static_assert(sizeof(fakehw_gpu_t) == 832, "fakehw_gpu_t layout");
 
 typedef struct fakehw_process_t {
     uint64_t used_memory_bytes;

@@ -1184,3 +1184,262 @@ EXPORT nvmlReturn_t nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device,
     *count = total;
     return NVML_SUCCESS;
 }
+
+/* -------------------------------------------------------------- accounting */
+/* A real H100 out of the box: accounting off, a 4000-entry buffer, no PIDs kept. */
+ENUM_GETTER(nvmlDeviceGetAccountingMode, nvmlEnableState_t, NVML_FEATURE_DISABLED)
+UINT_GETTER(nvmlDeviceGetAccountingBufferSize, 4000)
+
+EXPORT nvmlReturn_t nvmlDeviceGetAccountingPids(nvmlDevice_t device, unsigned int *count,
+                                               unsigned int *pids) {
+    NEED(count);
+    GPU_OR_RETURN(device, gpu);
+    (void)gpu;
+    (void)pids;
+    *count = 0;
+    return NVML_SUCCESS;
+}
+
+/* ----------------------------------------------------------------- topology */
+/* The PCIe path between two GPUs: on a DGX each GPU has a switch of its own under
+ * the CPU socket of its NUMA node, so two GPUs meet at that node or across the
+ * system (what `nvidia-smi topo -m` calls NODE and SYS). */
+EXPORT nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t first, nvmlDevice_t second,
+                                                       nvmlGpuTopologyLevel_t *level) {
+    NEED(level);
+    GPU_OR_RETURN(first, one);
+    GPU_OR_RETURN(second, other);
+    if (one.index == other.index)
+        *level = NVML_TOPOLOGY_INTERNAL;
+    else
+        *level = one.numa_node == other.numa_node ? NVML_TOPOLOGY_NODE : NVML_TOPOLOGY_SYSTEM;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetP2PStatus(nvmlDevice_t first, nvmlDevice_t second,
+                                          nvmlGpuP2PCapsIndex_t index, nvmlGpuP2PStatus_t *status) {
+    NEED(status);
+    GPU_OR_RETURN(first, one);
+    GPU_OR_RETURN(second, other);
+    int linked = one.nvlink_topology == 1 ||
+                 (one.nvlink_topology == 2 && (one.index ^ 1u) == other.index);
+    if (one.index == other.index)
+        *status = NVML_P2P_STATUS_NOT_SUPPORTED;
+    else if (index == NVML_P2P_CAPS_INDEX_NVLINK)
+        *status = linked ? NVML_P2P_STATUS_OK : NVML_P2P_STATUS_NOT_SUPPORTED;
+    else if (index == NVML_P2P_CAPS_INDEX_READ || index == NVML_P2P_CAPS_INDEX_WRITE ||
+             index == NVML_P2P_CAPS_INDEX_ATOMICS || index == NVML_P2P_CAPS_INDEX_PROP)
+        *status = NVML_P2P_STATUS_OK; /* over NVLink, or PCIe peer-to-peer */
+    else
+        *status = NVML_P2P_STATUS_NOT_SUPPORTED;
+    return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ samples */
+/* The driver keeps a buffer of recent samples; here, the current reading: one sample
+ * at the snapshot's time, none if the caller has seen it already. */
+EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, nvmlSamplingType_t type,
+                                        unsigned long long last_seen, nvmlValueType_t *value_type,
+                                        unsigned int *count, nvmlSample_t *samples) {
+    NEED(value_type);
+    NEED(count);
+    fakehw_header_t header;
+    GPU_OR_RETURN(device, gpu);
+    nvmlReturn_t ok = read_header(&header);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    unsigned long long stamp = (unsigned long long)(header.time * 1e6);
+    unsigned int value;
+    switch (type) {
+    case NVML_TOTAL_POWER_SAMPLES: value = gpu.power_instant_mw; break;
+    case NVML_GPU_UTILIZATION_SAMPLES: value = gpu.utilization_gpu_pct; break;
+    case NVML_MEMORY_UTILIZATION_SAMPLES: value = gpu.utilization_memory_pct; break;
+    case NVML_ENC_UTILIZATION_SAMPLES:
+    case NVML_DEC_UTILIZATION_SAMPLES:
+    case NVML_JPG_UTILIZATION_SAMPLES:
+    case NVML_OFA_UTILIZATION_SAMPLES: value = 0; break;
+    case NVML_PROCESSOR_CLK_SAMPLES: value = gpu.clock_sm_mhz; break;
+    case NVML_MEMORY_CLK_SAMPLES: value = gpu.clock_memory_mhz; break;
+    default: return NVML_ERROR_NOT_SUPPORTED;
+    }
+    *value_type = NVML_VALUE_TYPE_UNSIGNED_INT;
+    if (!samples) {
+        *count = 1;
+        return NVML_SUCCESS;
+    }
+    if (*count == 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (last_seen >= stamp)
+        return NVML_ERROR_NOT_FOUND;
+    samples[0].timeStamp = stamp;
+    samples[0].sampleValue.uiVal = value;
+    *count = 1;
+    return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------- events */
+/* What `fakehw inject` raises reaches a waiting caller: an XID (the device plugin's
+ * health check waits for nvmlEventTypeXidCriticalError), an uncorrectable or a
+ * corrected ECC error. The set remembers each registered GPU's counts and reports
+ * what grew since. */
+#define EVENT_TYPES_SUPPORTED 65439ULL /* a real H100's nvmlDeviceGetSupportedEventTypes */
+
+struct nvmlEventSet_st {
+    pthread_mutex_t lock;
+    unsigned long long types[MAX_DEVICES];
+    unsigned long long xids[MAX_DEVICES], double_bit[MAX_DEVICES], single_bit[MAX_DEVICES];
+};
+
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
+                                                    unsigned long long *types) {
+    NEED(types);
+    GPU_OR_RETURN(device, gpu);
+    (void)gpu;
+    *types = EVENT_TYPES_SUPPORTED;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+    NEED(set);
+    if (__atomic_load_n(&refcount, __ATOMIC_RELAXED) <= 0)
+        return NVML_ERROR_UNINITIALIZED;
+    struct nvmlEventSet_st *created = calloc(1, sizeof *created);
+    if (!created)
+        return NVML_ERROR_MEMORY;
+    pthread_mutex_init(&created->lock, NULL);
+    *set = created;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+    NEED(set);
+    pthread_mutex_destroy(&set->lock);
+    free(set);
+    return NVML_SUCCESS;
+}
+
+static unsigned long long double_bit_of(const fakehw_gpu_t *gpu) {
+    return gpu->ecc_volatile_dram_uncorrected + gpu->ecc_volatile_sram_uncorrected;
+}
+
+static unsigned long long single_bit_of(const fakehw_gpu_t *gpu) {
+    return gpu->ecc_volatile_dram_corrected + gpu->ecc_volatile_sram_corrected;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long types,
+                                            nvmlEventSet_t set) {
+    NEED(set);
+    GPU_OR_RETURN(device, gpu);
+    if (types & ~EVENT_TYPES_SUPPORTED)
+        return NVML_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&set->lock);
+    unsigned int i = device->index;
+    if (!set->types[i]) {
+        set->xids[i] = gpu.xid_count;
+        set->double_bit[i] = double_bit_of(&gpu);
+        set->single_bit[i] = single_bit_of(&gpu);
+    }
+    set->types[i] |= types;
+    pthread_mutex_unlock(&set->lock);
+    return NVML_SUCCESS;
+}
+
+/* One pending event of the set, if any (the caller holds the set's lock). */
+static nvmlReturn_t next_event(nvmlEventSet_t set, nvmlEventData_t *data) {
+    for (unsigned int i = 0; i < MAX_DEVICES; i++) {
+        if (!set->types[i])
+            continue;
+        fakehw_gpu_t gpu;
+        fakehw_header_t header;
+        nvmlReturn_t ok = copy_snapshot(&header, gpu_offset(i), &gpu, sizeof gpu);
+        if (ok != NVML_SUCCESS)
+            return ok;
+        unsigned long long type = 0, value = 0;
+        if ((set->types[i] & nvmlEventTypeXidCriticalError) && gpu.xid_count > set->xids[i]) {
+            set->xids[i]++;
+            type = nvmlEventTypeXidCriticalError;
+            value = gpu.last_xid ? gpu.last_xid : 999;
+        } else if ((set->types[i] & nvmlEventTypeDoubleBitEccError) &&
+                   double_bit_of(&gpu) > set->double_bit[i]) {
+            set->double_bit[i] = double_bit_of(&gpu);
+            type = nvmlEventTypeDoubleBitEccError;
+        } else if ((set->types[i] & nvmlEventTypeSingleBitEccError) &&
+                   single_bit_of(&gpu) > set->single_bit[i]) {
+            set->single_bit[i] = single_bit_of(&gpu);
+            type = nvmlEventTypeSingleBitEccError;
+        }
+        if (type) {
+            data->device = &devices[i];
+            data->eventType = type;
+            data->eventData = value;
+            data->gpuInstanceId = 0xFFFFFFFFu;
+            data->computeInstanceId = 0xFFFFFFFFu;
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_TIMEOUT;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data,
+                                       unsigned int timeout_ms) {
+    NEED(set);
+    NEED(data);
+    long long deadline = now_ns() + (long long)timeout_ms * 1000000LL;
+    for (;;) {
+        pthread_mutex_lock(&set->lock);
+        nvmlReturn_t found = next_event(set, data);
+        pthread_mutex_unlock(&set->lock);
+        if (found != NVML_ERROR_TIMEOUT || now_ns() >= deadline)
+            return found;
+        struct timespec pause = {.tv_nsec = 20000000L}; /* the model ticks every 100 ms */
+        nanosleep(&pause, NULL);
+    }
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data,
+                                    unsigned int timeout_ms) {
+    return nvmlEventSetWait_v2(set, data, timeout_ms);
+}
+
+/* ------------------------------------------- more of what a real H100 answers */
+/* (../shared/real/h100/static/pynvml.txt) */
+ENUM_GETTER(nvmlDeviceGetBusType, nvmlBusType_t, NVML_BUS_TYPE_PCIE)
+UINT_GETTER(nvmlDeviceGetPcieLinkMaxSpeed, gpu.pcie_gen_max >= 5 ? NVML_PCIE_LINK_MAX_SPEED_32000MBPS
+                                                                  : NVML_PCIE_LINK_MAX_SPEED_16000MBPS)
+UINT_GETTER(nvmlDeviceGetInforomConfigurationChecksum, 0)
+
+EXPORT nvmlReturn_t nvmlDeviceGetGspFirmwareMode(nvmlDevice_t device, unsigned int *enabled,
+                                                unsigned int *default_mode) {
+    NEED(enabled);
+    NEED(default_mode);
+    GPU_OR_RETURN(device, gpu);
+    (void)gpu;
+    *enabled = *default_mode = 1;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGspFirmwareVersion(nvmlDevice_t device, char *version) {
+    NEED(version);
+    fakehw_header_t header;
+    GPU_OR_RETURN(device, gpu);
+    (void)gpu;
+    nvmlReturn_t ok = read_header(&header);
+    if (ok == NVML_SUCCESS)
+        snprintf(version, NVML_GSP_FIRMWARE_VERSION_BUF_SIZE, "%s", header.driver_version);
+    return ok;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedPerformanceStates(nvmlDevice_t device,
+                                                           nvmlPstates_t *states,
+                                                           unsigned int size) {
+    NEED(states);
+    GPU_OR_RETURN(device, gpu);
+    (void)gpu;
+    if (size < 2 * sizeof *states)
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    for (unsigned int i = 0; i < size / sizeof *states; i++)
+        states[i] = NVML_PSTATE_UNKNOWN;
+    states[0] = NVML_PSTATE_2; /* as a real H100 lists them: P2, then P0 */
+    states[1] = NVML_PSTATE_0;
+    return NVML_SUCCESS;
+}
