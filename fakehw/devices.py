@@ -308,6 +308,18 @@ class Cluster:
         self.publisher.stale()
         return faults.active(self, gpu)
 
+    def set_power_limit(self, gpu: int, watts: float) -> None:
+        """``nvidia-smi -pl`` / ``nvmlDeviceSetPowerManagementLimit``: GPU ``gpu``'s
+        (global index) enforced limit, within the board's range; the power cap, and with
+        it clocks and temperatures, follow from the next tick."""
+        if not 0 <= gpu < self.gpu_count:
+            raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
+        low, high = self.spec.power_min_w, self.spec.power_max_w
+        if not low <= watts <= high:
+            raise ClusterError(f"a power limit of {watts:g} W is outside {low:g}-{high:g} W")
+        self.power_limit_w[gpu] = watts
+        self.publisher.stale()
+
     def faults_of(self, gpu: int) -> list[str]:
         """The faults GPU ``gpu`` (global index) has now."""
         return faults.active(self, gpu)

@@ -503,3 +503,39 @@ def test_topology_samples_and_accounting_as_a_real_h100_gives_them(busy: Node) -
     assert data["samples"][4] == 6  # NVML_ERROR_NOT_FOUND: nothing newer than what it saw
     assert data["accounting"] == [0, 4000, 0, 0]  # pynvml.txt: off, 4000, []
     assert data["events"] == 65439
+
+
+SET_LIMIT = """
+    import json, sys, pynvml as N
+    N.nvmlInit()
+    h = N.nvmlDeviceGetHandleByIndex(int(sys.argv[1]))
+    out = {}
+    for name, watts in (("below", 100), ("set", int(sys.argv[2]))):
+        try:
+            N.nvmlDeviceSetPowerManagementLimit(h, watts * 1000)
+            out[name] = "ok"
+        except N.NVMLError as exc:
+            out[name] = type(exc).__name__
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the driver lets only root set a power limit")
+def test_a_power_limit_set_through_nvml_caps_the_gpu_in_every_view(tmp_path: Path) -> None:
+    node = Node("h100", 4).training_on({2: 40000})
+    try:
+        wait_for(lambda: float(smi_rows(node, "power.draw")[2][0]) > 600, timeout=30)
+        before = smi_rows(node, "power.limit,power.draw,clocks.sm")[2]
+        assert float(before[0]) == 700.0  # training at the 700 W cap
+        done = run(node, sys.executable, "-c", textwrap.dedent(SET_LIMIT), "2", "450").stdout
+        # 100 W is below the board's 200 W floor: refused, nothing changed; 450 W is taken
+        assert json.loads(done) == {"below": "NVMLError_InvalidArgument", "set": "ok"}
+        assert smi_rows(node, "power.limit,enforced.power.limit")[2] == ["450.00", "450.00"]
+        # the model caps the GPU there: its power (a 1 s average) comes down to the limit
+        wait_for(lambda: float(smi_rows(node, "power.draw")[2][0]) < 455, timeout=30)
+        others = smi_rows(node, "power.limit")
+        assert [row[0] for row in others] == ["700.00", "700.00", "450.00", "700.00"]
+        # fewer watts, a lower clock: the power-cap solve gives up ~15 % of the clock
+        assert int(smi_rows(node, "clocks.sm")[2][0]) < 0.95 * int(before[2])
+    finally:
+        node.close()

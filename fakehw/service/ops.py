@@ -318,6 +318,14 @@ class Operations:
         log.info("injected %s on GPU %d (now: %s)", fault, gpu, ", ".join(faults) or "none")
         return {"gpu": gpu, "fault": fault, "faults": faults}
 
+    def set_power_limit(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        cluster = self.simulator.cluster
+        gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
+        limit_mw = proto.arg_int(message, "limit_mw", low=0, high=10_000_000)
+        self.simulator.set_power_limit(gpu, limit_mw / 1000.0)
+        log.info("power limit of GPU %d set to %.0f W (pid %s)", gpu, limit_mw / 1000, conn.pid)
+        return {"gpu": gpu, "limit_mw": limit_mw}
+
     def _crash_ranks(self, gpu: int) -> dict[str, Any]:
         """Every process on ``gpu`` ends. One that is provably a process of this
         machine (its own watched PID, same start time, same user) is SIGKILLed, as
@@ -376,6 +384,7 @@ TABLE: dict[str, Op] = {
     "set_phase": Op(Operations.set_phase, changes_state=True),
     "detach": Op(Operations.detach, changes_state=True, limits=("MAX_DETACH_PIDS",)),
     "inject": Op(Operations.inject, changes_state=True, limits=("MAX_ECC_COUNT",)),
+    "set_power_limit": Op(Operations.set_power_limit, changes_state=True),
     "shutdown": Op(Operations.shutdown, when_busy=True),
 }  # fmt: skip
 OPS = tuple(TABLE)

@@ -216,6 +216,11 @@ class Simulator:
             self._cache.clear()
             return faults
 
+    def set_power_limit(self, gpu: int, watts: float) -> None:
+        with self.lock:
+            self.cluster.set_power_limit(gpu, watts)
+            self._cache.clear()
+
     def processes(self) -> list[AttachedProcess]:
         with self.lock:
             return list(self.cluster.processes.values())

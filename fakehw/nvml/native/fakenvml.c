@@ -98,13 +98,10 @@ static int node_argument(char *out, size_t size) {
     return 0;
 }
 
-/* One request on the daemon's socket: publish this process's node. Fills the
- * snapshot file's path from the reply. */
-static nvmlReturn_t ask_daemon(char *path, size_t size) {
-    char dir[4096], node[128], request[256], reply[8192];
+/* One request on the daemon's socket and its one-line reply. */
+static nvmlReturn_t daemon_exchange(const char *request, char *reply, size_t size) {
+    char dir[4096];
     runtime_dir(dir, sizeof dir);
-    if (node_argument(node, sizeof node) != 0)
-        return NVML_ERROR_INVALID_ARGUMENT;
     struct sockaddr_un address = {.sun_family = AF_UNIX};
     if ((size_t)snprintf(address.sun_path, sizeof address.sun_path, "%s/daemon.sock", dir) >=
         sizeof address.sun_path)
@@ -119,12 +116,10 @@ static nvmlReturn_t ask_daemon(char *path, size_t size) {
         close(fd);
         return NVML_ERROR_DRIVER_NOT_LOADED; /* no daemon: as a machine without the driver */
     }
-    int length = snprintf(request, sizeof request,
-                          "{\"id\":1,\"op\":\"publish\",\"node\":%s}\n", node);
-    size_t got = 0;
-    int ok = write(fd, request, (size_t)length) == length;
-    while (ok && got < sizeof reply - 1) {
-        ssize_t n = read(fd, reply + got, sizeof reply - 1 - got);
+    size_t length = strlen(request), got = 0;
+    int ok = write(fd, request, length) == (ssize_t)length;
+    while (ok && got < size - 1) {
+        ssize_t n = read(fd, reply + got, size - 1 - got);
         if (n <= 0)
             break;
         got += (size_t)n;
@@ -134,7 +129,21 @@ static nvmlReturn_t ask_daemon(char *path, size_t size) {
     close(fd);
     reply[got] = 0;
     if (!ok || (!strstr(reply, "\"ok\":true") && !strstr(reply, "\"ok\": true")))
-        return strstr(reply, "not_found") ? NVML_ERROR_NOT_FOUND : NVML_ERROR_UNKNOWN;
+        return strstr(reply, "not_found") ? NVML_ERROR_NOT_FOUND
+               : strstr(reply, "bad_request") ? NVML_ERROR_INVALID_ARGUMENT
+                                              : NVML_ERROR_UNKNOWN;
+    return NVML_SUCCESS;
+}
+
+/* Publish this process's node; fills the snapshot file's path from the reply. */
+static nvmlReturn_t ask_daemon(char *path, size_t size) {
+    char node[128], request[256], reply[8192];
+    if (node_argument(node, sizeof node) != 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    snprintf(request, sizeof request, "{\"id\":1,\"op\":\"publish\",\"node\":%s}\n", node);
+    nvmlReturn_t ok = daemon_exchange(request, reply, sizeof reply);
+    if (ok != NVML_SUCCESS)
+        return ok;
     const char *key = strstr(reply, "\"path\":");
     if (!key)
         return NVML_ERROR_UNKNOWN;
@@ -1442,4 +1451,34 @@ EXPORT nvmlReturn_t nvmlDeviceGetSupportedPerformanceStates(nvmlDevice_t device,
     states[0] = NVML_PSTATE_2; /* as a real H100 lists them: P2, then P0 */
     states[1] = NVML_PSTATE_0;
     return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ setters */
+/* As the driver: root only (NVML_ERROR_NO_PERMISSION otherwise), within the board's
+ * range; the daemon's model then caps the GPU there, and every view shows it. */
+EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t device, unsigned int limit) {
+    fakehw_header_t header;
+    GPU_OR_RETURN(device, gpu);
+    if (geteuid() != 0)
+        return NVML_ERROR_NO_PERMISSION;
+    if (limit < gpu.power_min_mw || limit > gpu.power_max_mw)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t ok = read_header(&header);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    char request[160], reply[1024];
+    unsigned int global = header.node_index * header.gpu_count + gpu.index;
+    snprintf(request, sizeof request,
+             "{\"id\":1,\"op\":\"set_power_limit\",\"gpu\":%u,\"limit_mw\":%u}\n", global, limit);
+    return daemon_exchange(request, reply, sizeof reply);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit_v2(nvmlDevice_t device,
+                                                        nvmlPowerValue_v2_t *value) {
+    NEED(value);
+    if (value->version != nvmlPowerValue_v2)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (value->powerScope != NVML_POWER_SCOPE_GPU)
+        return NVML_ERROR_NOT_SUPPORTED; /* an H100 board has no module or memory limit */
+    return nvmlDeviceSetPowerManagementLimit(device, value->powerValueMw);
 }
