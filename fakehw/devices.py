@@ -170,6 +170,9 @@ class Cluster:
         self.die_rise_c = steady_rise_c(self.idle_power_w, self.die_gains)
         self.memory_rise_c = steady_rise_c(self.idle_power_w, self.memory_gains)
         self.sm_clock_mhz = np.full(n, float(spec.sm_clock_idle_mhz))
+        # nvidia-smi -lgc / nvmlDeviceSetGpuLockedClocks: the highest SM clock a GPU may
+        # run at (inf: unlocked); a power cap or a slowdown can still hold it lower
+        self.locked_sm_max_mhz = np.full(n, np.inf)
         self.power_w = self.idle_power_w.copy()
         self.demand_seen_w = np.zeros(n)
         self.clocks_event_reasons = np.full(n, records.REASON_GPU_IDLE, dtype=np.int64)
@@ -320,6 +323,18 @@ class Cluster:
         self.power_limit_w[gpu] = watts
         self.publisher.stale()
 
+    def lock_sm_clock(self, gpu: int, max_mhz: float | None) -> None:
+        """``nvmlDeviceSetGpuLockedClocks``: GPU ``gpu``'s (global index) SM clock held at
+        or below ``max_mhz``, one of the clocks it supports; None unlocks it."""
+        if not 0 <= gpu < self.gpu_count:
+            raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
+        spec = self.spec
+        if max_mhz is not None and not spec.sm_clock_idle_mhz <= max_mhz <= spec.sm_clock_max_mhz:
+            raise ClusterError(f"an SM clock of {max_mhz:g} MHz is outside "
+                               f"{spec.sm_clock_idle_mhz}-{spec.sm_clock_max_mhz} MHz")  # fmt: skip
+        self.locked_sm_max_mhz[gpu] = np.inf if max_mhz is None else max_mhz
+        self.publisher.stale()
+
     def faults_of(self, gpu: int) -> list[str]:
         """The faults GPU ``gpu`` (global index) has now."""
         return faults.active(self, gpu)
@@ -423,6 +438,7 @@ class Cluster:
             np.minimum(ceiling, BRAKE_CLOCK_SHARE * spec.sm_clock_max_mhz),
             ceiling,
         )
+        ceiling = np.minimum(ceiling, self.locked_sm_max_mhz)
         # Software thermal slowdown holds the die at its maximum operating temperature.
         over_c = die_c - (spec.temp_max_operating_c - 1.0)
         sw_thermal = over_c > 0

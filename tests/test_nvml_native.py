@@ -539,3 +539,33 @@ def test_a_power_limit_set_through_nvml_caps_the_gpu_in_every_view(tmp_path: Pat
         assert int(smi_rows(node, "clocks.sm")[2][0]) < 0.95 * int(before[2])
     finally:
         node.close()
+
+
+LOCK = """
+    import sys, pynvml as N
+    N.nvmlInit()
+    h = N.nvmlDeviceGetHandleByIndex(int(sys.argv[1]))
+    if sys.argv[2] == "reset":
+        N.nvmlDeviceResetGpuLockedClocks(h)
+    else:
+        N.nvmlDeviceSetGpuLockedClocks(h, int(sys.argv[2]), int(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the driver lets only root lock clocks")
+def test_locked_clocks_hold_a_training_gpu_and_its_power_down() -> None:
+    node = Node("h100", 2).training_on({1: 30000})
+    try:
+        wait_for(lambda: float(smi_rows(node, "power.draw")[1][0]) > 600, timeout=30)
+        run(node, sys.executable, "-c", textwrap.dedent(LOCK), "1", "1200")
+        wait_for(lambda: int(smi_rows(node, "clocks.sm")[1][0]) <= 1200, timeout=10)
+        # at 1200 MHz the same work draws well under the cap
+        wait_for(lambda: float(smi_rows(node, "power.draw")[1][0]) < 600, timeout=20)
+        run(node, sys.executable, "-c", textwrap.dedent(LOCK), "1", "reset")
+        wait_for(lambda: float(smi_rows(node, "power.draw")[1][0]) > 650, timeout=20)
+        refused = subprocess.run([sys.executable, "-c", textwrap.dedent(LOCK), "1", "5000"],
+                                 env=native_env(node), capture_output=True, text=True,
+                                 check=False)  # fmt: skip
+        assert "NVMLError_InvalidArgument" in refused.stderr  # above the GPU's 1980 MHz
+    finally:
+        node.close()

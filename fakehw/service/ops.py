@@ -326,6 +326,15 @@ class Operations:
         log.info("power limit of GPU %d set to %.0f W (pid %s)", gpu, limit_mw / 1000, conn.pid)
         return {"gpu": gpu, "limit_mw": limit_mw}
 
+    def lock_clocks(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        cluster = self.simulator.cluster
+        gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
+        max_mhz = proto.arg_optional_int(message, "max_mhz", low=1, high=100_000)
+        self.simulator.lock_sm_clock(gpu, max_mhz)
+        log.info("SM clock of GPU %d %s (pid %s)", gpu,
+                 f"locked at {max_mhz} MHz" if max_mhz else "unlocked", conn.pid)  # fmt: skip
+        return {"gpu": gpu, "max_mhz": max_mhz}
+
     def _crash_ranks(self, gpu: int) -> dict[str, Any]:
         """Every process on ``gpu`` ends. One that is provably a process of this
         machine (its own watched PID, same start time, same user) is SIGKILLed, as
@@ -385,6 +394,7 @@ TABLE: dict[str, Op] = {
     "detach": Op(Operations.detach, changes_state=True, limits=("MAX_DETACH_PIDS",)),
     "inject": Op(Operations.inject, changes_state=True, limits=("MAX_ECC_COUNT",)),
     "set_power_limit": Op(Operations.set_power_limit, changes_state=True),
+    "lock_clocks": Op(Operations.lock_clocks, changes_state=True),
     "shutdown": Op(Operations.shutdown, when_busy=True),
 }  # fmt: skip
 OPS = tuple(TABLE)

@@ -221,6 +221,11 @@ class Simulator:
             self.cluster.set_power_limit(gpu, watts)
             self._cache.clear()
 
+    def lock_sm_clock(self, gpu: int, max_mhz: float | None) -> None:
+        with self.lock:
+            self.cluster.lock_sm_clock(gpu, max_mhz)
+            self._cache.clear()
+
     def processes(self) -> list[AttachedProcess]:
         with self.lock:
             return list(self.cluster.processes.values())

@@ -1482,3 +1482,35 @@ EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit_v2(nvmlDevice_t device,
         return NVML_ERROR_NOT_SUPPORTED; /* an H100 board has no module or memory limit */
     return nvmlDeviceSetPowerManagementLimit(device, value->powerValueMw);
 }
+
+/* nvidia-smi -lgc MIN,MAX: the SM clock held within the range (here: at most MAX, which
+ * must be one of the supported graphics clocks' range), -rgc to reset. */
+static nvmlReturn_t lock_clocks(nvmlDevice_t device, int lock, unsigned int min_mhz,
+                                unsigned int max_mhz) {
+    fakehw_header_t header;
+    GPU_OR_RETURN(device, gpu);
+    if (geteuid() != 0)
+        return NVML_ERROR_NO_PERMISSION;
+    if (lock && (min_mhz > max_mhz || max_mhz < gpu.clock_sm_idle_mhz || max_mhz > gpu.clock_sm_max_mhz))
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t ok = read_header(&header);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    char request[160], reply[1024];
+    unsigned int global = header.node_index * header.gpu_count + gpu.index;
+    if (lock)
+        snprintf(request, sizeof request,
+                 "{\"id\":1,\"op\":\"lock_clocks\",\"gpu\":%u,\"max_mhz\":%u}\n", global, max_mhz);
+    else
+        snprintf(request, sizeof request, "{\"id\":1,\"op\":\"lock_clocks\",\"gpu\":%u}\n", global);
+    return daemon_exchange(request, reply, sizeof reply);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
+                                                unsigned int max_mhz) {
+    return lock_clocks(device, 1, min_mhz, max_mhz);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceResetGpuLockedClocks(nvmlDevice_t device) {
+    return lock_clocks(device, 0, 0, 0);
+}
