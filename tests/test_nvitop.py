@@ -204,7 +204,9 @@ def test_cluster_grid_of_1024_gpus_is_dense_and_scrolls(tmux) -> None:  # type: 
     try:
         tmux("resize-window", "-t", "t", "-x", "80", "-y", "24")
         _start(tmux, node, "--cluster")
-        screen = wait_for(lambda: "1024 x NVIDIA H100" in (s := _screen(tmux)) and s, timeout=30)
+        # the whole screen, not one caught half drawn: its last row of nodes is in
+        screen = wait_for(lambda: "1024 x NVIDIA H100" in (s := _screen(tmux)) and "\n121 " in s
+                          and s, timeout=30)  # fmt: skip
         assert "a block per node" in screen  # the dense layout: the detailed one cannot fit
         rows = [line for line in screen.splitlines() if re.match(r"\d{3} [·▁-█]", line)]
         assert len(rows) == 16 and rows[0].startswith("001 ") and rows[-1].startswith("121 ")
