@@ -173,6 +173,10 @@ class Cluster:
         # nvidia-smi -lgc / nvmlDeviceSetGpuLockedClocks: the highest SM clock a GPU may
         # run at (inf: unlocked); a power cap or a slowdown can still hold it lower
         self.locked_sm_max_mhz = np.full(n, np.inf)
+        # nvmlDeviceSetMemoryLockedClocks: the memory clock, one of the supported ones
+        self.memory_clock_mhz = np.full(n, float(spec.mem_clock_max_mhz))
+        # nvidia-smi -pm / nvmlDeviceSetPersistenceMode (on, as on a DGX)
+        self.persistence_mode = np.ones(n, dtype=bool)
         self.power_w = self.idle_power_w.copy()
         self.demand_seen_w = np.zeros(n)
         self.clocks_event_reasons = np.full(n, records.REASON_GPU_IDLE, dtype=np.int64)
@@ -335,6 +339,34 @@ class Cluster:
         self.locked_sm_max_mhz[gpu] = np.inf if max_mhz is None else max_mhz
         self.publisher.stale()
 
+    def lock_memory_clock(self, gpu: int, max_mhz: float | None) -> None:
+        """``nvmlDeviceSetMemoryLockedClocks``: GPU ``gpu``'s (global index) memory clock
+        held at the highest supported memory clock at or below ``max_mhz``; None resets
+        it. The memory's power and bandwidth scale with it."""
+        if not 0 <= gpu < self.gpu_count:
+            raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
+        low, high = self.spec.mem_clock_min_mhz, self.spec.mem_clock_max_mhz
+        if max_mhz is None:
+            clock = high
+        elif max_mhz < low:
+            raise ClusterError(f"a memory clock of {max_mhz:g} MHz is below {low} MHz")
+        else:
+            clock = high if max_mhz >= high else low  # the supported clocks: max, min
+        self.memory_clock_mhz[gpu] = float(clock)
+        self.publisher.stale()
+
+    def set_persistence_mode(self, gpu: int, enabled: bool) -> None:
+        """``nvidia-smi -pm`` / ``nvmlDeviceSetPersistenceMode`` of GPU ``gpu``."""
+        if not 0 <= gpu < self.gpu_count:
+            raise ClusterError(f"GPU {gpu} does not exist (0-{self.gpu_count - 1})")
+        self.persistence_mode[gpu] = enabled
+        self.publisher.stale()
+
+    def memory_clock_share(self) -> FloatArray:
+        """Each GPU's memory clock as a share of its maximum (1.0 unless locked lower)."""
+        share: FloatArray = self.memory_clock_mhz / float(self.spec.mem_clock_max_mhz)
+        return share
+
     def faults_of(self, gpu: int) -> list[str]:
         """The faults GPU ``gpu`` (global index) has now."""
         return faults.active(self, gpu)
@@ -409,7 +441,12 @@ class Cluster:
         work = np.bincount(gpu, weights=work_slot, minlength=n)
         busy_total = np.bincount(gpu, weights=activity_slot, minlength=n)
         work = np.where(busy_total > 1.0, work / np.maximum(busy_total, 1e-9), work)
-        memory_activity = np.minimum(1.0, np.bincount(gpu, weights=mem_slot, minlength=n))
+        # A memory clock locked lower moves the same bytes in more time: busier memory,
+        # and at most its share of the bandwidth.
+        memory_share = self.memory_clock_share()
+        memory_load = np.bincount(gpu, weights=mem_slot, minlength=n)
+        memory_activity = np.minimum(1.0, memory_load / memory_share)
+        bandwidth_lost = np.minimum(1.0, memory_load) - memory_activity * memory_share
         self.activity, self.memory_activity = activity, memory_activity
 
         self.intensity_drift = noise.ou_step(self.intensity_drift, dt_s, 30.0, 0.015, normal[0])
@@ -424,6 +461,10 @@ class Cluster:
             spec.idle_temp_c,
             self.coefficients,
         )
+        # HBM's dynamic power follows the bytes it moves: what a memory clock locked too
+        # low for the work cannot move leaves the board's power (the cap gives it to SMs).
+        memory_span_w = spec.memory_power_max_w - spec.memory_power_idle_w
+        static_w = static_w - memory_span_w * bandwidth_lost
         ceiling = np.where(
             self.has_context, float(spec.sm_clock_max_mhz), float(spec.sm_clock_idle_mhz)
         )

@@ -32,7 +32,8 @@ PERSISTED = ("energy_j", "die_rise_c", "memory_rise_c", "ecc_volatile", "ecc_unc
 READINGS = ("ecc_history", "ecc_uncorrected_volatile",
             "sm_clock_mhz", "demand_seen_w", "activity", "memory_activity",
             "util_gpu_pct", "util_mem_pct", "util_window_s", "util_gpu_acc", "util_mem_acc",
-            "clocks_event_reasons", "hw_slowdown", "pcie_kbps", "nvlink_kbps")  # fmt: skip
+            "clocks_event_reasons", "hw_slowdown", "pcie_kbps", "nvlink_kbps",
+            "persistence_mode")  # fmt: skip
 
 
 class StateUnreadable(ValueError):

@@ -61,7 +61,9 @@ class Publisher:
         self.reported_instant_mw = np.rint(instant_w * 1000.0).astype(np.int64)
         memory_power = (
             spec.memory_power_idle_w
-            + (spec.memory_power_max_w - spec.memory_power_idle_w) * c.memory_activity
+            + (spec.memory_power_max_w - spec.memory_power_idle_w)
+            * c.memory_activity
+            * c.memory_clock_share()
         )
         self.reported_memory_power_mw = np.rint(memory_power * 1000.0).astype(np.int64)
         self.reported_sm_mhz = np.rint(c.sm_clock_mhz).astype(np.int64)
@@ -133,6 +135,8 @@ class Publisher:
         util_gpu, util_mem = ints(c.util_gpu_pct), ints(c.util_mem_pct)
         used = ints(c.memory_used_mib)
         sm, video = ints(self.reported_sm_mhz), ints(self.reported_video_mhz)
+        memory_clock = np.rint(c.memory_clock_mhz[section]).astype(np.int64).tolist()
+        persistence = c.persistence_mode[section].tolist()
         reasons = ints(c.clocks_event_reasons)
         counters = np.rint(c.counters_us[:, section]).astype(np.int64).tolist()
         pcie_tx, pcie_rx = self.reported_pcie_kbps[:, section].tolist()
@@ -162,6 +166,7 @@ class Publisher:
                     "board_id": ident.board_id,
                     "pdi": ident.pdi,
                     "pstate": "P0",
+                    "persistence_mode": persistence[k],
                     "temperature_gpu_c": die[k],
                     "temperature_memory_c": mem[k],
                     "power_draw_mw": power[k],
@@ -176,7 +181,7 @@ class Publisher:
                     "memory_used_mib": used[k],
                     "bar1_used_mib": used[k] + 1,
                     "clock_sm_mhz": sm[k],
-                    "clock_memory_mhz": spec.mem_clock_max_mhz,
+                    "clock_memory_mhz": memory_clock[k],
                     "clock_video_mhz": video[k],
                     "clocks_event_reasons": reasons[k],
                     "clocks_event_counters_us": {

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import urllib.request
 from collections.abc import Iterator
@@ -179,6 +182,177 @@ def test_real_nvitop_live_mode(busy: Node, nvml: str, tmux) -> None:  # type: ig
     tmux("send-keys", "-t", "t", "q")
     wait_for(lambda: re.search(r"^EXIT=0", tmux("capture-pane", "-p", "-t", "t"), re.M),
              timeout=20)  # fmt: skip
+
+
+SETTER = """
+    import json, sys, pynvml as N
+    N.nvmlInit()
+    h = N.nvmlDeviceGetHandleByIndex(%d)
+    try:
+        %s
+        print(json.dumps("ok"))
+    except N.NVMLError as exc:
+        print(json.dumps(type(exc).__name__))
+"""
+
+
+def set_through_nvml(node: Node, nvml: str, gpu: int, call: str) -> object:
+    """``call`` (pynvml, on GPU ``gpu``'s handle ``h``) under fakehw exec: "ok" or the
+    pynvml error it raised."""
+    return pynvml(node, SETTER % (gpu, call), nvml)
+
+
+def smi_rows(node: Node, fields: str) -> list[list[str]]:
+    out = node.smi(f"--query-gpu={fields}", "--format=csv,noheader,nounits").stdout
+    return [line.split(", ") for line in out.splitlines()]
+
+
+def smi_value(node: Node, field: str, gpu: int) -> float:
+    return float(smi_rows(node, field)[gpu][0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the driver lets only root use its setters")
+def test_setters_act_on_the_model_as_on_a_real_gpu(nvml: str) -> None:
+    node = Node("h100", 2).training_on({1: 30000})
+    try:
+        # nvmlDeviceSetPowerManagementLimit: below the board's 200 W floor refused, nothing
+        # changed; 450 W taken, and the model caps the GPU there (power.draw: a 1 s average)
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetPowerManagementLimit(h, 100000)")
+            == "NVMLError_InvalidArgument"
+        )
+        clock_at_cap = smi_value(node, "clocks.sm", 1)
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetPowerManagementLimit(h, 450000)")
+            == "ok"
+        )
+        assert smi_rows(node, "power.limit,enforced.power.limit") == [
+            ["700.00", "700.00"], ["450.00", "450.00"]]  # fmt: skip
+        wait_for(lambda: smi_value(node, "power.draw", 1) < 455, timeout=30)
+        assert smi_value(node, "clocks.sm", 1) < 0.95 * clock_at_cap  # fewer watts, lower clock
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetPowerManagementLimit(h, 700000)")
+            == "ok"
+        )
+        wait_for(lambda: smi_value(node, "power.draw", 1) > 650, timeout=30)
+
+        # nvmlDeviceSetGpuLockedClocks: at 1200 MHz the same work draws well under the cap
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetGpuLockedClocks(h, 1200, 1200)") == "ok"
+        )
+        wait_for(lambda: smi_value(node, "clocks.sm", 1) <= 1200, timeout=10)
+        wait_for(lambda: smi_value(node, "power.draw", 1) < 600, timeout=20)
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetGpuLockedClocks(h, 0, 5000)")
+            == "NVMLError_InvalidArgument"
+        )  # above the GPU's 1980 MHz
+        assert set_through_nvml(node, nvml, 1, "N.nvmlDeviceResetGpuLockedClocks(h)") == "ok"
+        wait_for(lambda: smi_value(node, "power.draw", 1) > 650, timeout=20)
+
+        # nvmlDeviceSetMemoryLockedClocks: the supported memory clocks are 2619 and 1593 MHz
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetMemoryLockedClocks(h, 0, 2000)") == "ok"
+        )
+        assert smi_rows(node, "clocks.mem,clocks.max.mem") == [["2619", "2619"],
+                                                               ["1593", "2619"]]  # fmt: skip
+        clocks = node.smi("-q", "-i", "1", "-d", "CLOCK").stdout.split("    Max Clocks")[0]
+        assert re.search(r"\n        Memory +: 1593 MHz\n", clocks)  # nvidia-smi -q: Clocks
+        assert (
+            set_through_nvml(node, nvml, 1, "N.nvmlDeviceSetMemoryLockedClocks(h, 0, 1000)")
+            == "NVMLError_InvalidArgument"
+        )  # below the lowest supported clock
+        assert set_through_nvml(node, nvml, 1, "N.nvmlDeviceResetMemoryLockedClocks(h)") == "ok"
+        assert smi_rows(node, "clocks.mem")[1] == ["2619"]
+
+        # nvmlDeviceSetPersistenceMode: the table's Persistence-M column, -q and NVML follow
+        assert set_through_nvml(node, nvml, 0, "N.nvmlDeviceSetPersistenceMode(h, 0)") == "ok"
+        assert smi_rows(node, "persistence_mode") == [["Disabled"], ["Enabled"]]
+        rows = [line for line in node.smi().stdout.splitlines() if "NVIDIA H100" in line]
+        assert [row.split("|")[1].split()[-1] for row in rows] == ["Off", "On"]
+        assert pynvml(
+            node,
+            """
+            import json, pynvml as N
+            N.nvmlInit()
+            print(json.dumps([N.nvmlDeviceGetPersistenceMode(N.nvmlDeviceGetHandleByIndex(i))
+                              for i in range(2)]))
+        """,
+            nvml,
+        ) == [0, 1]
+        assert (
+            set_through_nvml(node, nvml, 0, "N.nvmlDeviceSetPersistenceMode(h, 7)")
+            == "NVMLError_InvalidArgument"
+        )
+        assert set_through_nvml(node, nvml, 0, "N.nvmlDeviceSetPersistenceMode(h, 1)") == "ok"
+        assert smi_rows(node, "persistence_mode") == [["Enabled"], ["Enabled"]]
+    finally:
+        node.close()
+
+
+SETTERS = (
+    "N.nvmlDeviceSetPowerManagementLimit(h, 450000)",
+    "N.nvmlDeviceSetGpuLockedClocks(h, 1200, 1200)",
+    "N.nvmlDeviceResetGpuLockedClocks(h)",
+    "N.nvmlDeviceSetMemoryLockedClocks(h, 1593, 1593)",
+    "N.nvmlDeviceResetMemoryLockedClocks(h)",
+    "N.nvmlDeviceSetPersistenceMode(h, 0)",
+)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root to run the daemon and its client as another user",
+)
+def test_a_caller_who_is_not_root_is_refused_and_nothing_changes(nvml: str, tmp_path: Path) -> None:
+    """As the driver: every setter answers NVML_ERROR_NO_PERMISSION to a user who is
+    not root. The daemon and its client run as ``nobody`` in a directory of theirs."""
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-nobody-", dir="/tmp"))  # in /tmp: theirs to reach
+    os.chown(runtime, 65534, 65534)
+    # nobody's uid, with root's right to read and run files kept (this machine's Python
+    # lives under /root): what the driver checks is the caller's effective uid
+    reach = "+dac_override,+dac_read_search"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    as_nobody = [*nobody, f"--inh-caps={reach}", f"--ambient-caps={reach}"]
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime), "HOME": str(runtime),
+           "PATH": f"{BIN}:{os.environ['PATH']}", "FAKEHW_NVML": nvml,
+           "XDG_CONFIG_HOME": str(runtime), "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*as_nobody, *command], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+
+    # a config file the user may not read: said in one line, not a traceback
+    private = tmp_path / "private"
+    (private / "fakehw").mkdir(parents=True)
+    (private / "fakehw" / "config.toml").write_text("[cluster]\n")
+    private.chmod(0o700)
+    refused = subprocess.run([*nobody, sys.executable, "-m", "fakehw", "daemon", "start"],
+                             env={**env, "XDG_CONFIG_HOME": str(private)}, capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"cannot read config file {private}/fakehw/config.toml: Permission denied" in (
+        refused.stderr
+    )
+    started = run(sys.executable, "-m", "fakehw", "daemon", "start", "--gpus-per-node", "2")
+    assert started.returncode == 0, started.stderr
+    try:
+        before = run(sys.executable, "-m", "fakehw.smi", "--query-gpu=power.limit,clocks.mem,"
+                     "persistence_mode", "--format=csv,noheader").stdout  # fmt: skip
+        assert before.splitlines() == ["700.00 W, 2619 MHz, Enabled"] * 2
+        answers = []
+        for call in SETTERS:
+            # (through env: exec looks for a command with access(), which knows only nobody)
+            done = run(sys.executable, "-m", "fakehw", "exec", "--", "env", sys.executable, "-c",
+                       textwrap.dedent(SETTER % (1, call)))  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            answers.append(json.loads(done.stdout))
+        assert answers == ["NVMLError_NoPermission"] * len(SETTERS)
+        after = run(sys.executable, "-m", "fakehw.smi", "--query-gpu=power.limit,clocks.mem,"
+                    "persistence_mode", "--format=csv,noheader").stdout  # fmt: skip
+        assert after == before
+    finally:
+        run(sys.executable, "-m", "fakehw", "daemon", "stop")
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_nvidia_smi_on_path_is_the_fake_one(busy: Node) -> None:

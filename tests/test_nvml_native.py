@@ -377,6 +377,8 @@ def test_the_c_header_is_the_layouts_own() -> None:
 
     header = Path(__file__).parents[1] / "fakehw" / "nvml" / "native" / "fakehw_snapshot.h"
     assert header.read_text() == nvmlshm.c_header(), "regenerate: python -m fakehw.contract.nvmlshm"
+    protocol = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    assert f"layout version {nvmlshm.LAYOUT_VERSION}:" in protocol  # the one documented
 
 
 EVENTS = r"""
@@ -484,6 +486,18 @@ TOPOLOGY = """
     types = ctypes.c_ulonglong()
     lib.nvmlDeviceGetSupportedEventTypes(handles[0], ctypes.byref(types))
     out["events"] = types.value
+    import pynvml as N  # what is at the far end of each of GPU 0's 18 links
+    N.nvmlInit()
+    h = N.nvmlDeviceGetHandleByIndex(0)
+    links = N.nvmlDeviceGetFieldValues(h, [N.NVML_FI_DEV_NVLINK_LINK_COUNT])[0].value.uiVal
+    out["links"] = [[N.nvmlDeviceGetNvLinkRemoteDeviceType(h, link),
+                     N.nvmlDeviceGetNvLinkRemotePciInfo(h, link).busId,
+                     N.nvmlDeviceGetNvLinkRemotePciInfo(h, link).pciDeviceId]
+                    for link in range(links)]
+    try:
+        N.nvmlDeviceGetNvLinkRemotePciInfo(h, 18)
+    except N.NVMLError as exc:
+        out["beyond"] = type(exc).__name__
     print(json.dumps(out))
 """
 
@@ -503,69 +517,10 @@ def test_topology_samples_and_accounting_as_a_real_h100_gives_them(busy: Node) -
     assert data["samples"][4] == 6  # NVML_ERROR_NOT_FOUND: nothing newer than what it saw
     assert data["accounting"] == [0, 4000, 0, 0]  # pynvml.txt: off, 4000, []
     assert data["events"] == 65439
-
-
-SET_LIMIT = """
-    import json, sys, pynvml as N
-    N.nvmlInit()
-    h = N.nvmlDeviceGetHandleByIndex(int(sys.argv[1]))
-    out = {}
-    for name, watts in (("below", 100), ("set", int(sys.argv[2]))):
-        try:
-            N.nvmlDeviceSetPowerManagementLimit(h, watts * 1000)
-            out[name] = "ok"
-        except N.NVMLError as exc:
-            out[name] = type(exc).__name__
-    print(json.dumps(out))
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="the driver lets only root set a power limit")
-def test_a_power_limit_set_through_nvml_caps_the_gpu_in_every_view(tmp_path: Path) -> None:
-    node = Node("h100", 4).training_on({2: 40000})
-    try:
-        wait_for(lambda: float(smi_rows(node, "power.draw")[2][0]) > 600, timeout=30)
-        before = smi_rows(node, "power.limit,power.draw,clocks.sm")[2]
-        assert float(before[0]) == 700.0  # training at the 700 W cap
-        done = run(node, sys.executable, "-c", textwrap.dedent(SET_LIMIT), "2", "450").stdout
-        # 100 W is below the board's 200 W floor: refused, nothing changed; 450 W is taken
-        assert json.loads(done) == {"below": "NVMLError_InvalidArgument", "set": "ok"}
-        assert smi_rows(node, "power.limit,enforced.power.limit")[2] == ["450.00", "450.00"]
-        # the model caps the GPU there: its power (a 1 s average) comes down to the limit
-        wait_for(lambda: float(smi_rows(node, "power.draw")[2][0]) < 455, timeout=30)
-        others = smi_rows(node, "power.limit")
-        assert [row[0] for row in others] == ["700.00", "700.00", "450.00", "700.00"]
-        # fewer watts, a lower clock: the power-cap solve gives up ~15 % of the clock
-        assert int(smi_rows(node, "clocks.sm")[2][0]) < 0.95 * int(before[2])
-    finally:
-        node.close()
-
-
-LOCK = """
-    import sys, pynvml as N
-    N.nvmlInit()
-    h = N.nvmlDeviceGetHandleByIndex(int(sys.argv[1]))
-    if sys.argv[2] == "reset":
-        N.nvmlDeviceResetGpuLockedClocks(h)
-    else:
-        N.nvmlDeviceSetGpuLockedClocks(h, int(sys.argv[2]), int(sys.argv[2]))
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="the driver lets only root lock clocks")
-def test_locked_clocks_hold_a_training_gpu_and_its_power_down() -> None:
-    node = Node("h100", 2).training_on({1: 30000})
-    try:
-        wait_for(lambda: float(smi_rows(node, "power.draw")[1][0]) > 600, timeout=30)
-        run(node, sys.executable, "-c", textwrap.dedent(LOCK), "1", "1200")
-        wait_for(lambda: int(smi_rows(node, "clocks.sm")[1][0]) <= 1200, timeout=10)
-        # at 1200 MHz the same work draws well under the cap
-        wait_for(lambda: float(smi_rows(node, "power.draw")[1][0]) < 600, timeout=20)
-        run(node, sys.executable, "-c", textwrap.dedent(LOCK), "1", "reset")
-        wait_for(lambda: float(smi_rows(node, "power.draw")[1][0]) > 650, timeout=20)
-        refused = subprocess.run([sys.executable, "-c", textwrap.dedent(LOCK), "1", "5000"],
-                                 env=native_env(node), capture_output=True, text=True,
-                                 check=False)  # fmt: skip
-        assert "NVMLError_InvalidArgument" in refused.stderr  # above the GPU's 1980 MHz
-    finally:
-        node.close()
+    # an HGX H100: each link ends at one of the baseboard's four NVSwitch chips (PCI
+    # device 22a3), which take the 18 links 5, 4, 4 and 5
+    assert {kind for kind, _, _ in data["links"]} == {2}  # NVML_NVLINK_DEVICE_TYPE_SWITCH
+    switches = [bus for _, bus, _ in data["links"]]
+    assert [switches.count(bus) for bus in dict.fromkeys(switches)] == [5, 4, 4, 5]
+    assert {device_id for _, _, device_id in data["links"]} == {0x22A310DE}
+    assert data["beyond"] == "NVMLError_InvalidArgument"  # link 18 of links 0-17

@@ -197,16 +197,18 @@ SECTIONS = ("cluster", "daemon", "train")
 def _read(path: Path | None) -> tuple[dict[str, Any], Path]:
     """The config file's tables (none when there is no file), and its path."""
     path = path or config_path()
-    if not path.exists():
-        if os.environ.get("FAKEHW_CONFIG"):
-            raise ConfigError(f"config file {path} (from FAKEHW_CONFIG) does not exist")
-        return {}, path
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        if os.environ.get("FAKEHW_CONFIG"):
+            raise ConfigError(f"config file {path} (from FAKEHW_CONFIG) does not exist") from None
+        return {}, path
+    except OSError as exc:  # unreadable, or a directory above it that is not ours
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     unknown_tables = set(data) - set(SECTIONS)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"FHWNVML1"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 MAX_PROCESSES_PER_NODE = 512  # 64 per GPU (the daemon's limit) on 8 GPUs
 MIB = 1 << 20
 
@@ -118,6 +118,7 @@ GPU = packed_fields((
     Field("pci_subsystem_id", "I", ""),
     Field("lost", "I", "1: fallen off the bus (XID 79)"),
     Field("pstate", "I", "performance state, 0 for P0"),
+    Field("persistence_mode", "I", "1: persistence mode on (nvidia-smi -pm)"),
     Field("temperature_gpu_c", "i", ""),
     Field("temperature_memory_c", "i", ""),
     Field("power_draw_mw", "I", "power.draw as the driver reports it"),
@@ -225,6 +226,7 @@ GPU_VALUES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], object]] 
         "hw_power_brake_slowdown"
     ],
     "lost": lambda g, m: int(bool(g.get("lost"))),
+    "persistence_mode": lambda g, m: int(bool(g["persistence_mode"])),
     "pstate": lambda g, m: int(str(g["pstate"]).removeprefix("P")),
     "power_default_mw": lambda g, m: round(m["power_default_w"] * 1000),
     "power_min_mw": lambda g, m: round(m["power_min_w"] * 1000),

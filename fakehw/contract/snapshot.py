@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         board_id: int
         pdi: int
         pstate: str
+        persistence_mode: bool  # nvidia-smi -pm (on by default, as on a DGX)
         temperature_gpu_c: int
         temperature_memory_c: int
         power_draw_mw: int  # 1 s average, what power.draw shows

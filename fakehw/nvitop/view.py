@@ -191,7 +191,8 @@ class DeviceRow:
         # the heavier of memory and compute load
         order = INTENSITY_COLORS.index
         self.color = max(self.memory_color, self.gpu_color, key=order)
-        self.persistence, self.display, self.mig, self.compute = "On", "Off", "Disabled", "Default"
+        self.persistence = "On" if gpu["persistence_mode"] else "Off"
+        self.display, self.mig, self.compute = "Off", "Disabled", "Default"
         self.utilization_text = f"{self.gpu_utilization}%"
         self.ecc_text = str(self.ecc_errors)
         if gpu.get("lost"):

@@ -49,7 +49,12 @@ COMMAND fakehw's NVML, two implementations of one behaviour:
 Both answer from the same records as fake-nvidia-smi and refuse what a real H100
 refuses with the same code. A function not listed here does not exist: a caller
 gets `NVML_ERROR_FUNCTION_NOT_FOUND` (pynvml) or an undefined symbol, never a made-up
-value. The table below is generated from the code (`python -m fakehw.nvml.coverage`).
+value. Not checked against a real capture: what `nvmlDeviceGetNvLinkRemotePciInfo_v2`
+gives for the far end of a link on an NVSwitch baseboard (the switch chips at PCI buses
+05-0a, device 22a3 on Hopper, 1af1 on Ampere: fakehw's choice). The setters
+(power limit, locked GPU and memory clocks, persistence mode) act on the model for a
+root caller and answer `NVML_ERROR_NO_PERMISSION` to anyone else. The table below
+is generated from the code (`python -m fakehw.nvml.coverage`).
 """
 
 

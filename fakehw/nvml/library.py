@@ -32,10 +32,12 @@ NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_INSUFFICIENT_SIZE = 7
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25
 NVML_ERROR_UNKNOWN = 999
 
 ERROR_STRINGS = {
@@ -78,6 +80,7 @@ FI_NVLINK_DATA_TX, FI_NVLINK_DATA_RX = 138, 139
 FI_NVLINK_RAW_TX, FI_NVLINK_RAW_RX = 140, 141
 FI_POWER_AVERAGE, FI_POWER_INSTANT = 185, 186
 VALUE_UINT, VALUE_ULONGLONG = 1, 3  # nvmlValueType_t
+POWER_VALUE_V2 = 12 | 2 << 24  # nvmlPowerValue_v2: its size (12 bytes) and version 2
 
 Handler = Callable[..., Any]
 HANDLERS: dict[str, Handler] = {}
@@ -239,6 +242,20 @@ class FakeNvmlLibrary:
             raise _Refusal(NVML_ERROR_GPU_IS_LOST)  # fell off the bus (XID 79)
         return gpus[index]
 
+    def change(self, op: str, **args: Any) -> int:
+        """A setter's request to the daemon; the next reading shows its effect."""
+        from fakehw.views.source import SourceFailed
+
+        with self._lock:
+            if self._source is None:
+                return NVML_ERROR_UNINITIALIZED
+            try:
+                self._source.change(op, **args)
+            except SourceFailed as failure:
+                return NVML_ERROR_INVALID_ARGUMENT if failure.code else NVML_ERROR_UNKNOWN
+            self._snapshot = None
+        return NVML_SUCCESS
+
     def model(self, gpu: Any) -> Any:
         return self.snapshot()["models"][gpu["model"]]
 
@@ -390,7 +407,6 @@ HANDLERS["nvmlDeviceGetMultiGpuBoard"] = _model_int(lambda m: 0)
 HANDLERS["nvmlDeviceGetNumFans"] = _model_int(lambda m: m["fan_count"])
 HANDLERS["nvmlDeviceGetMaxMigDeviceCount"] = _model_int(lambda m: 7)
 HANDLERS["nvmlDeviceGetComputeMode"] = _model_int(lambda m: 0)  # NVML_COMPUTEMODE_DEFAULT
-HANDLERS["nvmlDeviceGetPersistenceMode"] = _model_int(lambda m: 1)  # enabled, as on a DGX
 HANDLERS["nvmlDeviceGetDisplayMode"] = _model_int(lambda m: 1)
 HANDLERS["nvmlDeviceGetDisplayActive"] = _model_int(lambda m: 0)
 HANDLERS["nvmlDeviceGetVirtualizationMode"] = _model_int(lambda m: 0)  # bare metal
@@ -403,6 +419,7 @@ HANDLERS["nvmlDeviceGetGpuMaxPcieLinkGeneration"] = _model_int(lambda m: m["pcie
 HANDLERS["nvmlDeviceGetMaxPcieLinkWidth"] = _model_int(lambda m: m["pcie_width_max"])
 HANDLERS["nvmlDeviceGetPcieSpeed"] = _model_int(lambda m: {5: 32000, 4: 16000}[m["pcie_gen_max"]])
 HANDLERS["nvmlDeviceGetPcieReplayCounter"] = _model_int(lambda m: 0)
+HANDLERS["nvmlDeviceGetPersistenceMode"] = _gpu_int("persistence_mode")
 HANDLERS["nvmlDeviceGetPowerUsage"] = _gpu_int("power_draw_mw")
 HANDLERS["nvmlDeviceGetPowerManagementLimit"] = _gpu_int("power_limit_mw")
 HANDLERS["nvmlDeviceGetEnforcedPowerLimit"] = _gpu_int("power_limit_mw")
@@ -852,6 +869,79 @@ def _process_details(lib: FakeNvmlLibrary, handle: Any, out: Any) -> int:
         entry.usedGpuCcProtectedMemory = 0
     details.numProcArrayEntries = len(processes)
     return NVML_SUCCESS
+
+
+# ----------------------------------------------------------------- setters
+# As the driver: root only (NVML_ERROR_NO_PERMISSION otherwise), within the board's
+# range; the daemon's model then acts on the GPU, and every view shows it.
+def _root_gpu(lib: FakeNvmlLibrary, handle: Any) -> Any:
+    import os
+
+    gpu = lib.gpu(handle)
+    if os.geteuid() != 0:
+        raise _Refusal(NVML_ERROR_NO_PERMISSION)
+    return gpu
+
+
+@c_function("nvmlDeviceSetPowerManagementLimit")
+def _set_power_limit(lib: FakeNvmlLibrary, handle: Any, limit_mw: Any) -> int:
+    gpu = _root_gpu(lib, handle)
+    model, limit = lib.model(gpu), int(value(limit_mw))
+    if not model["power_min_w"] * 1000 <= limit <= model["power_max_w"] * 1000:
+        return NVML_ERROR_INVALID_ARGUMENT
+    return lib.change("set_power_limit", gpu=gpu["global_index"], limit_mw=limit)
+
+
+@c_function("nvmlDeviceSetPowerManagementLimit_v2")
+def _set_power_limit_v2(lib: FakeNvmlLibrary, handle: Any, power: Any) -> int:
+    request = target(power)
+    if request.version != POWER_VALUE_V2:
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+    if request.powerScope != 0:  # NVML_POWER_SCOPE_GPU: a board has no other limit
+        lib.gpu(handle)
+        return NVML_ERROR_NOT_SUPPORTED
+    code: int = _set_power_limit(lib, handle, int(request.powerValueMw))
+    return code
+
+
+@c_function("nvmlDeviceSetGpuLockedClocks")
+def _lock_sm_clock(lib: FakeNvmlLibrary, handle: Any, min_mhz: Any, max_mhz: Any) -> int:
+    gpu = _root_gpu(lib, handle)
+    model, low, high = lib.model(gpu), int(value(min_mhz)), int(value(max_mhz))
+    if low > high or not model["sm_clock_idle_mhz"] <= high <= model["sm_clock_max_mhz"]:
+        return NVML_ERROR_INVALID_ARGUMENT
+    return lib.change("lock_clocks", gpu=gpu["global_index"], max_mhz=high)
+
+
+@c_function("nvmlDeviceResetGpuLockedClocks")
+def _unlock_sm_clock(lib: FakeNvmlLibrary, handle: Any) -> int:
+    return lib.change("lock_clocks", gpu=_root_gpu(lib, handle)["global_index"])
+
+
+@c_function("nvmlDeviceSetMemoryLockedClocks")
+def _lock_memory_clock(lib: FakeNvmlLibrary, handle: Any, min_mhz: Any, max_mhz: Any) -> int:
+    gpu = _root_gpu(lib, handle)
+    model, low, high = lib.model(gpu), int(value(min_mhz)), int(value(max_mhz))
+    top, bottom = model["mem_clock_max_mhz"], model["mem_clock_min_mhz"]
+    clock = top if high >= top else bottom  # the supported memory clocks: top, bottom
+    if low > high or high < bottom or clock < low:
+        return NVML_ERROR_INVALID_ARGUMENT
+    return lib.change("lock_clocks", gpu=gpu["global_index"], clock="memory", max_mhz=clock)
+
+
+@c_function("nvmlDeviceResetMemoryLockedClocks")
+def _unlock_memory_clock(lib: FakeNvmlLibrary, handle: Any) -> int:
+    gpu = _root_gpu(lib, handle)
+    return lib.change("lock_clocks", gpu=gpu["global_index"], clock="memory")
+
+
+@c_function("nvmlDeviceSetPersistenceMode")
+def _set_persistence(lib: FakeNvmlLibrary, handle: Any, mode: Any) -> int:
+    gpu = lib.gpu(handle)
+    if value(mode) not in (0, 1):  # NVML_FEATURE_DISABLED, NVML_FEATURE_ENABLED
+        return NVML_ERROR_INVALID_ARGUMENT
+    _root_gpu(lib, handle)
+    return lib.change("set_persistence_mode", gpu=gpu["global_index"], enabled=value(mode) == 1)
 
 
 def covered() -> list[str]:

@@ -581,6 +581,8 @@ def start_daemon(
                 f"the fakehw daemon did not come up within {START_TIMEOUT_S:.0f} s "
                 f"(log: {paths.log_file})"
             ) from None
+        except OSError as exc:  # the interpreter itself cannot be run
+            raise DaemonUnavailable(f"cannot start a daemon: {exc}") from None
         if launcher.returncode != 0:
             reason = launcher.stderr.strip().removeprefix("fakehw: ") or _log_tail(paths.log_file)
             raise DaemonUnavailable(f"the fakehw daemon failed to start: {reason}")

@@ -330,10 +330,25 @@ class Operations:
         cluster = self.simulator.cluster
         gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
         max_mhz = proto.arg_optional_int(message, "max_mhz", low=1, high=100_000)
-        self.simulator.lock_sm_clock(gpu, max_mhz)
-        log.info("SM clock of GPU %d %s (pid %s)", gpu,
+        clock = "sm"
+        if "clock" in message:
+            clock = proto.arg_choice(message, "clock", proto.CLOCK_DOMAINS)
+        if clock == "memory":
+            self.simulator.lock_memory_clock(gpu, max_mhz)
+        else:
+            self.simulator.lock_sm_clock(gpu, max_mhz)
+        log.info("%s clock of GPU %d %s (pid %s)", clock, gpu,
                  f"locked at {max_mhz} MHz" if max_mhz else "unlocked", conn.pid)  # fmt: skip
-        return {"gpu": gpu, "max_mhz": max_mhz}
+        return {"gpu": gpu, "clock": clock, "max_mhz": max_mhz}
+
+    def set_persistence_mode(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        cluster = self.simulator.cluster
+        gpu = proto.arg_int(message, "gpu", low=0, high=cluster.gpu_count - 1)
+        enabled = proto.arg_bool(message, "enabled")
+        self.simulator.set_persistence_mode(gpu, enabled)
+        log.info("persistence mode of GPU %d %s (pid %s)", gpu,
+                 "enabled" if enabled else "disabled", conn.pid)  # fmt: skip
+        return {"gpu": gpu, "enabled": enabled}
 
     def _crash_ranks(self, gpu: int) -> dict[str, Any]:
         """Every process on ``gpu`` ends. One that is provably a process of this
@@ -395,6 +410,7 @@ TABLE: dict[str, Op] = {
     "inject": Op(Operations.inject, changes_state=True, limits=("MAX_ECC_COUNT",)),
     "set_power_limit": Op(Operations.set_power_limit, changes_state=True),
     "lock_clocks": Op(Operations.lock_clocks, changes_state=True),
+    "set_persistence_mode": Op(Operations.set_persistence_mode, changes_state=True),
     "shutdown": Op(Operations.shutdown, when_busy=True),
 }  # fmt: skip
 OPS = tuple(TABLE)

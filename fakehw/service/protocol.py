@@ -18,6 +18,8 @@ from fakehw.contract.snapshot import RANK_CRASH as RANK_CRASH
 from fakehw.contract.tcpaddress import DEFAULT_TCP_HOST as DEFAULT_TCP_HOST
 from fakehw.contract.tcpaddress import parse_tcp_address as parse_tcp_address
 
+CLOCK_DOMAINS = ("sm", "memory")  # what lock_clocks holds: the SM or the memory clock
+
 if TYPE_CHECKING:
     from typing import Any
 
@@ -195,6 +197,13 @@ def arg_choice(message: dict[str, Any], name: str, choices: tuple[str, ...]) -> 
     value = message.get(name)
     if not isinstance(value, str) or value not in choices:
         raise ProtocolError(BAD_REQUEST, f'"{name}" must be one of {", ".join(choices)}')
+    return value
+
+
+def arg_bool(message: dict[str, Any], name: str) -> bool:
+    value = message.get(name)
+    if not isinstance(value, bool):
+        raise ProtocolError(BAD_REQUEST, f'"{name}" must be true or false')
     return value
 
 

@@ -226,6 +226,16 @@ class Simulator:
             self.cluster.lock_sm_clock(gpu, max_mhz)
             self._cache.clear()
 
+    def lock_memory_clock(self, gpu: int, max_mhz: float | None) -> None:
+        with self.lock:
+            self.cluster.lock_memory_clock(gpu, max_mhz)
+            self._cache.clear()
+
+    def set_persistence_mode(self, gpu: int, enabled: bool) -> None:
+        with self.lock:
+            self.cluster.set_persistence_mode(gpu, enabled)
+            self._cache.clear()
+
     def processes(self) -> list[AttachedProcess]:
         with self.lock:
             return list(self.cluster.processes.values())

@@ -82,6 +82,10 @@ def _gpu(key: str) -> Reader:
     return lambda ctx: str(ctx.gpu[key])  # type: ignore[literal-required]
 
 
+def _enabled(on: bool) -> str:
+    return "Enabled" if on else "Disabled"
+
+
 def _model(key: str) -> Reader:
     return lambda ctx: str(ctx.model[key])
 
@@ -227,7 +231,7 @@ def _fields() -> list[QueryField]:
         f("display_mode", _const("[Requested functionality has been deprecated]")),
         f("display_attached", _const("Yes")),
         f("display_active", _const("Disabled")),
-        f("persistence_mode", _const("Enabled")),
+        f("persistence_mode", lambda ctx: _enabled(ctx.gpu["persistence_mode"])),
         f("addressing_mode", _const("None")),
         f("accounting.mode", _const("Disabled")),
         f("accounting.buffer_size", _const("4000")),

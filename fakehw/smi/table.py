@@ -71,8 +71,9 @@ def gpu_block(snapshot: Snapshot, gpu: GpuRecord) -> list[str]:
     power = f"{round(gpu['power_draw_mw'] / 1000)}W"
     cap = f"{round(gpu['power_limit_mw'] / 1000)}W"
     ecc = gpu["ecc"]["volatile_dram_uncorrected"] + gpu["ecc"]["volatile_sram_uncorrected"]
+    persistence = "On" if gpu["persistence_mode"] else "Off"
     first = (
-        f"| {gpu['index']:>3}  {short_name(model['name']):<{NAME_WIDTH}}{'On':<4}|"
+        f"| {gpu['index']:>3}  {short_name(model['name']):<{NAME_WIDTH}}{persistence:<4}|"
         f"{gpu['bus_id']:>19} {'Off':>3} |{ecc:>21} |"
     )
     second = (

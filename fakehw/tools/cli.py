@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the token TCP clients must present (mode 0600; default: a random one in "
         "RUNTIME_DIR/tcp.token)",
     )
-    run = actions.add_parser("run", help=argparse.SUPPRESS)
+    run = actions.add_parser("run", help="run the daemon in this process (what start launches)")
     _add_cluster_flags(run)
     run.add_argument("--runtime-dir", type=Path)
     run.add_argument("--detach", action="store_true")

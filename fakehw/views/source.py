@@ -14,6 +14,7 @@ from fakehw import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Any
 
     from fakehw.contract.snapshot import ClusterSummary, Snapshot
     from fakehw.service.client import ResilientClient
@@ -54,6 +55,11 @@ class DaemonSource:
         with _failures():
             result: ClusterSummary = self.client.request("summary")
             return result
+
+    def change(self, op: str, **args: Any) -> Any:
+        """A request that changes the model (an NVML setter's), its result."""
+        with _failures():
+            return self.client.request(op, **args)
 
     def subscribe(self, interval_ms: int, detail: bool = False) -> Iterator[Snapshot]:
         """Snapshots of the node the daemon pushes every ``interval_ms``."""

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #define FAKEHW_SNAPSHOT_MAGIC "FHWNVML1"
-#define FAKEHW_SNAPSHOT_LAYOUT 2
+#define FAKEHW_SNAPSHOT_LAYOUT 3
 #define FAKEHW_SNAPSHOT_MAX_PROCESSES 512
 
 typedef struct fakehw_header_t {
@@ -65,6 +65,7 @@ typedef struct fakehw_gpu_t {
     uint32_t pci_subsystem_id;
     uint32_t lost;  /* 1: fallen off the bus (XID 79) */
     uint32_t pstate;  /* performance state, 0 for P0 */
+    uint32_t persistence_mode;  /* 1: persistence mode on (nvidia-smi -pm) */
     int32_t temperature_gpu_c;
     int32_t temperature_memory_c;
     uint32_t power_draw_mw;  /* power.draw as the driver reports it */
@@ -121,7 +122,6 @@ typedef struct fakehw_gpu_t {
     char inforom_image[32];
     char inforom_oem[16];
     char inforom_ecc[16];
-    char _pad[4];
 } fakehw_gpu_t;
 _Static_assert(sizeof(fakehw_gpu_t) == 832, "fakehw_gpu_t layout");
 

@@ -539,7 +539,8 @@ STRING_GETTER(nvmlDeviceGetInforomImageVersion, inforom_image)
 
 ENUM_GETTER(nvmlDeviceGetBrand, nvmlBrandType_t, NVML_BRAND_NVIDIA)
 ENUM_GETTER(nvmlDeviceGetComputeMode, nvmlComputeMode_t, NVML_COMPUTEMODE_DEFAULT)
-ENUM_GETTER(nvmlDeviceGetPersistenceMode, nvmlEnableState_t, NVML_FEATURE_ENABLED)
+ENUM_GETTER(nvmlDeviceGetPersistenceMode, nvmlEnableState_t,
+            gpu.persistence_mode ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED)
 ENUM_GETTER(nvmlDeviceGetDisplayMode, nvmlEnableState_t, NVML_FEATURE_ENABLED)
 ENUM_GETTER(nvmlDeviceGetDisplayActive, nvmlEnableState_t, NVML_FEATURE_DISABLED)
 ENUM_GETTER(nvmlDeviceGetVirtualizationMode, nvmlGpuVirtualizationMode_t, NVML_GPU_VIRTUALIZATION_MODE_NONE)
@@ -906,6 +907,88 @@ EXPORT nvmlReturn_t nvmlDeviceGetNvLinkVersion(nvmlDevice_t device, unsigned int
     if (link >= gpu.nvlink_count)
         return NVML_ERROR_INVALID_ARGUMENT;
     *version = gpu.architecture == NVML_DEVICE_ARCH_AMPERE ? 3 : gpu.architecture >= 10 ? 5 : 4;
+    return NVML_SUCCESS;
+}
+
+/* What is at the far end of a link: on an NVSwitch baseboard one of its switch chips
+ * (an HGX H100's four, which take a GPU's 18 links 5, 4, 4 and 5; an HGX A100's six,
+ * 2 links each), on bridged PCIe cards the GPU's bridge partner. The switches' PCI
+ * places (bus 05-0a) and ids (22a3, 1af1) are fakehw's choice, not read off a capture. */
+static nvmlReturn_t nvlink_remote(nvmlDevice_t device, unsigned int link, int *is_switch,
+                                  unsigned int *remote) {
+    GPU_OR_RETURN(device, gpu);
+    if (link >= gpu.nvlink_count)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (gpu.nvlink_topology == 2) {
+        *is_switch = 0;
+        *remote = gpu.index ^ 1u;
+        return NVML_SUCCESS;
+    }
+    if (gpu.nvlink_topology != 1)
+        return NVML_ERROR_NOT_SUPPORTED;
+    static const unsigned int hopper_first_link[] = {0, 5, 9, 13, 18};
+    *is_switch = 1;
+    if (gpu.architecture == NVML_DEVICE_ARCH_AMPERE) {
+        *remote = link / 2;
+    } else {
+        unsigned int chip = 0;
+        while (link >= hopper_first_link[chip + 1])
+            chip++;
+        *remote = chip;
+    }
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkRemoteDeviceType(nvmlDevice_t device, unsigned int link,
+                                                       nvmlIntNvLinkDeviceType_t *type) {
+    NEED(type);
+    int is_switch;
+    unsigned int remote;
+    nvmlReturn_t ok = nvlink_remote(device, link, &is_switch, &remote);
+    if (ok == NVML_SUCCESS)
+        *type = is_switch ? NVML_NVLINK_DEVICE_TYPE_SWITCH : NVML_NVLINK_DEVICE_TYPE_GPU;
+    return ok;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo_v2(nvmlDevice_t device, unsigned int link,
+                                                       nvmlPciInfo_t *pci) {
+    NEED(pci);
+    int is_switch;
+    unsigned int remote;
+    nvmlReturn_t ok = nvlink_remote(device, link, &is_switch, &remote);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    if (!is_switch)
+        return nvmlDeviceGetPciInfo_v3(&devices[remote], pci);
+    GPU_OR_RETURN(device, gpu);
+    unsigned int device_id = gpu.architecture == NVML_DEVICE_ARCH_AMPERE ? 0x1af1u : 0x22a3u;
+    memset(pci, 0, sizeof *pci);
+    pci->domain = 0;
+    pci->bus = 0x05 + remote;
+    pci->device = 0;
+    pci->pciDeviceId = device_id << 16 | 0x10deu;
+    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", pci->domain, pci->bus, pci->device);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", pci->domain, pci->bus,
+             pci->device);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo(nvmlDevice_t device, unsigned int link,
+                                                    nvmlPciInfo_t *pci) {
+    NEED(pci); /* the layout before v2, as nvmlDeviceGetPciInfo writes it */
+    nvmlPciInfo_t full;
+    nvmlReturn_t ok = nvmlDeviceGetNvLinkRemotePciInfo_v2(device, link, &full);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    legacy_pci_info_t legacy;
+    memset(&legacy, 0, sizeof legacy);
+    snprintf(legacy.busId, sizeof legacy.busId, "%s", full.busIdLegacy);
+    legacy.domain = full.domain;
+    legacy.bus = full.bus;
+    legacy.device = full.device;
+    legacy.pciDeviceId = full.pciDeviceId;
+    legacy.pciSubSystemId = full.pciSubSystemId;
+    memcpy(pci, &legacy, sizeof legacy);
     return NVML_SUCCESS;
 }
 
@@ -1513,4 +1596,64 @@ EXPORT nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned i
 
 EXPORT nvmlReturn_t nvmlDeviceResetGpuLockedClocks(nvmlDevice_t device) {
     return lock_clocks(device, 0, 0, 0);
+}
+
+/* nvidia-smi -lmc: the memory clock held at the highest supported memory clock within
+ * [min, max] (an H100's are 2619 and 1593 MHz), -rmc to reset. */
+static nvmlReturn_t lock_memory_clocks(nvmlDevice_t device, int lock, unsigned int min_mhz,
+                                       unsigned int max_mhz) {
+    fakehw_header_t header;
+    GPU_OR_RETURN(device, gpu);
+    if (geteuid() != 0)
+        return NVML_ERROR_NO_PERMISSION;
+    unsigned int clock = gpu.clock_memory_max_mhz;
+    if (lock) {
+        if (min_mhz > max_mhz || max_mhz < gpu.clock_memory_min_mhz)
+            return NVML_ERROR_INVALID_ARGUMENT;
+        if (max_mhz < gpu.clock_memory_max_mhz)
+            clock = gpu.clock_memory_min_mhz;
+        if (clock < min_mhz)
+            return NVML_ERROR_INVALID_ARGUMENT; /* no supported clock in the range */
+    }
+    nvmlReturn_t ok = read_header(&header);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    char request[160], reply[1024];
+    unsigned int global = header.node_index * header.gpu_count + gpu.index;
+    if (lock)
+        snprintf(request, sizeof request,
+                 "{\"id\":1,\"op\":\"lock_clocks\",\"clock\":\"memory\",\"gpu\":%u,"
+                 "\"max_mhz\":%u}\n", global, clock);
+    else
+        snprintf(request, sizeof request,
+                 "{\"id\":1,\"op\":\"lock_clocks\",\"clock\":\"memory\",\"gpu\":%u}\n", global);
+    return daemon_exchange(request, reply, sizeof reply);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
+                                                   unsigned int max_mhz) {
+    return lock_memory_clocks(device, 1, min_mhz, max_mhz);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceResetMemoryLockedClocks(nvmlDevice_t device) {
+    return lock_memory_clocks(device, 0, 0, 0);
+}
+
+/* nvidia-smi -pm 0|1. */
+EXPORT nvmlReturn_t nvmlDeviceSetPersistenceMode(nvmlDevice_t device, nvmlEnableState_t mode) {
+    fakehw_header_t header;
+    GPU_OR_RETURN(device, gpu);
+    if (mode != NVML_FEATURE_ENABLED && mode != NVML_FEATURE_DISABLED)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (geteuid() != 0)
+        return NVML_ERROR_NO_PERMISSION;
+    nvmlReturn_t ok = read_header(&header);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    char request[160], reply[1024];
+    unsigned int global = header.node_index * header.gpu_count + gpu.index;
+    snprintf(request, sizeof request,
+             "{\"id\":1,\"op\":\"set_persistence_mode\",\"gpu\":%u,\"enabled\":%s}\n", global,
+             mode == NVML_FEATURE_ENABLED ? "true" : "false");
+    return daemon_exchange(request, reply, sizeof reply);
 }
