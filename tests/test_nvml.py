@@ -184,6 +184,73 @@ def test_real_nvitop_live_mode(busy: Node, nvml: str, tmux) -> None:  # type: ig
              timeout=20)  # fmt: skip
 
 
+BEYOND_THE_BASICS = """
+    import json, pynvml as N
+    N.nvmlInit()
+    handles = [N.nvmlDeviceGetHandleByIndex(i) for i in range(N.nvmlDeviceGetCount())]
+    h = handles[0]
+
+    def answer(call, *args):
+        try:
+            result = call(*args)
+        except N.NVMLError as exc:
+            return type(exc).__name__
+        return result.decode() if isinstance(result, bytes) else result
+
+    clocks = N.nvmlDeviceGetSupportedGraphicsClocks(h, 2619)
+    print(json.dumps({
+        "bus": answer(N.nvmlDeviceGetBusType, h),
+        "pcie_max": answer(N.nvmlDeviceGetPcieLinkMaxSpeed, h),
+        "checksum": answer(N.nvmlDeviceGetInforomConfigurationChecksum, h),
+        "accounting": [answer(N.nvmlDeviceGetAccountingMode, h),
+                       answer(N.nvmlDeviceGetAccountingBufferSize, h),
+                       answer(N.nvmlDeviceGetAccountingPids, h)],
+        "c2c": N.nvmlDeviceGetC2cModeInfoV(h).isC2cEnabled,
+        "inforom": [answer(N.nvmlDeviceGetInforomVersion, h, kind) for kind in (0, 1, 2, 9)],
+        "clocks": [len(clocks), clocks[0], clocks[-1]],
+        "clocks_other_memory": answer(N.nvmlDeviceGetSupportedGraphicsClocks, h, 1000),
+        "gsp": [answer(N.nvmlDeviceGetGspFirmwareMode, h),
+                answer(N.nvmlDeviceGetGspFirmwareVersion, h)],
+        "pstates": answer(N.nvmlDeviceGetSupportedPerformanceStates, h),
+        "events": answer(N.nvmlDeviceGetSupportedEventTypes, h),
+        "ancestor": [answer(N.nvmlDeviceGetTopologyCommonAncestor, h, b) for b in handles],
+        "p2p": [[answer(N.nvmlDeviceGetP2PStatus, h, b, i) for i in range(5)]
+                for b in handles],
+        "links": [[answer(N.nvmlDeviceGetNvLinkRemoteDeviceType, h, link),
+                   N.nvmlDeviceGetNvLinkRemotePciInfo(h, link).busId]
+                  for link in range(18)],
+        "beyond": answer(N.nvmlDeviceGetNvLinkRemoteDeviceType, h, 18),
+        "samples": [[kind, [s.sampleValue.uiVal for s in samples]]
+                    for kind, samples in [N.nvmlDeviceGetSamples(h, 6, 0)]],  # memory clock
+        "sample_kind": answer(N.nvmlDeviceGetSamples, h, 99, 0),
+    }))
+"""
+
+
+def test_both_implementations_answer_what_real_clients_ask_beyond_the_basics(
+    busy: Node,
+) -> None:
+    """The Python layer, the fallback, answers these as libnvidia-ml.so.1 does, from the
+    same records; the figures are a real H100's (pynvml.txt) where it has them."""
+    native = pynvml(busy, BEYOND_THE_BASICS, "native")
+    python = pynvml(busy, BEYOND_THE_BASICS, "python")
+    assert python == native
+    assert isinstance(native, dict)
+    # ../shared/real/h100/static/pynvml.txt: PCIe, 32 GT/s (5), accounting off with a 4000
+    # buffer and no PIDs, no C2C link, GSP firmware on; P2 then P0 of the performance states
+    assert native["bus"] == 2 and native["pcie_max"] == 5 and native["c2c"] == 0
+    assert native["accounting"] == [0, 4000, []]
+    assert native["gsp"] == [[1, 1], "580.159.04"]
+    assert native["pstates"] == [2, 0]
+    assert native["inforom"][2:] == ["NVMLError_NotSupported", "NVMLError_InvalidArgument"]
+    # every 15 MHz from 1980 down to the idle clock, for each supported memory clock
+    assert native["clocks"] == [(1980 - 345) // 15 + 1, 1980, 345]
+    assert native["clocks_other_memory"] == "NVMLError_NotFound"
+    assert native["beyond"] == "NVMLError_InvalidArgument"
+    assert native["samples"] == [[1, [2619]]]  # an unsigned int: the memory clock now
+    assert native["sample_kind"] == "NVMLError_NotSupported"
+
+
 SETTER = """
     import json, sys, pynvml as N
     N.nvmlInit()

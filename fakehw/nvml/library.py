@@ -80,6 +80,14 @@ FI_NVLINK_DATA_TX, FI_NVLINK_DATA_RX = 138, 139
 FI_NVLINK_RAW_TX, FI_NVLINK_RAW_RX = 140, 141
 FI_POWER_AVERAGE, FI_POWER_INSTANT = 185, 186
 VALUE_UINT, VALUE_ULONGLONG = 1, 3  # nvmlValueType_t
+EVENT_TYPES_SUPPORTED = 65439  # a real H100's nvmlDeviceGetSupportedEventTypes
+GSP_FIRMWARE_VERSION_BUF_SIZE = 0x40
+PSTATE_UNKNOWN = 32
+# nvmlGpuTopologyLevel_t, nvmlGpuP2PStatus_t, nvmlGpuP2PCapsIndex_t, NVLink far ends
+TOPOLOGY_INTERNAL, TOPOLOGY_NODE, TOPOLOGY_SYSTEM = 0, 40, 50
+P2P_OK, P2P_NOT_SUPPORTED, P2P_CAPS_NVLINK = 0, 5, 2
+NVLINK_DEVICE_GPU, NVLINK_DEVICE_SWITCH = 0, 2
+HOPPER_SWITCH_FIRST_LINKS = (0, 5, 9, 13)  # an HGX H100's 4 NVSwitch chips: 5, 4, 4, 5 links
 POWER_VALUE_V2 = 12 | 2 << 24  # nvmlPowerValue_v2: its size (12 bytes) and version 2
 
 Handler = Callable[..., Any]
@@ -868,6 +876,186 @@ def _process_details(lib: FakeNvmlLibrary, handle: Any, out: Any) -> int:
         entry.computeInstanceId = 0xFFFFFFFF
         entry.usedGpuCcProtectedMemory = 0
     details.numProcArrayEntries = len(processes)
+    return NVML_SUCCESS
+
+
+# ------------------------- what real clients ask for beyond the basics (as the C library)
+HANDLERS["nvmlDeviceGetBusType"] = _model_int(lambda m: 2)  # NVML_BUS_TYPE_PCIE
+HANDLERS["nvmlDeviceGetPcieLinkMaxSpeed"] = _model_int(
+    # NVML_PCIE_LINK_MAX_SPEED_32000MBPS (5) or _16000MBPS (4): a real H100 answers 5
+    lambda m: 5 if m["pcie_gen_max"] >= 5 else 4
+)
+HANDLERS["nvmlDeviceGetInforomConfigurationChecksum"] = _model_int(lambda m: 0)
+HANDLERS["nvmlDeviceGetAccountingMode"] = _model_int(lambda m: 0)  # off, as out of the box
+HANDLERS["nvmlDeviceGetAccountingBufferSize"] = _model_int(lambda m: 4000)
+HANDLERS["nvmlDeviceGetSupportedEventTypes"] = _model_int(lambda m: EVENT_TYPES_SUPPORTED)
+
+
+@c_function("nvmlDeviceGetAccountingPids")
+def _accounting_pids(lib: FakeNvmlLibrary, handle: Any, count: Any, pids: Any) -> int:
+    lib.gpu(handle)
+    return put(count, 0)  # accounting is off: no PIDs kept
+
+
+@c_function("nvmlDeviceGetC2cModeInfoV")
+def _c2c(lib: FakeNvmlLibrary, handle: Any, out: Any) -> int:
+    lib.gpu(handle)
+    target(out).isC2cEnabled = 0  # an H100 SXM: no chip-to-chip link to a Grace CPU
+    return NVML_SUCCESS
+
+
+@c_function("nvmlDeviceGetInforomVersion")
+def _inforom(lib: FakeNvmlLibrary, handle: Any, kind: Any, buffer: Any, size: Any) -> int:
+    model = lib.model(lib.gpu(handle))
+    objects = {0: "inforom_oem", 1: "inforom_ecc"}  # NVML_INFOROM_OEM, _ECC
+    if value(kind) == 2:  # NVML_INFOROM_POWER
+        return NVML_ERROR_NOT_SUPPORTED
+    if value(kind) not in objects:
+        return NVML_ERROR_INVALID_ARGUMENT
+    return write_string(buffer, size, model[objects[value(kind)]])
+
+
+@c_function("nvmlDeviceGetSupportedGraphicsClocks")
+def _graphics_clocks(lib: FakeNvmlLibrary, handle: Any, memory_mhz: Any, count: Any,
+                     clocks: Any) -> int:  # fmt: skip
+    model = lib.model(lib.gpu(handle))
+    if value(memory_mhz) not in (model["mem_clock_max_mhz"], model["mem_clock_min_mhz"]):
+        return NVML_ERROR_NOT_FOUND
+    step = model["clock_step_mhz"] or 15
+    values = list(range(model["sm_clock_max_mhz"], model["sm_clock_idle_mhz"] - 1, -step))
+    counter = target(count)
+    if clocks is None or counter.value < len(values):
+        counter.value = len(values)
+        return NVML_ERROR_INSUFFICIENT_SIZE
+    for k, mhz in enumerate(values):  # highest first, as the driver lists them
+        clocks[k] = mhz
+    counter.value = len(values)
+    return NVML_SUCCESS
+
+
+@c_function("nvmlDeviceGetGspFirmwareMode")
+def _gsp_mode(lib: FakeNvmlLibrary, handle: Any, enabled: Any, default: Any) -> int:
+    lib.gpu(handle)
+    put(enabled, 1)
+    return put(default, 1)
+
+
+@c_function("nvmlDeviceGetGspFirmwareVersion")
+def _gsp_version(lib: FakeNvmlLibrary, handle: Any, buffer: Any) -> int:
+    lib.gpu(handle)
+    return write_string(buffer, GSP_FIRMWARE_VERSION_BUF_SIZE, lib.snapshot()["driver_version"])
+
+
+@c_function("nvmlDeviceGetSupportedPerformanceStates")
+def _pstates(lib: FakeNvmlLibrary, handle: Any, states: Any, size: Any) -> int:
+    lib.gpu(handle)
+    room = value(size) // ctypes.sizeof(ctypes.c_uint)
+    if states is None or room < 2:
+        return NVML_ERROR_INSUFFICIENT_SIZE
+    for k in range(room):
+        states[k] = PSTATE_UNKNOWN
+    states[0], states[1] = 2, 0  # as a real H100 lists them: P2, then P0
+    return NVML_SUCCESS
+
+
+# nvmlSamplingType_t: the record each reads (encoders, decoders, JPEG, OFA: idle)
+SAMPLE_FIELDS = {
+    0: "power_instant_mw",
+    1: "utilization_gpu_pct",
+    2: "utilization_memory_pct",
+    3: None,
+    4: None,
+    5: "clock_sm_mhz",
+    6: "clock_memory_mhz",
+    7: None,
+    8: None,
+}
+
+
+@c_function("nvmlDeviceGetSamples")
+def _samples(lib: FakeNvmlLibrary, handle: Any, kind: Any, last_seen: Any, value_type: Any,
+             count: Any, samples: Any) -> int:  # fmt: skip
+    """As the C library: the current reading, one sample at the snapshot's time."""
+    gpu = lib.gpu(handle)
+    if value(kind) not in SAMPLE_FIELDS:
+        return NVML_ERROR_NOT_SUPPORTED
+    field = SAMPLE_FIELDS[value(kind)]
+    stamp = int(lib.snapshot()["time"] * 1e6)
+    put(value_type, VALUE_UINT)
+    counter = target(count)
+    if samples is None:
+        counter.value = 1
+        return NVML_SUCCESS
+    if counter.value == 0:
+        return NVML_ERROR_INVALID_ARGUMENT
+    if value(last_seen) >= stamp:
+        return NVML_ERROR_NOT_FOUND
+    samples[0].timeStamp = stamp
+    samples[0].sampleValue.uiVal = gpu[field] if field else 0
+    counter.value = 1
+    return NVML_SUCCESS
+
+
+def _pair(lib: FakeNvmlLibrary, first: Any, second: Any) -> tuple[Any, Any]:
+    return lib.gpu(first), lib.gpu(second)
+
+
+@c_function("nvmlDeviceGetTopologyCommonAncestor")
+def _common_ancestor(lib: FakeNvmlLibrary, first: Any, second: Any, out: Any) -> int:
+    """On a DGX each GPU has a PCIe switch of its own under its NUMA node's socket."""
+    one, other = _pair(lib, first, second)
+    numa = lib.node()["host"]["gpu_numa_node"]
+    if one["index"] == other["index"]:
+        return put(out, TOPOLOGY_INTERNAL)
+    same = numa[one["index"]] == numa[other["index"]]
+    return put(out, TOPOLOGY_NODE if same else TOPOLOGY_SYSTEM)
+
+
+def _nvlinked(lib: FakeNvmlLibrary, one: Any, other: Any) -> bool:
+    topology: str = lib.model(one)["nvlink_topology"]
+    return topology == "all" or (topology == "pairs" and int(one["index"]) ^ 1 == other["index"])
+
+
+@c_function("nvmlDeviceGetP2PStatus")
+def _p2p(lib: FakeNvmlLibrary, first: Any, second: Any, index: Any, out: Any) -> int:
+    one, other = _pair(lib, first, second)
+    if one["index"] == other["index"]:
+        return put(out, P2P_NOT_SUPPORTED)
+    if value(index) == P2P_CAPS_NVLINK:
+        return put(out, P2P_OK if _nvlinked(lib, one, other) else P2P_NOT_SUPPORTED)
+    # read, write, atomics, prop: over NVLink, or PCIe peer-to-peer
+    return put(out, P2P_OK if value(index) in (0, 1, 3, 4) else P2P_NOT_SUPPORTED)
+
+
+def _nvlink_far_end(lib: FakeNvmlLibrary, handle: Any, link: Any) -> tuple[bool, int]:
+    """(is a switch, which): see the C library's nvlink_remote."""
+    gpu = _link(lib, handle, link)
+    model = lib.model(gpu)
+    if model["nvlink_topology"] == "pairs":
+        return False, gpu["index"] ^ 1
+    if model["architecture"] == "Ampere":
+        return True, value(link) // 2
+    return True, sum(value(link) >= first for first in HOPPER_SWITCH_FIRST_LINKS[1:])
+
+
+@c_function("nvmlDeviceGetNvLinkRemoteDeviceType")
+def _nvlink_remote_type(lib: FakeNvmlLibrary, handle: Any, link: Any, out: Any) -> int:
+    is_switch, _ = _nvlink_far_end(lib, handle, link)
+    return put(out, NVLINK_DEVICE_SWITCH if is_switch else NVLINK_DEVICE_GPU)
+
+
+@c_function("nvmlDeviceGetNvLinkRemotePciInfo_v2")
+def _nvlink_remote_pci(lib: FakeNvmlLibrary, handle: Any, link: Any, out: Any) -> int:
+    is_switch, remote = _nvlink_far_end(lib, handle, link)
+    if not is_switch:
+        code: int = _pci(lib, lib.handle_for(remote), out)
+        return code
+    device_id = 0x1AF1 if lib.model(lib.gpu(handle))["architecture"] == "Ampere" else 0x22A3
+    info = target(out)
+    info.domain, info.bus, info.device = 0, 0x05 + remote, 0
+    info.busId = f"00000000:{info.bus:02X}:00.0".encode()
+    info.busIdLegacy = f"0000:{info.bus:02X}:00.0".encode()
+    info.pciDeviceId, info.pciSubSystemId = device_id << 16 | 0x10DE, 0
     return NVML_SUCCESS
 
 
