@@ -41,6 +41,8 @@ from fakehw.thermal import (
     capped_clock_mhz,
     dynamic_power_w,
     foster_step,
+    memory_dynamic_power_w,
+    memory_heat_w,
     pole_decay,
     static_power_w,
     steady_rise_c,
@@ -49,6 +51,7 @@ from fakehw.workload import (
     PHASES,
     TRAIN_INTENSITY_CYCLE,
     TRAIN_MEMORY_CYCLE,
+    memory_demand_scale,
 )
 
 BoolArray = npt.NDArray[np.bool_]
@@ -107,7 +110,11 @@ class Cluster:
     def __init__(self, config: ClusterConfig, start_time: float) -> None:
         self.config = config.validated()
         self.spec = self.config.spec
-        self.coefficients = ThermalCoefficients.for_spec(self.spec)
+        # A phase's memory activity is given for an H100 SXM; on this part, scaled.
+        self.memory_demand_scale = memory_demand_scale(self.spec)
+        self.coefficients = ThermalCoefficients.for_spec(
+            self.spec, min(1.0, PHASES["train"].memory_activity * self.memory_demand_scale)
+        )
         self.clock_table = ClockTable(self.spec)
         self.nodes = self.config.nodes
         self.gpus_per_node = self.config.gpus_per_node
@@ -400,8 +407,8 @@ class Cluster:
             [p.intensity_scale for p in procs]
         )
         self._slot_intensity_jitter = table["intensity_jitter"][phase]
-        self._slot_memory_activity = table["memory_activity"][phase]
-        self._slot_memory_jitter = table["memory_activity_jitter"][phase]
+        self._slot_memory_activity = table["memory_activity"][phase] * self.memory_demand_scale
+        self._slot_memory_jitter = table["memory_activity_jitter"][phase] * self.memory_demand_scale
         self._slot_cycled = table["cycled"][phase] > 0
         self._slot_cycle_s = per_process([p.cycle_s for p in procs])
         self._slot_cycle_offset = per_process([p.cycle_offset for p in procs])
@@ -463,8 +470,7 @@ class Cluster:
         )
         # HBM's dynamic power follows the bytes it moves: what a memory clock locked too
         # low for the work cannot move leaves the board's power (the cap gives it to SMs).
-        memory_span_w = spec.memory_power_max_w - spec.memory_power_idle_w
-        static_w = static_w - memory_span_w * bandwidth_lost
+        static_w = static_w - memory_dynamic_power_w(spec, bandwidth_lost, 1.0)
         ceiling = np.where(
             self.has_context, float(spec.sm_clock_max_mhz), float(spec.sm_clock_idle_mhz)
         )
@@ -502,7 +508,11 @@ class Cluster:
         # Failed cooling heats the die as this much more power would.
         heat = power + self.fault_heat_w
         self.die_rise_c = foster_step(self.die_rise_c, heat, self.die_gains, die_decay)
-        self.memory_rise_c = foster_step(self.memory_rise_c, power, self.memory_gains, memory_decay)
+        memory_w = memory_dynamic_power_w(spec, memory_activity, memory_share)
+        memory_heat = memory_heat_w(power, memory_w, self.coefficients)
+        self.memory_rise_c = foster_step(
+            self.memory_rise_c, memory_heat, self.memory_gains, memory_decay
+        )
         self.node_ambient_drift_c = noise.ou_step(
             self.node_ambient_drift_c, dt_s, 900.0, 0.4, rng.standard_normal(self.nodes)
         )
@@ -510,7 +520,9 @@ class Cluster:
         self.energy_j = self.energy_j + power * dt_s
         average_w = self._average_power_w()
         reasons = np.zeros(n, dtype=np.int64)
-        reasons |= np.where(activity < 0.005, records.REASON_GPU_IDLE, 0)
+        # "GPU idle": clocks parked for want of a context (with one they stay up, and
+        # the driver reports no reason while nothing runs: tests/real/h200/load/)
+        reasons |= np.where(self.has_context, 0, records.REASON_GPU_IDLE)
         reasons |= np.where(cap_limited & ~sw_thermal & ~hw_thermal, records.REASON_SW_POWER_CAP, 0)
         reasons |= np.where(sw_thermal, records.REASON_SW_THERMAL, 0)
         reasons |= np.where(hw_thermal, records.REASON_HW_THERMAL | records.REASON_HW_SLOWDOWN, 0)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from fakehw import specs
 from fakehw.contract import snapshot as records
 from fakehw.contract import versions
-from fakehw.thermal import FloatArray
+from fakehw.thermal import FloatArray, memory_dynamic_power_w
 
 if TYPE_CHECKING:
     from fakehw.devices import Cluster
@@ -59,11 +59,8 @@ class Publisher:
         self.reported_memory_c = np.rint(memory_c).astype(np.int64)
         self.reported_power_mw = np.rint(average_w * 1000.0).astype(np.int64)
         self.reported_instant_mw = np.rint(instant_w * 1000.0).astype(np.int64)
-        memory_power = (
-            spec.memory_power_idle_w
-            + (spec.memory_power_max_w - spec.memory_power_idle_w)
-            * c.memory_activity
-            * c.memory_clock_share()
+        memory_power = spec.memory_power_idle_w + memory_dynamic_power_w(
+            spec, c.memory_activity, c.memory_clock_share()
         )
         self.reported_memory_power_mw = np.rint(memory_power * 1000.0).astype(np.int64)
         self.reported_sm_mhz = np.rint(c.sm_clock_mhz).astype(np.int64)

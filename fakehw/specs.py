@@ -15,7 +15,7 @@ coefficients.
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -55,6 +55,69 @@ class TLimitThresholds:
     slowdown_c: int
     max_operating_c: int
     memory_max_c: int
+
+
+@dataclass(frozen=True)
+class ThermalFit:
+    """How a part heats: its two Foster networks and its leakage, fitted on a real trace
+    (``bench/calibrate_thermal.py``) or taken from the nearest part that was, and which.
+
+    The die network is driven by the board's power; the HBM network by the board's
+    power plus ``memory_heat_weight`` times the memory's own dynamic power (HBM sits
+    beside the die under the same cold plate, but its own power heats it most: a
+    memory-bound phase at 480 W leaves the HBM warmer than training at 690 W).
+    """
+
+    die_pole_shares: tuple[float, float, float]  # of the die's total C/W, per pole
+    die_pole_taus_s: tuple[float, float, float]
+    memory_pole_shares: tuple[float, float, float]
+    memory_pole_taus_s: tuple[float, float, float]
+    memory_heat_weight: float
+    # Leakage: W per C of die temperature, clocks parked and clocks boosted, on a part
+    # of ``reference_tdp_w`` (scaled by TDP for a part of another).
+    leak_parked_w_per_c: float
+    leak_boosted_w_per_c: float
+    reference_tdp_w: float
+    source: str  # "measured: <trace>" or "derived: <from what>"
+
+    @property
+    def measured(self) -> bool:
+        return self.source.startswith("measured")
+
+
+# bench/calibrate_thermal.py tests/real/h100/load --pin-die 40.6,78.0 --pin-memory
+# 43.0,77.5 --memory-span 157 --memory-heat-weight 4.69: die RMS 1.04 C, HBM 0.95 C (the
+# trace is too short to see its slowest pole settle, hence the pinned steady states; it
+# has no memory-bound phase, hence the H200's k). Leakage from its cooling tails.
+H100_FIT = ThermalFit(
+    die_pole_shares=(0.3664, 0.3054, 0.3282),
+    die_pole_taus_s=(0.21, 9.55, 180.5),
+    memory_pole_shares=(0.2839, 0.343, 0.3731),
+    memory_pole_taus_s=(0.29, 8.97, 158.3),
+    memory_heat_weight=4.69,
+    leak_parked_w_per_c=0.4,
+    leak_boosted_w_per_c=0.9,
+    reference_tdp_w=700.0,
+    source="measured: tests/real/h100/load/trace.csv",
+)
+# bench/calibrate_thermal.py tests/real/h200/load (free fit): die RMS 1.35 C, HBM 0.81 C.
+# This host's cold plates pull heat out fast: 87 % of the die's rise comes and goes in
+# a third of a second, the rest within 3 s, nothing slower. Leakage: the H100's (the
+# die stays too cool here to separate it).
+H200_FIT = ThermalFit(
+    die_pole_shares=(0.8678, 0.1322, 0.0),
+    die_pole_taus_s=(0.36, 2.97, 900.0),
+    memory_pole_shares=(0.5515, 0.3265, 0.122),
+    memory_pole_taus_s=(0.36, 9.85, 900.0),
+    memory_heat_weight=4.687,
+    leak_parked_w_per_c=0.4,
+    leak_boosted_w_per_c=0.9,
+    reference_tdp_w=700.0,
+    source="measured: tests/real/h200/load/trace.csv",
+)
+# The parts without a trace of their own take the H100 SXM's networks (their air or
+# liquid cooling is unknown to us), leakage scaled by TDP.
+DERIVED_FROM_H100 = replace(H100_FIT, source="derived: the H100 SXM's fit, leakage scaled by TDP")
 
 
 @dataclass(frozen=True)
@@ -127,8 +190,10 @@ class GpuSpec:
     load_memory_temp_c: float
     context_mib: int  # a fresh CUDA context (PyTorch) on this part
     free_floor_mib: int  # what a process keeps after torch.cuda.empty_cache()
-    memory_power_idle_w: float
-    memory_power_max_w: float
+    memory_power_idle_w: float  # nvidia-smi -q "GPU Memory Power Readings", idle
+    memory_power_max_w: float  # ... at 100 % utilization.memory
+    memory_bandwidth_gbs: float  # datasheet HBM bandwidth, GB/s
+    thermal_fit: ThermalFit
 
     @property
     def memory_usable_mib(self) -> int:
@@ -241,6 +306,8 @@ H100_SXM = GpuSpec(
     free_floor_mib=888,
     memory_power_idle_w=40.7,
     memory_power_max_w=200.0,
+    memory_bandwidth_gbs=3350.0,
+    thermal_fit=H100_FIT,
 )
 
 H200 = GpuSpec(
@@ -290,17 +357,19 @@ H200 = GpuSpec(
     bf16_dense_tflops=989.4,
     host=HGX_H200,
     host_prefix="hgx-h200",
-    idle_power_w=84.0,
-    context_extra_power_w=50.0,
+    idle_power_w=79.8,  # tests/real/h200/load/trace.csv, idle
+    context_extra_power_w=41.7,  # 123.3 W with a context at 40 C
     dynamic_power_max_w=735.0,
-    idle_temp_c=38.5,
-    load_temp_c=76.0,
-    idle_memory_temp_c=39.5,
-    load_memory_temp_c=75.0,
+    idle_temp_c=38.0,
+    load_temp_c=60.5,  # the die network's steady state at 693 W
+    idle_memory_temp_c=42.1,
+    load_memory_temp_c=60.4,  # training, 41 % utilization.memory
     context_mib=532,
     free_floor_mib=1012,
-    memory_power_idle_w=40.7,
-    memory_power_max_w=230.0,
+    memory_power_idle_w=37.4,  # static/q.txt
+    memory_power_max_w=245.4,  # load/q_busy.txt: 125.0 W at 42 %
+    memory_bandwidth_gbs=4800.0,
+    thermal_fit=H200_FIT,
 )
 
 H100_PCIE = GpuSpec(
@@ -361,6 +430,8 @@ H100_PCIE = GpuSpec(
     free_floor_mib=888,
     memory_power_idle_w=28.0,
     memory_power_max_w=95.0,
+    memory_bandwidth_gbs=2000.0,
+    thermal_fit=DERIVED_FROM_H100,
 )
 
 H100_NVL = GpuSpec(
@@ -421,6 +492,8 @@ H100_NVL = GpuSpec(
     free_floor_mib=888,
     memory_power_idle_w=32.0,
     memory_power_max_w=120.0,
+    memory_bandwidth_gbs=3900.0,
+    thermal_fit=DERIVED_FROM_H100,
 )
 
 A100_SXM4_80GB = GpuSpec(
@@ -481,6 +554,8 @@ A100_SXM4_80GB = GpuSpec(
     free_floor_mib=812,
     memory_power_idle_w=30.0,
     memory_power_max_w=110.0,
+    memory_bandwidth_gbs=2039.0,
+    thermal_fit=DERIVED_FROM_H100,
 )
 
 A100_SXM4_40GB = GpuSpec(
@@ -541,6 +616,8 @@ A100_SXM4_40GB = GpuSpec(
     free_floor_mib=812,
     memory_power_idle_w=25.0,
     memory_power_max_w=90.0,
+    memory_bandwidth_gbs=1555.0,
+    thermal_fit=DERIVED_FROM_H100,
 )
 
 A100_PCIE_80GB = GpuSpec(
@@ -601,6 +678,8 @@ A100_PCIE_80GB = GpuSpec(
     free_floor_mib=812,
     memory_power_idle_w=22.0,
     memory_power_max_w=80.0,
+    memory_bandwidth_gbs=1935.0,
+    thermal_fit=DERIVED_FROM_H100,
 )
 
 CATALOG: tuple[GpuSpec, ...] = (
@@ -652,7 +731,7 @@ _CALIBRATION_FIELDS = frozenset(
         "host", "host_prefix", "aliases", "idle_power_w", "context_extra_power_w",
         "dynamic_power_max_w", "idle_temp_c", "load_temp_c", "idle_memory_temp_c",
         "load_memory_temp_c", "context_mib", "free_floor_mib", "memory_power_idle_w",
-        "memory_power_max_w",
+        "memory_power_max_w", "memory_bandwidth_gbs", "thermal_fit",
     }
 )  # fmt: skip
 

@@ -3,8 +3,9 @@
 Nothing here keeps state or knows about processes, phases or rendering; the
 cluster in ``fakehw.devices`` owns the arrays and calls these each tick.
 
-The model, and where its numbers come from (``tests/real/h100/load/trace.csv``,
-fitted with ``bench/calibrate_thermal.py``):
+The model; its numbers are each GPU model's (``fakehw.specs``: ``ThermalFit`` and the
+calibration figures), fitted on the real H100 and H200 traces
+(``tests/real/h100/load/``, ``tests/real/h200/load/``) with ``bench/calibrate_thermal.py``:
 
 * **Power.** ``static_power_w`` is what the board burns with no work: the idle
   figure with clocks parked, or idle plus a CUDA context's extra with clocks
@@ -19,10 +20,11 @@ fitted with ``bench/calibrate_thermal.py``):
   that nvidia-smi shows holds ~690 W against a 700 W cap, with the SM clock
   wandering 1530-1935 MHz as on the real trace.
 * **Temperature.** A Foster network: die temperature is ambient plus three
-  first-order responses to power (0.21 s: the die itself, 9.6 s: the heat
-  spreader, 180 s: heatsink and air). Fitted to the trace with the steady states
-  fixed at the part's idle and full-load temperatures; RMS error 1.0 C over the
-  whole run. HBM temperature is a second network with its own constants.
+  first-order responses to power (on the H100: 0.21 s, the die itself; 9.6 s, the
+  heat spreader; 180 s, heatsink and air; the H200 host's cold plates leave only
+  the first two). Steady states are fixed at the part's idle and full-load
+  temperatures. HBM temperature is a second network, driven by the board's power
+  plus a weight times the memory's own dynamic power.
 """
 
 from __future__ import annotations
@@ -36,19 +38,6 @@ import numpy.typing as npt
 from fakehw.specs import GpuSpec
 
 FloatArray = npt.NDArray[np.float64]
-
-# Fitted on the H100 trace (bench/calibrate_thermal.py): share of the total
-# thermal resistance carried by each pole, and the pole time constants.
-DIE_POLE_SHARES = (0.3664, 0.3054, 0.3282)
-DIE_POLE_TAUS_S = (0.21, 9.55, 180.5)
-MEMORY_POLE_SHARES = (0.2757, 0.3813, 0.3430)
-MEMORY_POLE_TAUS_S = (0.32, 9.57, 194.0)
-
-# Leakage on the reference part (H100 SXM, 700 W): watts per degree C of die
-# temperature, with clocks parked and with clocks boosted by a context.
-LEAK_PARKED_W_PER_C_700W = 0.4
-LEAK_BOOSTED_W_PER_C_700W = 0.9
-REFERENCE_TDP_W = 700.0
 
 VOLTAGE_AT_IDLE_CLOCK = 0.65
 # Firmware steers a little under the limit; with clocks moving in whole steps
@@ -68,30 +57,53 @@ class ThermalCoefficients:
     memory_gains_c_per_w: tuple[float, float, float]
     die_taus_s: tuple[float, float, float]
     memory_taus_s: tuple[float, float, float]
+    memory_heat_weight: float  # HBM heating per W of memory power, per W of board power
     leak_parked_w_per_c: float
     leak_boosted_w_per_c: float
 
     @classmethod
-    def for_spec(cls, spec: GpuSpec) -> ThermalCoefficients:
+    def for_spec(cls, spec: GpuSpec, training_memory_activity: float) -> ThermalCoefficients:
+        """The coefficients of ``spec``; ``training_memory_activity`` is its
+        utilization.memory in the capped training its load temperatures stand for."""
+        fit = spec.thermal_fit
         load_power = spec.power_default_w * LOAD_POWER_FRACTION
         span_w = load_power - spec.idle_power_w
         die_slope = (spec.load_temp_c - spec.idle_temp_c) / span_w
-        mem_slope = (spec.load_memory_temp_c - spec.idle_memory_temp_c) / span_w
-        scale = spec.power_default_w / REFERENCE_TDP_W
+        training_memory_w = float(memory_dynamic_power_w(spec, training_memory_activity, 1.0))
+        memory_span_w = span_w + fit.memory_heat_weight * training_memory_w
+        mem_slope = (spec.load_memory_temp_c - spec.idle_memory_temp_c) / memory_span_w
+        scale = spec.power_default_w / fit.reference_tdp_w
         return cls(
             ambient_die_c=spec.idle_temp_c - die_slope * spec.idle_power_w,
             ambient_memory_c=spec.idle_memory_temp_c - mem_slope * spec.idle_power_w,
-            die_gains_c_per_w=_split(die_slope, DIE_POLE_SHARES),
-            memory_gains_c_per_w=_split(mem_slope, MEMORY_POLE_SHARES),
-            die_taus_s=DIE_POLE_TAUS_S,
-            memory_taus_s=MEMORY_POLE_TAUS_S,
-            leak_parked_w_per_c=LEAK_PARKED_W_PER_C_700W * scale,
-            leak_boosted_w_per_c=LEAK_BOOSTED_W_PER_C_700W * scale,
+            die_gains_c_per_w=_split(die_slope, fit.die_pole_shares),
+            memory_gains_c_per_w=_split(mem_slope, fit.memory_pole_shares),
+            die_taus_s=fit.die_pole_taus_s,
+            memory_taus_s=fit.memory_pole_taus_s,
+            memory_heat_weight=fit.memory_heat_weight,
+            leak_parked_w_per_c=fit.leak_parked_w_per_c * scale,
+            leak_boosted_w_per_c=fit.leak_boosted_w_per_c * scale,
         )
 
 
 def _split(total: float, shares: tuple[float, float, float]) -> tuple[float, float, float]:
     return (total * shares[0], total * shares[1], total * shares[2])
+
+
+def memory_dynamic_power_w(spec: GpuSpec, memory_activity: FloatArray | float,
+                           clock_share: FloatArray | float) -> FloatArray:  # fmt: skip
+    """The memory's power over its idle figure: the bytes it moves, as a share of what
+    it moves at full bandwidth (``memory_activity`` at ``clock_share`` of its clock)."""
+    span_w = spec.memory_power_max_w - spec.memory_power_idle_w
+    result: FloatArray = span_w * np.asarray(memory_activity) * np.asarray(clock_share)
+    return result
+
+
+def memory_heat_w(board_power_w: FloatArray, memory_dynamic_w: FloatArray,
+                  coefficients: ThermalCoefficients) -> FloatArray:  # fmt: skip
+    """What drives the HBM's network: the board's power and, weighted, the memory's own."""
+    result: FloatArray = board_power_w + coefficients.memory_heat_weight * memory_dynamic_w
+    return result
 
 
 def pole_decay(taus_s: tuple[float, ...], dt_s: float) -> FloatArray:

@@ -6,12 +6,19 @@ unit of activity (``intensity``, 1.0 = dense training at full clock), how busy
 the memory controller is, and how much the job moves over PCIe and NVLink.
 ``fakehw.devices`` turns demands into power, clocks and temperatures.
 
-Figures are read off the real H100 run (``tests/real/h100/load/trace.csv``):
+Memory activity is in the H100 SXM's units (``memory_demand_scale`` converts it for
+another part: the same job keeps a part with more bandwidth less busy, a slower part's
+bytes arrive more slowly). The figures are read off the real H100 run
+(``tests/real/h100/load/trace.csv``):
 training keeps utilization.gpu at 98-100 % and utilization.memory cycling
 50-65 % with the step rhythm (~1.17 s here); evaluation is forward-only at
 100 % with memory steady near 50 % and a little more power per clock; a rank
 writing a checkpoint shows 1-5 % (copy kernels) at context power; a rank
 waiting in a barrier spins an NCCL kernel: ~100 % utilization at near-idle power.
+The H200 run (``tests/real/h200/load/``) adds the regimes below the power cap: light
+training of small kernels (73 % utilization, 443 W at the top clock), a memory-bound
+elementwise pass (100 % of both utilizations, 480 W), and a spin wait (100 %
+utilization at 124 W, no more than a context).
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fakehw.specs import GpuSpec
 
 # Shape of utilization.memory within one training cycle, six equal slices
 # (the trace samples it as 50, 52, 55, 61, 62, 60 % before falling back).
@@ -31,6 +41,18 @@ TRAIN_MEMORY_CYCLE = (0.50, 0.52, 0.55, 0.61, 0.62, 0.60)
 TRAIN_INTENSITY_CYCLE = (0.86, 1.0, 1.0, 1.0, 1.0, 1.0)
 DEFAULT_CYCLE_S = 1.17
 MAX_PHASE_S = 365 * 86400.0  # a schedule's phase lasts at most a year
+# The part the memory activities below were measured on (tests/real/h100/load/).
+REFERENCE_BANDWIDTH_GBS = 3350.0
+REFERENCE_BF16_TFLOPS = 989.4
+
+
+def memory_demand_scale(spec: GpuSpec) -> float:
+    """A phase's memory activity on ``spec`` relative to the H100 SXM it is given for:
+    the same bytes per FLOP at this part's FLOP rate, over its bandwidth (the H200's
+    4.8 TB/s: 0.70, as its trace shows 42 % against the H100's 57 % in training)."""
+    return (spec.bf16_dense_tflops / REFERENCE_BF16_TFLOPS) * (
+        REFERENCE_BANDWIDTH_GBS / spec.memory_bandwidth_gbs
+    )
 
 
 @dataclass(frozen=True)
@@ -141,12 +163,49 @@ _PROFILES = (
         activity_while_allocating=0.035,
     ),
     PhaseProfile(
-        name="barrier",
-        description="waits in a collective while another rank saves: a spinning NCCL kernel",
+        name="light",
+        description="training of small kernels, a small batch or a small LoRA: launches leave "
+        "the SMs idle a quarter of the time and the GPU below its power cap at its top clock",
         has_context=True,
-        activity=1.0,
-        intensity=0.06,
-        intensity_jitter=0.1,
+        activity=0.73,  # h200: utilization.gpu 73 %
+        intensity=0.59,  # h200: 443 W at 1980 MHz
+        intensity_jitter=0.18,  # h200: power.draw.instant scatters +-80 W, never to the cap
+        memory_activity=0.725,  # h200: 50.6 % of its 4.8 TB/s
+        memory_activity_jitter=0.03,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=12.0,
+        pcie_tx_mb_s=3.0,
+        nvlink_share=0.03,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=0.3,
+    ),
+    PhaseProfile(
+        name="membound",
+        description="memory-bound kernels, elementwise passes over large tensors: memory "
+        "saturated, SMs waiting on it, below the power cap",
+        has_context=True,
+        activity=1.0,  # h200: utilization.gpu 100 %
+        intensity=0.49,  # h200: 480 W at 1980 MHz
+        intensity_jitter=0.008,  # h200: +-2.5 W
+        memory_activity=1.43,  # saturates: h200 utilization.memory 100 %
+        memory_activity_jitter=0.0,
+        cycled=False,
+        stall_rate_hz=0.0,
+        pcie_rx_mb_s=0.5,
+        pcie_tx_mb_s=0.9,
+        nvlink_share=0.0,
+        allocation_rate_mib_s=60000.0,
+        activity_while_allocating=1.0,
+    ),
+    PhaseProfile(
+        name="spin",
+        description="a kernel that spins, as NCCL's does while a rank waits in a barrier: "
+        "100 % utilization at a context's power",
+        has_context=True,
+        activity=1.0,  # h200: utilization.gpu 100 %, utilization.memory 0-1 %
+        intensity=0.0,  # h200: 124.4 W against 123.3 W with a context alone
+        intensity_jitter=0.0,
         memory_activity=0.0,
         memory_activity_jitter=0.0,
         cycled=False,
@@ -175,7 +234,14 @@ _PROFILES = (
         activity_while_allocating=0.0,
     ),
 )
-PHASES: dict[str, PhaseProfile] = {profile.name: profile for profile in _PROFILES}
+# A rank that waits in a collective (while another saves, or for a peer that died)
+# spins NCCL's kernel: the spin phase under the name fake-train and schedules use.
+_BARRIER = replace(
+    next(p for p in _PROFILES if p.name == "spin"),
+    name="barrier",
+    description="waits in a collective while another rank saves: NCCL's kernel spins, as in spin",
+)
+PHASES: dict[str, PhaseProfile] = {p.name: p for p in (*_PROFILES, _BARRIER)}
 
 # ``idle`` is not a process phase: it means no process on the GPU at all.
 SCHEDULE_PHASES = ("idle", *PHASES)

@@ -8,13 +8,12 @@ it stands for is in the comment.
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
 import numpy as np
 import pytest
 from helpers import REAL
+from traces import Run, phase_marks
+from traces import load_trace as read_trace
+from traces import simulate as run_model
 
 from fakehw.contract.config import ClusterConfig
 from fakehw.tools.simulate import SimulationRequest, samples
@@ -22,47 +21,14 @@ from fakehw.workload import Schedule
 
 TRACE = REAL / "h100/load/trace.csv"
 LOG = REAL / "h100/load/train.log"
-COLUMNS = ("t", "die", "hbm", "power", "util", "mem_util", "memory", "sm")
-
-
-@dataclass
-class Run:
-    t: np.ndarray
-    die: np.ndarray
-    hbm: np.ndarray
-    power: np.ndarray
-    util: np.ndarray
-    mem_util: np.ndarray
-    memory: np.ndarray
-    sm: np.ndarray
-
-    def window(self, start: float, end: float) -> Run:
-        keep = (self.t >= start) & (self.t < end)
-        return Run(*(getattr(self, c)[keep] for c in COLUMNS))
-
-    def at(self, when: float) -> int:
-        return int(np.argmin(np.abs(self.t - when)))
 
 
 def load_trace() -> tuple[float, Run]:
-    with TRACE.open() as handle:
-        rows = list(csv.reader(handle))[1:]
-    stamps = [
-        datetime.strptime(r[0].strip(), "%Y/%m/%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
-        for r in rows
-    ]
-    t0 = stamps[0]
-    cols = [[float(r[i]) for r in rows] for i in (2, 3, 4, 5, 6, 7, 8)]
-    return t0, Run(np.array(stamps) - t0, *(np.array(c) for c in cols))
+    return read_trace(TRACE)
 
 
 def phases() -> dict[str, float]:
-    marks = {}
-    for line in LOG.read_text().splitlines():
-        if line.startswith("PHASE "):
-            _, stamp, name, *_ = line.split()
-            marks[name] = float(stamp)
-    return marks
+    return phase_marks(LOG)
 
 
 def schedule_from_log(t0: float) -> Schedule:
@@ -92,24 +58,7 @@ def schedule_from_log(t0: float) -> Schedule:
 
 
 def simulate(t0: float, seed: int) -> Run:
-    config = ClusterConfig(gpu_model="NVIDIA H100 80GB HBM3", nodes=1, gpus_per_node=1, seed=seed)
-    rows = []
-    for snap in samples(SimulationRequest(schedule_from_log(t0), config, 100)):
-        g = snap["nodes"][0]["gpus"][0]
-        rows.append(
-            (
-                snap["time"] - t0,
-                g["temperature_gpu_c"],
-                g["temperature_memory_c"],
-                g["power_draw_mw"] / 1000,
-                g["utilization_gpu_pct"],
-                g["utilization_memory_pct"],
-                g["memory_used_mib"],
-                g["clock_sm_mhz"],
-            )
-        )
-    table = np.array(rows, dtype=float)
-    return Run(*(table[:, i] for i in range(len(COLUMNS))))
+    return run_model(schedule_from_log(t0), "NVIDIA H100 80GB HBM3", seed)
 
 
 @pytest.fixture(scope="module")

@@ -508,6 +508,7 @@ def test_a_divergence_is_found_and_rolled_back_past_its_data(runs: Runs) -> None
     trained = int(run.args[run.args.index("--exit-after-steps") + 1]) + int(rollback["batches"])  # type: ignore[call-overload]
     report = (run.out / "report.md").read_text()
     assert f"({trained:,} trained by this run)" in report
+    assert f"  report: {run.out / 'report.md'}" in run.stdout.splitlines()  # the log says where
     after = [s for s in run.steps if s["time"] > divergence["time"]]  # type: ignore[operator]
     assert after and after[-1]["loss"] < 1.1 * float(divergence["best"])  # type: ignore[arg-type, operator]
     # the log says both, and the report lists them in the same words

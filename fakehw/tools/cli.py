@@ -35,6 +35,7 @@ from fakehw.tools.errors import (
     EXIT_USAGE,
     CliError,
 )
+from fakehw.workload import PHASES
 
 STATUS_TIMEOUT_S = 3.0  # `daemon status` and `stop` say "not answering" after this
 
@@ -193,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         "clock (no waiting) and prints what `nvidia-smi --query-gpu=FIELDS "
         "--format=csv,nounits -lms N` would print on real GPUs doing that work.",
         epilog='Schedule: {"start": 1795357948.9, "phases": [{"phase": "idle", "seconds": '
-        '20}, {"phase": "train", "seconds": 120, "memory_mib": 46617}]}. Phases: idle, '
-        "context, load, train, eval, checkpoint, barrier, free. memory_mib is the GPU's "
-        "memory.used from that phase on.",
+        '20}, {"phase": "train", "seconds": 120, "memory_mib": 46617}]}. memory_mib is the '
+        "GPU's memory.used from that phase on. Phases: idle (no process on the GPU); "
+        + "; ".join(f"{p.name} ({p.description})" for p in PHASES.values())
+        + ". examples/ has the real H100 and H200 runs' schedules.",
     )
     simulate.add_argument("--schedule", required=True, type=Path, metavar="FILE")
     simulate.add_argument("--gpu-model", metavar="MODEL", help="default: h100")

@@ -589,6 +589,7 @@ def open_records(
     an output directory, the plan's save directory becomes its real one."""
     from fakehw.train.metrics import MetricsWriter
     from fakehw.train.output import rundir
+    from fakehw.train.output.report import REPORT_FILE
     from fakehw.train.recorder import Recorder, Records
 
     kept: list[Recorder] = []
@@ -609,6 +610,7 @@ def open_records(
                 plan.start_step = found
             plan.save_dir = str(layout.checkpoints)  # the log names the real directories
             plan.tensorboard_dir = layout.tensorboard_arg()
+            plan.report_path = str(layout.root / REPORT_FILE)
 
             def notify(text: str) -> None:
                 term.line(term.paint(f"fake-train: {text}", "yellow"))

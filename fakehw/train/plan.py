@@ -86,6 +86,7 @@ class RunPlan:
     start_step: int = 0  # > 0 for a resumed run
     log_interval: int = 1  # steps between log lines (more at high --speed-factor)
     tensorboard_dir: str = ""  # where --output-dir's TensorBoard files go ("" none)
+    report_path: str = ""  # the report.md --output-dir gets at the end ("" none)
     grad_clip: float = 1.0  # clip_grad_norm_'s max_norm (max_grad_norm, --clip-grad)
     probe_every: int = 0  # steps between model probes (0: none; --probe-every)
     early_stopping_patience: int = 0  # evaluations without improvement (0: no early stopping)

@@ -39,6 +39,7 @@ from fakehw.train.styles.base import (
 )
 
 PLOT_TIMEOUT_S = 120.0
+REPORT_FILE = "report.md"  # in the output directory
 
 
 class ReportWriter(Recorder):
@@ -92,7 +93,7 @@ class ReportWriter(Recorder):
     def finished(self, s: Summary) -> None:
         root = self.layout.root
         curves = self.draw_curves(root)
-        self.files.write_text(root / "report.md", self.render(s, curves))
+        self.files.write_text(root / REPORT_FILE, self.render(s, curves))
 
     # ------------------------------------------------------------ drawing
     def draw_curves(self, root: Path) -> str:

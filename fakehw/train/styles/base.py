@@ -935,6 +935,8 @@ class Style:
             f"  checkpoints: {s.checkpoint_dir}",
         ]
         lines += [f"  export: {path}" for path in s.exports]
+        if self.plan.report_path:
+            lines.append(f"  report: {self.plan.report_path}")
         t.lines(lines)
 
 
