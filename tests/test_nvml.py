@@ -236,7 +236,7 @@ def test_both_implementations_answer_what_real_clients_ask_beyond_the_basics(
     python = pynvml(busy, BEYOND_THE_BASICS, "python")
     assert python == native
     assert isinstance(native, dict)
-    # ../shared/real/h100/static/pynvml.txt: PCIe, 32 GT/s (5), accounting off with a 4000
+    # tests/real/h100/static/pynvml.txt: PCIe, 32 GT/s (5), accounting off with a 4000
     # buffer and no PIDs, no C2C link, GSP firmware on; P2 then P0 of the performance states
     assert native["bus"] == 2 and native["pcie_max"] == 5 and native["c2c"] == 0
     assert native["accounting"] == [0, 4000, []]

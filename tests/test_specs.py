@@ -125,3 +125,37 @@ def test_models_are_physically_consistent(spec):  # type: ignore[no-untyped-def]
     assert spec.idle_power_w + spec.context_extra_power_w + spec.dynamic_power_max_w > (
         spec.power_default_w
     )
+
+
+def test_the_readme_physics_table_is_the_catalogs() -> None:
+    """Each model's row says measured or derived as its ThermalFit does, and gives its
+    idle and context power; only the measured ones name a calibration test."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line.split(" | ") for line in readme.splitlines()
+            if line.startswith("| ") and ("measured:" in line or "derived:" in line)]  # fmt: skip
+    assert len(rows) == 4
+    by_name = {row[0].removeprefix("| "): row for row in rows}
+    groups = {
+        "H100 SXM 80GB HBM3": ["h100-sxm"],
+        "H200 141GB HBM3e": ["h200"],
+        "H100 PCIe, H100 NVL": ["h100-pcie", "h100-nvl"],
+        "A100 SXM4 40/80GB, A100 PCIe 80GB": ["a100-sxm4-40gb", "a100-sxm4-80gb", "a100-pcie-80gb"],
+    }
+    assert sorted(k for keys in groups.values() for k in keys) == sorted(s.key for s in CATALOG)
+    for name, keys in groups.items():
+        row = by_name[name]
+        specs = [lookup(k) for k in keys]
+        assert {s.thermal_fit.measured for s in specs} == {row[1].startswith("measured")}
+        if row[1].startswith("measured"):
+            assert specs[0].thermal_fit.source.split(": ")[1].startswith(row[1].split("`")[1])
+            test = row[-1].strip(" |`")  # the calibration test that checks it
+            assert "test_calibration" in test and (Path(__file__).parents[1] / test).is_file()
+        idle = [float(x) for x in row[2].split(", ")]
+        context = [float(x) for x in row[3].split(", ")]
+        assert idle == [s.idle_power_w for s in specs]
+        assert context == [round(s.idle_power_w + s.context_extra_power_w, 1) for s in specs] or (
+            [round(c) for c in context]
+            == [round(s.idle_power_w + s.context_extra_power_w) for s in specs]
+        )

@@ -12,10 +12,13 @@ import math
 import re
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from helpers import LoggedRun, TrainRuns, logged_runs
+from helpers import PROGRAMS, LoggedRun, Node, TrainRuns, logged_runs
 
 SPEED = ["--speed-factor", "1000", "--gpus", "8", "--color", "never"]
 
@@ -260,3 +263,40 @@ def test_the_report_sets_the_quantized_scores_beside_the_exported_ones(runs: Run
     for task, name, before, after, change in rows:
         assert (float(before), float(after)) == (exported[(task, name)], copy[(task, name)])
         assert float(change) == pytest.approx(100 * (float(after) - float(before)), abs=0.016)
+
+
+def test_the_gpus_run_below_their_cap_while_gptq_works_and_the_harness_decodes() -> None:
+    """What the ranks do to the GPUs in the wrap-up, as the daemon's records show it:
+    GPTQ's layer-at-a-time kernels are "light" (the top clock, under the cap), the
+    harness scores at "eval" and decodes at "membound" (each token streams the weights)."""
+    from fakehw.service.client import Client
+
+    node = Node("h100", 8)
+    seen: dict[str, list[tuple[int, int, int]]] = {}
+    errors = tempfile.NamedTemporaryFile("w+", prefix="fake-train-", suffix=".err")  # noqa: SIM115
+    try:
+        train = subprocess.Popen(
+            [*PROGRAMS["fake-train"], "--speed-factor", "50", "--gpus", "8", "--color", "never",
+             *SMALL],
+            env=node.env, stdout=subprocess.DEVNULL, stderr=errors,
+        )  # fmt: skip
+        with Client.connect(root=node.runtime, autostart=False) as client:
+            while train.poll() is None:
+                snapshot = client.snapshot(0)
+                gpu = snapshot["nodes"][0]["gpus"][0]
+                for process in snapshot["nodes"][0]["processes"]:
+                    if process["gpu_index"] == 0:
+                        seen.setdefault(process["phase"], []).append(
+                            (gpu["clock_sm_mhz"], gpu["power_draw_mw"] // 1000,
+                             gpu["utilization_memory_pct"]))  # fmt: skip
+                time.sleep(0.05)
+        assert train.wait(timeout=60) == 0, Path(errors.name).read_text()
+    finally:
+        node.close()
+        errors.close()
+    assert {"light", "eval", "membound"} <= set(seen)
+    # light: GPTQ's seconds at the top clock, well under the 700 W cap
+    assert max(clock for clock, _, _ in seen["light"]) == 1980
+    assert min(watts for _, watts, _ in seen["light"][len(seen["light"]) // 2 :]) < 600
+    # decoding saturates the memory: utilization.memory climbs toward 100 %
+    assert max(util for _, _, util in seen["membound"]) >= 80

@@ -236,7 +236,6 @@ COLLECTIVE_LATENCY_S = 25e-6  # per call, plus a few microseconds per rank
 RANK_LATENCY_S = 2e-6
 BUCKET_BYTES = 25 * 1024**2  # DDP's gradient buckets
 HBM_EFFICIENCY = 0.7  # the optimizer update streams the states at this share of HBM bandwidth
-HBM_GBPS = {"Hopper": 3350.0, "Ampere": 2039.0}
 # How much of a collective hides behind the compute it can overlap with (bucketed
 # gradient reduction during backward, FSDP prefetching, async pipeline sends).
 OVERLAP = {"gradients": 0.90, "parameters": 0.85, "pipeline": 0.5, "experts": 0.2,
@@ -426,7 +425,7 @@ def step_performance(
     bubble_s = per_micro_s * (par.pp - 1)  # 1F1B: (p-1)/(m+p-1) of the pipeline's time
     traffic = _step_traffic(arch, par, task, seq, trainable, fabric, per_micro_s)
     states = TRAINED_STATE_BYTES * sharded_params(arch, par, trainable, 1)[1]
-    optimizer_s = 2 * states / (HBM_GBPS.get(gpu.architecture, 2000.0) * 1e9 * HBM_EFFICIENCY)
+    optimizer_s = 2 * states / (gpu.memory_bandwidth_gbs * 1e9 * HBM_EFFICIENCY)
     eval_compute_s = eval_flops_per_token(arch, task) * tokens_per_gpu_compute
     eval_compute_s /= peak * efficiency
     eval_traffic = _eval_traffic(traffic, par)

@@ -295,6 +295,8 @@ class Engine:
             "eval": held,
             "checkpoint": held,
             "barrier": held,
+            "light": held,
+            "membound": held,
             "free": plan.gpu.free_floor_mib,
         }
 

@@ -180,7 +180,9 @@ class WrapUp:
         wall_share = self.wall_share(seconds)
         calibrated = method == "gptq"
         data = plan.datasets[0].short_name if plan.mixture is None else plan.dataset.name
-        engine.world.phase("eval")
+        # GPTQ works a layer at a time: small kernels (the calibration batch through one
+        # layer, a Hessian, a Cholesky) that leave the GPUs below their power cap
+        engine.world.phase("light" if calibrated else "eval")
         if calibrated:
             style.quantize_start(engine.clock.now(), label, quant.CALIBRATION_SAMPLES,
                                  quant.CALIBRATION_SEQ, data, arch.layers)  # fmt: skip
@@ -199,6 +201,7 @@ class WrapUp:
                                   (("model.safetensors", nbytes), ("quantize_config.json", 311)),
                                   engine.clock.now() - started)  # fmt: skip
         self.exported(artifact)
+        engine.world.phase("eval")
         before = engine.last_eval
         if before is None or plan.task == "dpo":
             return  # no language-model loss to compare
@@ -257,10 +260,14 @@ class WrapUp:
         per_node = plan.gpus_per_node / plan.gpus
         scoring = bm.scored_tokens(tasks) / (plan.performance.eval_tokens_per_s * per_node)
         decoding = bm.generated_tokens(tasks) / (DECODE_TOKENS_PER_S_PER_GPU * plan.gpus_per_node)
+        engine.world.phase("eval")  # scoring: batched forward passes, at the power cap
         engine.load("benchmarks", sum(t.requests for t in tasks if not t.generated), "requests",
                     scoring)  # fmt: skip
+        # generation decodes a token at a time: each step streams the weights from HBM
+        engine.world.phase("membound")
         engine.load("generations", sum(t.requests for t in tasks if t.generated), "requests",
                     decoding)  # fmt: skip
+        engine.world.phase("eval")
         rows = [
             row
             for task, score, noise in zip(tasks, expected, noises, strict=True)

@@ -12,7 +12,7 @@
  * keeps its parent's mapping and asks for its own once the parent's lease ends.
  *
  * Values and refusals follow fakehw/nvml/library.py (the Python layer, the same
- * records), and a real H100's answers (../shared/real/ * /static/pynvml.txt).
+ * records), and a real H100's answers (tests/real/ * /static/pynvml.txt).
  */
 #define _GNU_SOURCE
 #define NVML_NO_UNVERSIONED_FUNC_DEFS
@@ -1494,7 +1494,7 @@ EXPORT nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data,
 }
 
 /* ------------------------------------------- more of what a real H100 answers */
-/* (../shared/real/h100/static/pynvml.txt) */
+/* (tests/real/h100/static/pynvml.txt) */
 ENUM_GETTER(nvmlDeviceGetBusType, nvmlBusType_t, NVML_BUS_TYPE_PCIE)
 UINT_GETTER(nvmlDeviceGetPcieLinkMaxSpeed, gpu.pcie_gen_max >= 5 ? NVML_PCIE_LINK_MAX_SPEED_32000MBPS
                                                                   : NVML_PCIE_LINK_MAX_SPEED_16000MBPS)
