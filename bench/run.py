@@ -732,6 +732,7 @@ def output_cost(gpus: int, steps: int) -> list[object]:
 NVML_C_BENCH = r"""
 #include <nvml.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 static double now(void) {
     struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9;
