@@ -48,6 +48,7 @@ from fakehw.thermal import (
     steady_rise_c,
 )
 from fakehw.workload import (
+    KERNEL_FIELDS,
     PHASES,
     TRAIN_INTENSITY_CYCLE,
     TRAIN_MEMORY_CYCLE,
@@ -94,6 +95,10 @@ _PROFILE_TABLE: dict[str, FloatArray] = {
                   "pcie_tx_mb_s", "pcie_rx_mb_s", "nvlink_share", "allocation_rate_mib_s")
 }  # fmt: skip
 _INTENSITY_CYCLE = np.array(TRAIN_INTENSITY_CYCLE)
+# Each phase's kernel mix (DCGM's profiling ratios), a row per phase.
+_KERNEL_TABLE: FloatArray = np.array(
+    [[getattr(profile.kernels, name) for name in KERNEL_FIELDS] for profile in PHASES.values()]
+)
 
 
 class Cluster:
@@ -208,6 +213,7 @@ class Cluster:
         self.ecc_uncorrected_volatile = np.zeros(n, dtype=np.int64)  # since the last reset
         self.memory_activity = np.zeros(n)
         self.activity = np.zeros(n)
+        self.kernel_activity = np.zeros((len(KERNEL_FIELDS), n))
         self.has_context = np.zeros(n, dtype=bool)
         self._energy_window: deque[tuple[float, FloatArray]] = deque()
         # As if the GPU had drawn its current power for the last second.
@@ -401,6 +407,7 @@ class Cluster:
             column: FloatArray = np.array(values, dtype=np.float64)[proc]
             return column
 
+        self._slot_kernels = _KERNEL_TABLE[phase]  # (slots, KERNEL_FIELDS)
         self._slot_activity = table["activity"][phase]
         self._slot_alloc_activity = table["activity_while_allocating"][phase]
         self._slot_intensity = table["intensity"][phase] * per_process(
@@ -455,6 +462,16 @@ class Cluster:
         memory_activity = np.minimum(1.0, memory_load / memory_share)
         bandwidth_lost = np.minimum(1.0, memory_load) - memory_activity * memory_share
         self.activity, self.memory_activity = activity, memory_activity
+        # DCGM's profiling ratios: each slot's kernel mix while it runs, summed per GPU
+        # (the pipes' shares follow the work's fluctuations: the optimizer step's lull)
+        nominal = activity_slot * self._slot_intensity
+        pipes = np.where(nominal > 1e-9, work_slot / np.maximum(nominal, 1e-9), 1.0)
+        self.kernel_activity = np.minimum(1.0, np.stack([
+            np.bincount(gpu, weights=activity_slot * self._slot_kernels[:, k]
+                        * (pipes if name.endswith("_active") and name != "sm_active" else 1.0),
+                        minlength=n)
+            for k, name in enumerate(KERNEL_FIELDS)
+        ]))  # fmt: skip
 
         self.intensity_drift = noise.ou_step(self.intensity_drift, dt_s, 30.0, 0.015, normal[0])
         demand_w = work * self.dynamic_max_w * (1.0 + self.intensity_drift)

@@ -134,6 +134,9 @@ class Publisher:
         sm, video = ints(self.reported_sm_mhz), ints(self.reported_video_mhz)
         memory_clock = np.rint(c.memory_clock_mhz[section]).astype(np.int64).tolist()
         persistence = c.persistence_mode[section].tolist()
+        kernels = np.round(c.kernel_activity[:, section], 4).tolist()  # KERNEL_FIELDS' order
+        dram = np.round(c.memory_activity[section], 4).tolist()
+        engine = np.round(c.activity[section], 4).tolist()
         reasons = ints(c.clocks_event_reasons)
         counters = np.rint(c.counters_us[:, section]).astype(np.int64).tolist()
         pcie_tx, pcie_rx = self.reported_pcie_kbps[:, section].tolist()
@@ -192,6 +195,16 @@ class Publisher:
                     "nvlink_rx_kbps": nv_rx[k],
                     "nvlink_tx_kib_total": nv_tx_total[k],
                     "nvlink_rx_kib_total": nv_rx_total[k],
+                    "profile": {
+                        "gr_engine_active": engine[k],
+                        "sm_active": kernels[0][k],
+                        "sm_occupancy": kernels[1][k],
+                        "tensor_active": kernels[2][k],
+                        "fp64_active": kernels[3][k],
+                        "fp32_active": kernels[4][k],
+                        "fp16_active": kernels[5][k],
+                        "dram_active": dram[k],
+                    },
                     "ecc": {
                         "volatile_dram_corrected": ecc_volatile[k],
                         "volatile_dram_uncorrected": ecc_uncorrected_volatile[k],

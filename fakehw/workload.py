@@ -56,6 +56,27 @@ def memory_demand_scale(spec: GpuSpec) -> float:
 
 
 @dataclass(frozen=True)
+class KernelMix:
+    """What a phase's kernels keep busy, as shares of the GPU's cycles while they run:
+    DCGM's profiling fields (DCGM_FI_PROF_*). Scaled by the phase's activity; the memory
+    interface's share (DRAM_ACTIVE) is its memory activity. Typical of each kind of work
+    on Hopper (a bf16 transformer step near 40 % MFU keeps the tensor pipes about half
+    busy), not read off a capture: none of ../real/ records the profiling fields."""
+
+    sm_active: float  # an SM has at least one warp
+    sm_occupancy: float  # resident warps over the SM's maximum
+    tensor_active: float  # the tensor (HMMA) pipes
+    fp64_active: float
+    fp32_active: float
+    fp16_active: float
+
+
+IDLE_KERNELS = KernelMix(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+KERNEL_FIELDS = ("sm_active", "sm_occupancy", "tensor_active", "fp64_active", "fp32_active",
+                 "fp16_active")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PhaseProfile:
     """Demand of one phase on each GPU of the process."""
 
@@ -74,6 +95,7 @@ class PhaseProfile:
     nvlink_share: float  # share of the NVLink bandwidth used when the job spans GPUs
     allocation_rate_mib_s: float  # how fast memory grows toward this phase's target
     activity_while_allocating: float  # copy kernels while memory is still arriving
+    kernels: KernelMix = IDLE_KERNELS
 
 
 _PROFILES = (
@@ -110,6 +132,7 @@ _PROFILES = (
         nvlink_share=0.0,
         allocation_rate_mib_s=5600.0,
         activity_while_allocating=0.1,
+        kernels=KernelMix(0.30, 0.05, 0.0, 0.0, 0.02, 0.0),  # copy kernels while the weights arrive
     ),
     PhaseProfile(
         name="train",
@@ -127,6 +150,7 @@ _PROFILES = (
         nvlink_share=0.12,
         allocation_rate_mib_s=60000.0,
         activity_while_allocating=0.3,
+        kernels=KernelMix(0.96, 0.28, 0.52, 0.0, 0.12, 0.03),  # GEMMs: tensor pipes about half busy
     ),
     PhaseProfile(
         name="eval",
@@ -144,6 +168,7 @@ _PROFILES = (
         nvlink_share=0.01,
         allocation_rate_mib_s=60000.0,
         activity_while_allocating=0.3,
+        kernels=KernelMix(0.97, 0.30, 0.58, 0.0, 0.08, 0.02),  # forward GEMMs only
     ),
     PhaseProfile(
         name="checkpoint",
@@ -161,6 +186,7 @@ _PROFILES = (
         nvlink_share=0.0,
         allocation_rate_mib_s=60000.0,
         activity_while_allocating=0.035,
+        kernels=KernelMix(0.10, 0.03, 0.0, 0.0, 0.01, 0.0),  # device-to-host copies
     ),
     PhaseProfile(
         name="light",
@@ -179,6 +205,7 @@ _PROFILES = (
         nvlink_share=0.03,
         allocation_rate_mib_s=60000.0,
         activity_while_allocating=0.3,
+        kernels=KernelMix(0.55, 0.12, 0.20, 0.0, 0.06, 0.02),  # small GEMMs that leave SMs empty
     ),
     PhaseProfile(
         name="membound",
@@ -197,6 +224,8 @@ _PROFILES = (
         nvlink_share=0.0,
         allocation_rate_mib_s=60000.0,
         activity_while_allocating=1.0,
+        # elementwise passes: every SM full, no tensor work
+        kernels=KernelMix(0.98, 0.75, 0.0, 0.0, 0.06, 0.04),
     ),
     PhaseProfile(
         name="spin",
@@ -215,6 +244,8 @@ _PROFILES = (
         nvlink_share=0.0005,
         allocation_rate_mib_s=60000.0,
         activity_while_allocating=1.0,
+        # NCCL's spinning kernel: the SMs of its channels, a warp each
+        kernels=KernelMix(0.24, 0.008, 0.0, 0.0, 0.0, 0.0),
     ),
     PhaseProfile(
         name="free",

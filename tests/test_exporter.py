@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 from helpers import Node, fakehw, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 TEMP_LINE = re.compile(r'^DCGM_FI_DEV_GPU_TEMP\{.*hostname="([^"]+)".*\} \d+$', re.MULTILINE)
 
@@ -56,10 +57,10 @@ class Exporter:
 
 
 @contextlib.contextmanager
-def exporter(node: Node, listen: str = "127.0.0.1:0") -> Iterator[Exporter]:
+def exporter(node: Node, listen: str = "127.0.0.1:0", *more: str) -> Iterator[Exporter]:
     """``fakehw exporter`` running on the node's daemon, as a user starts it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "fakehw", "exporter", "--listen", listen],
+        [sys.executable, "-m", "fakehw", "exporter", "--listen", listen, *more],
         env=node.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -232,3 +233,66 @@ def test_the_exporter_rides_out_a_stopped_and_a_restarted_daemon() -> None:
             wait_for(lambda: len(hostnames(served.get().text)) == 4, timeout=10)
     finally:
         node.close()
+
+
+def samples_by_gpu(text: str) -> dict[str, dict[str, float]]:
+    """{metric: {gpu index: value}} of a scrape."""
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[sample.labels["gpu"]] = sample.value
+    return out
+
+
+def test_the_profiling_fields_follow_what_each_gpu_does() -> None:
+    """dcgm-exporter's DCP fields on Hopper, by phase: a bf16 training step keeps the
+    tensor pipes busy and every SM active; a memory-bound pass saturates DRAM without
+    tensor work; a rank spinning in a barrier keeps SMs active, no tensor, no DRAM;
+    an idle GPU shows nothing."""
+    node = Node("h100", 4)
+    try:
+        for gpu, phase in ((0, "train"), (1, "membound"), (2, "spin")):
+            node.run_process("python3", gpu, 30000, phase=phase)
+        node.wait_busy_gpus([0])
+        with exporter(node) as served:
+            text = served.get("/metrics?node=0").text
+        values = samples_by_gpu(text)
+    finally:
+        node.close()
+    tensor = values["DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"]
+    sm = values["DCGM_FI_PROF_SM_ACTIVE"]
+    dram = values["DCGM_FI_PROF_DRAM_ACTIVE"]
+    occupancy = values["DCGM_FI_PROF_SM_OCCUPANCY"]
+    assert tensor["0"] >= 0.3 and sm["0"] >= 0.9 and 0.3 <= dram["0"] <= 0.8  # training
+    assert dram["1"] >= 0.95 and tensor["1"] == 0 and occupancy["1"] > occupancy["0"]  # membound
+    assert 0 < sm["2"] < 0.5 and tensor["2"] == 0 and dram["2"] == 0  # spin
+    assert values["DCGM_FI_DEV_GPU_UTIL"]["2"] == 100  # busy all the same, as nvidia-smi shows
+    for name in ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE",
+                 "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_PROF_DRAM_ACTIVE",
+                 "DCGM_FI_PROF_PIPE_FP64_ACTIVE", "DCGM_FI_PROF_PIPE_FP32_ACTIVE",
+                 "DCGM_FI_PROF_PIPE_FP16_ACTIVE", "DCGM_FI_PROF_NVLINK_TX_BYTES"):  # fmt: skip
+        assert values[name]["3"] == 0, name  # idle
+    assert values["DCGM_FI_PROF_PIPE_FP64_ACTIVE"]["0"] == 0  # bf16 training: no FP64
+    assert "# TYPE DCGM_FI_PROF_PCIE_TX_BYTES gauge" in text  # a rate, as dcgm-exporter types it
+
+
+def test_collectors_choose_the_fields_in_dcgm_exporters_format(small: Node, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chosen = tmp_path / "counters.csv"
+    chosen.write_text("# mine\nDCGM_FI_DEV_GPU_TEMP, gauge, GPU temperature (in C).\n\n"
+                      "DCGM_FI_DEV_POWER_USAGE,gauge,Power draw (in W).\n")  # fmt: skip
+    with exporter(small, "127.0.0.1:0", "--collectors", str(chosen)) as served:
+        text = served.get("/metrics?node=0").text
+    assert set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE)) == {
+        "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE"}  # fmt: skip
+    assert "DCGM_FI_DRIVER_VERSION" not in text  # not asked for as a label
+    for body, said in (
+        ("DCGM_FI_DEV_NO_SUCH, gauge, x\n", "DCGM_FI_DEV_NO_SUCH is not a field fakehw answers"),
+        ("DCGM_FI_DEV_GPU_TEMP, histogram, x\n", "type 'histogram' of DCGM_FI_DEV_GPU_TEMP"),
+        ("DCGM_FI_DEV_GPU_TEMP gauge\n", "expected 'DCGM FIELD, type, help'"),
+        ("# nothing\n", "no metric to serve"),
+    ):
+        chosen.write_text(body)
+        refused = fakehw("exporter", "--listen", "127.0.0.1:0", "--collectors", str(chosen),
+                         env=small.env)  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert said in refused.stderr and f"{chosen}:" in refused.stderr

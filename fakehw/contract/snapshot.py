@@ -57,6 +57,18 @@ if TYPE_CHECKING:
         aggregate_sram_corrected: int
         aggregate_sram_uncorrected: int
 
+    class ProfileRatios(TypedDict):
+        """DCGM's profiling fields (DCGM_FI_PROF_*): shares of the cycles, 0-1."""
+
+        gr_engine_active: float  # a kernel runs (utilization.gpu's share of the time)
+        sm_active: float
+        sm_occupancy: float
+        tensor_active: float
+        fp64_active: float
+        fp32_active: float
+        fp16_active: float
+        dram_active: float
+
     class GpuRecord(TypedDict):
         index: int  # on its node, as nvidia-smi numbers it
         global_index: int
@@ -99,6 +111,7 @@ if TYPE_CHECKING:
         nvlink_rx_kbps: int
         nvlink_tx_kib_total: int
         nvlink_rx_kib_total: int
+        profile: ProfileRatios
         ecc: EccCounts
         xid_count: int
         last_xid: int

@@ -246,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
                           default="hostname",
                           help="the node label: hostname (dcgm-exporter since May 2026, the "
                                "default), Hostname (before), or both")  # fmt: skip
+    exporter.add_argument(
+        "--collectors", "-f", type=Path, metavar="FILE",
+        help="the fields to serve, in dcgm-exporter's counters CSV format (FIELD, gauge|counter|"
+        "label, help; # comments), as its --collectors/-f; default: its datacenter set with "
+        "Hopper's profiling fields (fakehw/dcgm/data/default-counters.csv)",
+    )  # fmt: skip
 
     inject = commands.add_parser(
         "inject",
@@ -714,10 +720,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
+    from fakehw.dcgm import counters
     from fakehw.tools.exporter import serve
 
     try:
-        server = serve(args.listen, args.host_label)
+        chosen = counters.load(args.collectors)
+        server = serve(args.listen, args.host_label, chosen)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     except OSError as exc:

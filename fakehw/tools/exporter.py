@@ -1,7 +1,9 @@
 """``fakehw exporter``: the fake cluster as NVIDIA's DCGM exporter shows it to Prometheus.
 
-Every GPU, with the DCGM exporter's metric names, types, help texts (its
-``default-counters.csv``) and labels: ``gpu``, ``UUID``, ``pci_bus_id``,
+Every GPU, with the DCGM exporter's metric names, types, help texts and labels, the
+fields a dcgm-exporter counters file chooses (``--collectors``; by default
+``fakehw/dcgm/data/default-counters.csv``, its datacenter set with Hopper's profiling
+fields; ``fakehw.dcgm``), and labels: ``gpu``, ``UUID``, ``pci_bus_id``,
 ``device`` (``nvidia0``...), ``modelName``, the host label and
 ``DCGM_FI_DRIVER_VERSION``. The host label was ``Hostname`` in dcgm-exporter
 until May 2026 and is ``hostname`` since; ``--host-label`` picks it (default
@@ -49,6 +51,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fakehw.dcgm import counters as dcgm_counters
+from fakehw.dcgm.fields import ANSWERS_WHEN_LOST, FIELDS
 from fakehw.service.client import Client, DaemonUnavailable, RequestFailed
 
 HOST_LABELS = ("hostname", "Hostname", "both")
@@ -73,62 +77,6 @@ SEND_CHUNK = 1 << 20
 
 TEXT = "text/plain; charset=utf-8"
 METRICS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-
-# name, type, help (dcgm-exporter etc/default-counters.csv), value from a GPU record
-METRICS: tuple[tuple[str, str, str, Any], ...] = (
-    ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).",
-     lambda g: g["clock_sm_mhz"]),
-    ("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock frequency (in MHz).",
-     lambda g: g["clock_memory_mhz"]),
-    ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C).",
-     lambda g: g["temperature_memory_c"]),
-    ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C).",
-     lambda g: g["temperature_gpu_c"]),
-    ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).",
-     lambda g: round(g["power_draw_mw"] / 1000, 3)),
-    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter",
-     "Total energy consumption since boot (in mJ).", lambda g: g["energy_mj"]),
-    ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "counter", "Total number of PCIe retries.",
-     lambda g: 0),
-    ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).",
-     lambda g: g["utilization_gpu_pct"]),
-    ("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory utilization (in %).",
-     lambda g: g["utilization_memory_pct"]),
-    ("DCGM_FI_DEV_ENC_UTIL", "gauge", "Encoder utilization (in %).", lambda g: 0),
-    ("DCGM_FI_DEV_DEC_UTIL", "gauge", "Decoder utilization (in %).", lambda g: 0),
-    ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered.",
-     lambda g: g["last_xid"]),
-    ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).",
-     lambda g: g["memory_total_mib"] - g["memory_reserved_mib"] - g["memory_used_mib"]),
-    ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).",
-     lambda g: g["memory_used_mib"]),
-    ("DCGM_FI_DEV_FB_RESERVED", "gauge", "Framebuffer memory reserved (in MiB).",
-     lambda g: g["memory_reserved_mib"]),
-    ("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "counter",
-     "Total number of NVLink bandwidth counters for all lanes",
-     lambda g: g["nvlink_tx_kib_total"] + g["nvlink_rx_kib_total"]),
-    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "counter",
-     "Number of remapped rows for uncorrectable errors", lambda g: 0),
-    ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "counter",
-     "Number of remapped rows for correctable errors", lambda g: 0),
-    ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "gauge", "Whether remapping of rows has failed",
-     lambda g: 0),
-    ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.",
-     lambda g: round(g["utilization_gpu_pct"] / 100 * 0.97, 6)),
-    ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "gauge",
-     "Ratio of cycles the tensor (HMMA) pipe is active.",
-     lambda g: round(g["utilization_gpu_pct"] / 100 * 0.46 * g["clock_sm_mhz"] / 1980, 6)),
-    ("DCGM_FI_PROF_DRAM_ACTIVE", "gauge",
-     "Ratio of cycles the device memory interface is active sending or receiving data.",
-     lambda g: round(g["utilization_memory_pct"] / 100, 6)),
-    ("DCGM_FI_PROF_PCIE_TX_BYTES", "counter",
-     "The rate of data transmitted over the PCIe bus - including both protocol headers and "
-     "data payloads - in bytes per second.", lambda g: g["pcie_tx_kbps"] * 1000),
-    ("DCGM_FI_PROF_PCIE_RX_BYTES", "counter",
-     "The rate of data received over the PCIe bus - including both protocol headers and "
-     "data payloads - in bytes per second.", lambda g: g["pcie_rx_kbps"] * 1000),
-)  # fmt: skip
-ANSWERS_WHEN_LOST = "DCGM_FI_DEV_XID_ERRORS"  # a GPU off the bus (XID 79) answers only this
 
 
 # ------------------------------------------------------------------ the listen address
@@ -285,10 +233,14 @@ class _Cached:
 class DcgmCollector:
     """The DCGM exporter's metrics, from the daemon, as Prometheus text."""
 
-    def __init__(self, host_label: str = "hostname") -> None:
+    def __init__(self, host_label: str = "hostname",
+                 counters: tuple[dcgm_counters.Counter, ...] | None = None) -> None:  # fmt: skip
         if host_label not in HOST_LABELS:
             raise ValueError(f"host label must be one of {', '.join(HOST_LABELS)}")
         self.host_label = host_label
+        chosen = counters if counters is not None else dcgm_counters.load()
+        self.metrics = tuple(c for c in chosen if c.kind != "label")
+        self.label_fields = tuple(c.field for c in chosen if c.kind == "label")
         self.daemon = DaemonLink()
         self._lock = threading.Lock()  # one scrape at a time talks to the daemon
         self._cache: dict[int | str | None, _Cached] = {}
@@ -309,7 +261,7 @@ class DcgmCollector:
                 self._cache = {k: c for k, c in self._cache.items() if now - c.at < CACHE_S}
                 try:
                     rows = self._node_rows(node) if node is not None else self._all_rows()
-                    cached = _Cached(now, {False: exposition(rows)})
+                    cached = _Cached(now, {False: exposition(self.metrics, rows)})
                 except DaemonUnavailable as exc:
                     cached = _Cached(now, error=exc)
                 self._cache[node] = cached
@@ -362,7 +314,8 @@ class DcgmCollector:
             labels["Hostname"] = node["hostname"]
         if self.host_label in ("hostname", "both"):
             labels["hostname"] = node["hostname"]
-        labels["DCGM_FI_DRIVER_VERSION"] = snapshot["driver_version"]
+        if "DCGM_FI_DRIVER_VERSION" in self.label_fields:
+            labels["DCGM_FI_DRIVER_VERSION"] = snapshot["driver_version"]
         return labels
 
     def rows(self, snapshot: Any, node: Any) -> list[GpuRow]:
@@ -373,8 +326,8 @@ class DcgmCollector:
                 f'{k}="{_escape(v)}"' for k, v in self.labels(snapshot, node, gpu).items()
             )
             lost = bool(gpu.get("lost"))
-            values = [None if lost and name != ANSWERS_WHEN_LOST else _number(read(gpu))
-                      for name, _kind, _help, read in METRICS]  # fmt: skip
+            values = [None if lost and c.field != ANSWERS_WHEN_LOST
+                      else _number(FIELDS[c.field].read(gpu)) for c in self.metrics]  # fmt: skip
             rows.append(GpuRow(labels, values))
         return rows
 
@@ -390,7 +343,7 @@ class DcgmCollector:
 @dataclass(frozen=True)
 class GpuRow:
     labels: str  # 'gpu="0",UUID="GPU-...",...'
-    values: list[str | None]  # in METRICS order
+    values: list[str | None]  # in the collector's metrics' order
 
 
 def _number(value: float) -> str:
@@ -403,11 +356,12 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def exposition(rows: list[GpuRow]) -> bytes:
+def exposition(metrics: tuple[dcgm_counters.Counter, ...], rows: list[GpuRow]) -> bytes:
     """The Prometheus text format as dcgm-exporter writes it: one family per field."""
     out: list[str] = []
-    for k, (name, kind, documentation, _read) in enumerate(METRICS):
-        out.append(f"# HELP {name} {documentation}\n# TYPE {name} {kind}\n")
+    for k, counter in enumerate(metrics):
+        name = counter.field
+        out.append(f"# HELP {name} {counter.help}\n# TYPE {name} {counter.kind}\n")
         out += [f"{name}{{{row.labels}}} {row.values[k]}\n" for row in rows
                 if row.values[k] is not None]  # fmt: skip
     return "".join(out).encode()
@@ -771,8 +725,9 @@ class ExporterServer:
                 self._answer(conn, response)
 
 
-def serve(listen: str, host_label: str) -> ExporterServer:
+def serve(listen: str, host_label: str,
+          counters: tuple[dcgm_counters.Counter, ...] | None = None) -> ExporterServer:  # fmt: skip
     """The exporter's HTTP server, listening, not yet serving (``ValueError``: a bad
     ``listen``; ``OSError``: it cannot listen there)."""
     address = parse_listen(listen)
-    return ExporterServer(address, MetricsApp(DcgmCollector(host_label)))
+    return ExporterServer(address, MetricsApp(DcgmCollector(host_label, counters)))
