@@ -19,7 +19,7 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
-from fakehw.contract.limits import CYCLE_S_RANGE, INTENSITY_RANGE
+from fakehw.contract.limits import CYCLE_S_RANGE, INTENSITY_RANGE, MAX_PROCESSES_PER_GPU
 from fakehw.specs import GpuSpec
 from fakehw.thermal import FloatArray
 from fakehw.workload import DEFAULT_CYCLE_S, PHASES, PhaseProfile
@@ -32,7 +32,6 @@ DRIVER_OVERHEAD_MIB = 9
 # as shares of the usable memory (the trace: 34363 and 46617 of 81079 MiB).
 DEFAULT_LOAD_SHARE = 0.42
 DEFAULT_TRAIN_SHARE = 0.575
-MAX_PROCESSES_PER_GPU = 64  # attach is refused beyond this: no unbounded growth
 
 
 class AttachOptions(TypedDict, total=False):

@@ -271,16 +271,7 @@ int main(void) {
 def c_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The C program above, compiled against nvml.h and linked as a driver's client is
     (-lnvidia-ml, the unversioned name)."""
-    assert NATIVE is not None
-    directory = tmp_path_factory.mktemp("nvml-c")
-    (directory / "client.c").write_text(C_PROGRAM)
-    compiled = subprocess.run(
-        ["cc", "-std=c11", "-D_GNU_SOURCE", "-O1", "-Wall", "-I", str(nvml_header()),
-         str(directory / "client.c"), "-o", str(directory / "client"), "-L", NATIVE,
-         "-lnvidia-ml", "-lpthread"], capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
-    return directory / "client"
+    return compile_c(tmp_path_factory.mktemp("nvml-c"), "client", C_PROGRAM)
 
 
 def test_a_c_program_built_against_nvml_h(busy: Node, c_program: Path) -> None:
@@ -524,3 +515,89 @@ def test_topology_samples_and_accounting_as_a_real_h100_gives_them(busy: Node) -
     assert [switches.count(bus) for bus in dict.fromkeys(switches)] == [5, 4, 4, 5]
     assert {device_id for _, _, device_id in data["links"]} == {0x22A310DE}
     assert data["beyond"] == "NVMLError_InvalidArgument"  # link 18 of links 0-17
+
+
+ROBUST = r"""
+#include <nvml.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static void *reader(void *arg) {
+    nvmlDevice_t d;
+    unsigned int t = 0;
+    nvmlDeviceGetHandleByIndex_v2(0, &d);
+    *(int *)arg = nvmlDeviceGetTemperature(d, NVML_TEMPERATURE_GPU, &t) == NVML_SUCCESS && t > 0;
+    return NULL;
+}
+int main(int argc, char **argv) {
+    unsigned int count = 0, pid = (unsigned int)atoi(argv[1]);
+    int before = nvmlDeviceGetCount_v2(NULL); /* UNINITIALIZED, whatever the arguments */
+    for (int i = 0; i < 300; i++) { nvmlInit_v2(); nvmlShutdown(); }
+    nvmlInit_v2();
+    nvmlDeviceGetCount_v2(&count);
+    char maps[256], line[4096];
+    snprintf(maps, sizeof maps, "/proc/self/maps");
+    FILE *f = fopen(maps, "r");
+    int mapped = 0;
+    while (f && fgets(line, sizeof line, f))
+        mapped += strstr(line, "node-0.snap") != NULL;
+    if (f) fclose(f);
+    char name[512], small[8];
+    int full = nvmlSystemGetProcessName(pid, name, sizeof name);
+    int cut = nvmlSystemGetProcessName(pid, small, sizeof small);
+    int empty = nvmlSystemGetProcessName(pid, small, 0);
+    pthread_attr_t attr; /* a program's small thread stack: the library needs no big TLS */
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_t thread;
+    int read_ok = 0;
+    int created = pthread_create(&thread, &attr, reader, &read_ok);
+    if (created == 0) pthread_join(thread, NULL);
+    nvmlDevice_t d;
+    nvmlDeviceGetHandleByIndex_v2(0, &d);
+    nvmlTemperature_t reading = {.version = 12345, .sensorType = NVML_TEMPERATURE_GPU};
+    int version = nvmlDeviceGetTemperatureV(d, &reading);
+    unsigned long long errors;
+    int l1 = nvmlDeviceGetMemoryErrorCounter(d, NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_VOLATILE_ECC,
+                                             NVML_MEMORY_LOCATION_L1_CACHE, &errors);
+    int dram = nvmlDeviceGetMemoryErrorCounter(d, NVML_MEMORY_ERROR_TYPE_CORRECTED,
+                                               NVML_VOLATILE_ECC, NVML_MEMORY_LOCATION_DRAM,
+                                               &errors);
+    unsigned int mhz;
+    int clock = nvmlDeviceGetClock(d, NVML_CLOCK_SM, (nvmlClockId_t)77, &mhz);
+    printf("{\"before\": %d, \"count\": %u, \"mapped\": %d, \"full\": [%d, \"%s\"], "
+           "\"cut\": [%d, \"%s\"], \"empty\": %d, \"thread\": [%d, %d], \"version\": %d, "
+           "\"l1\": %d, \"dram\": %d, \"clock\": %d}\n", before, count, mapped, full, name, cut,
+           small, empty, created, read_ok, version, l1, dram, clock);
+    return 0;
+}
+"""
+
+
+def test_the_library_holds_up_as_a_long_running_client_uses_it(tmp_path: Path) -> None:
+    """What an audit of the library found, each as a client meets it: a call before init;
+    init and shutdown in a loop (one mapping, not one per init); a process name longer
+    than a short buffer (cut, as the driver cuts it) and one of 100 characters (whole);
+    a thread with a 64 KiB stack; bad struct versions and enums; locations an H100 does
+    not count ([N/A] in nvidia-smi)."""
+    program = compile_c(
+        tmp_path,
+        "robust",
+        ROBUST.replace("#include <string.h>", "#include <string.h>\n#include <stdlib.h>"),
+    )
+    node = Node("h100", 2)
+    try:
+        name = "python3 -m torch.distributed.run --nproc-per-node 8 train.py --config " + "x" * 40
+        pid = node.run_process(name, 0, 20000)
+        out = json.loads(run(node, str(program), str(pid)).stdout)
+        listed = node.smi("--query-compute-apps=pid,process_name", "--format=csv,noheader").stdout
+    finally:
+        node.close()
+    assert out["before"] == 1 and out["count"] == 2  # NVML_ERROR_UNINITIALIZED first
+    assert out["mapped"] == 1  # 301 inits, one mapping of the node's file
+    assert out["full"] == [0, name] and f"{pid}, {name}" in listed  # as nvidia-smi names it
+    assert out["cut"] == [0, name[:7]] and out["empty"] == 2  # cut to the buffer; none: refused
+    assert out["thread"] == [0, 1]  # created, and it read a temperature
+    assert out["version"] == 25  # NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+    assert (out["l1"], out["dram"], out["clock"]) == (3, 0, 2)  # NOT_SUPPORTED, 0, INVALID

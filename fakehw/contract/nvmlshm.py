@@ -31,9 +31,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fakehw.contract.config import MAX_GPUS_PER_NODE
+from fakehw.contract.limits import MAX_PROCESSES_PER_GPU
+
 MAGIC = b"FHWNVML1"
-LAYOUT_VERSION = 3
-MAX_PROCESSES_PER_NODE = 512  # 64 per GPU (the daemon's limit) on 8 GPUs
+LAYOUT_VERSION = 4
+# room for every process the daemon allows on the largest node (64 per GPU on 16 GPUs)
+MAX_PROCESSES_PER_NODE = MAX_PROCESSES_PER_GPU * MAX_GPUS_PER_NODE
 MIB = 1 << 20
 
 # struct codes -> C types
@@ -183,7 +187,7 @@ PROCESS = packed_fields((
     Field("gpu_index", "I", "the GPU it runs on, by index"),
     Field("sm_util_pct", "I", ""),
     Field("mem_util_pct", "I", ""),
-    Field("name", "64s", "the process's name, as nvidia-smi shows it"),
+    Field("name", "256s", "the process's name, as nvidia-smi shows it (NUL-terminated)"),
 ))  # fmt: skip
 
 ARCHITECTURES = {"Ampere": 7, "Hopper": 9, "Blackwell": 10}  # nvmlDeviceArchitecture_t
@@ -271,6 +275,18 @@ def _gpu_value(field: Field, gpu: Mapping[str, Any], model: Mapping[str, Any],
     return _text(value) if field.code.endswith("s") and not isinstance(value, bytes) else value
 
 
+def _pack(layout: struct.Struct, fields: tuple[Field, ...], values: list[object]) -> bytes:
+    """A record; each text cut to whole characters one byte short of its field, so that
+    a C reader always finds its NUL (the magic is eight bytes, no text)."""
+    fitted: list[object] = []
+    for field, value in zip(fields, values, strict=True):
+        if field.code.endswith("s") and field.name != "magic" and isinstance(value, bytes):
+            room = int(field.code[:-1]) - 1
+            value = value[:room].decode("utf-8", "ignore").encode()
+        fitted.append(value)
+    return layout.pack(*fitted)
+
+
 def pack_node(snapshot: Mapping[str, Any], node: Mapping[str, Any], sequence: int,
               daemon_pid: int) -> bytes:  # fmt: skip
     """The file's contents for ``node`` (a node of the daemon's ``snapshot``)."""
@@ -296,10 +312,10 @@ def pack_node(snapshot: Mapping[str, Any], node: Mapping[str, Any], sequence: in
         "nvml_version": _text(snapshot["nvml_version"]),
         "hostname": _text(node["hostname"]),
     }
-    parts = [HEADER_STRUCT.pack(*(header[f.name] for f in HEADER))]
+    parts = [_pack(HEADER_STRUCT, HEADER, [header[f.name] for f in HEADER])]
     for gpu in node["gpus"]:
         model = models[gpu["model"]]
-        parts.append(GPU_STRUCT.pack(*(_gpu_value(f, gpu, model, node["host"]) for f in GPU)))
+        parts.append(_pack(GPU_STRUCT, GPU, [_gpu_value(f, gpu, model, node["host"]) for f in GPU]))
     for process in processes:
         values = {
             "used_memory_bytes": process["used_memory_mib"] * MIB,
@@ -309,7 +325,7 @@ def pack_node(snapshot: Mapping[str, Any], node: Mapping[str, Any], sequence: in
             "mem_util_pct": process.get("mem_util_pct", 0),
             "name": _text(process["name"]),
         }
-        parts.append(PROCESS_STRUCT.pack(*(values[f.name] for f in PROCESS)))
+        parts.append(_pack(PROCESS_STRUCT, PROCESS, [values[f.name] for f in PROCESS]))
     return b"".join(parts)
 
 

@@ -35,8 +35,9 @@ COMMAND fakehw's NVML, two implementations of one behaviour:
   names (default 0) and maps that node's snapshot file read-only
   (docs/protocol.md, "The NVML snapshot file"); each call then copies what it needs
   out of shared memory: no round trip, any number of threads at once, a forked child
-  keeps working, and a restarted daemon is found again within a few seconds (while
-  there is none, calls fail with `NVML_ERROR_UNKNOWN`, never a frozen reading). No
+  keeps working, and a restarted daemon is found again within a few seconds (once
+  the daemon's ticks have stopped for 1.5 s, calls fail with `NVML_ERROR_UNKNOWN`
+  rather than repeat the last reading; a call waits at most a second for it). No
   daemon at `nvmlInit`: `NVML_ERROR_DRIVER_NOT_LOADED`, as on a machine without the
   driver (`fakehw exec` starts one first).
 * **the Python layer** (`fakehw/nvml/library.py`), the fallback: where the library

@@ -4,8 +4,8 @@
 #include <stdint.h>
 
 #define FAKEHW_SNAPSHOT_MAGIC "FHWNVML1"
-#define FAKEHW_SNAPSHOT_LAYOUT 3
-#define FAKEHW_SNAPSHOT_MAX_PROCESSES 512
+#define FAKEHW_SNAPSHOT_LAYOUT 4
+#define FAKEHW_SNAPSHOT_MAX_PROCESSES 1024
 
 typedef struct fakehw_header_t {
     char magic[8];  /* FHWNVML1 */
@@ -131,8 +131,8 @@ typedef struct fakehw_process_t {
     uint32_t gpu_index;  /* the GPU it runs on, by index */
     uint32_t sm_util_pct;
     uint32_t mem_util_pct;
-    char name[64];  /* the process's name, as nvidia-smi shows it */
+    char name[256];  /* the process's name, as nvidia-smi shows it (NUL-terminated) */
 } fakehw_process_t;
-_Static_assert(sizeof(fakehw_process_t) == 88, "fakehw_process_t layout");
+_Static_assert(sizeof(fakehw_process_t) == 280, "fakehw_process_t layout");
 
 #endif

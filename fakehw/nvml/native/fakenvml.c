@@ -39,9 +39,10 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_DEVICES 64
-#define STALE_NS 3000000000LL      /* no new tick for 3 s: the daemon is gone */
+#define STALE_NS 1500000000LL      /* no new tick for 1.5 s (15 ticks): the daemon is gone */
 #define RETRY_NS 1000000000LL      /* ask a daemon again at most once a second */
 #define MIB (1024ULL * 1024ULL)
+#define SETTER_TIMEOUT_S 10L       /* a setter waits this long for the daemon's answer */
 #define DRIVER_BRANCH "580.159.04"
 
 struct nvmlDevice_st {
@@ -51,8 +52,17 @@ struct nvmlDevice_st {
 static struct nvmlDevice_st devices[MAX_DEVICES];
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int refcount;
-static const unsigned char *mapping;   /* the node's file, read-only; never unmapped */
-static size_t mapping_size;
+/* The node's file, mapped read-only, with its size and identity, published as one
+ * pointer (a reader never pairs one mapping with another's size). Never unmapped or
+ * freed: a reader may still copy from an old one; a new one is made only for a new
+ * file (a restarted daemon), so there are as many as daemons seen. */
+struct snapshot_map {
+    const unsigned char *base;
+    size_t size;
+    dev_t dev;
+    ino_t ino;
+};
+static struct snapshot_map *mapping;
 static long long last_tick_seen;
 static long long tick_changed_ns;
 static long long asked_ns;
@@ -98,8 +108,9 @@ static int node_argument(char *out, size_t size) {
     return 0;
 }
 
-/* One request on the daemon's socket and its one-line reply. */
-static nvmlReturn_t daemon_exchange(const char *request, char *reply, size_t size) {
+/* One request on the daemon's socket and its one-line reply, within ``timeout_s``. */
+static nvmlReturn_t daemon_exchange(const char *request, char *reply, size_t size,
+                                    long timeout_s) {
     char dir[4096];
     runtime_dir(dir, sizeof dir);
     struct sockaddr_un address = {.sun_family = AF_UNIX};
@@ -109,7 +120,7 @@ static nvmlReturn_t daemon_exchange(const char *request, char *reply, size_t siz
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return NVML_ERROR_DRIVER_NOT_LOADED;
-    struct timeval timeout = {.tv_sec = 10};
+    struct timeval timeout = {.tv_sec = timeout_s};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
@@ -141,7 +152,7 @@ static nvmlReturn_t ask_daemon(char *path, size_t size) {
     if (node_argument(node, sizeof node) != 0)
         return NVML_ERROR_INVALID_ARGUMENT;
     snprintf(request, sizeof request, "{\"id\":1,\"op\":\"publish\",\"node\":%s}\n", node);
-    nvmlReturn_t ok = daemon_exchange(request, reply, sizeof reply);
+    nvmlReturn_t ok = daemon_exchange(request, reply, sizeof reply, 1); /* a getter waits */
     if (ok != NVML_SUCCESS)
         return ok;
     const char *key = strstr(reply, "\"path\":");
@@ -171,6 +182,14 @@ static nvmlReturn_t attach_snapshot(void) {
         close(fd);
         return NVML_ERROR_UNKNOWN;
     }
+    struct snapshot_map *current = __atomic_load_n(&mapping, __ATOMIC_ACQUIRE);
+    if (current && current->dev == st.st_dev && current->ino == st.st_ino &&
+        current->size == (size_t)st.st_size) {
+        close(fd); /* the same file (an init after a shutdown): the same mapping */
+        last_tick_seen = -1;
+        tick_changed_ns = now_ns();
+        return NVML_SUCCESS;
+    }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (map == MAP_FAILED)
@@ -183,8 +202,13 @@ static nvmlReturn_t attach_snapshot(void) {
         munmap(map, (size_t)st.st_size);
         return NVML_ERROR_LIB_RM_VERSION_MISMATCH;
     }
-    __atomic_store_n(&mapping_size, (size_t)st.st_size, __ATOMIC_RELAXED);
-    __atomic_store_n(&mapping, (const unsigned char *)map, __ATOMIC_RELEASE);
+    struct snapshot_map *made = malloc(sizeof *made);
+    if (!made) {
+        munmap(map, (size_t)st.st_size);
+        return NVML_ERROR_MEMORY;
+    }
+    *made = (struct snapshot_map){map, (size_t)st.st_size, st.st_dev, st.st_ino};
+    __atomic_store_n(&mapping, made, __ATOMIC_RELEASE);
     last_tick_seen = -1;
     tick_changed_ns = now_ns();
     return NVML_SUCCESS;
@@ -206,26 +230,28 @@ static void maybe_reattach(void) {
  * consistent snapshot. */
 static nvmlReturn_t copy_snapshot(fakehw_header_t *header, size_t offset, void *out, size_t size) {
     for (int attempt = 0; attempt < 2; attempt++) {
-        const unsigned char *base = __atomic_load_n(&mapping, __ATOMIC_ACQUIRE);
-        if (!base || __atomic_load_n(&refcount, __ATOMIC_RELAXED) <= 0)
+        const struct snapshot_map *map = __atomic_load_n(&mapping, __ATOMIC_ACQUIRE);
+        if (!map || __atomic_load_n(&refcount, __ATOMIC_RELAXED) <= 0)
             return NVML_ERROR_UNINITIALIZED;
+        const unsigned char *base = map->base;
         const fakehw_header_t *live = (const fakehw_header_t *)base;
-        size_t limit = __atomic_load_n(&mapping_size, __ATOMIC_RELAXED);
-        if (offset + size > limit)
+        if (offset + size > map->size)
             return NVML_ERROR_INVALID_ARGUMENT;
-        for (int spin = 0; spin < 100000; spin++) {
+        int consistent = 0;
+        for (int spin = 0; spin < 20000 && !consistent; spin++) {
             uint64_t before = __atomic_load_n(&live->sequence, __ATOMIC_ACQUIRE);
             if (before & 1) {
-                sched_yield();
+                sched_yield(); /* a write is under way: it takes microseconds */
                 continue;
             }
             memcpy(header, base, sizeof *header);
             if (size)
                 memcpy(out, base + offset, size);
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&live->sequence, __ATOMIC_RELAXED) == before)
-                break;
+            consistent = __atomic_load_n(&live->sequence, __ATOMIC_RELAXED) == before;
         }
+        if (!consistent)
+            return NVML_ERROR_UNKNOWN; /* a writer stopped half way (a frozen daemon) */
         long long now = now_ns();
         if ((long long)header->tick != __atomic_load_n(&last_tick_seen, __ATOMIC_RELAXED)) {
             __atomic_store_n(&last_tick_seen, (long long)header->tick, __ATOMIC_RELAXED);
@@ -234,7 +260,7 @@ static nvmlReturn_t copy_snapshot(fakehw_header_t *header, size_t offset, void *
         int stale = now - __atomic_load_n(&tick_changed_ns, __ATOMIC_RELAXED) > STALE_NS;
         if (!header->closed && !stale)
             return NVML_SUCCESS;
-        const unsigned char *old = base;
+        const struct snapshot_map *old = map;
         maybe_reattach();
         if (__atomic_load_n(&mapping, __ATOMIC_ACQUIRE) == old)
             return NVML_ERROR_UNKNOWN; /* no daemon to answer: nothing current to say */
@@ -266,18 +292,38 @@ static nvmlReturn_t read_gpu(nvmlDevice_t device, fakehw_gpu_t *gpu) {
     return NVML_SUCCESS;
 }
 
-/* The processes on the node (at most ``room``), in one consistent copy. */
-static nvmlReturn_t read_processes(fakehw_process_t *out, unsigned int room, unsigned int *count,
+/* The processes on the node, in one consistent copy: ``*out`` is the caller's to free
+ * (the heap, not thread-local storage: a program's small thread stacks stay usable). */
+static nvmlReturn_t read_processes(fakehw_process_t **out, unsigned int *count,
                                    fakehw_header_t *header) {
-    if (room > FAKEHW_SNAPSHOT_MAX_PROCESSES)
-        room = FAKEHW_SNAPSHOT_MAX_PROCESSES;
-    nvmlReturn_t ok = read_header(header);
-    if (ok != NVML_SUCCESS)
-        return ok;
-    size_t offset = sizeof(fakehw_header_t) + (size_t)header->gpu_count * sizeof(fakehw_gpu_t);
-    ok = copy_snapshot(header, offset, out, (size_t)room * sizeof *out);
-    *count = header->process_count < room ? header->process_count : room;
-    return ok;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        nvmlReturn_t ok = read_header(header);
+        if (ok != NVML_SUCCESS)
+            return ok;
+        unsigned int gpus = header->gpu_count, n = header->process_count;
+        if (n > FAKEHW_SNAPSHOT_MAX_PROCESSES)
+            n = FAKEHW_SNAPSHOT_MAX_PROCESSES;
+        fakehw_process_t *found = malloc(((size_t)n + 1) * sizeof *found);
+        if (!found)
+            return NVML_ERROR_MEMORY;
+        size_t offset = sizeof(fakehw_header_t) + (size_t)gpus * sizeof(fakehw_gpu_t);
+        fakehw_header_t again;
+        ok = copy_snapshot(&again, offset, found, (size_t)n * sizeof *found);
+        if (ok != NVML_SUCCESS) {
+            free(found);
+            return ok;
+        }
+        if (again.gpu_count == gpus && again.process_count == header->process_count) {
+            for (unsigned int i = 0; i < n; i++) /* a name always ends */
+                found[i].name[sizeof found[i].name - 1] = 0;
+            *header = again;
+            *out = found;
+            *count = n;
+            return NVML_SUCCESS;
+        }
+        free(found); /* the table changed between the two reads: again */
+    }
+    return NVML_ERROR_UNKNOWN;
 }
 
 static nvmlReturn_t write_string(char *buffer, unsigned int length, const char *text) {
@@ -298,8 +344,16 @@ static nvmlReturn_t write_string(char *buffer, unsigned int length, const char *
             return _ok;                              \
     } while (0)
 
+/* As the driver: a call before nvmlInit is UNINITIALIZED, whatever its arguments. */
+#define CHECK_INIT()                                              \
+    do {                                                          \
+        if (__atomic_load_n(&refcount, __ATOMIC_ACQUIRE) <= 0)    \
+            return NVML_ERROR_UNINITIALIZED;                      \
+    } while (0)
+
 #define NEED(pointer)                          \
     do {                                       \
+        CHECK_INIT();                          \
         if (!(pointer))                        \
             return NVML_ERROR_INVALID_ARGUMENT; \
     } while (0)
@@ -391,17 +445,26 @@ EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *version) {
     return nvmlSystemGetCudaDriverVersion(version);
 }
 
+/* As the driver: the name cut to the caller's buffer (not INSUFFICIENT_SIZE). */
 EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length) {
-    static __thread fakehw_process_t processes[FAKEHW_SNAPSHOT_MAX_PROCESSES];
+    CHECK_INIT();
+    if (!name || length == 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
     fakehw_header_t header;
+    fakehw_process_t *processes;
     unsigned int count;
-    nvmlReturn_t ok = read_processes(processes, FAKEHW_SNAPSHOT_MAX_PROCESSES, &count, &header);
+    nvmlReturn_t ok = read_processes(&processes, &count, &header);
     if (ok != NVML_SUCCESS)
         return ok;
+    ok = NVML_ERROR_NOT_FOUND;
     for (unsigned int i = 0; i < count; i++)
-        if (processes[i].pid == pid)
-            return write_string(name, length, processes[i].name);
-    return NVML_ERROR_NOT_FOUND;
+        if (processes[i].pid == pid) {
+            snprintf(name, length, "%s", processes[i].name);
+            ok = NVML_SUCCESS;
+            break;
+        }
+    free(processes);
+    return ok;
 }
 
 /* ------------------------------------------------------------------ devices */
@@ -686,23 +749,20 @@ CODEC_GETTER(nvmlDeviceGetDecoderUtilization)
 CODEC_GETTER(nvmlDeviceGetJpgUtilization)
 CODEC_GETTER(nvmlDeviceGetOfaUtilization)
 
-/* The processes on one GPU: their count, and their records (at most ``room``). */
-static nvmlReturn_t gpu_processes(nvmlDevice_t device, fakehw_process_t *found, unsigned int room,
+/* The processes on one GPU: their records (``*found``, the caller's to free), and count. */
+static nvmlReturn_t gpu_processes(nvmlDevice_t device, fakehw_process_t **found,
                                   unsigned int *count, fakehw_header_t *header) {
-    static __thread fakehw_process_t all[FAKEHW_SNAPSHOT_MAX_PROCESSES];
     GPU_OR_RETURN(device, gpu);
+    fakehw_process_t *all;
     unsigned int total;
-    nvmlReturn_t ok = read_processes(all, FAKEHW_SNAPSHOT_MAX_PROCESSES, &total, header);
+    nvmlReturn_t ok = read_processes(&all, &total, header);
     if (ok != NVML_SUCCESS)
         return ok;
     *count = 0;
-    for (unsigned int i = 0; i < total; i++) {
-        if (all[i].gpu_index != gpu.index)
-            continue;
-        if (*count < room)
-            found[*count] = all[i];
-        (*count)++;
-    }
+    for (unsigned int i = 0; i < total; i++)
+        if (all[i].gpu_index == gpu.index)
+            all[(*count)++] = all[i]; /* in place: the GPU's own, in order */
+    *found = all;
     return NVML_SUCCESS;
 }
 
@@ -712,15 +772,16 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
                                                    unsigned long long last_seen) {
     (void)last_seen;
     NEED(count);
-    static __thread fakehw_process_t found[FAKEHW_SNAPSHOT_MAX_PROCESSES];
+    fakehw_process_t *found;
     fakehw_header_t header;
     unsigned int total;
-    nvmlReturn_t ok = gpu_processes(device, found, FAKEHW_SNAPSHOT_MAX_PROCESSES, &total, &header);
+    nvmlReturn_t ok = gpu_processes(device, &found, &total, &header);
     if (ok != NVML_SUCCESS)
         return ok;
-    if (total == 0)
-        return NVML_ERROR_NOT_FOUND; /* no samples since last_seen, as the driver says */
-    if (!samples || *count < total) {
+    if (total == 0 || !samples || *count < total) {
+        free(found);
+        if (total == 0)
+            return NVML_ERROR_NOT_FOUND; /* no samples since last_seen, as the driver says */
         *count = total;
         return NVML_ERROR_INSUFFICIENT_SIZE;
     }
@@ -732,6 +793,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
         samples[i].encUtil = 0;
         samples[i].decUtil = 0;
     }
+    free(found);
     *count = total;
     return NVML_SUCCESS;
 }
@@ -749,6 +811,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, nvmlTemperatur
 
 EXPORT nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t device, nvmlTemperature_t *reading) {
     NEED(reading);
+    if (reading->version != nvmlTemperature_v1)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     if (reading->sensorType != NVML_TEMPERATURE_GPU)
         return NVML_ERROR_INVALID_ARGUMENT;
     GPU_OR_RETURN(device, gpu);
@@ -766,7 +830,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetTemperatureThreshold(nvmlDevice_t device,
     case NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: *temperature = gpu.temp_slowdown_c; break;
     case NVML_TEMPERATURE_THRESHOLD_MEM_MAX: *temperature = gpu.temp_memory_max_c; break;
     case NVML_TEMPERATURE_THRESHOLD_GPU_MAX: *temperature = gpu.temp_max_operating_c; break;
-    default: return NVML_ERROR_NOT_SUPPORTED; /* acoustic limits: passively cooled boards */
+    case NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_MIN:
+    case NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_CURR:
+    case NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_MAX:
+    case NVML_TEMPERATURE_THRESHOLD_GPS_CURR:
+        return NVML_ERROR_NOT_SUPPORTED; /* acoustic limits: passively cooled boards */
+    default: return NVML_ERROR_INVALID_ARGUMENT;
     }
     return NVML_SUCCESS;
 }
@@ -774,6 +843,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetTemperatureThreshold(nvmlDevice_t device,
 EXPORT nvmlReturn_t nvmlDeviceGetMarginTemperature(nvmlDevice_t device,
                                                   nvmlMarginTemperature_t *margin) {
     NEED(margin);
+    if (margin->version != nvmlMarginTemperature_v1)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     GPU_OR_RETURN(device, gpu);
     margin->marginTemperature = (int)gpu.tlimit_base_c - gpu.temperature_gpu_c;
     return NVML_SUCCESS;
@@ -856,6 +927,8 @@ CLOCK_GETTER(nvmlDeviceGetMaxCustomerBoostClock, 1)
 EXPORT nvmlReturn_t nvmlDeviceGetClock(nvmlDevice_t device, nvmlClockType_t kind,
                                       nvmlClockId_t clock_id, unsigned int *mhz) {
     NEED(mhz);
+    if (clock_id >= NVML_CLOCK_ID_COUNT)
+        return NVML_ERROR_INVALID_ARGUMENT;
     GPU_OR_RETURN(device, gpu);
     return clock_of(&gpu, kind, clock_id != NVML_CLOCK_ID_CURRENT, mhz)
                ? NVML_SUCCESS
@@ -1025,7 +1098,16 @@ EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int count,
             break;
         case NVML_FI_DEV_POWER_AVERAGE:
         case NVML_FI_DEV_POWER_INSTANT:
-            /* scopeId NVML_POWER_SCOPE_MEMORY: the memory's own power, not the GPU's */
+            /* scopeId NVML_POWER_SCOPE_MEMORY: the memory's own power, not the GPU's; an
+             * H100 board has no module power ([N/A], as nvidia-smi's module.power.*) */
+            if (field->scopeId == NVML_POWER_SCOPE_MODULE) {
+                field->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+                break;
+            }
+            if (field->scopeId != NVML_POWER_SCOPE_GPU && field->scopeId != NVML_POWER_SCOPE_MEMORY) {
+                field->nvmlReturn = NVML_ERROR_INVALID_ARGUMENT;
+                break;
+            }
             field->value.uiVal = field->scopeId == NVML_POWER_SCOPE_MEMORY ? gpu.memory_power_mw
                                  : field->fieldId == NVML_FI_DEV_POWER_AVERAGE ? gpu.power_draw_mw
                                                                                : gpu.power_instant_mw;
@@ -1036,6 +1118,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int count,
         case NVML_FI_DEV_NVLINK_THROUGHPUT_RAW_RX: {
             if (!links) {
                 field->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+                break;
+            }
+            if (!all_links && field->scopeId >= links) { /* scopeId: a link, or all of them */
+                field->nvmlReturn = NVML_ERROR_INVALID_ARGUMENT;
                 break;
             }
             int tx = field->fieldId == NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX ||
@@ -1075,6 +1161,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, nvmlMemoryE
                                                nvmlEccCounterType_t counter,
                                                unsigned long long *count) {
     NEED(count);
+    if (error >= NVML_MEMORY_ERROR_TYPE_COUNT || counter >= NVML_ECC_COUNTER_TYPE_COUNT)
+        return NVML_ERROR_INVALID_ARGUMENT;
     GPU_OR_RETURN(device, gpu);
     int uncorrected = error != NVML_MEMORY_ERROR_TYPE_CORRECTED;
     int aggregate = counter != NVML_VOLATILE_ECC;
@@ -1088,8 +1176,13 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryErrorCounter(nvmlDevice_t device,
                                                    nvmlMemoryLocation_t location,
                                                    unsigned long long *count) {
     NEED(count);
+    if (error >= NVML_MEMORY_ERROR_TYPE_COUNT || counter >= NVML_ECC_COUNTER_TYPE_COUNT ||
+        location >= NVML_MEMORY_LOCATION_COUNT)
+        return NVML_ERROR_INVALID_ARGUMENT;
     GPU_OR_RETURN(device, gpu);
     int dram = location == NVML_MEMORY_LOCATION_DEVICE_MEMORY || location == NVML_MEMORY_LOCATION_DRAM;
+    if (!dram && location != NVML_MEMORY_LOCATION_SRAM)
+        return NVML_ERROR_NOT_SUPPORTED; /* L1, L2, register file, texture: [N/A] on an H100 */
     *count = ecc_of(&gpu, error != NVML_MEMORY_ERROR_TYPE_CORRECTED, counter != NVML_VOLATILE_ECC, dram);
     return NVML_SUCCESS;
 }
@@ -1160,21 +1253,18 @@ REFUSED(nvmlDeviceGetMigDeviceHandleByIndex, NVML_ERROR_INVALID_ARGUMENT, unsign
 static nvmlReturn_t process_list(nvmlDevice_t device, unsigned int *count, void *infos,
                                  size_t stride, int compute) {
     NEED(count);
-    static __thread fakehw_process_t found[FAKEHW_SNAPSHOT_MAX_PROCESSES];
+    fakehw_process_t *found;
     fakehw_header_t header;
     unsigned int total = 0;
-    nvmlReturn_t ok = gpu_processes(device, found, FAKEHW_SNAPSHOT_MAX_PROCESSES, &total, &header);
+    nvmlReturn_t ok = gpu_processes(device, &found, &total, &header);
     if (ok != NVML_SUCCESS)
         return ok;
     if (!compute)
         total = 0; /* graphics and MPS: none on a training node */
-    if (total == 0) {
-        *count = 0;
-        return NVML_SUCCESS;
-    }
-    if (!infos || *count < total) {
+    if (total == 0 || !infos || *count < total) {
+        free(found);
         *count = total;
-        return NVML_ERROR_INSUFFICIENT_SIZE;
+        return total == 0 ? NVML_SUCCESS : NVML_ERROR_INSUFFICIENT_SIZE;
     }
     for (unsigned int i = 0; i < total; i++) {
         nvmlProcessInfo_t *info = (nvmlProcessInfo_t *)((char *)infos + i * stride);
@@ -1185,6 +1275,7 @@ static nvmlReturn_t process_list(nvmlDevice_t device, unsigned int *count, void 
             info->computeInstanceId = 0xFFFFFFFFu;
         }
     }
+    free(found);
     *count = total;
     return NVML_SUCCESS;
 }
@@ -1209,21 +1300,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device,
     NEED(list);
     if (list->version != nvmlProcessDetailList_v1)
         return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
-    static __thread fakehw_process_t found[FAKEHW_SNAPSHOT_MAX_PROCESSES];
+    fakehw_process_t *found;
     fakehw_header_t header;
     unsigned int total = 0;
-    nvmlReturn_t ok = gpu_processes(device, found, FAKEHW_SNAPSHOT_MAX_PROCESSES, &total, &header);
+    nvmlReturn_t ok = gpu_processes(device, &found, &total, &header);
     if (ok != NVML_SUCCESS)
         return ok;
     if (list->mode != 0) /* compute (graphics and MPS: none here) */
         total = 0;
-    if (total == 0) {
-        list->numProcArrayEntries = 0;
-        return NVML_SUCCESS;
-    }
-    if (!list->procArray || list->numProcArrayEntries < total) {
+    if (total == 0 || !list->procArray || list->numProcArrayEntries < total) {
+        free(found);
         list->numProcArrayEntries = total;
-        return NVML_ERROR_INSUFFICIENT_SIZE;
+        return total == 0 ? NVML_SUCCESS : NVML_ERROR_INSUFFICIENT_SIZE;
     }
     for (unsigned int i = 0; i < total; i++) {
         list->procArray[i].pid = found[i].pid;
@@ -1232,6 +1320,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device,
         list->procArray[i].computeInstanceId = 0xFFFFFFFFu;
         list->procArray[i].usedGpuCcProtectedMemory = 0;
     }
+    free(found);
     list->numProcArrayEntries = total;
     return NVML_SUCCESS;
 }
@@ -1553,7 +1642,7 @@ EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t device, unsig
     unsigned int global = header.node_index * header.gpu_count + gpu.index;
     snprintf(request, sizeof request,
              "{\"id\":1,\"op\":\"set_power_limit\",\"gpu\":%u,\"limit_mw\":%u}\n", global, limit);
-    return daemon_exchange(request, reply, sizeof reply);
+    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit_v2(nvmlDevice_t device,
@@ -1586,7 +1675,7 @@ static nvmlReturn_t lock_clocks(nvmlDevice_t device, int lock, unsigned int min_
                  "{\"id\":1,\"op\":\"lock_clocks\",\"gpu\":%u,\"max_mhz\":%u}\n", global, max_mhz);
     else
         snprintf(request, sizeof request, "{\"id\":1,\"op\":\"lock_clocks\",\"gpu\":%u}\n", global);
-    return daemon_exchange(request, reply, sizeof reply);
+    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
@@ -1627,7 +1716,7 @@ static nvmlReturn_t lock_memory_clocks(nvmlDevice_t device, int lock, unsigned i
     else
         snprintf(request, sizeof request,
                  "{\"id\":1,\"op\":\"lock_clocks\",\"clock\":\"memory\",\"gpu\":%u}\n", global);
-    return daemon_exchange(request, reply, sizeof reply);
+    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
@@ -1655,5 +1744,5 @@ EXPORT nvmlReturn_t nvmlDeviceSetPersistenceMode(nvmlDevice_t device, nvmlEnable
     snprintf(request, sizeof request,
              "{\"id\":1,\"op\":\"set_persistence_mode\",\"gpu\":%u,\"enabled\":%s}\n", global,
              mode == NVML_FEATURE_ENABLED ? "true" : "false");
-    return daemon_exchange(request, reply, sizeof reply);
+    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
 }
