@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fakehw"
-VIEW_PACKAGES = ("smi", "gpustat", "nvitop", "nvml", "views")
+VIEW_PACKAGES = ("smi", "gpustat", "nvitop", "nvml", "dcgm", "views")
 # what each room may import besides itself
 MAY_IMPORT = {
     "physics": {"contract"},
