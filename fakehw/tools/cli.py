@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         "label, help; # comments), as its --collectors/-f; default: its datacenter set with "
         "Hopper's profiling fields (fakehw/dcgm/data/default-counters.csv)",
     )  # fmt: skip
+    exporter.add_argument(
+        "--print-file-sd", action="store_true",
+        help="print Prometheus file_sd JSON with one target per node (this exporter at "
+        "/nodes/HOSTNAME/metrics, as a dcgm-exporter DaemonSet gives one per node) and exit; "
+        "a running exporter serves the same at /sd for http_sd",
+    )  # fmt: skip
 
     inject = commands.add_parser(
         "inject",
@@ -719,10 +725,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc), exc.code) from None
 
 
+def _print_file_sd(listen: str) -> int:
+    """``exporter --print-file-sd``: the targets of an exporter listening at ``listen``."""
+    from fakehw.tools.exporter import DcgmCollector, advertised_address, service_discovery
+
+    try:
+        address = advertised_address(listen)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    collector = DcgmCollector()
+    try:
+        print(json.dumps(service_discovery(collector.hostnames(), address), indent=1))
+    finally:
+        collector.close()
+    return EXIT_OK
+
+
 def cmd_exporter(args: argparse.Namespace) -> int:
     from fakehw.dcgm import counters
     from fakehw.tools.exporter import serve
 
+    if args.print_file_sd:
+        return _print_file_sd(args.listen)
     try:
         chosen = counters.load(args.collectors)
         server = serve(args.listen, args.host_label, chosen)

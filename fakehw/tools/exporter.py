@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import json
 import queue
 import re
 import selectors
@@ -174,6 +175,35 @@ def node_key(text: str) -> int | str:
     return int(text) if re.fullmatch(r"[0-9]{1,18}", text) else text
 
 
+def _reachable(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def advertised_address(listen: str) -> str:
+    """HOST:PORT of an exporter that listens at ``listen`` (``ValueError`` if bad)."""
+    address = parse_listen(listen)
+    if int(address.sockaddr[1]) == 0:
+        raise ValueError("--print-file-sd needs the port the exporter listens on, not 0")
+    return _reachable(str(address.sockaddr[0]), int(address.sockaddr[1]))
+
+
+NODE_PATH = re.compile(r"/nodes/([A-Za-z0-9._-]{1,253})/metrics")
+
+
+def service_discovery(hostnames: list[str], address: str) -> list[dict[str, Any]]:
+    """Prometheus' http_sd / file_sd targets: one per fake node, as a DaemonSet of
+    dcgm-exporter gives one per node. Every target is this exporter (``address``) at
+    the node's own path; its instance is the node's name with the exporter's port."""
+    port = address.rpartition(":")[2]
+    return [
+        {"targets": [address],
+         "labels": {"__metrics_path__": f"/nodes/{name}/metrics", "instance": f"{name}:{port}"}}
+        for name in hostnames
+    ]  # fmt: skip
+
+
 class DaemonLink:
     """The exporter's connection to the daemon. A connection found lost is made again
     once per request, and a daemon that is gone is started again with the same
@@ -249,6 +279,11 @@ class DcgmCollector:
         """Connect to the daemon (starting one if none runs); its hello."""
         with self._lock:
             return self.daemon.hello
+
+    def hostnames(self) -> list[str]:
+        """Every node's hostname, in order."""
+        with self._lock:
+            return list(self.daemon.hello["hostnames"])
 
     def scrape(self, node: int | str | None, compress: bool = False) -> bytes:
         """The text for one node, or the whole cluster (``None``). Answers, and a daemon's
@@ -440,6 +475,7 @@ class MetricsApp:
     def __init__(self, collector: DcgmCollector,
                  warn: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.collector = collector
+        self.address = "127.0.0.1:9400"  # what /sd names when a request has no Host header
         self.warn = warn or (lambda text: print(f"fakehw exporter: {text}", file=sys.stderr))
         self._started = False
 
@@ -472,23 +508,35 @@ class MetricsApp:
 
     def _route(self, request: Request) -> bytes:
         head_only = request.method == "HEAD"
-        if request.path == "/metrics":
+        per_node = NODE_PATH.fullmatch(request.path)
+        if request.path == "/metrics" or per_node:
             compress = accepts_gzip(request)
-            body = self._metrics(request, compress)
+            body = self._metrics(request, compress, per_node.group(1) if per_node else None)
             headers = (("Content-Encoding", "gzip"),) if compress else ()
             return http_response(200, body, METRICS_TEXT,
                                  headers=(*headers, ("Vary", "Accept-Encoding")),
                                  head_only=head_only)  # fmt: skip
+        if request.path == "/sd":
+            address = request.headers.get("host") or self.address
+            try:
+                targets = service_discovery(self.collector.hostnames(), address)
+            except DaemonUnavailable as exc:
+                raise HttpError(503, f"fakehw daemon unavailable: {exc}") from None
+            body = (json.dumps(targets, indent=1) + "\n").encode()
+            return http_response(200, body, "application/json", head_only=head_only)
         if request.path == "/":
             body = (b"fakehw DCGM-style exporter: metrics at /metrics, one node's at "
-                    b"/metrics?node=N (an index or a hostname)\n")  # fmt: skip
+                    b"/nodes/HOSTNAME/metrics (or /metrics?node=N, an index or a hostname); "
+                    b"Prometheus http_sd targets, one per node, at /sd\n")  # fmt: skip
             return http_response(200, body, head_only=head_only)
         raise HttpError(404, f"nothing at {request.path[:200]!r}: metrics are at /metrics")
 
-    def _metrics(self, request: Request, compress: bool) -> bytes:
+    def _metrics(self, request: Request, compress: bool, path_node: str | None = None) -> bytes:
         wanted = request.query.get("node")
         if wanted is not None and (len(wanted) != 1 or not wanted[0]):
             raise HttpError(400, "one node per scrape: /metrics?node=N (an index or a hostname)")
+        if path_node is not None:
+            wanted = [path_node]
         node = None if wanted is None else node_key(wanted[0])
         try:
             return self.collector.scrape(node, compress)
@@ -521,6 +569,7 @@ class ExporterServer:
         self.app = app
         self.socket = listening_socket(address)
         self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        app.address = self.address
         self._selector = selectors.DefaultSelector()
         self._connections: dict[socket.socket, _Connection] = {}  # oldest first
         self._jobs: queue.SimpleQueue[tuple[_Connection, bytes] | None] = queue.SimpleQueue()
@@ -533,9 +582,13 @@ class ExporterServer:
         self._stopping = False
 
     @property
+    def address(self) -> str:
+        """HOST:PORT a scraper reaches it at (this machine's name when on every interface)."""
+        return _reachable(str(self.server_address[0]), int(self.server_address[1]))
+
+    @property
     def url(self) -> str:
-        host, port = str(self.server_address[0]), int(self.server_address[1])
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        return f"http://{self.address}/metrics"
 
     # ---------------------------------------------------------------- running
     def serve_forever(self) -> None:
