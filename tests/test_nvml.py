@@ -511,7 +511,7 @@ def test_grafana_dashboard_queries_served_metrics() -> None:
 
     served = {c.field for c in counters.load() if c.kind != "label"}
     for expression in expressions:
-        used = set(re.findall(r"DCGM_[A-Z_]+", expression))
+        used = set(re.findall(r"DCGM_[A-Z0-9_]+", expression))
         assert used and used <= served, expression
 
 
