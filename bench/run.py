@@ -841,8 +841,103 @@ def nvml_calls(quick: bool) -> list[list[object]]:
     return rows
 
 
+PER_NODE_SCRAPE = """
+import json, sys, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+port, interval, rounds = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+base = f"http://127.0.0.1:{port}"
+targets = json.load(urllib.request.urlopen(base + "/sd", timeout=30))
+paths = [t["labels"]["__metrics_path__"] for t in targets]
+def scrape(path):
+    started = time.monotonic()
+    with urllib.request.urlopen(base + path, timeout=interval) as answer:
+        size = len(answer.read())
+    return time.monotonic() - started, answer.status, size
+latencies, failed, late, sizes = [], 0, 0, []
+with ThreadPoolExecutor(8) as pool:
+    for _ in range(rounds):
+        begun = time.monotonic()
+        futures = []
+        for k, path in enumerate(paths):  # spread over the interval, as Prometheus does
+            time.sleep(max(0.0, begun + k * interval / len(paths) - time.monotonic()))
+            futures.append(pool.submit(scrape, path))
+        for future in futures:
+            try:
+                seconds, status, size = future.result()
+                latencies.append(seconds); sizes.append(size); failed += status != 200
+            except Exception:
+                failed += 1
+        late += time.monotonic() - begun > interval * 1.05
+print(json.dumps({"targets": len(paths), "latencies": latencies, "failed": failed,
+                  "late_rounds": late, "bytes": sum(sizes) / max(1, len(sizes))}))
+"""
+
+
+def per_node_scrapes(nodes: int, interval_s: float, rounds: int) -> list[list[object]]:
+    """Every node of a cluster of ``nodes`` x 8 GPUs scraped as its own target, found
+    through the exporter's /sd, every ``interval_s`` (Prometheus' default 15 s), while
+    every GPU trains: scrape times, and the daemon's and the exporter's CPU."""
+    import json
+    import socket
+
+    runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-sd-"))
+    env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
+    exporter = None
+    try:
+        pid = start_daemon(runtime, nodes=nodes)
+        with Client.connect(root=runtime, autostart=False) as client:
+            for node in range(nodes):
+                client.request(
+                    "attach", pid=200000 + node, watch_pid=os.getpid(), name="python3",
+                    gpus=list(range(node * 8, node * 8 + 8)), job="bench", phase="train",
+                )  # fmt: skip
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "fakehw", "exporter", "--listen", f"127.0.0.1:{port}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert exporter.stdout is not None
+        exporter.stdout.readline()  # listening
+        daemon, served = psutil.Process(pid), psutil.Process(exporter.pid)
+        before = [p.cpu_times() for p in (daemon, served)]
+        started = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-c", PER_NODE_SCRAPE, str(port), str(interval_s), str(rounds)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        elapsed = time.monotonic() - started
+        after = [p.cpu_times() for p in (daemon, served)]
+        cpu = [100.0 * ((a.user - b.user) + (a.system - b.system)) / elapsed
+               for a, b in zip(after, before, strict=True)]  # fmt: skip
+        result = json.loads(out)
+        latencies = sorted(result["latencies"])
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[int(len(latencies) * 0.99)] * 1000
+        holds = result["failed"] == 0 and result["late_rounds"] == 0
+        return [
+            ["targets found at /sd", f"{result['targets']:,}", "", ""],
+            ["scrapes (every target, every round)", f"{len(latencies):,} in {rounds} rounds",
+             "", ""],
+            ["scrape time p50 / p99", f"{p50:.1f} / {p99:.1f} ms", "", ""],
+            ["answer size", f"{result['bytes'] / 1024:.0f} KiB", "", ""],
+            ["failed scrapes / late rounds", f"{result['failed']} / {result['late_rounds']}",
+             f"0 / 0 at {interval_s:g} s", "ok" if holds else "MISSED"],
+            ["daemon CPU while scraped", f"{cpu[0]:.1f} %", "", ""],
+            ["exporter CPU", f"{cpu[1]:.1f} %", "", ""],
+        ]  # fmt: skip
+    finally:
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(timeout=30)
+        with contextlib.suppress(Exception):
+            stop_daemon(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
 SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup", "train",
-            "output", "nvml"]  # fmt: skip
+            "output", "nvml", "prometheus"]  # fmt: skip
 
 
 def main() -> None:
@@ -942,6 +1037,14 @@ def main() -> None:
         rows = nvml_calls(args.quick)
         print("NVML: nvmlDeviceGetPowerUsage per call, nvmlInit, one idle 8-GPU node")
         print(tabulate(rows, headers=["path", "us per call", "vs C", "nvmlInit ms", "target", ""]))
+        print()
+
+    if "prometheus" in sections:
+        rounds = 2 if args.quick else 4
+        print(f"1,024 nodes x 8 GPUs training, each node its own target, scraped every 15 s "
+              f"({rounds} rounds)")  # fmt: skip
+        print(tabulate(per_node_scrapes(1024, 15.0, rounds),
+                       headers=["", "measured", "target", ""]))  # fmt: skip
         print()
 
     if "train" in sections:
