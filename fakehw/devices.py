@@ -49,6 +49,7 @@ from fakehw.thermal import (
 )
 from fakehw.workload import (
     KERNEL_FIELDS,
+    KERNEL_PIPES,
     PHASES,
     TRAIN_INTENSITY_CYCLE,
     TRAIN_MEMORY_CYCLE,
@@ -468,8 +469,7 @@ class Cluster:
         pipes = np.where(nominal > 1e-9, work_slot / np.maximum(nominal, 1e-9), 1.0)
         self.kernel_activity = np.minimum(1.0, np.stack([
             np.bincount(gpu, weights=activity_slot * self._slot_kernels[:, k]
-                        * (pipes if name.endswith("_active") and name != "sm_active" else 1.0),
-                        minlength=n)
+                        * (pipes if name in KERNEL_PIPES else 1.0), minlength=n)
             for k, name in enumerate(KERNEL_FIELDS)
         ]))  # fmt: skip
 

@@ -74,6 +74,7 @@ class KernelMix:
 IDLE_KERNELS = KernelMix(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 KERNEL_FIELDS = ("sm_active", "sm_occupancy", "tensor_active", "fp64_active", "fp32_active",
                  "fp16_active")  # fmt: skip
+KERNEL_PIPES = ("tensor_active", "fp64_active", "fp32_active", "fp16_active")  # follow the work
 
 
 @dataclass(frozen=True)

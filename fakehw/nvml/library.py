@@ -654,18 +654,23 @@ def _clock_by_id(lib: FakeNvmlLibrary, handle: Any, kind: Any, clock_id: Any, ou
     return put(out, _clock(lib, gpu, value(kind), which))
 
 
+def put_list(count: Any, array: Any, values: list[int]) -> int:
+    """A list into a caller's array, as NVML fills one: INSUFFICIENT_SIZE with the count
+    needed when there is no array or too little room."""
+    counter = target(count)
+    if array is None or counter.value < len(values):
+        counter.value = len(values)
+        return NVML_ERROR_INSUFFICIENT_SIZE
+    for k, number in enumerate(values):
+        array[k] = number
+    counter.value = len(values)
+    return NVML_SUCCESS
+
+
 @c_function("nvmlDeviceGetSupportedMemoryClocks")
 def _memory_clocks(lib: FakeNvmlLibrary, handle: Any, count: Any, clocks: Any) -> int:
     model = lib.model(lib.gpu(handle))
-    values = [model["mem_clock_max_mhz"], model["mem_clock_min_mhz"]]
-    counter = target(count)
-    if clocks is None or counter.value < len(values):
-        counter.value = len(values)
-        return NVML_ERROR_INSUFFICIENT_SIZE
-    for k, mhz in enumerate(values):
-        clocks[k] = mhz
-    counter.value = len(values)
-    return NVML_SUCCESS
+    return put_list(count, clocks, [model["mem_clock_max_mhz"], model["mem_clock_min_mhz"]])
 
 
 # --------------------------------------------------------- PCIe and NVLink
@@ -922,15 +927,10 @@ def _graphics_clocks(lib: FakeNvmlLibrary, handle: Any, memory_mhz: Any, count: 
     if value(memory_mhz) not in (model["mem_clock_max_mhz"], model["mem_clock_min_mhz"]):
         return NVML_ERROR_NOT_FOUND
     step = model["clock_step_mhz"] or 15
-    values = list(range(model["sm_clock_max_mhz"], model["sm_clock_idle_mhz"] - 1, -step))
-    counter = target(count)
-    if clocks is None or counter.value < len(values):
-        counter.value = len(values)
-        return NVML_ERROR_INSUFFICIENT_SIZE
-    for k, mhz in enumerate(values):  # highest first, as the driver lists them
-        clocks[k] = mhz
-    counter.value = len(values)
-    return NVML_SUCCESS
+    # highest first, as the driver lists them
+    return put_list(
+        count, clocks, list(range(model["sm_clock_max_mhz"], model["sm_clock_idle_mhz"] - 1, -step))
+    )
 
 
 @c_function("nvmlDeviceGetGspFirmwareMode")

@@ -1626,23 +1626,31 @@ EXPORT nvmlReturn_t nvmlDeviceGetSupportedPerformanceStates(nvmlDevice_t device,
 }
 
 /* ------------------------------------------------------------------ setters */
+/* A setter's request to the daemon: ``op`` on this GPU (by its global index), with
+ * ``arguments`` (",\"key\":value..." or ""), answered within SETTER_TIMEOUT_S. */
+static nvmlReturn_t ask_for(const fakehw_gpu_t *gpu, const char *op, const char *arguments) {
+    fakehw_header_t header;
+    nvmlReturn_t ok = read_header(&header);
+    if (ok != NVML_SUCCESS)
+        return ok;
+    char request[256], reply[1024];
+    unsigned int global = header.node_index * header.gpu_count + gpu->index;
+    snprintf(request, sizeof request, "{\"id\":1,\"op\":\"%s\",\"gpu\":%u%s}\n", op, global,
+             arguments);
+    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
+}
+
 /* As the driver: root only (NVML_ERROR_NO_PERMISSION otherwise), within the board's
  * range; the daemon's model then caps the GPU there, and every view shows it. */
 EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t device, unsigned int limit) {
-    fakehw_header_t header;
     GPU_OR_RETURN(device, gpu);
     if (geteuid() != 0)
         return NVML_ERROR_NO_PERMISSION;
     if (limit < gpu.power_min_mw || limit > gpu.power_max_mw)
         return NVML_ERROR_INVALID_ARGUMENT;
-    nvmlReturn_t ok = read_header(&header);
-    if (ok != NVML_SUCCESS)
-        return ok;
-    char request[160], reply[1024];
-    unsigned int global = header.node_index * header.gpu_count + gpu.index;
-    snprintf(request, sizeof request,
-             "{\"id\":1,\"op\":\"set_power_limit\",\"gpu\":%u,\"limit_mw\":%u}\n", global, limit);
-    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
+    char arguments[64];
+    snprintf(arguments, sizeof arguments, ",\"limit_mw\":%u", limit);
+    return ask_for(&gpu, "set_power_limit", arguments);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit_v2(nvmlDevice_t device,
@@ -1659,23 +1667,15 @@ EXPORT nvmlReturn_t nvmlDeviceSetPowerManagementLimit_v2(nvmlDevice_t device,
  * must be one of the supported graphics clocks' range), -rgc to reset. */
 static nvmlReturn_t lock_clocks(nvmlDevice_t device, int lock, unsigned int min_mhz,
                                 unsigned int max_mhz) {
-    fakehw_header_t header;
     GPU_OR_RETURN(device, gpu);
     if (geteuid() != 0)
         return NVML_ERROR_NO_PERMISSION;
     if (lock && (min_mhz > max_mhz || max_mhz < gpu.clock_sm_idle_mhz || max_mhz > gpu.clock_sm_max_mhz))
         return NVML_ERROR_INVALID_ARGUMENT;
-    nvmlReturn_t ok = read_header(&header);
-    if (ok != NVML_SUCCESS)
-        return ok;
-    char request[160], reply[1024];
-    unsigned int global = header.node_index * header.gpu_count + gpu.index;
+    char arguments[64] = "";
     if (lock)
-        snprintf(request, sizeof request,
-                 "{\"id\":1,\"op\":\"lock_clocks\",\"gpu\":%u,\"max_mhz\":%u}\n", global, max_mhz);
-    else
-        snprintf(request, sizeof request, "{\"id\":1,\"op\":\"lock_clocks\",\"gpu\":%u}\n", global);
-    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
+        snprintf(arguments, sizeof arguments, ",\"max_mhz\":%u", max_mhz);
+    return ask_for(&gpu, "lock_clocks", arguments);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
@@ -1691,7 +1691,6 @@ EXPORT nvmlReturn_t nvmlDeviceResetGpuLockedClocks(nvmlDevice_t device) {
  * [min, max] (an H100's are 2619 and 1593 MHz), -rmc to reset. */
 static nvmlReturn_t lock_memory_clocks(nvmlDevice_t device, int lock, unsigned int min_mhz,
                                        unsigned int max_mhz) {
-    fakehw_header_t header;
     GPU_OR_RETURN(device, gpu);
     if (geteuid() != 0)
         return NVML_ERROR_NO_PERMISSION;
@@ -1704,19 +1703,10 @@ static nvmlReturn_t lock_memory_clocks(nvmlDevice_t device, int lock, unsigned i
         if (clock < min_mhz)
             return NVML_ERROR_INVALID_ARGUMENT; /* no supported clock in the range */
     }
-    nvmlReturn_t ok = read_header(&header);
-    if (ok != NVML_SUCCESS)
-        return ok;
-    char request[160], reply[1024];
-    unsigned int global = header.node_index * header.gpu_count + gpu.index;
+    char arguments[64] = ",\"clock\":\"memory\"";
     if (lock)
-        snprintf(request, sizeof request,
-                 "{\"id\":1,\"op\":\"lock_clocks\",\"clock\":\"memory\",\"gpu\":%u,"
-                 "\"max_mhz\":%u}\n", global, clock);
-    else
-        snprintf(request, sizeof request,
-                 "{\"id\":1,\"op\":\"lock_clocks\",\"clock\":\"memory\",\"gpu\":%u}\n", global);
-    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
+        snprintf(arguments, sizeof arguments, ",\"clock\":\"memory\",\"max_mhz\":%u", clock);
+    return ask_for(&gpu, "lock_clocks", arguments);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
@@ -1730,19 +1720,11 @@ EXPORT nvmlReturn_t nvmlDeviceResetMemoryLockedClocks(nvmlDevice_t device) {
 
 /* nvidia-smi -pm 0|1. */
 EXPORT nvmlReturn_t nvmlDeviceSetPersistenceMode(nvmlDevice_t device, nvmlEnableState_t mode) {
-    fakehw_header_t header;
     GPU_OR_RETURN(device, gpu);
     if (mode != NVML_FEATURE_ENABLED && mode != NVML_FEATURE_DISABLED)
         return NVML_ERROR_INVALID_ARGUMENT;
     if (geteuid() != 0)
         return NVML_ERROR_NO_PERMISSION;
-    nvmlReturn_t ok = read_header(&header);
-    if (ok != NVML_SUCCESS)
-        return ok;
-    char request[160], reply[1024];
-    unsigned int global = header.node_index * header.gpu_count + gpu.index;
-    snprintf(request, sizeof request,
-             "{\"id\":1,\"op\":\"set_persistence_mode\",\"gpu\":%u,\"enabled\":%s}\n", global,
-             mode == NVML_FEATURE_ENABLED ? "true" : "false");
-    return daemon_exchange(request, reply, sizeof reply, SETTER_TIMEOUT_S);
+    return ask_for(&gpu, "set_persistence_mode",
+                   mode == NVML_FEATURE_ENABLED ? ",\"enabled\":true" : ",\"enabled\":false");
 }
