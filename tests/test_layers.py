@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fakehw"
-VIEW_PACKAGES = ("smi", "gpustat", "nvitop", "nvml", "dcgm", "views")
+VIEW_PACKAGES = ("smi", "gpustat", "nvitop", "nvml", "dcgm", "dcgmi", "views")
 # what each room may import besides itself
 MAY_IMPORT = {
     "physics": {"contract"},
@@ -43,7 +43,8 @@ MAY_IMPORT = {
     "tools": {"physics", "contract", "programs", "service", "views", "train"},
 }
 VIEW_ENTRY_POINTS = ["fakehw.smi.cli", "fakehw.gpustat.cli", "fakehw.nvitop.cli",
-                     "fakehw.nvitop.app", "fakehw.nvml.library", "fakehw.nvml.hook"]  # fmt: skip
+                     "fakehw.nvitop.app", "fakehw.nvml.library", "fakehw.nvml.hook",
+                     "fakehw.dcgmi.cli"]  # fmt: skip
 
 
 def room(name: str) -> str:

@@ -42,6 +42,20 @@ COUNTER_NAMES = (
 )
 
 
+class RemappedRows:
+    """What a GPU's row remapper has done (``nvmlDeviceGetRemappedRows``): an A100 or H100
+    remaps a row of its HBM for each uncorrectable error in it, and the remapping waits
+    for the next reset. Derived from the ECC counts, so nvidia-smi, NVML and DCGM agree."""
+
+    __slots__ = ("correctable", "failure", "pending", "uncorrectable")
+
+    def __init__(self, ecc: EccCounts) -> None:
+        self.correctable = 0  # a corrected error remaps nothing
+        self.uncorrectable = int(ecc["aggregate_dram_uncorrected"])
+        self.pending = ecc["volatile_dram_uncorrected"] > 0  # since the last reset
+        self.failure = False  # the banks never run out here
+
+
 if TYPE_CHECKING:
     # Types only: viewers import this module on their start-up path, and
     # defining TypedDicts at run time would cost them the typing module.

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fakehw.contract import snapshot as records
+
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
@@ -787,9 +789,10 @@ def _ecc_counter(
 def _remapped(
     lib: FakeNvmlLibrary, handle: Any, corr: Any, unc: Any, pending: Any, failure: Any
 ) -> int:
-    lib.gpu(handle)
-    for out in (corr, unc, pending, failure):
-        put(out, 0)
+    rows = records.RemappedRows(lib.gpu(handle)["ecc"])
+    for out, number in ((corr, rows.correctable), (unc, rows.uncorrectable),
+                        (pending, int(rows.pending)), (failure, int(rows.failure))):  # fmt: skip
+        put(out, number)
     return NVML_SUCCESS
 
 

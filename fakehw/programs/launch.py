@@ -52,6 +52,7 @@ PROGRAMS = {
     "fake-train": "fakehw.train.cli",
     "fake-gpustat": "fakehw.gpustat.cli",
     "fake-nvitop": "fakehw.nvitop.cli",
+    "fake-dcgmi": "fakehw.dcgmi.cli",
 }
 # fake-train refuses a closed standard output or error itself before it starts anything
 # (fakehw.train.cli.closed_output), and finds them as Python leaves them: None.
@@ -242,3 +243,7 @@ def fake_gpustat() -> int:
 
 def fake_nvitop() -> int:
     return run("fake-nvitop")
+
+
+def fake_dcgmi() -> int:
+    return run("fake-dcgmi")

@@ -41,6 +41,7 @@ class Operations:
         self.cluster_config = daemon.cluster_config
         self.settings = daemon.settings
         self.next_subscription = 1  # subscription ids, unique for the daemon's life
+        self.health_watch_masks: dict[int, int] = {}  # node -> DCGM health watch mask (dcgmi)
 
     def dispatch(self, conn: Connection, request_id: object, message: dict[str, Any]) -> bytes:
         """The encoded reply to one decoded request, or ``ProtocolError`` (refused) or
@@ -376,6 +377,17 @@ class Operations:
         log.info("rank-crash on GPU %d: killed %s, ended records %s", gpu, killed, ended)
         return {"killed": killed, "ended": ended, "faults": self.simulator.cluster.faults_of(gpu)}
 
+    def health_watches(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
+        """The DCGM health watches of a node's host engine (``dcgmi health -s``): set to
+        ``mask`` when given, and answered. Kept for the daemon's life, as nv-hostengine
+        keeps them for its own: not saved with the state."""
+        node = self._node_index(message.get("node", 0))
+        if "mask" in message:
+            mask = proto.arg_int(message, "mask", low=0, high=proto.MAX_HEALTH_WATCH_MASK)
+            self.health_watch_masks[node] = mask
+            log.info("DCGM health watches of node %d set to %#x (pid %s)", node, mask, conn.pid)
+        return {"node": node, "mask": self.health_watch_masks.get(node, 0)}
+
     def shutdown(self, conn: Connection, message: dict[str, Any]) -> dict[str, Any]:
         log.info("shutdown requested by a client (pid %s)", conn.pid)
         self.daemon.stop()
@@ -411,6 +423,7 @@ TABLE: dict[str, Op] = {
     "set_power_limit": Op(Operations.set_power_limit, changes_state=True),
     "lock_clocks": Op(Operations.lock_clocks, changes_state=True),
     "set_persistence_mode": Op(Operations.set_persistence_mode, changes_state=True),
+    "health_watches": Op(Operations.health_watches, limits=("MAX_HEALTH_WATCH_MASK",)),
     "shutdown": Op(Operations.shutdown, when_busy=True),
 }  # fmt: skip
 OPS = tuple(TABLE)

@@ -53,6 +53,7 @@ MAX_SNAPSHOT_GPUS = 4096
 # reader: this bounds what one request can make it hold.
 MAX_REPLY_BYTES = 12 << 20
 MAX_DETACH_PIDS = 65536  # ``detach`` frees this many processes at once at most
+MAX_HEALTH_WATCH_MASK = 0x1FFF  # DCGM's 13 health systems (dcgm_structs.h DCGM_HEALTH_WATCH_*)
 MAX_STATUS_PROCESSES = 1024  # ``status`` lists this many processes (and counts them all)
 # What ``inject`` may do to a GPU (docs/protocol.md): its faults, a crash of the
 # processes on it, and ``clear``: the names the snapshot (the contract) defines,

@@ -104,6 +104,9 @@ def gpu_tree(snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> list[Node]
     counters = g["clocks_event_counters_us"]
     switched = m["nvlink_topology"] == "all" and len(node["gpus"]) > 1
     tlimit = m["tlimit"]
+    rows = records.RemappedRows(gpu["ecc"])
+    banks = m["remapped_rows_banks"]
+    banks_used = min(banks, rows.correctable + rows.uncorrectable)  # one remapped row each
 
     def active(bit: int) -> str:
         return "Active" if reasons & bit else "Not Active"
@@ -342,15 +345,15 @@ def gpu_tree(snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> list[Node]
           F(None, "pending_retirement", NA),
           group="PAGE_RETIREMENT"),
         S("Remapped Rows", "remapped_rows",
-          F("Correctable Error", "remapped_row_corr", 0),
+          F("Correctable Error", "remapped_row_corr", rows.correctable),
           F("Inactive Correctable Error", "remapped_row_corr_inactive", 0),
-          F("Uncorrectable Error", "remapped_row_unc", 0),
+          F("Uncorrectable Error", "remapped_row_unc", rows.uncorrectable),
           F("Inactive Uncorrectable Error", "remapped_row_unc_inactive", 0),
-          F("Pending", "remapped_row_pending", "No"),
-          F("Remapping Failure Occurred", "remapped_row_failure", "No"),
+          F("Pending", "remapped_row_pending", "Yes" if rows.pending else "No"),
+          F("Remapping Failure Occurred", "remapped_row_failure", "Yes" if rows.failure else "No"),
           S("Bank Remap Availability Histogram", "row_remapper_histogram",
-            F("Max", "row_remapper_histogram_max", f"{m['remapped_rows_banks']} bank(s)"),
-            F("High", "row_remapper_histogram_high", "0 bank(s)"),
+            F("Max", "row_remapper_histogram_max", f"{banks - banks_used} bank(s)"),
+            F("High", "row_remapper_histogram_high", f"{banks_used} bank(s)"),
             F("Partial", "row_remapper_histogram_partial", "0 bank(s)"),
             F("Low", "row_remapper_histogram_low", "0 bank(s)"),
             F("None", "row_remapper_histogram_none", "0 bank(s)")),

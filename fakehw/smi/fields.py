@@ -90,6 +90,16 @@ def _model(key: str) -> Reader:
     return lambda ctx: str(ctx.model[key])
 
 
+def _rows(read: Callable[[records.RemappedRows], object]) -> Reader:
+    return lambda ctx: str(read(records.RemappedRows(ctx.gpu["ecc"])))
+
+
+def _banks_used(ctx: FieldContext) -> int:
+    """Banks with a row remapped (one each), out of the model's."""
+    rows = records.RemappedRows(ctx.gpu["ecc"])
+    return min(int(ctx.model["remapped_rows_banks"]), rows.correctable + rows.uncorrectable)
+
+
 def _watts_from_mw(key: str) -> Reader:
     return lambda ctx: f"{ctx.gpu[key] / 1000:.2f}"  # type: ignore[literal-required]
 
@@ -314,16 +324,28 @@ def _fields() -> list[QueryField]:
         ),
         f("retired_pages.double_bit.count", _const(NA), aliases=("retired_pages.dbe",)),
         f("retired_pages.pending", _const(NA)),
-        f("remapped_rows.correctable", _const("0"), aliases=("remapped_rows.sbe",)),
+        f(
+            "remapped_rows.correctable",
+            _rows(lambda r: r.correctable),
+            aliases=("remapped_rows.sbe",),
+        ),
         f("remapped_rows.correctable_inactive", _const("0")),
-        f("remapped_rows.uncorrectable", _const("0"), aliases=("remapped_rows.dbe",)),
+        f(
+            "remapped_rows.uncorrectable",
+            _rows(lambda r: r.uncorrectable),
+            aliases=("remapped_rows.dbe",),
+        ),
         f("remapped_rows.uncorrectable_inactive", _const("0")),
-        f("remapped_rows.pending", _const("No")),
-        f("remapped_rows.failure", _const("No")),
-        f("remapped_rows.histogram.max", _model("remapped_rows_banks")),
+        f("remapped_rows.pending", _rows(lambda r: "Yes" if r.pending else "No")),
+        f("remapped_rows.failure", _rows(lambda r: "Yes" if r.failure else "No")),
+        f(
+            "remapped_rows.histogram.max",
+            lambda ctx: str(ctx.model["remapped_rows_banks"] - _banks_used(ctx)),
+        ),
+        f("remapped_rows.histogram.high", lambda ctx: str(_banks_used(ctx))),
         *(
             f(f"remapped_rows.histogram.{level}", _const("0"))
-            for level in ("high", "partial", "low", "none")
+            for level in ("partial", "low", "none")
         ),
         f("temperature.gpu", _gpu("temperature_gpu_c")),
         f("temperature.gpu.tlimit", _tlimit),

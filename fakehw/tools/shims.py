@@ -18,14 +18,18 @@ from fakehw.nvml import native_directory
 from fakehw.service.runtime import runtime_paths
 from fakehw.tools.errors import EXIT_OK, EXIT_USAGE, CliError
 
+SHIMS = {"nvidia-smi": "fakehw.smi", "dcgmi": "fakehw.dcgmi"}  # name on PATH: module
+
 
 def shim_directory() -> str:
-    """A directory holding an ``nvidia-smi`` that runs fake-nvidia-smi."""
+    """A directory holding an ``nvidia-smi`` that runs fake-nvidia-smi and a ``dcgmi``
+    that runs fake-dcgmi."""
     paths = runtime_paths(create=True)
     directory = os.path.join(paths.root, "bin")
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    body = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m fakehw.smi "$@"\n'
-    _write_if_changed(os.path.join(directory, "nvidia-smi"), body, 0o700)
+    for name, module in SHIMS.items():
+        body = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {module} "$@"\n'
+        _write_if_changed(os.path.join(directory, name), body, 0o700)
     return directory
 
 

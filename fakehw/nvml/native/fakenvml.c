@@ -1195,8 +1195,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t device, unsigned int 
     NEED(pending);
     NEED(failure);
     GPU_OR_RETURN(device, gpu);
-    (void)gpu;
-    *corrected = *uncorrected = *pending = *failure = 0;
+    /* as fakehw.contract.snapshot.RemappedRows: a row per uncorrectable error, pending until
+       the next reset */
+    *corrected = 0;
+    *uncorrected = (unsigned int)gpu.ecc_aggregate_dram_uncorrected;
+    *pending = gpu.ecc_volatile_dram_uncorrected > 0;
+    *failure = 0;
     return NVML_SUCCESS;
 }
 

@@ -1,0 +1,340 @@
+"""``fake-dcgmi SUBSYSTEM ...``: the command line, one function per subsystem. Every
+failure is a ``DcgmiError`` (its lines, its stream, DCGM's status as the exit code);
+nothing here formats a table or reads a GPU."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import IO
+
+from fakehw.dcgm.catalog import FieldMeta
+from fakehw.dcgm.values import Subject
+from fakehw.dcgmi import diag, discovery, dmon, health, status
+from fakehw.dcgmi.engine import DEFAULT_HOST, HostEngine, connection_failed, is_local, subjects
+from fakehw.dcgmi.options import Command, HelpRequested, Option, Parsed
+from fakehw.programs.signals import Terminated, raise_on_termination
+
+HOST_HELP = (
+    "Connects to specified IP or fully-qualified domain name. To connect to a host "
+    "engine that was started with -d (unix socket), prefix the unix socket filename "
+    "with 'unix://'. [default = localhost]"
+)
+
+DISCOVERY = Command(
+    "discovery",
+    "Used to discover and identify GPUs and their attributes.",
+    (
+        Option("", "host", "IP/FQDN", HOST_HELP),
+        Option("l", "list", None, "List all GPUs discovered on the host."),
+        Option("a", "all", None, "List all GPUs, including those that are not active, with -l."),
+    ),
+    one_of=("list",),
+)
+
+DMON = Command(
+    "dmon",
+    "Used to monitor GPUs and their stats.",
+    (
+        Option("", "host", "IP/FQDN", HOST_HELP),
+        Option(
+            "e", "field-id", "fieldId", "The field ids to query. Comma-separated list of field ids."
+        ),
+        Option(
+            "f",
+            "field-group-id",
+            "fieldGroupId",
+            "The field group to query on the specified host.",
+            integer=True,
+        ),
+        Option("l", "list", None, "List to look up the long names, short names and field ids."),
+        Option(
+            "i",
+            "entity-id",
+            "entityId",
+            "The comma separated list of GPU ids to query. Default is all GPUs.",
+        ),
+        Option("g", "group-id", "groupId", "The group to query on the specified host."),
+        Option(
+            "d",
+            "delay",
+            "delay",
+            "In milliseconds. Integer representing how often to query "
+            "results from DCGM and print them for all of the entities. [default = 1000 msec, "
+            "Minimum value = 1 msec.]",
+            integer=True,
+        ),
+        Option(
+            "c",
+            "count",
+            "count",
+            "Integer representing how many times to loop before exiting. [default- runs forever.]",
+            integer=True,
+        ),
+    ),
+    one_of=("field-id", "field-group-id", "list"),
+)
+
+
+def _connect(parsed: Parsed) -> HostEngine:
+    return HostEngine(str(parsed.get("host", DEFAULT_HOST)))
+
+
+def run_discovery(parsed: Parsed, out: IO[str]) -> int:
+    engine = _connect(parsed)
+    try:
+        found = subjects(engine.snapshot())
+    finally:
+        engine.close()
+    _write(out, discovery.render(found, show_all=bool(parsed.get("all", False))))
+    return status.OK
+
+
+def _dmon_checks(parsed: Parsed) -> None:
+    """dmon's own checks of its parsed command line (``CmdLineParseException``, exit 254)."""
+    if parsed.given("list") and any(
+        parsed.given(n) for n in ("group-id", "entity-id", "delay", "count")
+    ):
+        raise status.ParseFailed("Invalid parameters with list arg. Usage : dmon -l")
+    if parsed.given("group-id") and parsed.given("entity-id"):
+        raise status.ParseFailed("Only one of --entity-id and --group-id can be provided")
+    if int(parsed.get("delay", 1000)) < 1:
+        raise status.ParseFailed("Invalid value", "delay")
+    if int(parsed.get("count", 0)) < 0:
+        raise status.ParseFailed("Positive value expected, negative value found", "count")
+    field_ids = str(parsed.get("field-id", "0"))
+    if not field_ids[:1].isdigit():
+        raise status.ParseFailed("Invalid value", "field-id")
+
+
+def _dmon_gpus(parsed: Parsed, found: list[Subject]) -> list[Subject]:
+    """The GPUs ``-i`` names (all of them by default), or DCGM's refusal of one it lacks."""
+    if not parsed.given("entity-id"):
+        return found
+    by_index = {int(s.gpu["index"]): s for s in found}
+    chosen = []
+    for token in str(parsed.get("entity-id", "")).split(","):
+        token = token.strip().removeprefix("gpu:")
+        if not token.isdigit():
+            raise status.DcgmiError(
+                [f"Error: Expected numerical entityId instead of {token}"],
+                status.BADPARAM,
+                "stderr",
+            )
+        index = int(token)
+        if index not in by_index:
+            raise status.DcgmiError(
+                [
+                    f"Error: Got error {status.BADPARAM} {status.ERROR_STRINGS[status.BADPARAM]} "
+                    f"while adding GPU {index} to our entity group."
+                ],
+                status.BADPARAM,
+                "stderr",
+            )
+        chosen.append(by_index[index])
+    return chosen
+
+
+def run_dmon(parsed: Parsed, out: IO[str]) -> int:
+    _dmon_checks(parsed)
+    engine = _connect(parsed)
+    try:
+        if parsed.given("list"):
+            _write(out, dmon.list_lines(_columns(out)))
+            return status.OK
+        if parsed.given("group-id") and str(parsed.get("group-id", "")) not in ("0", "all_gpus"):
+            group = str(parsed.get("group-id", ""))
+            if not group.isdigit():
+                raise status.DcgmiError(
+                    [f"Expected a numerical groupId. Instead, got '{group}'"],
+                    status.BADPARAM,
+                    "stderr",
+                )
+            raise status.DcgmiError(
+                [
+                    f"Enable to retrieve information about group. Error: {status.NOT_CONFIGURED}: "
+                    "The Group is not found"
+                ],
+                status.NOT_CONFIGURED,
+                "stderr",
+            )
+        if parsed.given("field-group-id"):
+            number = parsed.get("field-group-id", 0)
+            raise status.DcgmiError(
+                [
+                    f"Unable to retrieve information about field group {number}. Error: "
+                    f"{status.NOT_CONFIGURED}: The Field Group is not found"
+                ],
+                status.BADPARAM,
+                "stderr",
+            )
+        gpus = [int(s.gpu["index"]) for s in _dmon_gpus(parsed, subjects(engine.snapshot()))]
+        chosen = dmon.parse_field_ids(str(parsed.get("field-id", "")))
+        return _monitor(
+            engine, gpus, chosen, int(parsed.get("delay", 1000)), int(parsed.get("count", 0)), out
+        )
+    finally:
+        engine.close()
+
+
+def _monitor(
+    engine: HostEngine,
+    gpus: list[int],
+    chosen: list[FieldMeta],
+    delay_ms: int,
+    count: int,
+    out: IO[str],
+) -> int:
+    """dmon's loop: the header, then a row per GPU per sample, every ``delay_ms`` on a
+    schedule that does not drift; ``count`` samples (0: until Ctrl-C)."""
+    _write(out, dmon.header(chosen))
+    schedule = dmon.HeaderSchedule()
+    remaining = count
+    due = time.monotonic()
+    try:
+        while True:
+            by_index = {int(s.gpu["index"]): s for s in subjects(engine.snapshot())}
+            _write(out, [dmon.row(by_index[gpu], chosen) for gpu in gpus if gpu in by_index])
+            if count:
+                remaining -= 1
+                if remaining <= 0:
+                    return status.OK
+            due += delay_ms / 1000
+            time.sleep(max(0.0, due - time.monotonic()))
+            if schedule.after_sample():
+                _write(out, dmon.header(chosen))
+    except KeyboardInterrupt:
+        out.write(dmon.STOPPED + "\n")
+        out.flush()
+        return status.OK
+
+
+def run_health(parsed: Parsed, out: IO[str]) -> int:
+    as_json = bool(parsed.get("json", False))
+    mask = health.parse_set(str(parsed.get("set", ""))) if parsed.given("set") else None
+    engine = _connect(parsed)
+    group = str(parsed.get("group", health.DEFAULT_GROUP))
+    try:
+        if mask is not None or parsed.given("clear"):
+            health.check_group(group, "set")
+            engine.health_watches(0 if mask is None else mask)
+            _write(out, [health.SET_SUCCESSFULLY])
+        elif parsed.given("fetch"):
+            health.check_group(group, "get")
+            _write(out, health.fetch_lines(engine.health_watches(), as_json))
+        else:
+            health.check_group(group, "check")
+            watches = engine.health_watches()
+            found = health.incidents(subjects(engine.snapshot()), watches)
+            if not watches:
+                raise status.DcgmiError([health.NOT_ENABLED], status.GENERIC_ERROR)
+            _write(out, health.check_lines(found, as_json))
+    finally:
+        engine.close()
+    return status.OK
+
+
+def run_diag(parsed: Parsed, out: IO[str]) -> int:
+    level = str(parsed.get("run", ""))
+    diag.check_level(level)
+    host = str(parsed.get("host", DEFAULT_HOST))
+    if parsed.given("host") and not is_local(host):
+        # dcgmi says so, then runs the diagnostic in an embedded host engine: this machine's
+        _write(out, connection_failed(host).lines[:1])
+    group = str(parsed.get("group", "0"))
+    if group != "0":
+        raise status.DcgmiError(
+            [
+                f"Error: Unable to complete diagnostic for group {group}. Return: "
+                f"({status.NOT_CONFIGURED}) : {status.ERROR_STRINGS[status.NOT_CONFIGURED]}",
+                "",
+            ],
+            status.NOT_CONFIGURED,
+        )
+    engine = HostEngine(DEFAULT_HOST)
+    try:
+        snapshot = engine.snapshot()
+    finally:
+        engine.close()
+    entity_ids = str(parsed.get("entity-id", "")) if parsed.given("entity-id") else None
+    chosen = diag.select(subjects(snapshot), entity_ids)
+    lines, code = diag.render(chosen, snapshot["driver_version"])
+    _write(out, lines)
+    return code
+
+
+SUBSYSTEMS: dict[str, tuple[Command, Callable[[Parsed, IO[str]], int]]] = {
+    "discovery": (DISCOVERY, run_discovery),
+    "dmon": (DMON, run_dmon),
+    "health": (health.COMMAND, run_health),
+    "diag": (diag.COMMAND, run_diag),
+}
+SUBSYSTEM_HELP = {
+    "discovery": "Discover GPUs on the system [dcgmi discovery -h for more info]",
+    "dmon": "Stats Monitoring of GPUs [dcgmi dmon -h for more info]",
+    "health": "Health Monitoring [dcgmi health -h for more info]",
+    "diag": "System Validation/Diagnostic [dcgmi diag -h for more info]",
+}
+
+
+def usage_lines() -> list[str]:
+    """The top-level usage: the subsystems fake-dcgmi has."""
+    lines = [
+        "",
+        " NVIDIA Datacenter GPU Management Interface",
+        "",
+        "Usage: dcgmi",
+        "   dcgmi subsystem",
+        "",
+        "Flags:",
+    ]
+    lines += [f"  --{name:<15} {text}" for name, text in SUBSYSTEM_HELP.items()]
+    lines += [
+        "  -h  --help        Displays usage information and exits.",
+        "",
+        " Please email dcgm-support@nvidia.com with any questions, bug reports, etc.",
+        "",
+    ]
+    return lines
+
+
+def _columns(out: IO[str]) -> int:
+    import os
+
+    try:
+        return os.get_terminal_size(out.fileno()).columns if out.isatty() else 80
+    except (OSError, ValueError):
+        return 80
+
+
+def _write(out: IO[str], lines: list[str]) -> None:
+    out.write("".join(line + "\n" for line in lines))
+    out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    raise_on_termination()
+    out = sys.stdout
+    try:
+        if not args or args[0] in ("-h", "--help"):
+            _write(out, usage_lines())
+            return status.OK
+        if args[0] not in SUBSYSTEMS:
+            _write(out, ["ERROR: Invalid subsystem.", "", *usage_lines()])
+            return status.exit_code(status.BADPARAM)
+        command, run = SUBSYSTEMS[args[0]]
+        try:
+            parsed = command.parse(args[1:])
+        except HelpRequested:
+            _write(out, command.long_usage())
+            return status.OK
+        return status.exit_code(run(parsed, out))
+    except status.DcgmiError as exc:
+        stream = sys.stderr if exc.stream == "stderr" else out
+        out.flush()
+        _write(stream, exc.lines)
+        return status.exit_code(exc.status)
+    except Terminated as exc:
+        return exc.exit_code

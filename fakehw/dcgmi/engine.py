@@ -1,0 +1,97 @@
+"""The host engine dcgmi talks to: the fakehw daemon's node ``FAKEHW_NODE`` (started
+when none runs, as the other viewers start it), its GPUs as DCGM subjects, and the
+health watches it keeps. Connection failures come out in dcgmi's words."""
+
+from __future__ import annotations
+
+from fakehw import TYPE_CHECKING
+from fakehw.dcgm.values import Subject
+from fakehw.dcgmi import status
+
+if TYPE_CHECKING:
+    from fakehw.contract.snapshot import NodeRecord, Snapshot
+    from fakehw.views.source import DaemonSource
+
+DEFAULT_HOST = "localhost"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+DEFAULT_PORT = "5555"  # nv-hostengine's
+
+
+def connection_failed(host: str) -> status.DcgmiError:
+    """``Command::Connect`` failing, then ``DoExecuteConnectionFailure`` (stdout, 235)."""
+    reason = status.ERROR_STRINGS[status.CONNECTION_NOT_VALID]
+    return status.DcgmiError(
+        [
+            f"Error: unable to establish a connection to the specified host: {host}",
+            f"Error: Unable to connect to host engine. {reason}.",
+        ],
+        status.CONNECTION_NOT_VALID,
+    )
+
+
+def is_local(host: str) -> bool:
+    """``--host`` naming this machine's host engine (``localhost``, ``127.0.0.1:5555``,
+    ``[::1]``, a ``unix://`` socket): the only one fakehw runs. Any other host, or
+    another port, has no host engine to answer."""
+    if host.startswith("unix://"):
+        return True
+    name, port = host, ""
+    if name.startswith("["):
+        name, _, rest = name[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif name.count(":") == 1:
+        name, _, port = name.partition(":")
+    return name in LOCAL_HOSTS and port in ("", DEFAULT_PORT)
+
+
+class HostEngine:
+    """One connected dcgmi: the node's snapshot and its health watches."""
+
+    def __init__(self, host: str = DEFAULT_HOST) -> None:
+        from fakehw.views.source import DaemonSource, SourceFailed
+
+        self.host = host
+        if not is_local(host):
+            raise connection_failed(host)
+        try:
+            self.source: DaemonSource = DaemonSource("fake-dcgmi")
+        except SourceFailed:
+            raise connection_failed(host) from None
+
+    def snapshot(self) -> Snapshot:
+        from fakehw.views.source import SourceFailed
+
+        try:
+            return self.source.snapshot()
+        except SourceFailed:
+            raise connection_failed(self.host) from None
+
+    def health_watches(self, mask: int | None = None) -> int:
+        """The node's health watch mask, after setting it to ``mask`` if given."""
+        from fakehw.views.source import SourceFailed
+
+        args: dict[str, int | str] = {"node": self.source.node}
+        if mask is not None:
+            args["mask"] = mask
+        try:
+            answer = self.source.change("health_watches", **args)
+        except SourceFailed:
+            raise connection_failed(self.host) from None
+        return int(answer["mask"])
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def node_of(snapshot: Snapshot) -> NodeRecord:
+    return snapshot["nodes"][0]
+
+
+def subjects(snapshot: Snapshot) -> list[Subject]:
+    """The node's GPUs, by GPU id (DCGM numbers them as NVML does here)."""
+    node = node_of(snapshot)
+    count = len(node["gpus"])
+    return [
+        Subject(gpu, snapshot["models"][gpu["model"]], snapshot, count)
+        for gpu in sorted(node["gpus"], key=lambda g: g["index"])
+    ]
