@@ -26,6 +26,7 @@ PROGRAMS = {
     "fake-nvidia-smi": [sys.executable, str(SMI_LAUNCHER)],
     "fake-gpustat": [sys.executable, "-m", "fakehw.gpustat"],
     "fake-nvitop": [sys.executable, "-m", "fakehw.nvitop"],
+    "fake-dcgmi": [sys.executable, "-m", "fakehw.dcgmi"],
 }
 T = TypeVar("T")
 R = TypeVar("R")

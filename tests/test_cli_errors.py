@@ -38,6 +38,7 @@ BROKEN_CONFIG_CASES = [
     ("fake-nvidia-smi", ["--query-gpu=name", "--format=csv"], 9, "stderr"),
     ("fake-gpustat", [], 1, "stderr"),
     ("fake-nvitop", ["-1"], 1, "stderr"),
+    ("fake-dcgmi", ["discovery", "-l"], 235, "stderr"),  # dcgmi's words on stdout, the reason here
 ]
 
 

@@ -22,6 +22,7 @@ ONE_SHOT = [
     ("fake-gpustat", []),
     ("fake-nvitop", ["-1"]),
     ("fakehw", ["daemon", "status"]),
+    ("fake-dcgmi", ["discovery", "-l"]),
 ]
 
 

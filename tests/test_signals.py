@@ -22,6 +22,7 @@ PROGRAMS = {
     "fake-nvitop --cluster": (["-m", "fakehw.nvitop", "--cluster"], "NVIDIA H100", 130),
     "fake-train": (TRAIN, "│ loss", 130),
     "fakehw exporter": (["-m", "fakehw", "exporter", "--listen", "127.0.0.1:0"], "/metrics", 130),
+    "fake-dcgmi dmon": (["-m", "fakehw.dcgmi", "dmon", "-e", "150"], "GPU 0 ", 0),  # as dcgmi
 }
 
 
@@ -54,6 +55,7 @@ STARTING = {
     "fake-nvidia-smi": ["fake-nvidia-smi"],
     "fake-gpustat": ["fake-gpustat"],
     "fake-nvitop -1": ["fake-nvitop", "-1"],
+    "fake-dcgmi discovery": ["fake-dcgmi", "discovery", "-l"],
     "fakehw daemon status": ["fakehw", "daemon", "status"],
     # fast, so a Ctrl-C that Python's own start-up swallows (before fakehw runs) still
     # leaves a run that ends within the test's wait

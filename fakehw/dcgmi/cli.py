@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         stream = sys.stderr if exc.stream == "stderr" else out
         out.flush()
         _write(stream, exc.lines)
+        if exc.note:
+            _write(sys.stderr, [f"fake-dcgmi: {exc.note}"])
         return status.exit_code(exc.status)
     except Terminated as exc:
         return exc.exit_code

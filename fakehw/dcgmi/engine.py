@@ -17,15 +17,17 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_PORT = "5555"  # nv-hostengine's
 
 
-def connection_failed(host: str) -> status.DcgmiError:
-    """``Command::Connect`` failing, then ``DoExecuteConnectionFailure`` (stdout, 235)."""
-    reason = status.ERROR_STRINGS[status.CONNECTION_NOT_VALID]
+def connection_failed(host: str, reason: str | None = None) -> status.DcgmiError:
+    """``Command::Connect`` failing, then ``DoExecuteConnectionFailure`` (stdout, 235);
+    ``reason``: why fakehw's daemon did not answer, for stderr."""
+    invalid = status.ERROR_STRINGS[status.CONNECTION_NOT_VALID]
     return status.DcgmiError(
         [
             f"Error: unable to establish a connection to the specified host: {host}",
-            f"Error: Unable to connect to host engine. {reason}.",
+            f"Error: Unable to connect to host engine. {invalid}.",
         ],
         status.CONNECTION_NOT_VALID,
+        note=reason,
     )
 
 
@@ -55,16 +57,16 @@ class HostEngine:
             raise connection_failed(host)
         try:
             self.source: DaemonSource = DaemonSource("fake-dcgmi")
-        except SourceFailed:
-            raise connection_failed(host) from None
+        except SourceFailed as exc:
+            raise connection_failed(host, exc.message) from None
 
     def snapshot(self) -> Snapshot:
         from fakehw.views.source import SourceFailed
 
         try:
             return self.source.snapshot()
-        except SourceFailed:
-            raise connection_failed(self.host) from None
+        except SourceFailed as exc:
+            raise connection_failed(self.host, exc.message) from None
 
     def health_watches(self, mask: int | None = None) -> int:
         """The node's health watch mask, after setting it to ``mask`` if given."""
@@ -75,8 +77,8 @@ class HostEngine:
             args["mask"] = mask
         try:
             answer = self.source.change("health_watches", **args)
-        except SourceFailed:
-            raise connection_failed(self.host) from None
+        except SourceFailed as exc:
+            raise connection_failed(self.host, exc.message) from None
         return int(answer["mask"])
 
     def close(self) -> None:

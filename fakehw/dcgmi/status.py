@@ -38,11 +38,14 @@ def exit_code(status: int) -> int:
 class DcgmiError(Exception):
     """A failure dcgmi reports and exits on: ``lines`` to ``stream``, exit ``code``."""
 
-    def __init__(self, lines: list[str], status: int, stream: str = "stdout") -> None:
+    def __init__(
+        self, lines: list[str], status: int, stream: str = "stdout", note: str | None = None
+    ) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
         self.status = status
         self.stream = stream  # "stdout" or "stderr"
+        self.note = note  # fakehw's own reason, for stderr after dcgmi's words (or None)
 
 
 class ParseFailed(DcgmiError):
