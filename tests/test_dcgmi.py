@@ -14,6 +14,7 @@ import pytest
 from helpers import Node, fakehw, wait_for
 
 from fakehw.dcgmi import health, styled_json
+from fakehw.dcgmi.diag import FOOTER
 
 SPEC = Path(__file__).resolve().parents[1] / "docs" / "design" / "dcgmi.md"
 
@@ -154,6 +155,23 @@ def test_dmon_prints_its_header_again_after_fifteen_samples(h200x2: Node) -> Non
          "An error occurred trying to parse the command line.\n"),
         (["health", "-c", "-g", "7"], 253, "stdout",
          "Error: Unable to check health watches. Return: The Group is not found\n"),
+        (["health", "-c", "-g", "abc"], 254, "stderr",
+         "Error: The only allowed non-digit strings are g (gpus), s (switches), i (instances), "
+         "c (compute instances), or a (all entities).\n"
+         "An error occurred trying to parse the command line.\n"),
+        (["health", "-s", "ap"], 254, "stderr",
+         "Error: Invalid flags detected for arg set.\n"
+         "An error occurred trying to parse the command line.\n"),
+        (["health", "-s", "pmp"], 254, "stderr",
+         "Error: Duplicate flags detected for arg set.\n"
+         "An error occurred trying to parse the command line.\n"),
+        (["dmon", "-e", "65536", "-c", "1"], 255, "stderr",
+         "Error: Expected numerical fieldId. Got '65536' instead.\n"),
+        (["dmon", "-e", "150", "-i", "0,,1", "-c", "1"], 255, "stderr",
+         "Error: Comma without a value detected at token 2 of input 0,,1\n"),
+        (["diag", "-r", "1", "-g", "0", "-i", "1"], 254, "stderr",
+         "Error: Specifying a group id and a entity id are mutually exclusive.\n"
+         "An error occurred trying to parse the command line.\n"),
     ],
 )  # fmt: skip
 def test_errors_are_dcgms_words_and_exit_codes(
@@ -172,6 +190,29 @@ def test_an_unknown_option_is_tclaps_parse_error(h200x2: Node) -> None:
     assert lines[:4] == [*tclap, "", "Usage: "]
     assert lines[4].startswith("   dcgmi dmon ")
     assert lines[-3:] == ["For complete USAGE and HELP type: ", "   dcgmi dmon --help", ""]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["dmon"], [" ", "Required argument missing: {field-group-id | field-id | list}"]),
+        (["dmon", "-l", "-e", "150"], ["Argument: -l AND -e provided.", "Only one is allowed."]),
+        (["dmon", "-e", "150", "-d", "99999999999"],
+         ["Argument: -d (--delay)", "Couldn't read argument value from string '99999999999'"]),
+        (["health", "-s", "pm", "-u", "often"],
+         ["Argument: -u (--update-interval)", "Couldn't read argument value from string 'often'"]),
+    ],
+)  # fmt: skip
+def test_tclap_refuses_what_it_cannot_parse(
+    h200x2: Node, args: list[str], error: list[str]
+) -> None:
+    result = dcgmi(h200x2, *args)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[:2] == ["PARSE ERROR: " + error[0], "             " + error[1]]
+    program = f"dcgmi {args[0]}"
+    assert lines[4].startswith(f"   {program} [")
+    assert lines[-5:] == ["", "", "For complete USAGE and HELP type: ", f"   {program} --help", ""]
 
 
 def test_an_unknown_subsystem_prints_the_usage(h200x2: Node) -> None:
@@ -213,6 +254,13 @@ def test_health_check_needs_watches_then_reports_healthy(fresh: Node) -> None:
     )
     assert dcgmi(fresh, "health", "--clear").returncode == 0
     assert dcgmi(fresh, "health", "-c").returncode == 253
+    # "a" is every watch dcgmi sets for it: all but SM
+    assert dcgmi(fresh, "health", "-g", "g", "-s", "a").returncode == 0
+    states = dict(
+        line.split("|")[1:3] for line in dcgmi(fresh, "health", "-f").stdout.splitlines()[2:-1]
+    )
+    assert {name.strip(): state.strip() for name, state in states.items()}["SM"] == "Off"
+    assert sorted(state.strip() for state in states.values()) == ["Off"] + ["On"] * 10
 
 
 def test_a_double_bit_error_fails_the_memory_watch(fresh: Node) -> None:
@@ -278,6 +326,15 @@ def test_diag_finds_persistence_mode_off_and_a_pending_row_remap(fresh: Node) ->
 
     with Client.connect(root=fresh.runtime, autostart=False) as client:
         client.request("set_persistence_mode", gpu=0, enabled=False)
+    # nvvs sets a persistence-mode warning as the whole test's result: every GPU's
+    warned = dcgmi(fresh, "diag", "-r", "1")
+    assert warned.returncode == 226
+    assert warned.stdout.splitlines()[9:] == [
+        "| software                  | Warn                                           |",
+        *spec_block("### 4.3 Example, DCGM 4.6.0, a software check reports a problem")[10:14],
+        "|                           | GPU1: Fail                                     |",
+        FOOTER,
+    ]
     inject(fresh, "ecc-uncorrectable", "--gpu", "1")
     result = dcgmi(fresh, "diag", "-r", "1")
     assert result.returncode == 226  # DCGM_ST_NVVS_ERROR

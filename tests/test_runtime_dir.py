@@ -18,6 +18,7 @@ import pytest
 from helpers import fakehw, wait_for
 
 from fakehw.service.client import Client
+from fakehw.tools.shims import SHIMS
 
 TOOLS = {
     "fakehw daemon start": ["-m", "fakehw", "daemon", "start"],
@@ -103,7 +104,7 @@ def test_every_file_of_the_daemon_is_private(
     for path in runtime_dir.rglob("*"):
         if path.is_symlink() or path.is_dir():
             continue
-        expected = 0o700 if path.name == "nvidia-smi" else 0o600
+        expected = 0o700 if path.name in SHIMS else 0o600  # the programs on PATH
         assert mode_of(path) == expected, path
     assert mode_of(runtime_dir) == 0o700
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fakehw.contract.snapshot import RemappedRows
 from fakehw.dcgm.fields import ANSWERS_WHEN_LOST, BY_ID, FIELDS
 
 Value = int | float | str
@@ -33,6 +34,27 @@ def _cuda_driver_version(subject: Subject) -> int:
     return int(major) * 1000 + int(minor or 0) * 10
 
 
+def _compute_capability(subject: Subject) -> int:
+    """The major version in the upper 32 bits, the minor in the lower."""
+    major, minor = subject.model["compute_capability"]
+    return int(major) << 32 | int(minor)
+
+
+def _temperature_margin(subject: Subject) -> Value | None:
+    """Degrees left before the slowdown (nvidia-smi's T.Limit)."""
+    tlimit = subject.model["tlimit"]
+    return None if tlimit is None else int(tlimit["base_c"]) - int(subject.gpu["temperature_gpu_c"])
+
+
+def _rows(read: Callable[[RemappedRows], int]) -> Callable[[Subject], Value]:
+    return lambda s: read(RemappedRows(s.gpu["ecc"]))
+
+
+def _banks_used(subject: Subject) -> int:
+    rows = RemappedRows(subject.gpu["ecc"])
+    return min(int(subject.model["remapped_rows_banks"]), rows.correctable + rows.uncorrectable)
+
+
 def _model(key: str) -> Callable[[Subject], Value]:
     return lambda s: s.model[key]
 
@@ -42,7 +64,7 @@ def _gpu(key: str) -> Callable[[Subject], Value]:
 
 
 # fmt: off
-_STATIC: dict[int, Callable[[Subject], Value]] = {
+_STATIC: dict[int, Callable[[Subject], Value | None]] = {
     1: lambda s: s.snapshot["driver_version"],
     2: lambda s: s.snapshot["nvml_version"],
     4: lambda s: s.node_gpu_count,
@@ -58,6 +80,9 @@ _STATIC: dict[int, Callable[[Subject], Value]] = {
     65: lambda s: 0,  # compute mode: Default
     66: lambda s: int(s.gpu["persistence_mode"]),
     67: lambda s: 0,  # MIG mode: disabled
+    63: _compute_capability,
+    80: _model("inforom_ecc"),
+    82: _model("inforom_image"),
     85: _model("vbios_version"),
     90: _model("bar1_total_mib"),
     92: _gpu("bar1_used_mib"),
@@ -78,12 +103,25 @@ _STATIC: dict[int, Callable[[Subject], Value]] = {
     162: _model("power_max_w"),
     163: _model("power_default_w"),
     164: lambda s: s.gpu["power_limit_mw"] / 1000,
+    153: _temperature_margin,
     190: lambda s: int(str(s.gpu["pstate"]).removeprefix("P")),
     235: _model("pcie_gen_max"),
     236: _model("pcie_width_max"),
     237: _gpu("pcie_gen_current"),
     238: _gpu("pcie_width_current"),
+    242: lambda s: s.gpu["clocks_event_counters_us"]["sync_boost"] * 1000,  # ns
     300: lambda s: 1,  # ECC mode: enabled, as on every datacenter GPU
+    301: lambda s: 1,  # the pending mode: enabled too (nvidia-smi's ECC Mode Pending)
+    # the row remapper (nvmlDeviceGetRemappedRows, its bank histogram), as nvidia-smi -q
+    385: lambda s: int(s.model["remapped_rows_banks"]) - _banks_used(s),
+    386: _banks_used,
+    387: lambda s: 0,
+    388: lambda s: 0,
+    389: lambda s: 0,
+    393: _rows(lambda rows: rows.uncorrectable),
+    394: _rows(lambda rows: rows.correctable),
+    395: _rows(lambda rows: int(rows.failure)),
+    396: _rows(lambda rows: int(rows.pending)),
 }
 # fmt: on
 _XID_FIELD = FIELDS[ANSWERS_WHEN_LOST].field_id

@@ -13,68 +13,8 @@ from fakehw.dcgm.catalog import FieldMeta
 from fakehw.dcgm.values import Subject
 from fakehw.dcgmi import diag, discovery, dmon, health, status
 from fakehw.dcgmi.engine import DEFAULT_HOST, HostEngine, connection_failed, is_local, subjects
-from fakehw.dcgmi.options import Command, HelpRequested, Option, Parsed
+from fakehw.dcgmi.options import Command, HelpRequested, Parsed
 from fakehw.programs.signals import Terminated, raise_on_termination
-
-HOST_HELP = (
-    "Connects to specified IP or fully-qualified domain name. To connect to a host "
-    "engine that was started with -d (unix socket), prefix the unix socket filename "
-    "with 'unix://'. [default = localhost]"
-)
-
-DISCOVERY = Command(
-    "discovery",
-    "Used to discover and identify GPUs and their attributes.",
-    (
-        Option("", "host", "IP/FQDN", HOST_HELP),
-        Option("l", "list", None, "List all GPUs discovered on the host."),
-        Option("a", "all", None, "List all GPUs, including those that are not active, with -l."),
-    ),
-    one_of=("list",),
-)
-
-DMON = Command(
-    "dmon",
-    "Used to monitor GPUs and their stats.",
-    (
-        Option("", "host", "IP/FQDN", HOST_HELP),
-        Option(
-            "e", "field-id", "fieldId", "The field ids to query. Comma-separated list of field ids."
-        ),
-        Option(
-            "f",
-            "field-group-id",
-            "fieldGroupId",
-            "The field group to query on the specified host.",
-            integer=True,
-        ),
-        Option("l", "list", None, "List to look up the long names, short names and field ids."),
-        Option(
-            "i",
-            "entity-id",
-            "entityId",
-            "The comma separated list of GPU ids to query. Default is all GPUs.",
-        ),
-        Option("g", "group-id", "groupId", "The group to query on the specified host."),
-        Option(
-            "d",
-            "delay",
-            "delay",
-            "In milliseconds. Integer representing how often to query "
-            "results from DCGM and print them for all of the entities. [default = 1000 msec, "
-            "Minimum value = 1 msec.]",
-            integer=True,
-        ),
-        Option(
-            "c",
-            "count",
-            "count",
-            "Integer representing how many times to loop before exiting. [default- runs forever.]",
-            integer=True,
-        ),
-    ),
-    one_of=("field-id", "field-group-id", "list"),
-)
 
 
 def _connect(parsed: Parsed) -> HostEngine:
@@ -114,7 +54,17 @@ def _dmon_gpus(parsed: Parsed, found: list[Subject]) -> list[Subject]:
         return found
     by_index = {int(s.gpu["index"]): s for s in found}
     chosen = []
-    for token in str(parsed.get("entity-id", "")).split(","):
+    entity_list = str(parsed.get("entity-id", ""))
+    for position, token in enumerate(entity_list.split(","), start=1):
+        if not token:
+            raise status.DcgmiError(
+                [
+                    f"Error: Comma without a value detected at token {position} of input "
+                    f"{entity_list}"
+                ],
+                status.BADPARAM,
+                "stderr",
+            )
         token = token.strip().removeprefix("gpu:")
         if not token.isdigit():
             raise status.DcgmiError(
@@ -212,9 +162,9 @@ def _monitor(
 
 def run_health(parsed: Parsed, out: IO[str]) -> int:
     as_json = bool(parsed.get("json", False))
+    group = health.parse_group(str(parsed.get("group", health.DEFAULT_GROUP)))
     mask = health.parse_set(str(parsed.get("set", ""))) if parsed.given("set") else None
     engine = _connect(parsed)
-    group = str(parsed.get("group", health.DEFAULT_GROUP))
     try:
         if mask is not None or parsed.given("clear"):
             health.check_group(group, "set")
@@ -236,13 +186,14 @@ def run_health(parsed: Parsed, out: IO[str]) -> int:
 
 
 def run_diag(parsed: Parsed, out: IO[str]) -> int:
-    level = str(parsed.get("run", ""))
-    diag.check_level(level)
+    diag.check_level(str(parsed.get("run", diag.QUICK[0])))  # -r's default: "1"
+    if parsed.given("entity-id") and parsed.given("group"):
+        raise status.ParseFailed("Specifying a group id and a entity id are mutually exclusive")
     host = str(parsed.get("host", DEFAULT_HOST))
     if parsed.given("host") and not is_local(host):
         # dcgmi says so, then runs the diagnostic in an embedded host engine: this machine's
         _write(out, connection_failed(host).lines[:1])
-    group = str(parsed.get("group", "0"))
+    group = str(parsed.get("group", 0))
     if group != "0":
         raise status.DcgmiError(
             [
@@ -265,8 +216,8 @@ def run_diag(parsed: Parsed, out: IO[str]) -> int:
 
 
 SUBSYSTEMS: dict[str, tuple[Command, Callable[[Parsed, IO[str]], int]]] = {
-    "discovery": (DISCOVERY, run_discovery),
-    "dmon": (DMON, run_dmon),
+    "discovery": (discovery.COMMAND, run_discovery),
+    "dmon": (dmon.COMMAND, run_dmon),
     "health": (health.COMMAND, run_health),
     "diag": (diag.COMMAND, run_diag),
 }

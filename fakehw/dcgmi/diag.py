@@ -3,6 +3,7 @@ runs only the software plugin (``nvvs/src/Software.cpp``), whose sub-tests DCGM 
 merges into one ``software`` row (``Diag.cpp``). On the fake GPUs two of them can find
 something: persistence mode off (a warning) and rows of memory waiting to be remapped
 after a double-bit error (a failure); a GPU off the bus fails its first field query.
+Neither plugin sub-test writes information of its own, so ``-v`` adds no rows here.
 Deeper levels run hardware tests fakehw does not model, and are refused.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import RemappedRows
 from fakehw.dcgmi import status, tables
-from fakehw.dcgmi.options import Command, Option
+from fakehw.dcgmi.options import HOST_HELP, SUPPORTED_ENTITIES, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
@@ -22,6 +23,7 @@ DCGM_VERSION = "4.6.0"
 QUICK = ("1", "quick", "short")
 DEEPER = ("2", "medium", "3", "long", "4", "xlong")
 PASS, WARN, FAIL = "Pass", "Warn", "Fail"
+SEVERITY = {PASS: 0, WARN: 1, FAIL: 2}
 ENTITY_WORDS = {PASS: "Pass", WARN: "Fail", FAIL: "Fail"}  # WARN shows as Fail per entity
 INFO_WIDTH = 45  # a message's pieces (DATA_INFO_TAG_LEN)
 SUCCESS = "Successfully ran diagnostic for group."
@@ -48,32 +50,31 @@ FIELD_QUERY_LOST = "Could not query field retired_pages_pending for GPU {gpu}: G
 
 COMMAND = Command(
     "diag",
-    "Used to run diagnostics on the system.",
+    "diag -- Used to run diagnostics on the system.",
     (
-        Option("g", "group", "groupId", "The group ID to query."),
         Option(
             "r",
             "run",
             "diag",
-            "Run a diagnostic. (Note: higher numbered tests include "
-            "all beneath.)  1 - Quick (System Validation ~ seconds)  2 - Medium (Extended "
-            "System Validation ~ 2 minutes)  3 - Long (System HW Diagnostics ~ 15 minutes)  "
-            "4 - Extended (Longer-running System HW Diagnostics)",
+            "Run a diagnostic. (Note: higher numbered tests include all "
+            "beneath.)  \n 1 - Quick (System Validation ~ seconds) \n 2 - Medium (Extended "
+            "System Validation ~ 2 minutes) \n 3 - Long (System HW Diagnostics ~ 15 minutes) "
+            "\n 4 - Extended (Longer-running System HW Diagnostics) \nSpecific tests to run "
+            "may be specified by name, and multiple tests may be specified as a comma "
+            'separated list. For example, the command:\n\n dcgmi diag -r "pcie,diagnostic" '
+            "\n\nwould run the PCIE and Diagnostic tests together.",
         ),
+        Option("g", "group", "groupId", "The group ID to query.", kind="int"),
+        Option("", "host", "IP/FQDN", HOST_HELP),
+        Option("v", "verbose", None, "Show information and warnings for each test."),
         Option(
             "i",
             "entity-id",
             "entityId",
-            "Comma-separated list of GPU ids to run the diagnostic on (default: all of them).",
-        ),
-        Option(
-            "",
-            "host",
-            "IP/FQDN",
-            "Connects to specified IP or fully-qualified domain name. [default = localhost]",
+            " Comma-separated list of entities to run the diag on." + SUPPORTED_ENTITIES,
         ),
     ),
-    one_of=("run",),
+    usage_groups=(("host", "group", "run", "verbose"),),
 )
 
 
@@ -83,13 +84,18 @@ class EntityResult:
     result: str = PASS
     errors: list[str] = field(default_factory=list)
 
-    def add(self, result: str, message: str) -> None:
-        if result == FAIL or self.result == PASS:
+    def worsen(self, result: str) -> None:
+        """Sub-tests merge worst first (``DcgmNvvsResponseWrapper``)."""
+        if SEVERITY[result] > SEVERITY[self.result]:
             self.result = result
-        self.errors.append(message)
 
 
 def check_level(level: str) -> None:
+    """``-r``: the levels fakehw runs, DCGM's check of a negative one, and fakehw's
+    refusal of the levels it does not model."""
+    digits = level.strip()
+    if digits.startswith("-") and digits[1:2].isdigit():
+        raise status.ParseFailed("Positive value expected, negative value found", "run")
     if level in QUICK:
         return
     if level in DEEPER:
@@ -108,23 +114,37 @@ def check_level(level: str) -> None:
     )
 
 
-def software(subject: Subject) -> EntityResult:
-    """The software plugin's sub-tests on one GPU, in DCGM's order, merged."""
-    gpu = subject.gpu
-    index = int(gpu["index"])
-    outcome = EntityResult(index)
-    if gpu["lost"]:
-        outcome.add(FAIL, FIELD_QUERY_LOST.format(gpu=index))
-        return outcome
-    if not gpu["persistence_mode"]:
-        outcome.add(WARN, PERSISTENCE_MODE.format(gpu=index))
-    rows = RemappedRows(gpu["ecc"])
-    if rows.pending:
-        if rows.uncorrectable:
-            outcome.add(FAIL, UNCORRECTABLE_ROW_REMAP.format(gpu=index, rows=rows.uncorrectable))
-        else:
-            outcome.add(FAIL, PENDING_ROW_REMAP.format(gpu=index))
-    return outcome
+def software(subjects: list[Subject]) -> list[EntityResult]:
+    """The software plugin's sub-tests that can find something here, in its order. A
+    result set for the whole test (``SetResult``) is every GPU's, as in nvvs: one GPU with
+    persistence mode off, or one whose fields cannot be read, marks them all."""
+    outcomes = [EntityResult(int(subject.gpu["index"])) for subject in subjects]
+    pairs = list(zip(subjects, outcomes, strict=True))
+
+    def for_every_gpu(result: str) -> None:
+        for outcome in outcomes:
+            outcome.worsen(result)
+
+    for subject, outcome in pairs:  # Persistence Mode
+        if not subject.gpu["lost"] and not subject.gpu["persistence_mode"]:
+            outcome.errors.append(PERSISTENCE_MODE.format(gpu=outcome.gpu))
+            for_every_gpu(WARN)
+    for subject, outcome in pairs:  # Page Retirement/Row Remap
+        if subject.gpu["lost"]:
+            outcome.errors.append(FIELD_QUERY_LOST.format(gpu=outcome.gpu))
+            for_every_gpu(FAIL)
+            continue
+        rows = RemappedRows(subject.gpu["ecc"])
+        if rows.pending:
+            # (DCGM passes this message's format the GPU only: its row count is whatever
+            # the stack holds; the fake prints the count the format asks for)
+            if rows.uncorrectable:
+                message = UNCORRECTABLE_ROW_REMAP.format(gpu=outcome.gpu, rows=rows.uncorrectable)
+            else:
+                message = PENDING_ROW_REMAP.format(gpu=outcome.gpu)
+            outcome.errors.append(message)
+            outcome.worsen(FAIL)
+    return outcomes
 
 
 def select(subjects: list[Subject], entity_ids: str | None) -> list[Subject]:
@@ -163,7 +183,7 @@ def _message_rows(label: str, message: str) -> list[str]:
 
 def render(subjects: list[Subject], driver_version: str) -> tuple[list[str], int]:
     """The report and the status dcgmi exits with (226 when any GPU reported an error)."""
-    outcomes = [software(subject) for subject in subjects]
+    outcomes = software(subjects)
     device_ids = ", ".join(f"{int(s.model['pci_device_id']) >> 16:04x}" for s in subjects)
     lines = [
         SUCCESS,
@@ -174,10 +194,7 @@ def render(subjects: list[Subject], driver_version: str) -> tuple[list[str], int
         tables.stencil_row("GPU Device IDs Detected", device_ids),
         DEPLOYMENT,
     ]
-    worst = PASS
-    for outcome in outcomes:
-        if outcome.result == FAIL or worst == PASS:
-            worst = outcome.result
+    worst = max((outcome.result for outcome in outcomes), key=SEVERITY.__getitem__, default=PASS)
     lines.append(tables.stencil_row("software", worst))
     for outcome in outcomes:
         word = ENTITY_WORDS[outcome.result]

@@ -7,11 +7,29 @@ from __future__ import annotations
 
 from fakehw import TYPE_CHECKING
 from fakehw.dcgmi import tables
+from fakehw.dcgmi.options import HOST_HELP, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
 
 DEVICE_WIDTHS = (8, 70)
+COMMAND = Command(
+    "discovery",
+    "discovery -- Used to discover and identify GPUs and their attributes.",
+    (
+        Option("", "host", "IP/FQDN", HOST_HELP),
+        Option(
+            "l",
+            "list",
+            None,
+            "List GPUs and NVIDIA CPUs discovered on the host. By "
+            "default, only active GPUs are shown.",
+        ),
+        Option("a", "all", None, "Display all GPUs including inactive ones."),
+    ),
+    one_of=("list",),
+    usage_groups=(("host", "list", "all"),),
+)
 
 
 def _plural(count: int, word: str, plural: str) -> str:

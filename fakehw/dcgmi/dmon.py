@@ -6,12 +6,14 @@ DCGM's field table."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fakehw import TYPE_CHECKING
 from fakehw.dcgm.catalog import FieldMeta, fields
 from fakehw.dcgm.values import Subject, field_value
 from fakehw.dcgmi import status
+from fakehw.dcgmi.options import HOST_HELP, SUPPORTED_ENTITIES, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Value
@@ -23,6 +25,52 @@ HEADER_EVERY = 14  # samples between repeated headers, after the first 15
 MAX_LIST_WIDTH = 120
 SHORT_NAME_WIDTH, FIELD_ID_WIDTH = 20, 10
 STOPPED = "\n\ndmon was stopped due to receiving a signal"
+LEADING_INTEGER = re.compile(r"\s*([+-]?[0-9]+)")
+COMMAND = Command(
+    "dmon",
+    "dmon -- Used to monitor GPUs and their stats.",
+    (
+        Option("", "host", "IP/FQDN", HOST_HELP),
+        Option(
+            "i",
+            "entity-id",
+            "entityId",
+            " Comma-separated list of entities to run the dmon "
+            "on. Default is -1 which runs for all supported GPU. Run dcgmi discovery -c to "
+            "check list of available GPU entities." + SUPPORTED_ENTITIES,
+        ),
+        Option("g", "group-id", "groupId", " The group to query on the specified host."),
+        Option(
+            "f",
+            "field-group-id",
+            "fieldGroupId",
+            " The field group to query on the specified host.",
+            kind="int",
+        ),
+        Option("e", "field-id", "fieldId", " Field identifier to view/inject."),
+        Option(
+            "d",
+            "delay",
+            "delay",
+            " In milliseconds. Integer representing how often to "
+            "query results from DCGM and print them for all of the entities. [default = 1000 "
+            "msec,  Minimum value = 1 msec.]",
+            kind="int",
+        ),
+        Option(
+            "c",
+            "count",
+            "count",
+            " Integer representing How many times to loop before exiting. [default- runs forever.]",
+            kind="int",
+        ),
+        Option("l", "list", None, "List to look up the long names, short names and field ids."),
+    ),
+    one_of=("field-group-id", "field-id", "list"),
+    usage_groups=(
+        ("entity-id", "group-id", "field-group-id", "field-id", "delay", "count", "list"),
+    ),
+)
 
 
 def list_lines(columns: int) -> list[str]:
@@ -43,19 +91,26 @@ def list_lines(columns: int) -> list[str]:
     return lines
 
 
+def _atoi(token: str) -> int:
+    """C's ``atoi``: leading blanks, a sign, the digits up to the first other character."""
+    match = LEADING_INTEGER.match(token)
+    return int(match.group(1)) if match else 0
+
+
 def parse_field_ids(text: str) -> list[FieldMeta]:
     """``-e 150,155,1004``: the fields in the order given (repeats kept), or dcgmi's
-    error (stderr, exit 255)."""
+    error (stderr, exit 255). As dcgmi, each token is read by ``atoi`` into an unsigned
+    short: ``150x`` is 150, ``65536`` is 0 (and so not a number)."""
     chosen = []
     known = fields()
     for token in text.split(","):
-        if not token.isdigit():
+        field_id = _atoi(token) & 0xFFFF
+        if not field_id and not token.startswith("0"):
             raise status.DcgmiError(
                 [f"Error: Expected numerical fieldId. Got '{token}' instead."],
                 status.BADPARAM,
                 "stderr",
             )
-        field_id = int(token) & 0xFFFF  # dcgmi keeps an unsigned short
         meta = known.get(field_id)
         if meta is None:
             raise status.DcgmiError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import REASON_HW_THERMAL, REASON_SW_POWER_CAP, REASON_SW_THERMAL
 from fakehw.dcgmi import status, styled_json, tables
-from fakehw.dcgmi.options import Command, Option
+from fakehw.dcgmi.options import HOST_HELP, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 # dcgmHealthSystems_t (dcgm_structs.h)
 PCIE, NVLINK, PMU, MCU, MEMORY, SM, INFOROM, THERMAL, POWER, DRIVER = (1 << n for n in range(10))
 NVSWITCH_NONFATAL, NVSWITCH_FATAL, CONNECTX = 1 << 10, 1 << 11, 1 << 12
-ALL = (1 << 13) - 1  # what the fake host engine keeps for "a" (DCGM_HEALTH_WATCH_ALL)
+# "a": every watch dcgmi sets for it (CommandLineParser.cpp), which leaves out SM, PMU, MCU
+ALL = (PCIE | MEMORY | INFOROM | THERMAL | POWER | NVLINK | NVSWITCH_NONFATAL | NVSWITCH_FATAL
+       | DRIVER | CONNECTX)  # fmt: skip
 SET_LETTERS = {
     "p": PCIE,
     "m": MEMORY,
@@ -63,7 +65,7 @@ SYSTEM_LABELS = {
 }
 HEALTHY, WARNING, FAILURE = 0, 10, 20  # dcgmHealthWatchResults_t
 RESULT_WORDS = {HEALTHY: "Healthy", WARNING: "Warning", FAILURE: "Failure"}
-DEFAULT_GROUP = "0"  # DCGM_ALL_SUPPORTED_GPUS, the only group the fake host engine has
+DEFAULT_GROUP = "g"  # DCGM_GROUP_ALL_GPUS
 REPORT_TITLE = "Health Monitor Report"
 MESSAGE_WIDTH = 54
 
@@ -99,40 +101,51 @@ ALL_SYSTEMS = 0xFFFFFFFF  # DCGM_HEALTH_WATCH_ALL: the system of an always-watch
 
 COMMAND = Command(
     "health",
-    "Used to manage the health watches of a group. The health of the GPUs in a group can "
-    "then be monitored during a process.",
+    "health --  Used to manage the health watches of a group. The health of the GPUs in a "
+    "group can then be monitored during a process.",
     (
         Option("g", "group", "groupId", "The GPU group to query on the specified host."),
+        Option("", "host", "IP/FQDN", HOST_HELP),
+        Option("", "clear", None, "Disable all watches being monitored."),
         Option("f", "fetch", None, "Fetch the current watch status."),
-        Option(
-            "s",
-            "set",
-            "flags",
-            "Set the watches to be monitored. [default = pm]  "
-            "a - all watches  p - PCIe watches (*)  m - memory watches (*)  "
-            "i - infoROM watches  t - thermal and power watches (*)  d - driver watches  "
-            "n - NVLink watches (*)  x - ConnectX watches (*)  (*) watch requires 60 "
-            "seconds before a valid result.",
-        ),
         Option(
             "c",
             "check",
             None,
-            "Check to see if any errors or warnings have occurred in "
-            "the currently monitored watches.",
+            "Check to see if any errors or warnings have occurred in the "
+            "currently monitored watches.",
         ),
-        Option("", "clear", None, "Disable all watches being monitored."),
         Option("j", "json", None, "Print the output in a json format"),
         Option(
-            "",
-            "host",
-            "IP/FQDN",
-            "Connects to specified IP or fully-qualified domain name. "
-            "To connect to a host engine that was started with -d (unix socket), prefix the "
-            "unix socket filename with 'unix://'. [default = localhost]",
+            "s",
+            "set",
+            "flags",
+            "Set the watches to be monitored. [default = pm]\n a - all "
+            "watches\n d - driver watches\n i - infoROM watches\n m - memory watches (*)\n "
+            "n - NVLink watches (*)\n p - PCIe watches (*)\n t - thermal and power watches "
+            "(*)\n x - ConnectX watches (*)\n (*) watch requires 60 sec before first query",
+        ),
+        Option(
+            "m",
+            "max-keep-age",
+            "seconds",
+            "How long DCGM should cache the samples in seconds.",
+            kind="real",
+        ),
+        Option(
+            "u",
+            "update-interval",
+            "seconds",
+            "How often DCGM should retrieve health from the driver in seconds.",
+            kind="real",
         ),
     ),
-    one_of=("fetch", "set", "check", "clear"),
+    one_of=("fetch", "set", "clear", "check"),
+    usage_groups=(
+        ("host", "group", "check", "json"),
+        ("host", "group", "fetch", "json"),
+        ("host", "group", "set", "json", "max-keep-age", "update-interval"),
+    ),
 )
 
 
@@ -147,22 +160,44 @@ class Incident:
 
 
 def parse_set(flags: str) -> int:
-    """``-s pmt``: the watch mask, or dcgmi's refusal (exit 254)."""
-    if len(set(flags)) != len(flags):
-        raise status.ParseFailed("Duplicate flags detected", "set")
-    if flags == "a":
-        return ALL
-    if not flags or any(letter not in SET_LETTERS for letter in flags):
-        raise status.ParseFailed("Invalid flags detected", "set")
+    """``-s pmt``: the watch mask, or dcgmi's refusal (exit 254), letter by letter as
+    dcgmi reads them: a letter it does not know, or ``a`` with others, is invalid; a
+    letter given twice is a duplicate, found when its first comes up."""
     mask = 0
-    for letter in flags:
-        mask |= SET_LETTERS[letter]
+    for position, letter in enumerate(flags):
+        if letter == "a" and len(flags) == 1:
+            mask |= ALL
+        elif letter not in SET_LETTERS:
+            raise status.ParseFailed("Invalid flags detected", "set")
+        else:
+            mask |= SET_LETTERS[letter]
+            if letter in flags[position + 1 :]:
+                raise status.ParseFailed("Duplicate flags detected", "set")
+    if not mask:
+        raise status.ParseFailed("No flags detected", "set")
     return mask
 
 
+GROUP_LETTERS = ("g", "s", "i", "c", "a")  # all GPUs, NvSwitches, GPU instances, ..., all
+GROUP_ERROR = ("The only allowed non-digit strings are g (gpus), s (switches), i (instances), "
+               "c (compute instances), or a (all entities)")  # fmt: skip
+ALL_GPU_GROUPS = ("g", "a", "0")  # the fake host engine's entities are its GPUs
+
+
+def parse_group(text: str) -> str:
+    """``CheckGroupIdArgument``: one of the letters, or a number (as ``strtol`` reads it)."""
+    if not text[:1].isdigit():
+        if text in GROUP_LETTERS:
+            return text
+        raise status.ParseFailed(GROUP_ERROR)
+    digits = len(text) - len(text.lstrip("0123456789"))
+    return str(int(text[:digits]))
+
+
 def check_group(group: str, doing: str) -> None:
-    """Only group 0 (all GPUs) exists on the fake host engine."""
-    if group != DEFAULT_GROUP:
+    """The host engine's answer for a group it lacks: it has the group of all GPUs only
+    (no NvSwitch, MIG or user-made groups)."""
+    if group not in ALL_GPU_GROUPS:
         raise status.DcgmiError(
             [f"Error: Unable to {doing} health watches. Return: The Group is not found"],
             status.GENERIC_ERROR,

@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fails: it heats to slowdown and throttles), power-brake (clocks held near their "
         "floor), ecc (corrected errors), ecc-uncorrectable (a double-bit error, XID 48: the "
         "process on it crashes), xid79 (the GPU falls off the bus), rank-crash (the process "
-        "on it is killed), clear (undo thermal, power-brake and xid79).",
+        "on it is killed), clear (a GPU reset: undoes thermal, power-brake and xid79; the "
+        "volatile ECC counts move to the aggregate ones, a pending row remapping completes).",
         epilog="Examples: fakehw inject thermal --gpu 3\n"
         "          fakehw inject xid79 --gpu 0 --node 2\n"
         "          fakehw inject clear --gpu 3",
