@@ -372,3 +372,33 @@ def test_fakehw_exec_puts_dcgmi_on_path(runtime_dir: Path) -> None:
     result = fakehw("exec", "--", "dcgmi", "discovery", "-l")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("8 GPUs found (Active).\n")
+
+
+def test_a_gpu_off_the_bus_is_lost_to_discovery_health_and_diag(fresh: Node) -> None:
+    assert dcgmi(fresh, "health", "-s", "a").returncode == 0
+    inject(fresh, "xid79", "--gpu", "0")
+    listed = dcgmi(fresh, "discovery", "-l").stdout.splitlines()
+    assert listed[:2] == [
+        "1 GPU found (Active).",
+        "Note: Use -a flag to show all GPUs, including those that are not active.",
+    ]
+    every = dcgmi(fresh, "discovery", "-l", "-a").stdout
+    assert "| 0      | Status: LOST" in every and "(last known)" in every
+    report = dcgmi(fresh, "health", "-c").stdout.splitlines()
+    rows = [(line[2:27].strip() + " = " + line[30:-2].strip()).strip() for line in report[3:-1]]
+    assert rows[:5] == [
+        "Overall Health = Failure", "GPU =", "-> 0 = Failure", "-> Errors =",
+        "-> Internal error = Failure"]  # fmt: skip
+    assert rows[5] == "= GPU 0 has fallen off the bus Please re-seat the GPU,"
+    assert "-> Power system = Warning" in rows
+    assert "= Cannot reliably read the power usage for GPU 0. Check" in rows
+    diagnosed = dcgmi(fresh, "diag", "-r", "1")
+    assert diagnosed.returncode == 226
+    lines = diagnosed.stdout.splitlines()
+    assert lines[10:14] == [
+        "|                           | GPU0: Fail                                     |",
+        "| Warning: GPU0             | Could not query field retired_pages_pending f  |",
+        "|                           | or GPU 0: GPU is lost (-18)                    |",
+        # (nvvs sets a failed field query as the whole test's result)
+        "|                           | GPU1: Fail                                     |",
+    ]

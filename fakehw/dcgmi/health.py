@@ -97,6 +97,8 @@ XID_FALLEN_OFF_THE_BUS = (
     "If the issue persists, please run a field diagnostic on the GPU.  (triggered by XID 79: "
     "GPU %d has fallen off the bus)"
 )
+POWER_UNREADABLE = ("Cannot reliably read the power usage for GPU {gpu}. Check DCGM and system "
+                    "logs for errors. Reset GPU. Restart DCGM. Rerun diagnostics.")  # fmt: skip
 ALL_SYSTEMS = 0xFFFFFFFF  # DCGM_HEALTH_WATCH_ALL: the system of an always-watched XID
 
 COMMAND = Command(
@@ -221,7 +223,10 @@ def incidents(subjects: list[Subject], mask: int) -> list[Incident]:
                 Incident(index, ALL_SYSTEMS, FAILURE, XID_FALLEN_OFF_THE_BUS.format(gpu=index))
             )
         if gpu["lost"]:
-            continue  # its fields are blank: no watch can judge it
+            # its fields are blank: only the power watch says so (a blank board power)
+            if mask & POWER:
+                found.append(Incident(index, POWER, WARNING, POWER_UNREADABLE.format(gpu=index)))
+            continue
         ecc = gpu["ecc"]
         double_bit = ecc["volatile_dram_uncorrected"] + ecc["volatile_sram_uncorrected"]
         if mask & MEMORY and double_bit:
