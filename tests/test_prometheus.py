@@ -1,6 +1,6 @@
 """A real Prometheus (Debian's package, on loopback, its own data directory) scraping
-the exporter's per-node targets, found through its http_sd endpoint, while the GPUs
-train; PromQL over Prometheus' HTTP API checks what a dashboard would show."""
+the exporter's per-node targets, found through its http_sd endpoint, while fake-train
+runs on every node; PromQL over Prometheus' HTTP API checks what a dashboard would show."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Node, fakehw, wait_for
+from helpers import PROGRAMS, Node, fakehw, wait_for
 from test_exporter import exporter
 
 PROMETHEUS = shutil.which("prometheus")
@@ -60,9 +60,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Prom
     discovering the nodes through the exporter's /sd, scraping every second."""
     assert PROMETHEUS is not None, "FAKEHW_EXPECT_PROMETHEUS=1 but no prometheus on PATH"
     node = Node("h100", 2, nodes=3)
-    for gpu in (0, 1, 2, 3):  # nodes 0 and 1; node 2 idle
-        node.run_process("python3", gpu, 30000)
     work = tmp_path_factory.mktemp("prometheus")
+    log = work / "train.log"
+    with log.open("w") as out:  # fake-train on the cluster as it is: 3 nodes of 2 GPUs
+        train = subprocess.Popen([*PROGRAMS["fake-train"], "--seed", "3"], env=node.env,
+                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    wait_for(lambda: "│ loss" in log.read_text(), timeout=120, interval=0.5)
     with exporter(node) as served:
         config = work / "prometheus.yml"
         config.write_text(
@@ -90,6 +93,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Prom
         finally:
             process.terminate()
             process.wait(timeout=30)
+            train.terminate()
+            train.wait(timeout=60)
             node.close()
 
 
@@ -124,9 +129,15 @@ def test_promql_power_agrees_with_nvidia_smi_and_the_energy_counter(
     rate = prometheus.value("sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[30s]) / 1000)")
     mean = prometheus.value("sum(avg_over_time(DCGM_FI_DEV_POWER_USAGE[30s]))")
     assert abs(rate - mean) <= 0.03 * mean  # mJ per second is the power, in W
-    # the training GPUs draw at their cap, the idle node at idle
-    busy = prometheus.value('sum(DCGM_FI_DEV_POWER_USAGE{gpu="0"} > 600)')
-    assert busy > 1200 and len(prometheus.query("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE > 0.3")) == 4
+    # fake-train's ranks draw near their cap, their tensor cores busy, on every node
+    assert len(prometheus.query("DCGM_FI_DEV_POWER_USAGE > 500")) == 6
+    assert len(prometheus.query("avg_over_time(DCGM_FI_PROF_PIPE_TENSOR_ACTIVE[30s]) > 0.3")) == 6
+    print(
+        f"\nPromQL over {len(prometheus.query('up == 1'))} targets: "
+        f"sum(DCGM_FI_DEV_POWER_USAGE) = {total:.1f} W (fake-nvidia-smi: {shown:.1f} W); "
+        f"sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[30s]) / 1000) = {rate:.1f} W, "
+        f"sum(avg_over_time(DCGM_FI_DEV_POWER_USAGE[30s])) = {mean:.1f} W"
+    )
 
 
 def test_an_injected_xid_shows_in_prometheus(stack: tuple[Node, Prometheus]) -> None:
