@@ -62,8 +62,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 from tabulate import tabulate
@@ -72,6 +73,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fakehw.service.client import Client  # noqa: E402
+
+T = TypeVar("T")
 
 
 def start_daemon(runtime: Path, nodes: int) -> int:
@@ -873,11 +876,10 @@ print(json.dumps({"targets": len(paths), "latencies": latencies, "failed": faile
 """
 
 
-def per_node_scrapes(nodes: int, interval_s: float, rounds: int) -> list[list[object]]:
-    """Every node of a cluster of ``nodes`` x 8 GPUs scraped as its own target, found
-    through the exporter's /sd, every ``interval_s`` (Prometheus' default 15 s), while
-    every GPU trains: scrape times, and the daemon's and the exporter's CPU."""
-    import json
+@contextlib.contextmanager
+def training_cluster_exporter(nodes: int) -> Iterator[tuple[int, psutil.Process, psutil.Process]]:
+    """A daemon of ``nodes`` x 8 GPUs, every GPU training, and the exporter serving it:
+    the exporter's port, the daemon's and the exporter's processes."""
     import socket
 
     runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-sd-"))
@@ -900,33 +902,7 @@ def per_node_scrapes(nodes: int, interval_s: float, rounds: int) -> list[list[ob
         )  # fmt: skip
         assert exporter.stdout is not None
         exporter.stdout.readline()  # listening
-        daemon, served = psutil.Process(pid), psutil.Process(exporter.pid)
-        before = [p.cpu_times() for p in (daemon, served)]
-        started = time.monotonic()
-        out = subprocess.run(
-            [sys.executable, "-c", PER_NODE_SCRAPE, str(port), str(interval_s), str(rounds)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        elapsed = time.monotonic() - started
-        after = [p.cpu_times() for p in (daemon, served)]
-        cpu = [100.0 * ((a.user - b.user) + (a.system - b.system)) / elapsed
-               for a, b in zip(after, before, strict=True)]  # fmt: skip
-        result = json.loads(out)
-        latencies = sorted(result["latencies"])
-        p50 = latencies[len(latencies) // 2] * 1000
-        p99 = latencies[int(len(latencies) * 0.99)] * 1000
-        holds = result["failed"] == 0 and result["late_rounds"] == 0
-        return [
-            ["targets found at /sd", f"{result['targets']:,}", "", ""],
-            ["scrapes (every target, every round)", f"{len(latencies):,} in {rounds} rounds",
-             "", ""],
-            ["scrape time p50 / p99", f"{p50:.1f} / {p99:.1f} ms", "", ""],
-            ["answer size", f"{result['bytes'] / 1024:.0f} KiB", "", ""],
-            ["failed scrapes / late rounds", f"{result['failed']} / {result['late_rounds']}",
-             f"0 / 0 at {interval_s:g} s", "ok" if holds else "MISSED"],
-            ["daemon CPU while scraped", f"{cpu[0]:.1f} %", "", ""],
-            ["exporter CPU", f"{cpu[1]:.1f} %", "", ""],
-        ]  # fmt: skip
+        yield port, psutil.Process(pid), psutil.Process(exporter.pid)
     finally:
         if exporter is not None:
             exporter.terminate()
@@ -934,6 +910,146 @@ def per_node_scrapes(nodes: int, interval_s: float, rounds: int) -> list[list[ob
         with contextlib.suppress(Exception):
             stop_daemon(runtime)
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def cpu_percent(processes: list[psutil.Process], run: Callable[[], T]) -> tuple[T, list[float]]:
+    """``run()``'s result and each process's CPU while it ran, in % of one core."""
+    before = [p.cpu_times() for p in processes]
+    started = time.monotonic()
+    result = run()
+    elapsed = time.monotonic() - started
+    after = [p.cpu_times() for p in processes]
+    return result, [100.0 * ((a.user - b.user) + (a.system - b.system)) / elapsed
+                    for a, b in zip(after, before, strict=True)]  # fmt: skip
+
+
+def per_node_scrapes(nodes: int, interval_s: float, rounds: int) -> list[list[object]]:
+    """Every node of a cluster of ``nodes`` x 8 GPUs scraped as its own target, found
+    through the exporter's /sd, every ``interval_s`` (Prometheus' default 15 s), while
+    every GPU trains: scrape times, and the daemon's and the exporter's CPU. A real
+    Prometheus scrapes when one is on PATH; otherwise a scraper that spreads the
+    targets over the interval as Prometheus does."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is not None:
+        return prometheus_scrapes(prometheus, nodes, interval_s, rounds)
+    import json
+
+    with training_cluster_exporter(nodes) as (port, daemon, served):
+        out, cpu = cpu_percent([daemon, served], lambda: subprocess.run(
+            [sys.executable, "-c", PER_NODE_SCRAPE, str(port), str(interval_s), str(rounds)],
+            capture_output=True, text=True, check=True,
+        ).stdout)  # fmt: skip
+    result = json.loads(out)
+    latencies = sorted(result["latencies"])
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    holds = result["failed"] == 0 and result["late_rounds"] == 0
+    return [
+        ["scraper", "bench/run.py's own (no prometheus on PATH)", "", ""],
+        ["targets found at /sd", f"{result['targets']:,}", "", ""],
+        ["scrapes (every target, every round)", f"{len(latencies):,} in {rounds} rounds",
+         "", ""],
+        ["scrape time p50 / p99", f"{p50:.1f} / {p99:.1f} ms", "", ""],
+        ["answer size", f"{result['bytes'] / 1024:.0f} KiB", "", ""],
+        ["failed scrapes / late rounds", f"{result['failed']} / {result['late_rounds']}",
+         f"0 / 0 at {interval_s:g} s", "ok" if holds else "MISSED"],
+        ["daemon CPU while scraped", f"{cpu[0]:.1f} %", "", ""],
+        ["exporter CPU", f"{cpu[1]:.1f} %", "", ""],
+    ]  # fmt: skip
+
+
+def prometheus_scrapes(binary: str, nodes: int, interval_s: float,
+                       rounds: int) -> list[list[object]]:  # fmt: skip
+    """The same, scraped by a real Prometheus (loopback, its own data directory), whose
+    own series say how it went: ``up``, ``scrape_duration_seconds``, and the interval it
+    kept (``prometheus_target_interval_length_seconds``)."""
+    import json
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    work = Path(tempfile.mkdtemp(prefix="fhw-bench-prom-"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        web = sock.getsockname()[1]
+
+    def query(promql: str, at: float | None = None) -> float:
+        asked = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
+        url = f"http://127.0.0.1:{web}/api/v1/query?" + urllib.parse.urlencode(asked)
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            result = json.load(answer)["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+    with training_cluster_exporter(nodes) as (port, daemon, served):
+        (work / "prometheus.yml").write_text(
+            f"global:\n  scrape_interval: {interval_s:g}s\n  scrape_timeout: 10s\n"
+            "scrape_configs:\n  - job_name: dcgm\n    http_sd_configs:\n"
+            f"      - url: http://127.0.0.1:{port}/sd\n        refresh_interval: 30s\n"
+        )
+        server = subprocess.Popen(
+            [binary, f"--config.file={work / 'prometheus.yml'}",
+             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{web}",
+             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # every target found and scraped once
+                with contextlib.suppress(OSError, KeyError, IndexError, ValueError):
+                    if query("count(up)") >= nodes:
+                        break
+                time.sleep(1)
+            time.sleep(interval_s)  # each target's first scrape is in
+            window = f"{int(rounds * interval_s)}s"
+            _, cpu = cpu_percent([daemon, served, psutil.Process(server.pid)],
+                                 lambda: time.sleep(rounds * interval_s))  # fmt: skip
+            at = time.time()  # every query over the same window
+            scrapes = query(f"sum(count_over_time(up[{window}]))", at)
+            failed = query(f"sum(count_over_time(up[{window}]) - sum_over_time(up[{window}]))", at)
+            durations = f"scrape_duration_seconds[{window}]"
+            p50 = query(f"quantile(0.5, quantile_over_time(0.5, {durations}))", at)
+            p99 = query(f"quantile(0.99, max_over_time({durations}))", at)
+            samples = query("avg(scrape_samples_scraped)", at)
+            kept = interval_kept(web, interval_s)
+            targets = query("count(up)")
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            shutil.rmtree(work, ignore_errors=True)
+    holds = failed == 0 and targets == nodes and kept <= interval_s * 1.05
+    return [
+        ["scraper", f"Prometheus {prometheus_version(binary)} (real)", "", ""],
+        ["targets found at /sd and scraped", f"{targets:,.0f}", f"{nodes:,}", ""],
+        ["scrapes in the window", f"{scrapes:,.0f} in {window}", "", ""],
+        ["scrape time p50 / p99 (scrape_duration_seconds)",
+         f"{p50 * 1000:.1f} / {p99 * 1000:.1f} ms", "", ""],
+        ["samples per scrape", f"{samples:,.0f}", "", ""],
+        ["failed scrapes / interval kept (p99)", f"{failed:.0f} / {kept:.2f} s",
+         f"0 / <= {interval_s * 1.05:.2f} s", "ok" if holds else "MISSED"],
+        ["daemon CPU while scraped", f"{cpu[0]:.1f} %", "", ""],
+        ["exporter CPU", f"{cpu[1]:.1f} %", "", ""],
+        ["Prometheus CPU", f"{cpu[2]:.1f} %", "", ""],
+    ]  # fmt: skip
+
+
+def interval_kept(port: int, interval_s: float) -> float:
+    """The 99th percentile of the intervals Prometheus kept between a target's scrapes,
+    from its own /metrics (it does not scrape itself here)."""
+    import urllib.request
+
+    wanted = (
+        f'prometheus_target_interval_length_seconds{{interval="{interval_s:g}s",quantile="0.99"}}'
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(wanted):
+                return float(line.split()[-1])
+    return float("nan")
+
+
+def prometheus_version(binary: str) -> str:
+    shown = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    words = (shown.stdout + shown.stderr).split()
+    return words[2] if len(words) > 2 else "?"
 
 
 SECTIONS = ["daemon", "scale", "snapshots", "load", "recovery", "monitors", "startup", "train",
