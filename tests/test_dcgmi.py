@@ -402,3 +402,26 @@ def test_a_gpu_off_the_bus_is_lost_to_discovery_health_and_diag(fresh: Node) -> 
         # (nvvs sets a failed field query as the whole test's result)
         "|                           | GPU1: Fail                                     |",
     ]
+
+
+def test_diag_json_reports_what_the_table_does(fresh: Node) -> None:
+    import json
+
+    inject(fresh, "ecc-uncorrectable", "--gpu", "1")
+    result = dcgmi(fresh, "diag", "-r", "1", "-j")
+    assert result.returncode == 226
+    document = json.loads(result.stdout)
+    assert result.stdout.startswith('{\n   "DCGM Diagnostic" : {\n')  # jsoncpp's style, keys sorted
+    (category,) = document["DCGM Diagnostic"]["test_categories"]
+    (test,) = category["tests"]
+    assert (category["category"], test["name"]) == ("Deployment", "software")
+    assert [r["status"] for r in test["results"]] == ["Pass", "Fail"]
+    (warning,) = test["results"][1]["warnings"]
+    assert warning == {"warning": "GPU 1 had uncorrectable memory errors and 1 rows were remapped",
+                       "error_id": 84, "error_category": 10, "error_severity": 6}  # fmt: skip
+    assert test["test_summary"] == {"status": "Fail", "warnings": [warning]}
+    serials = [row[0] for row in smi_values(fresh, "serial")]
+    (group,) = document["entity_groups"]
+    assert [e["serial_num"] for e in group["entities"]] == serials
+    assert {e["device_id"] for e in group["entities"]} == {"2330"}
+    assert document["metadata"]["version"] == "4.6.0"

@@ -210,7 +210,8 @@ def run_diag(parsed: Parsed, out: IO[str]) -> int:
         engine.close()
     entity_ids = str(parsed.get("entity-id", "")) if parsed.given("entity-id") else None
     chosen = diag.select(subjects(snapshot), entity_ids)
-    lines, code = diag.render(chosen, snapshot["driver_version"])
+    render = diag.render_json if parsed.given("json") else diag.render
+    lines, code = render(chosen, snapshot["driver_version"])
     _write(out, lines)
     return code
 

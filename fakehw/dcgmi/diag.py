@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import RemappedRows
-from fakehw.dcgmi import status, tables
+from fakehw.dcgmi import status, styled_json, tables
 from fakehw.dcgmi.options import HOST_HELP, SUPPORTED_ENTITIES, Command, Option
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ COMMAND = Command(
         Option("g", "group", "groupId", "The group ID to query.", kind="int"),
         Option("", "host", "IP/FQDN", HOST_HELP),
         Option("v", "verbose", None, "Show information and warnings for each test."),
+        Option("j", "json", None, "Print the output in a json format"),
         Option(
             "i",
             "entity-id",
@@ -74,15 +75,35 @@ COMMAND = Command(
             " Comma-separated list of entities to run the diag on." + SUPPORTED_ENTITIES,
         ),
     ),
-    usage_groups=(("host", "group", "run", "verbose"),),
+    usage_groups=(("host", "group", "run", "verbose", "json"),),
 )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One error a sub-test reports: its text and DCGM's code, category and severity
+    for it (``dcgm_errors.h``, ``dcgm_errors.c``)."""
+
+    message: str
+    code: int
+    category: int
+    severity: int
+
+
+# DCGM_FR_* codes, dcgmErrorCategory_t and dcgmErrorSeverity_t for the findings here
+PERSISTENCE_MODE_META = (29, 8, 5)  # SOFTWARE_OTHER, CONFIG
+UNCORRECTABLE_ROW_REMAP_META = (84, 10, 6)  # HARDWARE_MEMORY, RESET
+PENDING_ROW_REMAP_META = (85, 10, 6)
+FIELD_QUERY_META = (27, 16, 1)  # INTERNAL_OTHER, MONITOR
+SEVERITY_ISOLATE = 2
+ENTITY_GROUP_GPU = 1  # DCGM_FE_GPU
 
 
 @dataclass
 class EntityResult:
     gpu: int
     result: str = PASS
-    errors: list[str] = field(default_factory=list)
+    errors: list[Finding] = field(default_factory=list)
 
     def worsen(self, result: str) -> None:
         """Sub-tests merge worst first (``DcgmNvvsResponseWrapper``)."""
@@ -127,11 +148,15 @@ def software(subjects: list[Subject]) -> list[EntityResult]:
 
     for subject, outcome in pairs:  # Persistence Mode
         if not subject.gpu["lost"] and not subject.gpu["persistence_mode"]:
-            outcome.errors.append(PERSISTENCE_MODE.format(gpu=outcome.gpu))
+            outcome.errors.append(
+                Finding(PERSISTENCE_MODE.format(gpu=outcome.gpu), *PERSISTENCE_MODE_META)
+            )
             for_every_gpu(WARN)
     for subject, outcome in pairs:  # Page Retirement/Row Remap
         if subject.gpu["lost"]:
-            outcome.errors.append(FIELD_QUERY_LOST.format(gpu=outcome.gpu))
+            outcome.errors.append(
+                Finding(FIELD_QUERY_LOST.format(gpu=outcome.gpu), *FIELD_QUERY_META)
+            )
             for_every_gpu(FAIL)
             continue
         rows = RemappedRows(subject.gpu["ecc"])
@@ -139,10 +164,11 @@ def software(subjects: list[Subject]) -> list[EntityResult]:
             # (DCGM passes this message's format the GPU only: its row count is whatever
             # the stack holds; the fake prints the count the format asks for)
             if rows.uncorrectable:
-                message = UNCORRECTABLE_ROW_REMAP.format(gpu=outcome.gpu, rows=rows.uncorrectable)
+                text = UNCORRECTABLE_ROW_REMAP.format(gpu=outcome.gpu, rows=rows.uncorrectable)
+                found = Finding(text, *UNCORRECTABLE_ROW_REMAP_META)
             else:
-                message = PENDING_ROW_REMAP.format(gpu=outcome.gpu)
-            outcome.errors.append(message)
+                found = Finding(PENDING_ROW_REMAP.format(gpu=outcome.gpu), *PENDING_ROW_REMAP_META)
+            outcome.errors.append(found)
             outcome.worsen(FAIL)
     return outcomes
 
@@ -173,6 +199,11 @@ def select(subjects: list[Subject], entity_ids: str | None) -> list[Subject]:
     return chosen
 
 
+def _device_id(subject: Subject) -> str:
+    """The PCI device id as nvvs reports it: four lower-case hex digits (``2330``)."""
+    return f"{int(subject.model['pci_device_id']) >> 16:04x}"
+
+
 def _message_rows(label: str, message: str) -> list[str]:
     """``DisplayVerboseInfo``: after the last ``***``, trimmed, in 45-character pieces."""
     text = message.partition("***")[2] if "***" in message else message
@@ -184,7 +215,7 @@ def _message_rows(label: str, message: str) -> list[str]:
 def render(subjects: list[Subject], driver_version: str) -> tuple[list[str], int]:
     """The report and the status dcgmi exits with (226 when any GPU reported an error)."""
     outcomes = software(subjects)
-    device_ids = ", ".join(f"{int(s.model['pci_device_id']) >> 16:04x}" for s in subjects)
+    device_ids = ", ".join(_device_id(subject) for subject in subjects)
     lines = [
         SUCCESS,
         *HEADER,
@@ -199,8 +230,54 @@ def render(subjects: list[Subject], driver_version: str) -> tuple[list[str], int
     for outcome in outcomes:
         word = ENTITY_WORDS[outcome.result]
         lines.append(tables.stencil_row("", f"GPU{outcome.gpu}: {word}"))
-        for message in outcome.errors:
-            lines += _message_rows(f"Warning: GPU{outcome.gpu}", message)
+        for found in outcome.errors:
+            lines += _message_rows(f"Warning: GPU{outcome.gpu}", found.message)
     lines.append(FOOTER)
-    failed = any(outcome.errors for outcome in outcomes)
-    return lines, status.NVVS_ERROR if failed else status.OK
+    return lines, failure_status(outcomes)
+
+
+def failure_status(outcomes: list[EntityResult]) -> int:
+    """``GetFailureResult``: 205 when an error calls for the GPU to be isolated, 226 for
+    any other error the software test reported, else 0."""
+    found = [finding for outcome in outcomes for finding in outcome.errors]
+    if any(finding.severity == SEVERITY_ISOLATE for finding in found):
+        return status.NVVS_ISOLATE_ERROR
+    return status.NVVS_ERROR if found else status.OK
+
+
+def render_json(subjects: list[Subject], driver_version: str) -> tuple[list[str], int]:
+    """``-j``: the same run as ``HelperJsonBuildOutput`` writes it (a warning shows as
+    ``Fail`` throughout, as there)."""
+    outcomes = software(subjects)
+
+    def warnings(found: list[Finding]) -> dict[str, object]:
+        return {"warnings": [{"warning": f.message, "error_id": f.code,
+                              "error_category": f.category, "error_severity": f.severity}
+                             for f in found]} if found else {}  # fmt: skip
+
+    worst = max((outcome.result for outcome in outcomes), key=SEVERITY.__getitem__, default=PASS)
+    results = [
+        {"entity_group_id": ENTITY_GROUP_GPU, "entity_group": "GPU", "entity_id": outcome.gpu,
+         "status": ENTITY_WORDS[outcome.result], **warnings(outcome.errors)}
+        for outcome in outcomes
+    ]  # fmt: skip
+    every_error = [finding for outcome in outcomes for finding in outcome.errors]
+    test = {"name": "software", "results": results,
+            "test_summary": {"status": ENTITY_WORDS[worst], **warnings(every_error)}}  # fmt: skip
+    entities = [
+        {
+            "entity_id": int(s.gpu["index"]),
+            "serial_num": s.gpu["serial"],
+            "device_id": _device_id(s),
+        }
+        for s in subjects
+    ]
+    document: dict[str, object] = {
+        "metadata": {"version": DCGM_VERSION, "Driver Version Detected": driver_version},
+        "DCGM Diagnostic": {"test_categories": [{"category": "Deployment", "tests": [test]}]},
+    }
+    if entities:  # an entity group is shown only with entities in it
+        document["entity_groups"] = [
+            {"entities": entities, "entity_group_id": ENTITY_GROUP_GPU, "entity_group": "GPU"}
+        ]
+    return styled_json.dumps(document).splitlines(), failure_status(outcomes)
