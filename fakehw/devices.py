@@ -550,6 +550,7 @@ class Cluster:
         self.counters_us[0] += np.where(reasons & records.REASON_SW_POWER_CAP, dt_s * 1e6, 0)
         self.counters_us[2] += np.where(sw_thermal, dt_s * 1e6, 0)
         self.counters_us[3] += np.where(hw_thermal, dt_s * 1e6, 0)
+        self.counters_us[4] += np.where(self.fault_brake, dt_s * 1e6, 0)
 
         self._sample_utilization(dt_s, activity, memory_activity)
         self._record_history(power)

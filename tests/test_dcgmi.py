@@ -97,8 +97,10 @@ def test_dmon_prints_dcgms_columns_with_the_values_nvidia_smi_shows(h200x2: Node
         for gpu in (0, 1):
             h200x2.run_process("python3", gpu, 52806)
         h200x2.wait_busy(2)
+    fields = "temperature.gpu,power.draw,utilization.gpu,memory.used"
+    before = smi_values(h200x2, fields)
     result = dcgmi(h200x2, "dmon", "-e", "150,155,203,252,1004", "-c", "2", "-d", "100")
-    after = smi_values(h200x2, "temperature.gpu,power.draw,utilization.gpu,memory.used")
+    after = smi_values(h200x2, fields)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # TMPTR width 5, POWER 10, GPUTL 10, FBUSD 10, TENSO 5: each cell width + 8, padded
@@ -116,8 +118,19 @@ def test_dmon_prints_dcgms_columns_with_the_values_nvidia_smi_shows(h200x2: Node
         assert re.fullmatch(r"\d+\.\d{3}", row[2]), row  # a double: three decimals
         assert float(row[2]) == pytest.approx(float(power), rel=0.15)
         assert row[3] == util == "100"
-        assert row[4] == used  # MiB both
+        # MiB both; read between the two nvidia-smi readings (the allocator may still grow)
+        assert sorted([int(before[gpu][3]), int(row[4]), int(used)])[1] == int(row[4])
         assert 0.3 < float(row[5]) <= 1.0  # a bf16 training step keeps the tensor cores busy
+
+
+def test_dmon_answers_identity_fields_as_dcgm_encodes_them(h200x2: Node) -> None:
+    result = dcgmi(h200x2, "dmon", "-i", "0", "-e", "63,58,80,82,153,301", "-c", "1")
+    assert result.returncode == 0, result.stderr
+    cells = result.stdout.splitlines()[2].split()
+    (tlimit,) = smi_values(h200x2, "temperature.gpu.tlimit")[0]
+    (ecc_version, image) = smi_values(h200x2, "inforom.ecc,inforom.img")[0]
+    # compute capability 9.0: the major in the upper 32 bits; the PCI id as NVML's int
+    assert cells[2:] == [str(9 << 32), str(0x233510DE), ecc_version, image, tlimit, "1"]
 
 
 def test_dmon_prints_its_header_again_after_fifteen_samples(h200x2: Node) -> None:
@@ -169,6 +182,12 @@ def test_dmon_prints_its_header_again_after_fifteen_samples(h200x2: Node) -> Non
          "Error: Expected numerical fieldId. Got '65536' instead.\n"),
         (["dmon", "-e", "150", "-i", "0,,1", "-c", "1"], 255, "stderr",
          "Error: Comma without a value detected at token 2 of input 0,,1\n"),
+        (["diag"], 254, "stderr",
+         "Error: Invalid value '' specified for -r..\n"
+         "An error occurred trying to parse the command line.\n"),
+        (["diag", "-r", "5"], 254, "stderr",
+         "Error: Invalid value '5' specified for -r..\n"
+         "An error occurred trying to parse the command line.\n"),
         (["diag", "-r", "1", "-g", "0", "-i", "1"], 254, "stderr",
          "Error: Specifying a group id and a entity id are mutually exclusive.\n"
          "An error occurred trying to parse the command line.\n"),
@@ -286,7 +305,10 @@ def test_a_double_bit_error_fails_the_memory_watch(fresh: Node) -> None:
     ]
     assert lines[memory + 1 : memory + 3] == expected
     assert lines[-1] == lines[0]
-    # nvidia-smi agrees: one uncorrectable error, a row remapping pending
+    # dmon's row-remap fields (the exporter's for 393) and nvidia-smi agree: one row
+    # remapped for the uncorrectable error, the remapping pending until a reset
+    remap = dcgmi(fresh, "dmon", "-i", "1", "-e", "393,396,311", "-c", "1").stdout.splitlines()
+    assert remap[2].split() == ["GPU", "1", "1", "1", "1"]
     assert smi_values(fresh, "ecc.errors.uncorrected.volatile.total,remapped_rows.pending")[1] == [
         "1", "Yes"]  # fmt: skip
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fakehw.contract import snapshot as records
+
 GpuReader = Callable[[Mapping[str, Any]], float]
 
 
@@ -51,9 +53,10 @@ _FIELDS = (
     DcgmField("DCGM_FI_DEV_XID_ERRORS", 230, lambda g: g["last_xid"]),
     DcgmField("DCGM_FI_DEV_POWER_VIOLATION", 240,
               lambda g: g["clocks_event_counters_us"]["sw_power_cap"] * 1000),
+    # time under any thermal slowdown: the two overlap, so at least the longer of them
     DcgmField("DCGM_FI_DEV_THERMAL_VIOLATION", 241,
-              lambda g: (g["clocks_event_counters_us"]["sw_thermal_slowdown"]
-                         + g["clocks_event_counters_us"]["hw_thermal_slowdown"]) * 1000),
+              lambda g: max(g["clocks_event_counters_us"]["sw_thermal_slowdown"],
+                            g["clocks_event_counters_us"]["hw_thermal_slowdown"]) * 1000),
     DcgmField("DCGM_FI_DEV_FB_TOTAL", 250, lambda g: g["memory_total_mib"]),
     DcgmField("DCGM_FI_DEV_FB_FREE", 251,
               lambda g: g["memory_total_mib"] - g["memory_reserved_mib"] - g["memory_used_mib"]),
@@ -70,11 +73,15 @@ _FIELDS = (
     DcgmField("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", 313,
               lambda g: g["ecc"]["aggregate_dram_uncorrected"]
               + g["ecc"]["aggregate_sram_uncorrected"]),
-    DcgmField("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", 393, lambda g: 0),
-    DcgmField("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", 394, lambda g: 0),
-    DcgmField("DCGM_FI_DEV_ROW_REMAP_FAILURE", 395, lambda g: 0),
+    DcgmField("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", 393,
+              lambda g: records.RemappedRows(g["ecc"]).uncorrectable),
+    DcgmField("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", 394,
+              lambda g: records.RemappedRows(g["ecc"]).correctable),
+    DcgmField("DCGM_FI_DEV_ROW_REMAP_FAILURE", 395,
+              lambda g: int(records.RemappedRows(g["ecc"]).failure)),
+    # the host engine's rate of the links' byte counters, KiB/s / 1000 (its "MB/s")
     DcgmField("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", 449,
-              lambda g: g["nvlink_tx_kib_total"] + g["nvlink_rx_kib_total"]),
+              lambda g: (g["nvlink_tx_kbps"] + g["nvlink_rx_kbps"]) // 1000),
     DcgmField("DCGM_FI_DEV_VGPU_LICENSE_STATUS", 526, lambda g: 0),
     DcgmField("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1001, _profile("gr_engine_active")),
     DcgmField("DCGM_FI_PROF_SM_ACTIVE", 1002, _profile("sm_active")),

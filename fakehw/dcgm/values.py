@@ -36,18 +36,14 @@ def _cuda_driver_version(subject: Subject) -> int:
 
 def _compute_capability(subject: Subject) -> int:
     """The major version in the upper 32 bits, the minor in the lower."""
-    major, minor = subject.model["compute_capability"]
-    return int(major) << 32 | int(minor)
+    major, _, minor = str(subject.model["compute_capability"]).partition(".")
+    return int(major) << 32 | int(minor or 0)
 
 
 def _temperature_margin(subject: Subject) -> Value | None:
     """Degrees left before the slowdown (nvidia-smi's T.Limit)."""
     tlimit = subject.model["tlimit"]
     return None if tlimit is None else int(tlimit["base_c"]) - int(subject.gpu["temperature_gpu_c"])
-
-
-def _rows(read: Callable[[RemappedRows], int]) -> Callable[[Subject], Value]:
-    return lambda s: read(RemappedRows(s.gpu["ecc"]))
 
 
 def _banks_used(subject: Subject) -> int:
@@ -118,10 +114,7 @@ _STATIC: dict[int, Callable[[Subject], Value | None]] = {
     387: lambda s: 0,
     388: lambda s: 0,
     389: lambda s: 0,
-    393: _rows(lambda rows: rows.uncorrectable),
-    394: _rows(lambda rows: rows.correctable),
-    395: _rows(lambda rows: int(rows.failure)),
-    396: _rows(lambda rows: int(rows.pending)),
+    396: lambda s: int(RemappedRows(s.gpu["ecc"]).pending),  # (393-395: the exporter's)
 }
 # fmt: on
 _XID_FIELD = FIELDS[ANSWERS_WHEN_LOST].field_id

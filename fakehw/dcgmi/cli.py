@@ -103,7 +103,7 @@ def run_dmon(parsed: Parsed, out: IO[str]) -> int:
                 )
             raise status.DcgmiError(
                 [
-                    f"Enable to retrieve information about group. Error: {status.NOT_CONFIGURED}: "
+                    f"Unable to retrieve information about group. Error: {status.NOT_CONFIGURED}: "
                     "The Group is not found"
                 ],
                 status.NOT_CONFIGURED,
@@ -186,7 +186,7 @@ def run_health(parsed: Parsed, out: IO[str]) -> int:
 
 
 def run_diag(parsed: Parsed, out: IO[str]) -> int:
-    diag.check_level(str(parsed.get("run", diag.QUICK[0])))  # -r's default: "1"
+    diag.check_level(str(parsed.get("run", "")))  # none given: no test named
     if parsed.given("entity-id") and parsed.given("group"):
         raise status.ParseFailed("Specifying a group id and a entity id are mutually exclusive")
     host = str(parsed.get("host", DEFAULT_HOST))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
 
 DCGM_VERSION = "4.6.0"
-QUICK = ("1", "quick", "short")
+QUICK = ("1", "quick", "short", "software")  # the level, or its one test by name
 DEEPER = ("2", "medium", "3", "long", "4", "xlong")
 PASS, WARN, FAIL = "Pass", "Warn", "Fail"
 SEVERITY = {PASS: 0, WARN: 1, FAIL: 2}
@@ -76,6 +76,8 @@ COMMAND = Command(
         ),
     ),
     usage_groups=(("host", "group", "run", "verbose", "json"),),
+    footer="Verbose diagnostic output is currently limited on client, for full diagnostic and "
+    "validation logs please check your server.\n",
 )
 
 
@@ -112,27 +114,22 @@ class EntityResult:
 
 
 def check_level(level: str) -> None:
-    """``-r``: the levels fakehw runs, DCGM's check of a negative one, and fakehw's
-    refusal of the levels it does not model."""
-    digits = level.strip()
-    if digits.startswith("-") and digits[1:2].isdigit():
+    """``-r``: DCGM's checks (a negative level; a one-character one other than 1-4, or
+    none at all, is not a level), then what fakehw runs: the quick level and its software
+    test; deeper levels and other tests it refuses, not modelling them."""
+    if level.startswith("-") and level[1:2].isdigit():  # strtol(...) < 0
         raise status.ParseFailed("Positive value expected, negative value found", "run")
+    if len(level) <= 1 and level not in ("1", "2", "3", "4"):
+        raise status.ParseFailed(f"Invalid value '{level}' specified for -r.")
     if level in QUICK:
         return
     if level in DEEPER:
         raise status.DcgmiError(
-            [
-                f"Error: fake-dcgmi runs the quick diagnostic only (-r 1): level {level!r}'s "
-                "hardware tests are not modelled."
-            ],
-            status.NOT_SUPPORTED,
-            "stderr",
-        )
+            [f"Error: fake-dcgmi runs the quick diagnostic only (-r 1): level {level!r}'s "
+             "hardware tests are not modelled."], status.NOT_SUPPORTED, "stderr")  # fmt: skip
     raise status.DcgmiError(
-        [f"Error: unknown diagnostic {level!r}; fake-dcgmi runs -r 1 (also 'quick', 'short')."],
-        status.BADPARAM,
-        "stderr",
-    )
+        [f"Error: fake-dcgmi runs the software test only (-r 1, quick, short or software), "
+         f"not {level!r}."], status.NOT_SUPPORTED, "stderr")  # fmt: skip
 
 
 def software(subjects: list[Subject]) -> list[EntityResult]:

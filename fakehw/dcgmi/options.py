@@ -99,6 +99,7 @@ class Command:
     one_of: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     usage_groups: tuple[tuple[str, ...], ...] = ()  # dcgmi's addToGroup, by group name
+    footer: str = ""  # addFooter's, after the flags
 
     @property
     def program(self) -> str:
@@ -127,7 +128,7 @@ class Command:
         """``DCGMOutput::usage``: the description, the short usage, then every flag (the
         host and group first, then the exclusive ones, then the rest)."""
         first = [o for o in self.options if o.long in ("host", "group")]
-        exclusive = [o for o in self.options if o.long in self.one_of]
+        exclusive = [self.option(name) for name in self.one_of]  # in xorAdd's order
         rest = [o for o in self.options if o not in first and o not in exclusive]
         lines = ["", *space_print(self.description, 80, 1, 0), "", f"Usage: {self.program}",
                  *self.short_usage(), "", "Flags:"]  # fmt: skip
@@ -136,7 +137,8 @@ class Command:
             lines += space_print(
                 f"{flag:<17}{option.value_name or '':<10} {option.help}", 80, 2, 29
             )
-        return [*lines, "", " ", *space_print(FORMAL_NAME, 80, 1, 0), ""]
+        footer = [*space_print(self.footer, 80, 1, 0), ""] if self.footer else [" "]
+        return [*lines, "", *footer, *space_print(FORMAL_NAME, 80, 1, 0), ""]
 
     def parse(self, argv: list[str]) -> Parsed:
         parsed = Parsed()
