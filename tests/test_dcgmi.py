@@ -238,7 +238,15 @@ def test_an_unknown_subsystem_prints_the_usage(h200x2: Node) -> None:
     result = dcgmi(h200x2, "bogus")
     assert result.returncode == 255
     assert result.stdout.startswith("ERROR: Invalid subsystem.\n\n")
-    assert "--dmon" in result.stdout and "--health" in result.stdout
+    lines = result.stdout.splitlines()
+    # DCGM's descriptions, en dash included, wrapped by byte count as its spacePrint does
+    assert (
+        "        dmon        Stats Monitoring of GPUs [dcgmi dmon \u2013h for more info]" in lines
+    )
+    where = lines.index(
+        "        discovery   Discover GPUs on the system [dcgmi discovery \u2013h for more"
+    )
+    assert lines[where + 1] == " " * 21 + "info]"
 
 
 def test_ctrl_c_stops_dmon_as_dcgm_says_it_does(tmux) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from fakehw.dcgm.catalog import FieldMeta
 from fakehw.dcgm.values import Subject
 from fakehw.dcgmi import diag, discovery, dmon, health, status
 from fakehw.dcgmi.engine import DEFAULT_HOST, HostEngine, connection_failed, is_local, subjects
-from fakehw.dcgmi.options import Command, HelpRequested, Parsed
+from fakehw.dcgmi.options import FORMAL_NAME, Command, HelpRequested, Parsed, space_print
 from fakehw.programs.signals import Terminated, raise_on_termination
 
 
@@ -222,33 +222,25 @@ SUBSYSTEMS: dict[str, tuple[Command, Callable[[Parsed, IO[str]], int]]] = {
     "health": (health.COMMAND, run_health),
     "diag": (diag.COMMAND, run_diag),
 }
+# (DCGM's own descriptions, en dashes and all: CommandLineParser.cpp)
 SUBSYSTEM_HELP = {
-    "discovery": "Discover GPUs on the system [dcgmi discovery -h for more info]",
-    "dmon": "Stats Monitoring of GPUs [dcgmi dmon -h for more info]",
-    "health": "Health Monitoring [dcgmi health -h for more info]",
-    "diag": "System Validation/Diagnostic [dcgmi diag -h for more info]",
+    "discovery": "Discover GPUs on the system [dcgmi discovery \u2013h for more info]",
+    "dmon": "Stats Monitoring of GPUs [dcgmi dmon \u2013h for more info]",
+    "health": "Health Monitoring [dcgmi health \u2013h for more info]",
+    "diag": "System Validation/Diagnostic [dcgmi diag \u2013h for more info]",
 }
+FOOTER = "Please email dcgm-support@nvidia.com with any questions, bug reports, etc.\n"
 
 
 def usage_lines() -> list[str]:
-    """The top-level usage: the subsystems fake-dcgmi has."""
-    lines = [
-        "",
-        " NVIDIA Datacenter GPU Management Interface",
-        "",
-        "Usage: dcgmi",
-        "   dcgmi subsystem",
-        "",
-        "Flags:",
-    ]
-    lines += [f"  --{name:<15} {text}" for name, text in SUBSYSTEM_HELP.items()]
-    lines += [
-        "  -h  --help        Displays usage information and exits.",
-        "",
-        " Please email dcgm-support@nvidia.com with any questions, bug reports, etc.",
-        "",
-    ]
-    return lines
+    """The top-level usage (``DCGMEntryOutput``), of the subsystems fake-dcgmi has: each
+    as ``_longUsage`` writes an unflagged argument, then the help switch, the footer and
+    DCGM's name."""
+    lines = ["", " ", "", "Usage: dcgmi", "   dcgmi <subsystem> ", "", "Flags:"]
+    for name, text in SUBSYSTEM_HELP.items():
+        lines += space_print(f"{'      ' + name:<17} {text}", 80, 2, 19)
+    lines += space_print(f"{'-h  --help':<17} Displays usage information and exits.", 80, 2, 19)
+    return [*lines, "", *space_print(FOOTER, 80, 1, 0), *space_print(FORMAL_NAME, 80, 1, 0), ""]
 
 
 def _columns(out: IO[str]) -> int:

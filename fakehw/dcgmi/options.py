@@ -200,30 +200,30 @@ class Command:
 def space_print(text: str, max_width: int, indent: int, second_line_offset: int) -> list[str]:
     """``DCGMOutput::spacePrint``: ``text`` wrapped at a space, comma or bar to
     ``max_width``, indented, the lines after the first ``second_line_offset`` further; a
-    newline in a wrapped text ends its line."""
-    if len(text) + indent <= max_width or max_width <= 0:
+    newline in a wrapped text ends its line. Widths count bytes, as the C++ does (an en
+    dash is three)."""
+    data = text.encode()
+    if len(data) + indent <= max_width or max_width <= 0:
         return [" " * indent + text]
-    chars, length_total = list(text), len(text)
+    chars, total = bytearray(data), len(data)
     allowed, start, lines = max_width - indent, 0, []
-    while start < length_total:
-        length = min(length_total - start, allowed)
+    while start < total:
+        length = min(total - start, allowed)
         if length == allowed:
-            while length >= 0 and (
-                start + length >= length_total or chars[start + length] not in " ,|"
-            ):
+            while length >= 0 and (start + length >= total or chars[start + length] not in b" ,|"):
                 length -= 1
         if length <= 0:
             length = allowed
-        for offset in range(length):
-            if chars[start + offset] == "\n":
-                chars[start + offset] = " "
-                length = offset + 1
-                break
-        lines.append(" " * indent + "".join(chars[start : start + length]))
+        newline = chars.find(b"\n", start, start + length)
+        if newline >= 0:
+            chars[newline] = ord(" ")
+            length = newline - start + 1
+        piece = bytes(chars[start : start + length]).decode(errors="replace")
+        lines.append(" " * indent + piece)
         if start == 0:
             indent += second_line_offset
             allowed -= second_line_offset
-        while start + length < length_total and chars[start + length] == " ":
+        while start + length < total and chars[start + length] == ord(" "):
             start += 1
         start += length
     return lines
