@@ -124,13 +124,15 @@ def test_dmon_prints_dcgms_columns_with_the_values_nvidia_smi_shows(h200x2: Node
 
 
 def test_dmon_answers_identity_fields_as_dcgm_encodes_them(h200x2: Node) -> None:
-    result = dcgmi(h200x2, "dmon", "-i", "0", "-e", "63,58,80,82,153,301", "-c", "1")
+    result = dcgmi(h200x2, "dmon", "-i", "0", "-e", "63,58,80,82,301,150,153", "-c", "1")
     assert result.returncode == 0, result.stderr
     cells = result.stdout.splitlines()[2].split()
-    (tlimit,) = smi_values(h200x2, "temperature.gpu.tlimit")[0]
     (ecc_version, image) = smi_values(h200x2, "inforom.ecc,inforom.img")[0]
     # compute capability 9.0: the major in the upper 32 bits; the PCI id as NVML's int
-    assert cells[2:] == [str(9 << 32), str(0x233510DE), ecc_version, image, tlimit, "1"]
+    assert cells[2:7] == [str(9 << 32), str(0x233510DE), ecc_version, image, "1"]
+    # the margin to the slowdown (T.Limit) and the temperature always add up to the same
+    temperature, tlimit = smi_values(h200x2, "temperature.gpu,temperature.gpu.tlimit")[0]
+    assert int(cells[7]) + int(cells[8]) == int(temperature) + int(tlimit)
 
 
 def test_dmon_prints_its_header_again_after_fifteen_samples(h200x2: Node) -> None:
