@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import RemappedRows
 from fakehw.dcgmi import status, styled_json, tables
-from fakehw.dcgmi.options import HOST_HELP, SUPPORTED_ENTITIES, Command, Option
+from fakehw.dcgmi.options import HOST, JSON, SUPPORTED_ENTITIES, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
@@ -65,9 +65,9 @@ COMMAND = Command(
             "\n\nwould run the PCIE and Diagnostic tests together.",
         ),
         Option("g", "group", "groupId", "The group ID to query.", kind="int"),
-        Option("", "host", "IP/FQDN", HOST_HELP),
+        HOST,
         Option("v", "verbose", None, "Show information and warnings for each test."),
-        Option("j", "json", None, "Print the output in a json format"),
+        JSON,
         Option(
             "i",
             "entity-id",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fakehw import TYPE_CHECKING
 from fakehw.dcgmi import tables
-from fakehw.dcgmi.options import HOST_HELP, Command, Option
+from fakehw.dcgmi.options import HOST, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
@@ -17,7 +17,7 @@ COMMAND = Command(
     "discovery",
     "discovery -- Used to discover and identify GPUs and their attributes.",
     (
-        Option("", "host", "IP/FQDN", HOST_HELP),
+        HOST,
         Option(
             "l",
             "list",

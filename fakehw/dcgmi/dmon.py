@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from fakehw import TYPE_CHECKING
 from fakehw.dcgm.catalog import FieldMeta, fields
 from fakehw.dcgm.values import Subject, field_value
-from fakehw.dcgmi import status
-from fakehw.dcgmi.options import HOST_HELP, SUPPORTED_ENTITIES, Command, Option
+from fakehw.dcgmi import status, tables
+from fakehw.dcgmi.options import HOST, SUPPORTED_ENTITIES, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Value
@@ -30,7 +30,7 @@ COMMAND = Command(
     "dmon",
     "dmon -- Used to monitor GPUs and their stats.",
     (
-        Option("", "host", "IP/FQDN", HOST_HELP),
+        HOST,
         Option(
             "i",
             "entity-id",
@@ -86,7 +86,7 @@ def list_lines(columns: int) -> list[str]:
         rule,
     ]
     for meta in fields().values():
-        tag = meta.tag if len(meta.tag) <= long_width else meta.tag[: long_width - 3] + "..."
+        tag = tables.cut(meta.tag, long_width)
         lines.append(f"{tag:<{long_width}} {meta.short_name:<{SHORT_NAME_WIDTH}}{meta.field_id}")
     return lines
 
@@ -127,9 +127,7 @@ def parse_field_ids(text: str) -> list[FieldMeta]:
 
 def _cell(text: str, meta: FieldMeta) -> str:
     width = meta.width + CELL_EXTRA
-    if len(text) > width:
-        text = text[: width - 3] + "..."
-    return text.ljust(width + PADDING)
+    return tables.cut(text, width).ljust(width + PADDING)
 
 
 def header(chosen: list[FieldMeta]) -> list[str]:

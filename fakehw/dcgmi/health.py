@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import REASON_HW_THERMAL, REASON_SW_POWER_CAP, REASON_SW_THERMAL
 from fakehw.dcgmi import status, styled_json, tables
-from fakehw.dcgmi.options import HOST_HELP, Command, Option
+from fakehw.dcgmi.options import HOST, JSON, Command, Option
 
 if TYPE_CHECKING:
     from fakehw.dcgm.values import Subject
@@ -107,7 +107,7 @@ COMMAND = Command(
     "group can then be monitored during a process.",
     (
         Option("g", "group", "groupId", "The GPU group to query on the specified host."),
-        Option("", "host", "IP/FQDN", HOST_HELP),
+        HOST,
         Option("", "clear", None, "Disable all watches being monitored."),
         Option("f", "fetch", None, "Fetch the current watch status."),
         Option(
@@ -117,7 +117,7 @@ COMMAND = Command(
             "Check to see if any errors or warnings have occurred in the "
             "currently monitored watches.",
         ),
-        Option("j", "json", None, "Print the output in a json format"),
+        JSON,
         Option(
             "s",
             "set",

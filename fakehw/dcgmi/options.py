@@ -52,6 +52,8 @@ class Option:
 
 
 HELP = Option("h", "help", None, "Displays usage information and exits.")
+HOST = Option("", "host", "IP/FQDN", HOST_HELP)  # every subsystem's
+JSON = Option("j", "json", None, "Print the output in a json format")
 
 
 @dataclass

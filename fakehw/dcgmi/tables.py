@@ -62,9 +62,14 @@ class Tree:
 STENCIL_NAME, STENCIL_VALUE = 25, 46  # diag's "| <DATA_NAME ...> | <DATA_INFO ...> |"
 
 
+def cut(text: str, width: int) -> str:
+    """dcgmi's way with a value too long for its place: cut to ``width``, ending ``...``."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def stencil_cell(text: str, width: int) -> str:
-    """``CommandOutputController::ReplaceTag``: padded, or cut to ``width`` ending ``...``."""
-    return text.ljust(width) if len(text) <= width else text[: width - 3] + "..."
+    """``CommandOutputController::ReplaceTag``: padded, or cut."""
+    return cut(text, width).ljust(width)
 
 
 def stencil_row(name: str, value: str) -> str:
