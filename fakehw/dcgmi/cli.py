@@ -12,7 +12,16 @@ from typing import IO
 from fakehw.dcgm.catalog import FieldMeta
 from fakehw.dcgm.values import Subject
 from fakehw.dcgmi import diag, discovery, dmon, health, status
-from fakehw.dcgmi.engine import DEFAULT_HOST, HostEngine, connection_failed, is_local, subjects
+from fakehw.dcgmi.engine import (
+    DEFAULT_HOST,
+    EntityListError,
+    HostEngine,
+    by_index,
+    connection_failed,
+    gpu_ids,
+    is_local,
+    subjects,
+)
 from fakehw.dcgmi.options import FORMAL_NAME, Command, HelpRequested, Parsed, space_print
 from fakehw.programs.signals import Terminated, raise_on_termination
 
@@ -52,28 +61,13 @@ def _dmon_gpus(parsed: Parsed, found: list[Subject]) -> list[Subject]:
     """The GPUs ``-i`` names (all of them by default), or DCGM's refusal of one it lacks."""
     if not parsed.given("entity-id"):
         return found
-    by_index = {int(s.gpu["index"]): s for s in found}
-    chosen = []
-    entity_list = str(parsed.get("entity-id", ""))
-    for position, token in enumerate(entity_list.split(","), start=1):
-        if not token:
-            raise status.DcgmiError(
-                [
-                    f"Error: Comma without a value detected at token {position} of input "
-                    f"{entity_list}"
-                ],
-                status.BADPARAM,
-                "stderr",
-            )
-        token = token.strip().removeprefix("gpu:")
-        if not token.isdigit():
-            raise status.DcgmiError(
-                [f"Error: Expected numerical entityId instead of {token}"],
-                status.BADPARAM,
-                "stderr",
-            )
-        index = int(token)
-        if index not in by_index:
+    try:
+        ids = gpu_ids(str(parsed.get("entity-id", "")))
+    except EntityListError as exc:
+        raise status.DcgmiError([exc.message], status.BADPARAM, "stderr") from None
+    known = by_index(found)
+    for index in ids:
+        if index not in known:
             raise status.DcgmiError(
                 [
                     f"Error: Got error {status.BADPARAM} {status.ERROR_STRINGS[status.BADPARAM]} "
@@ -82,8 +76,7 @@ def _dmon_gpus(parsed: Parsed, found: list[Subject]) -> list[Subject]:
                 status.BADPARAM,
                 "stderr",
             )
-        chosen.append(by_index[index])
-    return chosen
+    return [known[index] for index in ids]
 
 
 def run_dmon(parsed: Parsed, out: IO[str]) -> int:
@@ -144,8 +137,8 @@ def _monitor(
     due = time.monotonic()
     try:
         while True:
-            by_index = {int(s.gpu["index"]): s for s in subjects(engine.snapshot())}
-            _write(out, [dmon.row(by_index[gpu], chosen) for gpu in gpus if gpu in by_index])
+            now = by_index(subjects(engine.snapshot()))
+            _write(out, [dmon.row(now[gpu], chosen) for gpu in gpus if gpu in now])
             if count:
                 remaining -= 1
                 if remaining <= 0:
@@ -176,9 +169,9 @@ def run_health(parsed: Parsed, out: IO[str]) -> int:
         else:
             health.check_group(group, "check")
             watches = engine.health_watches()
-            found = health.incidents(subjects(engine.snapshot()), watches)
             if not watches:
                 raise status.DcgmiError([health.NOT_ENABLED], status.GENERIC_ERROR)
+            found = health.incidents(subjects(engine.snapshot()), watches)
             _write(out, health.check_lines(found, as_json))
     finally:
         engine.close()

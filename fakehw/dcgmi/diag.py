@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fakehw import TYPE_CHECKING
 from fakehw.contract.snapshot import RemappedRows
 from fakehw.dcgmi import status, styled_json, tables
+from fakehw.dcgmi.engine import EntityListError, by_index, gpu_ids
 from fakehw.dcgmi.options import HOST, JSON, SUPPORTED_ENTITIES, Command, Option
 
 if TYPE_CHECKING:
@@ -171,19 +172,17 @@ def software(subjects: list[Subject]) -> list[EntityResult]:
 
 
 def select(subjects: list[Subject], entity_ids: str | None) -> list[Subject]:
-    """``-i 0,2``: those GPUs; a GPU the node does not have ends the run as DCGM does."""
+    """``-i 0,2``: those GPUs; a list it cannot read, or a GPU the node does not have,
+    ends the run as DCGM does (stdout, a blank line after)."""
     if entity_ids is None:
         return subjects
-    by_index = {int(s.gpu["index"]): s for s in subjects}
-    chosen = []
-    for token in entity_ids.split(","):
-        if not token.strip().isdigit():
-            raise status.DcgmiError(
-                [f"Error: Error: Expected numerical entityId instead of {token.strip()}", ""],
-                status.BADPARAM,
-            )
-        index = int(token)
-        if index not in by_index:
+    try:
+        ids = gpu_ids(entity_ids)
+    except EntityListError as exc:
+        raise status.DcgmiError([f"Error: {exc.message}", ""], status.BADPARAM) from None
+    known = by_index(subjects)
+    for index in ids:
+        if index not in known:
             raise status.DcgmiError(
                 [
                     f"Error: Unable to complete diagnostic for entities {entity_ids}. Return: "
@@ -192,8 +191,7 @@ def select(subjects: list[Subject], entity_ids: str | None) -> list[Subject]:
                 ],
                 status.BADPARAM,
             )
-        chosen.append(by_index[index])
-    return chosen
+    return [known[index] for index in ids]
 
 
 def _device_id(subject: Subject) -> str:

@@ -4,13 +4,17 @@ health watches it keeps. Connection failures come out in dcgmi's words."""
 
 from __future__ import annotations
 
+import contextlib
+
 from fakehw import TYPE_CHECKING
 from fakehw.dcgm.values import Subject
 from fakehw.dcgmi import status
+from fakehw.views.source import DaemonSource, SourceFailed
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fakehw.contract.snapshot import NodeRecord, Snapshot
-    from fakehw.views.source import DaemonSource
 
 DEFAULT_HOST = "localhost"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -50,35 +54,31 @@ class HostEngine:
     """One connected dcgmi: the node's snapshot and its health watches."""
 
     def __init__(self, host: str = DEFAULT_HOST) -> None:
-        from fakehw.views.source import DaemonSource, SourceFailed
-
         self.host = host
         if not is_local(host):
             raise connection_failed(host)
-        try:
-            self.source: DaemonSource = DaemonSource("fake-dcgmi")
-        except SourceFailed as exc:
-            raise connection_failed(host, exc.message) from None
+        with self._answering():
+            self.source = DaemonSource("fake-dcgmi")
 
-    def snapshot(self) -> Snapshot:
-        from fakehw.views.source import SourceFailed
-
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """The daemon not answering, in dcgmi's words (and fakehw's reason)."""
         try:
-            return self.source.snapshot()
+            yield
         except SourceFailed as exc:
             raise connection_failed(self.host, exc.message) from None
+
+    def snapshot(self) -> Snapshot:
+        with self._answering():
+            return self.source.snapshot()
 
     def health_watches(self, mask: int | None = None) -> int:
         """The node's health watch mask, after setting it to ``mask`` if given."""
-        from fakehw.views.source import SourceFailed
-
         args: dict[str, int | str] = {"node": self.source.node}
         if mask is not None:
             args["mask"] = mask
-        try:
+        with self._answering():
             answer = self.source.change("health_watches", **args)
-        except SourceFailed as exc:
-            raise connection_failed(self.host, exc.message) from None
         return int(answer["mask"])
 
     def close(self) -> None:
@@ -87,6 +87,32 @@ class HostEngine:
 
 def node_of(snapshot: Snapshot) -> NodeRecord:
     return snapshot["nodes"][0]
+
+
+class EntityListError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def gpu_ids(entity_list: str) -> list[int]:
+    """``-i 0,gpu:2``: the GPU ids an entity list names, or the words of DCGM's
+    ``EntityListParser`` for one it cannot read (each command says them its own way)."""
+    ids = []
+    for position, token in enumerate(entity_list.split(","), start=1):
+        if not token:
+            raise EntityListError(
+                f"Error: Comma without a value detected at token {position} of input {entity_list}"
+            )
+        token = token.strip().removeprefix("gpu:")
+        if not token.isdigit():
+            raise EntityListError(f"Error: Expected numerical entityId instead of {token}")
+        ids.append(int(token))
+    return ids
+
+
+def by_index(found: list[Subject]) -> dict[int, Subject]:
+    return {int(subject.gpu["index"]): subject for subject in found}
 
 
 def subjects(snapshot: Snapshot) -> list[Subject]:
