@@ -317,8 +317,10 @@ def test_a_double_bit_error_fails_the_memory_watch(fresh: Node) -> None:
     assert lines[-1] == lines[0]
     # dmon's row-remap fields (the exporter's for 393) and nvidia-smi agree: one row
     # remapped for the uncorrectable error, the remapping pending until a reset
-    remap = dcgmi(fresh, "dmon", "-i", "1", "-e", "393,396,311", "-c", "1").stdout.splitlines()
-    assert remap[2].split() == ["GPU", "1", "1", "1", "1"]
+    remap = dcgmi(fresh, "dmon", "-i", "1", "-e", "393,396,311,385,386", "-c", "1").stdout
+    histogram = smi_values(fresh, "remapped_rows.histogram.max,remapped_rows.histogram.high")[1]
+    assert histogram == ["2559", "1"]  # an H100's 2560 banks, one with a row used
+    assert remap.splitlines()[2].split() == ["GPU", "1", "1", "1", "1", *histogram]
     assert smi_values(fresh, "ecc.errors.uncorrected.volatile.total,remapped_rows.pending")[1] == [
         "1", "Yes"]  # fmt: skip
 

@@ -55,6 +55,12 @@ class RemappedRows:
         self.pending = ecc["volatile_dram_uncorrected"] > 0  # since the last reset
         self.failure = False  # the banks never run out here
 
+    def bank_histogram(self, banks: int) -> tuple[int, int]:
+        """Of a GPU's ``banks``, those with every spare row (nvidia-smi's "Max") and those
+        with one used (its "High"): each remapped row takes one."""
+        used = min(banks, self.correctable + self.uncorrectable)
+        return banks - used, used
+
 
 if TYPE_CHECKING:
     # Types only: viewers import this module on their start-up path, and

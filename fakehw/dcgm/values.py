@@ -46,9 +46,10 @@ def _temperature_margin(subject: Subject) -> Value | None:
     return None if tlimit is None else int(tlimit["base_c"]) - int(subject.gpu["temperature_gpu_c"])
 
 
-def _banks_used(subject: Subject) -> int:
-    rows = RemappedRows(subject.gpu["ecc"])
-    return min(int(subject.model["remapped_rows_banks"]), rows.correctable + rows.uncorrectable)
+def _banks(subject: Subject) -> tuple[int, int]:
+    """The row remapper's banks at "Max" and at "High" (as nvidia-smi -q)."""
+    histogram = RemappedRows(subject.gpu["ecc"]).bank_histogram
+    return histogram(int(subject.model["remapped_rows_banks"]))
 
 
 def _model(key: str) -> Callable[[Subject], Value]:
@@ -109,8 +110,8 @@ _STATIC: dict[int, Callable[[Subject], Value | None]] = {
     300: lambda s: 1,  # ECC mode: enabled, as on every datacenter GPU
     301: lambda s: 1,  # the pending mode: enabled too (nvidia-smi's ECC Mode Pending)
     # the row remapper (nvmlDeviceGetRemappedRows, its bank histogram), as nvidia-smi -q
-    385: lambda s: int(s.model["remapped_rows_banks"]) - _banks_used(s),
-    386: _banks_used,
+    385: lambda s: _banks(s)[0],
+    386: lambda s: _banks(s)[1],
     387: lambda s: 0,
     388: lambda s: 0,
     389: lambda s: 0,

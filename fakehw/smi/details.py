@@ -105,8 +105,7 @@ def gpu_tree(snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> list[Node]
     switched = m["nvlink_topology"] == "all" and len(node["gpus"]) > 1
     tlimit = m["tlimit"]
     rows = records.RemappedRows(gpu["ecc"])
-    banks = m["remapped_rows_banks"]
-    banks_used = min(banks, rows.correctable + rows.uncorrectable)  # one remapped row each
+    banks_max, banks_high = rows.bank_histogram(m["remapped_rows_banks"])
 
     def active(bit: int) -> str:
         return "Active" if reasons & bit else "Not Active"
@@ -352,8 +351,8 @@ def gpu_tree(snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> list[Node]
           F("Pending", "remapped_row_pending", "Yes" if rows.pending else "No"),
           F("Remapping Failure Occurred", "remapped_row_failure", "Yes" if rows.failure else "No"),
           S("Bank Remap Availability Histogram", "row_remapper_histogram",
-            F("Max", "row_remapper_histogram_max", f"{banks - banks_used} bank(s)"),
-            F("High", "row_remapper_histogram_high", f"{banks_used} bank(s)"),
+            F("Max", "row_remapper_histogram_max", f"{banks_max} bank(s)"),
+            F("High", "row_remapper_histogram_high", f"{banks_high} bank(s)"),
             F("Partial", "row_remapper_histogram_partial", "0 bank(s)"),
             F("Low", "row_remapper_histogram_low", "0 bank(s)"),
             F("None", "row_remapper_histogram_none", "0 bank(s)")),

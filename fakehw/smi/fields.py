@@ -94,10 +94,9 @@ def _rows(read: Callable[[records.RemappedRows], object]) -> Reader:
     return lambda ctx: str(read(records.RemappedRows(ctx.gpu["ecc"])))
 
 
-def _banks_used(ctx: FieldContext) -> int:
-    """Banks with a row remapped (one each), out of the model's."""
-    rows = records.RemappedRows(ctx.gpu["ecc"])
-    return min(int(ctx.model["remapped_rows_banks"]), rows.correctable + rows.uncorrectable)
+def _banks(ctx: FieldContext) -> tuple[int, int]:
+    """The row remapper's banks at "Max" and at "High"."""
+    return records.RemappedRows(ctx.gpu["ecc"]).bank_histogram(ctx.model["remapped_rows_banks"])
 
 
 def _watts_from_mw(key: str) -> Reader:
@@ -340,9 +339,9 @@ def _fields() -> list[QueryField]:
         f("remapped_rows.failure", _rows(lambda r: "Yes" if r.failure else "No")),
         f(
             "remapped_rows.histogram.max",
-            lambda ctx: str(ctx.model["remapped_rows_banks"] - _banks_used(ctx)),
+            lambda ctx: str(_banks(ctx)[0]),
         ),
-        f("remapped_rows.histogram.high", lambda ctx: str(_banks_used(ctx))),
+        f("remapped_rows.histogram.high", lambda ctx: str(_banks(ctx)[1])),
         *(
             f(f"remapped_rows.histogram.{level}", _const("0"))
             for level in ("partial", "low", "none")
