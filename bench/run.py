@@ -876,11 +876,20 @@ print(json.dumps({"targets": len(paths), "latencies": latencies, "failed": faile
 """
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextlib.contextmanager
 def training_cluster_exporter(nodes: int) -> Iterator[tuple[int, psutil.Process, psutil.Process]]:
     """A daemon of ``nodes`` x 8 GPUs, every GPU training, and the exporter serving it:
     the exporter's port, the daemon's and the exporter's processes."""
-    import socket
 
     runtime = Path(tempfile.mkdtemp(prefix="fhw-bench-sd-"))
     env = {**os.environ, "FAKEHW_RUNTIME_DIR": str(runtime)}
@@ -893,9 +902,7 @@ def training_cluster_exporter(nodes: int) -> Iterator[tuple[int, psutil.Process,
                     "attach", pid=200000 + node, watch_pid=os.getpid(), name="python3",
                     gpus=list(range(node * 8, node * 8 + 8)), job="bench", phase="train",
                 )  # fmt: skip
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         exporter = subprocess.Popen(
             [sys.executable, "-m", "fakehw", "exporter", "--listen", f"127.0.0.1:{port}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -964,14 +971,11 @@ def prometheus_scrapes(binary: str, nodes: int, interval_s: float,
     own series say how it went: ``up``, ``scrape_duration_seconds``, and the interval it
     kept (``prometheus_target_interval_length_seconds``)."""
     import json
-    import socket
     import urllib.parse
     import urllib.request
 
     work = Path(tempfile.mkdtemp(prefix="fhw-bench-prom-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        web = sock.getsockname()[1]
+    web = free_port()
 
     def query(promql: str, at: float | None = None) -> float:
         asked = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
