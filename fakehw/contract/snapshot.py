@@ -42,6 +42,20 @@ COUNTER_NAMES = (
 )
 
 
+def cuda_driver_version(cuda_version: str) -> int:
+    """``cudaDriverGetVersion``'s number for a version as the snapshot writes it: "13.0"
+    is 13000 (NVML's ``nvmlSystemGetCudaDriverVersion``, DCGM's field 5)."""
+    major, _, minor = cuda_version.partition(".")
+    return int(major) * 1000 + int(minor or 0) * 10
+
+
+def tlimit_margin_c(model: Any, gpu: Any) -> int | None:
+    """Degrees left before the slowdown (nvidia-smi's T.Limit, NVML's margin
+    temperature), or None for a GPU without T.Limit thresholds."""
+    tlimit = model["tlimit"]
+    return None if tlimit is None else int(tlimit["base_c"]) - int(gpu["temperature_gpu_c"])
+
+
 class RemappedRows:
     """What a GPU's row remapper has done (``nvmlDeviceGetRemappedRows``): an A100 or H100
     remaps a row of its HBM for each uncorrectable error in it, and the remapping waits

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fakehw.contract.snapshot import RemappedRows
+from fakehw.contract.snapshot import RemappedRows, cuda_driver_version, tlimit_margin_c
 from fakehw.dcgm.fields import ANSWERS_WHEN_LOST, BY_ID, FIELDS
 
 Value = int | float | str
@@ -28,22 +28,10 @@ class Subject:
     node_gpu_count: int
 
 
-def _cuda_driver_version(subject: Subject) -> int:
-    """cudaDriverGetVersion's number: 13.0 is 13000."""
-    major, _, minor = str(subject.snapshot["cuda_version"]).partition(".")
-    return int(major) * 1000 + int(minor or 0) * 10
-
-
 def _compute_capability(subject: Subject) -> int:
     """The major version in the upper 32 bits, the minor in the lower."""
     major, _, minor = str(subject.model["compute_capability"]).partition(".")
     return int(major) << 32 | int(minor or 0)
-
-
-def _temperature_margin(subject: Subject) -> Value | None:
-    """Degrees left before the slowdown (nvidia-smi's T.Limit)."""
-    tlimit = subject.model["tlimit"]
-    return None if tlimit is None else int(tlimit["base_c"]) - int(subject.gpu["temperature_gpu_c"])
 
 
 def _banks(subject: Subject) -> tuple[int, int]:
@@ -65,7 +53,7 @@ _STATIC: dict[int, Callable[[Subject], Value | None]] = {
     1: lambda s: s.snapshot["driver_version"],
     2: lambda s: s.snapshot["nvml_version"],
     4: lambda s: s.node_gpu_count,
-    5: _cuda_driver_version,
+    5: lambda s: cuda_driver_version(str(s.snapshot["cuda_version"])),
     50: _model("name"),
     52: _gpu("index"),
     53: _gpu("serial"),
@@ -100,7 +88,7 @@ _STATIC: dict[int, Callable[[Subject], Value | None]] = {
     162: _model("power_max_w"),
     163: _model("power_default_w"),
     164: lambda s: s.gpu["power_limit_mw"] / 1000,
-    153: _temperature_margin,
+    153: lambda s: tlimit_margin_c(s.model, s.gpu),
     190: lambda s: int(str(s.gpu["pstate"]).removeprefix("P")),
     235: _model("pcie_gen_max"),
     236: _model("pcie_width_max"),

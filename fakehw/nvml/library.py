@@ -321,8 +321,7 @@ def _nvml_version(lib: FakeNvmlLibrary, buffer: Any, size: Any) -> int:
 
 @c_function("nvmlSystemGetCudaDriverVersion", "nvmlSystemGetCudaDriverVersion_v2")
 def _cuda_version(lib: FakeNvmlLibrary, out: Any) -> int:
-    major, _, minor = lib.snapshot()["cuda_version"].partition(".")
-    return put(out, int(major) * 1000 + int(minor or 0) * 10)
+    return put(out, records.cuda_driver_version(lib.snapshot()["cuda_version"]))
 
 
 @c_function("nvmlSystemGetProcessName")

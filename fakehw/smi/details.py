@@ -117,7 +117,7 @@ def gpu_tree(snapshot: Snapshot, node: NodeRecord, gpu: GpuRecord) -> list[Node]
     memory_now = f"{g['temperature_memory_c']} C"
     if tlimit is not None:
         limits = [
-            ("GPU T.Limit Temp", "gpu_temp_tlimit", tlimit["base_c"] - current),
+            ("GPU T.Limit Temp", "gpu_temp_tlimit", records.tlimit_margin_c(m, g)),
             ("GPU Shutdown T.Limit Temp", "gpu_temp_max_tlimit_threshold", tlimit["shutdown_c"]),
             ("GPU Slowdown T.Limit Temp", "gpu_temp_slow_tlimit_threshold", tlimit["slowdown_c"]),
             ("GPU Max Operating T.Limit Temp", "gpu_temp_max_gpu_tlimit_threshold",

@@ -116,8 +116,8 @@ def _counter(name: str) -> Reader:
 
 
 def _tlimit(ctx: FieldContext) -> str:
-    tlimit = ctx.model["tlimit"]
-    return NA if tlimit is None else str(tlimit["base_c"] - ctx.gpu["temperature_gpu_c"])
+    margin = records.tlimit_margin_c(ctx.model, ctx.gpu)
+    return NA if margin is None else str(margin)
 
 
 def _fabric(value: str) -> Reader:
