@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Node, wait_for
+from helpers import Node, fakehw, wait_for
 
 from fakehw.nvml import native_directory
 
@@ -601,3 +601,29 @@ def test_the_library_holds_up_as_a_long_running_client_uses_it(tmp_path: Path) -
     assert out["thread"] == [0, 1]  # created, and it read a temperature
     assert out["version"] == 25  # NVML_ERROR_ARGUMENT_VERSION_MISMATCH
     assert (out["l1"], out["dram"], out["clock"]) == (3, 0, 2)  # NOT_SUPPORTED, 0, INVALID
+
+
+def test_an_a100_without_tlimit_is_published_and_says_not_supported() -> None:
+    """An A100 has no T.Limit thresholds: the shared-memory snapshot still carries it (the
+    model thread once died on it, taking the daemon down), and its margin temperature is
+    Not Supported, from the C library and the Python layer alike."""
+    node = Node("a100-80gb", 1)
+    try:
+        script = textwrap.dedent("""
+            import pynvml
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            try:
+                margin = pynvml.nvmlDeviceGetMarginTemperature(handle)
+            except pynvml.NVMLError as exc:
+                margin = str(exc)
+            print(pynvml.nvmlDeviceGetName(handle), margin, sep="|")
+        """)
+        native = run(node, sys.executable, "-c", script).stdout.strip()
+        assert native == "NVIDIA A100-SXM4-80GB|Not Supported"
+        python_layer = fakehw("exec", "--", sys.executable, "-c", script,
+                              env={**node.env, "FAKEHW_NVML": "python"})  # fmt: skip
+        assert python_layer.stdout.strip() == native, python_layer.stderr
+        assert "A100-SXM4-80GB" in node.smi("-L").stdout  # the same daemon still serves
+    finally:
+        node.close()

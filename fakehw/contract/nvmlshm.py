@@ -166,7 +166,7 @@ GPU = packed_fields((
     Field("temp_max_operating_c", "I", ""),
     Field("temp_memory_max_c", "I", ""),
     Field("remapped_rows_banks", "I", ""),
-    Field("tlimit_base_c", "I", "the temperature the margin (T.Limit) counts down to"),
+    Field("tlimit_base_c", "I", "the temperature the margin (T.Limit) counts down to; 0: none"),
     Field("numa_node", "I", "the host's NUMA node the GPU hangs off"),
     Field("nvlink_topology", "I", "0: no NVLink, 1: every pair (NVSwitch), 2: bridged pairs"),
     Field("uuid", "96s", "GPU-xxxxxxxx-..."),
@@ -245,7 +245,7 @@ GPU_VALUES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], object]] 
     "cc_major": lambda g, m: int(m["compute_capability"].split(".")[0]),
     "cc_minor": lambda g, m: int(m["compute_capability"].split(".")[1]),
     "name": lambda g, m: _text(m["name"]),
-    "tlimit_base_c": lambda g, m: m["tlimit"]["base_c"],
+    "tlimit_base_c": lambda g, m: m["tlimit"]["base_c"] if m["tlimit"] else 0,  # an A100: none
 }
 MODEL_KEYS = {
     "pci_device_id", "pci_subsystem_id", "pcie_gen_max", "pcie_width_max", "nvlink_count",

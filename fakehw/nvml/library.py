@@ -595,7 +595,9 @@ def _threshold(lib: FakeNvmlLibrary, handle: Any, kind: Any, out: Any) -> int:
 def _margin(lib: FakeNvmlLibrary, handle: Any, out: Any) -> int:
     gpu = lib.gpu(handle)
     reading = target(out)
-    margin = lib.model(gpu)["tlimit"]["base_c"] - gpu["temperature_gpu_c"]
+    margin = records.tlimit_margin_c(lib.model(gpu), gpu)
+    if margin is None:
+        return NVML_ERROR_NOT_SUPPORTED  # no T.Limit thresholds: an A100
     if hasattr(reading, "marginTemperature"):
         reading.marginTemperature = margin
         return NVML_SUCCESS

@@ -109,7 +109,7 @@ typedef struct fakehw_gpu_t {
     uint32_t temp_max_operating_c;
     uint32_t temp_memory_max_c;
     uint32_t remapped_rows_banks;
-    uint32_t tlimit_base_c;  /* the temperature the margin (T.Limit) counts down to */
+    uint32_t tlimit_base_c;  /* the temperature the margin (T.Limit) counts down to; 0: none */
     uint32_t numa_node;  /* the host's NUMA node the GPU hangs off */
     uint32_t nvlink_topology;  /* 0: no NVLink, 1: every pair (NVSwitch), 2: bridged pairs */
     char uuid[96];  /* GPU-xxxxxxxx-... */

@@ -846,6 +846,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMarginTemperature(nvmlDevice_t device,
     if (margin->version != nvmlMarginTemperature_v1)
         return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     GPU_OR_RETURN(device, gpu);
+    if (gpu.tlimit_base_c == 0)
+        return NVML_ERROR_NOT_SUPPORTED; /* no T.Limit thresholds: an A100 */
     margin->marginTemperature = (int)gpu.tlimit_base_c - gpu.temperature_gpu_c;
     return NVML_SUCCESS;
 }
